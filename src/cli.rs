@@ -1,0 +1,124 @@
+//! Command-line definitions (clap). Behaviour lives in `app.rs`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+const AFTER_HELP: &str = "\
+Examples:
+  cargo eterna-port plan                 show the ARM64 → x86_64 port plan
+  cargo eterna-port plan --message-format json
+  cargo eterna-port vmcs                 port one component (aliases: vmcs, ept, apic, gic,
+                                         vmexit, trap, serial) or a module path
+  cargo eterna-port config               show the effective configuration
+
+Exit status: 0 success; 1 the work was done and found problems; 2 usage, configuration
+or environment error.";
+
+/// Port an ARM64 (EL2) Rust hypervisor workspace to x86_64 (Intel VT-x).
+#[derive(Debug, Parser)]
+#[command(
+    name = "cargo-eterna-port",
+    bin_name = "cargo eterna-port",
+    version,
+    about,
+    after_help = AFTER_HELP,
+    args_conflicts_with_subcommands = true,
+    max_term_width = 100
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    /// Components, aliases (vmcs, ept, apic, …) or module paths to port
+    #[arg(value_name = "TARGET")]
+    pub targets: Vec<String>,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct GlobalArgs {
+    /// Path to the workspace's Cargo.toml
+    #[arg(long, global = true, value_name = "PATH")]
+    pub manifest_path: Option<PathBuf>,
+
+    /// Only scan this package (repeatable)
+    #[arg(short = 'p', long = "package", global = true, value_name = "SPEC")]
+    pub packages: Vec<String>,
+
+    /// x86_64 target triple to port to [default: x86_64-unknown-none]
+    #[arg(long, global = true, value_name = "TRIPLE")]
+    pub target: Option<String>,
+
+    /// Output format
+    #[arg(long, global = true, value_enum, default_value_t = MessageFormat::Human, value_name = "FMT")]
+    pub message_format: MessageFormat,
+
+    /// More output (-vv for debug logs)
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "quiet")]
+    pub verbose: u8,
+
+    /// Only errors on stderr
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+
+    /// Coloring [default: auto, or $CARGO_TERM_COLOR]
+    #[arg(long, global = true, value_enum, value_name = "WHEN")]
+    pub color: Option<ColorWhen>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum MessageFormat {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ColorWhen {
+    Auto,
+    Always,
+    Never,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Show which ARM64 modules map to which x86_64 modules, in dependency order
+    Plan(TargetArgs),
+    /// Port modules to x86_64 (the default when TARGETs are given)
+    Port(TargetArgs),
+    /// Show the effective configuration and where each value comes from
+    Config,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct TargetArgs {
+    /// Components, aliases (vmcs, ept, apic, …) or module paths; all when omitted
+    #[arg(value_name = "TARGET")]
+    pub targets: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn bare_positional_is_a_port_target() {
+        let cli = Cli::try_parse_from(["cargo-eterna-port", "vmcs", "ept"]).unwrap();
+        assert!(cli.command.is_none());
+        assert_eq!(cli.targets, ["vmcs", "ept"]);
+        let cli = Cli::try_parse_from(["x", "plan", "--message-format", "json", "gic"]).unwrap();
+        match cli.command {
+            Some(Command::Plan(t)) => assert_eq!(t.targets, ["gic"]),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(cli.global.message_format, MessageFormat::Json);
+    }
+}

@@ -1,0 +1,487 @@
+//! The effective configuration: flags > environment (then `.env`) > package metadata >
+//! workspace metadata > defaults, each value remembering where it came from.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::workspace::Workspace;
+
+pub const DEFAULT_TARGET: &str = "x86_64-unknown-none";
+pub const DEFAULT_MODEL: &str = "x-ai/grok-4-fast";
+pub const DEFAULT_BASE_URL: &str = "https://openrouter.ai/api/v1";
+pub const DEFAULT_MAX_FILE_SIZE: u64 = 8 * 1024 * 1024;
+
+/// API key variables, in load-balancing order.
+pub const KEY_VARS: [&str; 4] = [
+    "OPENROUTER_API_KEY1",
+    "OPENROUTER_API_KEY2",
+    "OPENROUTER_API_KEY3",
+    "OPENROUTER_API_KEY",
+];
+
+/// Keys accepted in `[workspace.metadata.eterna-port]` / `[package.metadata.eterna-port]`.
+const METADATA_KEYS: [&str; 5] = ["target", "model", "base-url", "db", "max-file-size"];
+
+/// Where a value came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Source {
+    Default,
+    Derived { reason: String },
+    Flag { flag: String },
+    Env { var: String },
+    DotEnv { path: String, var: String },
+    WorkspaceMetadata { manifest: String },
+    PackageMetadata { package: String, manifest: String },
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::Default => write!(f, "default"),
+            Source::Derived { reason } => write!(f, "derived: {reason}"),
+            Source::Flag { flag } => write!(f, "flag {flag}"),
+            Source::Env { var } => write!(f, "environment ${var}"),
+            Source::DotEnv { path, var } => write!(f, "{var} in {path}"),
+            Source::WorkspaceMetadata { manifest } => {
+                write!(f, "[workspace.metadata.eterna-port] in {manifest}")
+            }
+            Source::PackageMetadata { package, manifest } => {
+                write!(
+                    f,
+                    "[package.metadata.eterna-port] of `{package}` in {manifest}"
+                )
+            }
+        }
+    }
+}
+
+/// A configuration value and its origin.
+#[derive(Debug, Clone, Serialize)]
+pub struct Setting<T> {
+    pub value: T,
+    pub source: Source,
+}
+
+impl<T> Setting<T> {
+    fn new(value: T, source: Source) -> Self {
+        Setting { value, source }
+    }
+}
+
+/// A secret (API key). Never printed: `Debug`, `Display` and `Serialize` redact it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: String) -> Self {
+        Secret(s)
+    }
+    /// The secret itself, for the one place that sends it (the HTTP client).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+pub const REDACTED: &str = "<redacted>";
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(REDACTED)
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(REDACTED)
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(REDACTED)
+    }
+}
+
+/// Which porting backend a run uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    Offline,
+    Llm,
+}
+
+/// Values given on the command line.
+#[derive(Debug, Default, Clone)]
+pub struct Flags {
+    pub target: Option<String>,
+}
+
+/// The effective configuration.
+#[derive(Debug, Clone, Serialize)]
+pub struct Config {
+    pub target: Setting<String>,
+    pub model: Setting<String>,
+    pub base_url: Setting<String>,
+    /// One entry per key variable that is set, in load-balancing order.
+    pub api_keys: Vec<(String, Setting<Secret>)>,
+    pub openai_api_key: Option<Setting<Secret>>,
+    pub backend: Setting<Backend>,
+    pub db: Setting<PathBuf>,
+    pub max_file_size: Setting<u64>,
+}
+
+/// Looks up an environment variable; injectable for tests.
+pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+/// The process environment, ignoring empty values.
+pub fn process_env(var: &str) -> Option<String> {
+    std::env::var(var).ok().filter(|v| !v.is_empty())
+}
+
+/// The environment: process variables first, then the workspace's `.env` file.
+struct Env<'a> {
+    process: EnvLookup<'a>,
+    dotenv: Vec<(String, String)>,
+    dotenv_path: String,
+}
+
+impl Env<'_> {
+    fn get(&self, var: &str) -> Option<(String, Source)> {
+        if let Some(v) = (self.process)(var).filter(|v| !v.is_empty()) {
+            return Some((
+                v,
+                Source::Env {
+                    var: var.to_string(),
+                },
+            ));
+        }
+        self.dotenv
+            .iter()
+            .find(|(k, v)| k == var && !v.is_empty())
+            .map(|(_, v)| {
+                (
+                    v.clone(),
+                    Source::DotEnv {
+                        path: self.dotenv_path.clone(),
+                        var: var.to_string(),
+                    },
+                )
+            })
+    }
+}
+
+fn read_dotenv(path: &Path) -> Result<Vec<(String, String)>> {
+    if !path.is_file() {
+        return Ok(Vec::new());
+    }
+    let iter = dotenvy::from_path_iter(path)
+        .with_context(|| format!("could not read {}", path.display()))?;
+    let mut out = Vec::new();
+    for item in iter {
+        match item {
+            Ok(kv) => out.push(kv),
+            Err(dotenvy::Error::LineParse(line, index)) => bail!(
+                "{}: cannot parse `{}` (at character {}); lines must look like NAME=value",
+                path.display(),
+                line.trim(),
+                index + 1
+            ),
+            Err(e) => bail!("{}: {e}", path.display()),
+        }
+    }
+    Ok(out)
+}
+
+/// One metadata table and where it is.
+struct MetaTable<'a> {
+    table: &'a serde_json::Map<String, Value>,
+    source: Source,
+}
+
+fn metadata_table<'a>(
+    value: &'a Value,
+    what: &str,
+    source: Source,
+) -> Result<Option<MetaTable<'a>>> {
+    match value.get("eterna-port") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Object(table)) => Ok(Some(MetaTable { table, source })),
+        Some(_) => bail!("`{what}.eterna-port` must be a table ({source})"),
+    }
+}
+
+impl Config {
+    /// Resolves the configuration of `ws`.
+    pub fn resolve(
+        ws: &Workspace,
+        flags: &Flags,
+        env: EnvLookup<'_>,
+        warnings: &mut Vec<String>,
+    ) -> Result<Config> {
+        let dotenv_path = ws.root.join(".env");
+        let env = Env {
+            process: env,
+            dotenv: read_dotenv(&dotenv_path)?,
+            dotenv_path: dotenv_path.display().to_string(),
+        };
+
+        // Metadata tables, lowest precedence first.
+        let mut tables = Vec::new();
+        let root_manifest = ws.root.join("Cargo.toml").display().to_string();
+        if let Some(t) = metadata_table(
+            &ws.metadata.workspace_metadata,
+            "workspace.metadata",
+            Source::WorkspaceMetadata {
+                manifest: root_manifest,
+            },
+        )? {
+            tables.push(t);
+        }
+        if let Some(pkg) = ws.config_package() {
+            if let Some(t) = metadata_table(
+                &pkg.metadata,
+                "package.metadata",
+                Source::PackageMetadata {
+                    package: pkg.name.to_string(),
+                    manifest: pkg.manifest_path.to_string(),
+                },
+            )? {
+                tables.push(t);
+            }
+        }
+        for t in &tables {
+            for key in t.table.keys() {
+                let lower = key.to_ascii_lowercase();
+                if lower.contains("key") || lower.contains("token") || lower.contains("secret") {
+                    bail!(
+                        "`{key}` in {}: API keys must not be stored in Cargo.toml; set {} in the environment or in {}",
+                        t.source,
+                        KEY_VARS[3],
+                        env.dotenv_path
+                    );
+                }
+                if !METADATA_KEYS.contains(&key.as_str()) {
+                    warnings.push(format!(
+                        "unknown key `{key}` in {} is ignored; known keys: {}",
+                        t.source,
+                        METADATA_KEYS.join(", ")
+                    ));
+                }
+            }
+        }
+        let meta_str = |key: &str| -> Result<Option<Setting<String>>> {
+            let mut found = None;
+            for t in &tables {
+                match t.table.get(key) {
+                    None => {}
+                    Some(Value::String(s)) => {
+                        found = Some(Setting::new(s.clone(), t.source.clone()))
+                    }
+                    Some(other) => {
+                        bail!("`{key}` in {} must be a string, found `{other}`", t.source)
+                    }
+                }
+            }
+            Ok(found)
+        };
+
+        let pick =
+            |flag: Option<(&str, &Option<String>)>,
+             var: Option<&str>,
+             key: &str,
+             default: &str|
+             -> Result<Setting<String>> {
+                if let Some((name, Some(v))) = flag {
+                    return Ok(Setting::new(
+                        v.clone(),
+                        Source::Flag {
+                            flag: name.to_string(),
+                        },
+                    ));
+                }
+                if let Some((v, source)) = var.and_then(|var| env.get(var)) {
+                    return Ok(Setting::new(v, source));
+                }
+                Ok(meta_str(key)?
+                    .unwrap_or_else(|| Setting::new(default.to_string(), Source::Default)))
+            };
+
+        let target = pick(
+            Some(("--target", &flags.target)),
+            None,
+            "target",
+            DEFAULT_TARGET,
+        )?;
+        if target.value.trim().is_empty() || target.value.contains(char::is_whitespace) {
+            bail!(
+                "target triple `{}` ({}) is not a target triple such as {DEFAULT_TARGET}",
+                target.value,
+                target.source
+            );
+        }
+        let model = pick(None, Some("ETERNA_PORT_MODEL"), "model", DEFAULT_MODEL)?;
+        let base_url = pick(
+            None,
+            Some("ETERNA_PORT_LLM_BASE_URL"),
+            "base-url",
+            DEFAULT_BASE_URL,
+        )?;
+        if !(base_url.value.starts_with("http://") || base_url.value.starts_with("https://")) {
+            bail!(
+                "LLM base URL `{}` ({}) must start with http:// or https://, e.g. {DEFAULT_BASE_URL}",
+                base_url.value,
+                base_url.source
+            );
+        }
+
+        let api_keys: Vec<(String, Setting<Secret>)> = KEY_VARS
+            .iter()
+            .filter_map(|var| {
+                env.get(var)
+                    .map(|(v, source)| (var.to_string(), Setting::new(Secret::new(v), source)))
+            })
+            .collect();
+        let openai_api_key = env
+            .get("OPENAI_API_KEY")
+            .map(|(v, source)| Setting::new(Secret::new(v), source));
+        let backend = if api_keys.is_empty() {
+            Setting::new(
+                Backend::Offline,
+                Source::Derived {
+                    reason: format!("no API key set ({})", KEY_VARS.join(", ")),
+                },
+            )
+        } else {
+            Setting::new(
+                Backend::Llm,
+                Source::Derived {
+                    reason: format!("{} API key(s) set", api_keys.len()),
+                },
+            )
+        };
+
+        let db = match env.get("ETERNA_PORT_DB") {
+            Some((v, source)) => {
+                let p = PathBuf::from(v);
+                let p = if p.is_relative() {
+                    std::env::current_dir().map(|d| d.join(&p)).unwrap_or(p)
+                } else {
+                    p
+                };
+                Setting::new(p, source)
+            }
+            None => match meta_str("db")? {
+                Some(s) => Setting::new(ws.root.join(s.value), s.source),
+                None => Setting::new(
+                    ws.target_dir.join("eterna-port").join("eterna.db"),
+                    Source::Default,
+                ),
+            },
+        };
+
+        let mut max_file_size = Setting::new(DEFAULT_MAX_FILE_SIZE, Source::Default);
+        for t in &tables {
+            match t.table.get("max-file-size") {
+                None => {}
+                Some(Value::Number(n)) if n.as_u64().is_some_and(|n| n > 0) => {
+                    max_file_size = Setting::new(
+                        n.as_u64().unwrap_or(DEFAULT_MAX_FILE_SIZE),
+                        t.source.clone(),
+                    )
+                }
+                Some(other) => bail!(
+                    "`max-file-size` in {} must be a positive number of bytes, found `{other}`",
+                    t.source
+                ),
+            }
+        }
+
+        Ok(Config {
+            target,
+            model,
+            base_url,
+            api_keys,
+            openai_api_key,
+            backend,
+            db,
+            max_file_size,
+        })
+    }
+
+    /// `(key, shown value, source)` rows for display; secrets redacted.
+    pub fn rows(&self) -> Vec<(String, String, String)> {
+        let mut rows = vec![
+            (
+                "target".into(),
+                self.target.value.clone(),
+                self.target.source.to_string(),
+            ),
+            (
+                "backend".into(),
+                format!("{:?}", self.backend.value).to_lowercase(),
+                self.backend.source.to_string(),
+            ),
+            (
+                "model".into(),
+                self.model.value.clone(),
+                self.model.source.to_string(),
+            ),
+            (
+                "base-url".into(),
+                self.base_url.value.clone(),
+                self.base_url.source.to_string(),
+            ),
+        ];
+        if self.api_keys.is_empty() {
+            rows.push(("api-keys".into(), "(none)".into(), "offline backend".into()));
+        }
+        for (var, s) in &self.api_keys {
+            rows.push((
+                format!("api-key {var}"),
+                s.value.to_string(),
+                s.source.to_string(),
+            ));
+        }
+        match &self.openai_api_key {
+            Some(s) => rows.push((
+                "embeddings-key".into(),
+                s.value.to_string(),
+                s.source.to_string(),
+            )),
+            None => rows.push((
+                "embeddings-key".into(),
+                "(none)".into(),
+                "local embedder".into(),
+            )),
+        }
+        rows.push((
+            "db".into(),
+            self.db.value.display().to_string(),
+            self.db.source.to_string(),
+        ));
+        rows.push((
+            "max-file-size".into(),
+            self.max_file_size.value.to_string(),
+            self.max_file_size.source.to_string(),
+        ));
+        rows
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_never_print() {
+        let s = Secret::new("sk-or-v1-abcdef".into());
+        assert_eq!(format!("{s} {s:?}"), "<redacted> <redacted>");
+        assert_eq!(serde_json::to_string(&s).unwrap(), "\"<redacted>\"");
+        assert_eq!(s.expose(), "sk-or-v1-abcdef");
+    }
+}

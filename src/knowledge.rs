@@ -1,0 +1,374 @@
+//! The ARM64 → x86_64 concept map, loaded from `templates/knowledge/*.toml`.
+//!
+//! The knowledge is data, not code: which system registers, instructions, exception
+//! classes and devices exist on the ARM64 side, which component of the hypervisor they
+//! belong to, and what their x86_64 / VT-x counterpart is. The scan uses it to recognise
+//! ARM64 evidence, the plan to classify modules and name their x86_64 targets, and later
+//! stages show it to the agents.
+//!
+//! The files are embedded at build time so the installed binary needs no data directory.
+
+use std::collections::HashMap;
+
+use serde::Deserialize;
+
+/// The fixed component vocabulary, in its canonical order.
+pub const COMPONENTS: [&str; 17] = [
+    "boot",
+    "exception",
+    "sysreg",
+    "vm-control",
+    "vcpu",
+    "stage2",
+    "mmu",
+    "interrupt-controller",
+    "timer",
+    "uart",
+    "smp-power",
+    "hypercall",
+    "cache-tlb",
+    "iommu",
+    "ipi",
+    "platform",
+    "arch-neutral",
+];
+
+/// The component given to modules that carry no architecture-specific meaning.
+pub const ARCH_NEUTRAL: &str = "arch-neutral";
+
+const COMPONENTS_TOML: &str = include_str!("../templates/knowledge/components.toml");
+const CONCEPTS_TOML: &str = include_str!("../templates/knowledge/concepts.toml");
+
+/// One entry of the component vocabulary.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Component {
+    pub name: String,
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    /// File stem of the x86_64 target module (`""` for arch-neutral).
+    pub x86_name: String,
+    /// ARM-specific file/directory stems that are renamed to `x86_name`.
+    #[serde(default)]
+    pub arm64_terms: Vec<String>,
+    /// Words that suggest this component in paths and item names.
+    #[serde(default)]
+    pub keywords: Vec<String>,
+    pub summary: String,
+    #[serde(default)]
+    pub x86_concepts: Vec<String>,
+}
+
+/// An exact ARM64 system register.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sysreg {
+    pub name: String,
+    pub component: String,
+    pub x86_64: String,
+    pub note: String,
+}
+
+/// A family of system registers sharing a name prefix (`ICH_LR`, `CNTV_`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SysregFamily {
+    pub prefix: String,
+    pub component: String,
+    pub x86_64: String,
+    pub note: String,
+}
+
+/// An AArch64-specific instruction mnemonic.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Instruction {
+    pub mnemonic: String,
+    pub component: String,
+    pub x86_64: String,
+    pub note: String,
+}
+
+/// An `ESR_ELx.EC` exception class.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExceptionClass {
+    pub ec: u8,
+    pub name: String,
+    pub component: String,
+    pub x86_64: String,
+    pub note: String,
+}
+
+/// A device or firmware interface of ARM64 platforms.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Device {
+    pub name: String,
+    #[serde(default)]
+    pub terms: Vec<String>,
+    pub component: String,
+    pub x86_64: String,
+    pub note: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ComponentsFile {
+    component: Vec<Component>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConceptsFile {
+    #[serde(default)]
+    sysreg: Vec<Sysreg>,
+    #[serde(default)]
+    sysreg_family: Vec<SysregFamily>,
+    #[serde(default)]
+    instruction: Vec<Instruction>,
+    #[serde(default)]
+    exception_class: Vec<ExceptionClass>,
+    #[serde(default)]
+    device: Vec<Device>,
+}
+
+/// Errors in the knowledge files (they are embedded, so these are build defects that the
+/// unit tests catch; the CLI still reports them instead of panicking).
+#[derive(Debug, thiserror::Error)]
+pub enum KnowledgeError {
+    #[error("templates/knowledge/{file}: {source}")]
+    Parse {
+        file: &'static str,
+        #[source]
+        source: toml::de::Error,
+    },
+    #[error("templates/knowledge/{file}: {message}")]
+    Invalid { file: &'static str, message: String },
+}
+
+/// The loaded, validated concept map with lookup indexes.
+#[derive(Debug)]
+pub struct Knowledge {
+    pub components: Vec<Component>,
+    pub sysregs: Vec<Sysreg>,
+    pub sysreg_families: Vec<SysregFamily>,
+    pub instructions: Vec<Instruction>,
+    pub exception_classes: Vec<ExceptionClass>,
+    pub devices: Vec<Device>,
+    sysreg_index: HashMap<String, usize>,
+    instruction_index: HashMap<String, usize>,
+    alias_index: HashMap<String, usize>,
+}
+
+impl Knowledge {
+    /// The knowledge embedded in this binary.
+    pub fn embedded() -> Result<Self, KnowledgeError> {
+        Self::from_strs(COMPONENTS_TOML, CONCEPTS_TOML)
+    }
+
+    fn from_strs(components: &str, concepts: &str) -> Result<Self, KnowledgeError> {
+        let comp: ComponentsFile =
+            toml::from_str(components).map_err(|source| KnowledgeError::Parse {
+                file: "components.toml",
+                source,
+            })?;
+        let conc: ConceptsFile =
+            toml::from_str(concepts).map_err(|source| KnowledgeError::Parse {
+                file: "concepts.toml",
+                source,
+            })?;
+        let mut k = Knowledge {
+            components: comp.component,
+            sysregs: conc.sysreg,
+            sysreg_families: conc.sysreg_family,
+            instructions: conc.instruction,
+            exception_classes: conc.exception_class,
+            devices: conc.device,
+            sysreg_index: HashMap::new(),
+            instruction_index: HashMap::new(),
+            alias_index: HashMap::new(),
+        };
+        k.validate_and_index()?;
+        Ok(k)
+    }
+
+    fn validate_and_index(&mut self) -> Result<(), KnowledgeError> {
+        let invalid = |file, message: String| KnowledgeError::Invalid { file, message };
+        for name in COMPONENTS {
+            if !self.components.iter().any(|c| c.name == name) {
+                return Err(invalid(
+                    "components.toml",
+                    format!("component `{name}` is missing"),
+                ));
+            }
+        }
+        for (i, c) in self.components.iter().enumerate() {
+            if !COMPONENTS.contains(&c.name.as_str()) {
+                return Err(invalid(
+                    "components.toml",
+                    format!("`{}` is not in the component vocabulary", c.name),
+                ));
+            }
+            for key in std::iter::once(&c.name).chain(&c.aliases) {
+                if let Some(prev) = self.alias_index.insert(key.to_ascii_lowercase(), i) {
+                    return Err(invalid(
+                        "components.toml",
+                        format!(
+                            "`{key}` names both `{}` and `{}`",
+                            self.components[prev].name, c.name
+                        ),
+                    ));
+                }
+            }
+        }
+        let known = |c: &str| COMPONENTS.contains(&c);
+        let check = |what: &str, name: &str, component: &str| {
+            if known(component) {
+                Ok(())
+            } else {
+                Err(invalid(
+                    "concepts.toml",
+                    format!("{what} `{name}` has unknown component `{component}`"),
+                ))
+            }
+        };
+        for s in &self.sysregs {
+            check("sysreg", &s.name, &s.component)?;
+        }
+        for s in &self.sysreg_families {
+            check("sysreg_family", &s.prefix, &s.component)?;
+        }
+        for s in &self.instructions {
+            check("instruction", &s.mnemonic, &s.component)?;
+        }
+        for s in &self.exception_classes {
+            check("exception_class", &s.name, &s.component)?;
+        }
+        for s in &self.devices {
+            check("device", &s.name, &s.component)?;
+        }
+        for (i, s) in self.sysregs.iter().enumerate() {
+            if self
+                .sysreg_index
+                .insert(s.name.to_ascii_uppercase(), i)
+                .is_some()
+            {
+                return Err(invalid(
+                    "concepts.toml",
+                    format!("sysreg `{}` is listed twice", s.name),
+                ));
+            }
+        }
+        for (i, s) in self.instructions.iter().enumerate() {
+            if self
+                .instruction_index
+                .insert(s.mnemonic.to_ascii_lowercase(), i)
+                .is_some()
+            {
+                return Err(invalid(
+                    "concepts.toml",
+                    format!("instruction `{}` is listed twice", s.mnemonic),
+                ));
+            }
+        }
+        // Longest prefix first, so `ICH_LR` wins over `ICH_`.
+        self.sysreg_families
+            .sort_by_key(|f| std::cmp::Reverse(f.prefix.len()));
+        Ok(())
+    }
+
+    /// The component a command-line word names (component name or alias, any case).
+    pub fn component_for_alias(&self, word: &str) -> Option<&Component> {
+        self.alias_index
+            .get(&word.to_ascii_lowercase())
+            .map(|&i| &self.components[i])
+    }
+
+    /// The vocabulary entry of a component name.
+    pub fn component(&self, name: &str) -> Option<&Component> {
+        self.components.iter().find(|c| c.name == name)
+    }
+
+    /// The component a system register belongs to: the exact entry, else the longest
+    /// matching family prefix.
+    pub fn sysreg_component(&self, name: &str) -> Option<&str> {
+        let upper = name.to_ascii_uppercase();
+        if let Some(&i) = self.sysreg_index.get(&upper) {
+            return Some(&self.sysregs[i].component);
+        }
+        self.sysreg_families
+            .iter()
+            .find(|f| upper.starts_with(&f.prefix.to_ascii_uppercase()))
+            .map(|f| f.component.as_str())
+    }
+
+    /// Whether `name` is a system register this knowledge knows (exactly or by family).
+    pub fn is_known_sysreg(&self, name: &str) -> bool {
+        self.sysreg_component(name).is_some()
+    }
+
+    /// The entry of an AArch64-specific mnemonic (lower case).
+    pub fn instruction(&self, mnemonic: &str) -> Option<&Instruction> {
+        self.instruction_index
+            .get(mnemonic)
+            .map(|&i| &self.instructions[i])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_knowledge_loads_and_covers_the_vocabulary() {
+        let k = Knowledge::embedded().expect("embedded knowledge is valid");
+        assert_eq!(k.components.len(), COMPONENTS.len());
+        for (alias, component) in [
+            ("vmcs", "vm-control"),
+            ("ept", "stage2"),
+            ("apic", "interrupt-controller"),
+            ("gic", "interrupt-controller"),
+            ("vmexit", "exception"),
+            ("trap", "exception"),
+            ("serial", "uart"),
+            ("VMCS", "vm-control"),
+        ] {
+            assert_eq!(
+                k.component_for_alias(alias).map(|c| c.name.as_str()),
+                Some(component),
+                "alias {alias}"
+            );
+        }
+        assert!(k.component_for_alias("nonsense").is_none());
+    }
+
+    #[test]
+    fn sysreg_lookup_uses_exact_entries_then_longest_family() {
+        let k = Knowledge::embedded().unwrap();
+        assert_eq!(k.sysreg_component("hcr_el2"), Some("vm-control"));
+        assert_eq!(k.sysreg_component("VTTBR_EL2"), Some("stage2"));
+        assert_eq!(
+            k.sysreg_component("ICH_LR7_EL2"),
+            Some("interrupt-controller")
+        );
+        assert_eq!(k.sysreg_component("CNTV_CTL_EL0"), Some("timer"));
+        assert_eq!(k.sysreg_component("NOT_A_REGISTER"), None);
+        assert!(k.instruction("hvc").is_some());
+        assert!(k.instruction("mov").is_none(), "mov is not ARM64-specific");
+    }
+
+    #[test]
+    fn invalid_knowledge_is_rejected_with_the_file_named() {
+        let comps = COMPONENTS_TOML.replace("name = \"uart\"", "name = \"serialport\"");
+        let err = Knowledge::from_strs(&comps, CONCEPTS_TOML).unwrap_err();
+        assert!(err.to_string().contains("components.toml"), "{err}");
+        let conc =
+            "[[sysreg]]\nname = \"X_EL2\"\ncomponent = \"nope\"\nx86_64 = \"a\"\nnote = \"b\"\n";
+        let err = Knowledge::from_strs(COMPONENTS_TOML, conc).unwrap_err();
+        assert!(
+            err.to_string().contains("unknown component `nope`"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,12 @@
+//! `cargo eterna-port`: ports an ARM64 (EL2) Rust hypervisor workspace to x86_64 (VT-x).
+//!
+//! Data flows one way: workspace scan → plan → (swarm → write → check → boot, in later
+//! stages). The binary in `main.rs` is a thin shell around [`app::run`].
+
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod knowledge;
+pub mod plan;
+pub mod report;
+pub mod workspace;

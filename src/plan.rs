@@ -1,0 +1,554 @@
+//! The port plan: which ARM64 modules exist, what component each is, where its x86_64
+//! counterpart goes, whether that counterpart exists, and in which order to port them.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::Path;
+
+use anyhow::{bail, Result};
+use petgraph::graph::DiGraph;
+use serde::Serialize;
+
+use crate::knowledge::{Knowledge, ARCH_NEUTRAL};
+use crate::workspace::{
+    relative_to, Diagnostic, Evidence, EvidenceKind, Item, ItemKind, ScannedModule,
+};
+
+/// Version of the JSON document; bumped only on incompatible changes.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Whether the x86_64 counterpart of a module exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// The target file does not exist.
+    New,
+    /// The target exists and covers the source's public API.
+    Exists,
+    /// The target exists but misses items, has placeholders or does not parse.
+    Partial,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::New => "new",
+            Status::Exists => "exists",
+            Status::Partial => "partial",
+        }
+    }
+}
+
+/// The plan for one ARM64 module.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModulePlan {
+    pub package: String,
+    /// Source file, relative to the workspace root.
+    pub source: String,
+    pub module_path: String,
+    pub component: String,
+    /// Target file, relative to the workspace root.
+    pub target: String,
+    pub status: Status,
+    /// Module paths of the planned modules this one `use`s (port those first).
+    pub depends_on: Vec<String>,
+    pub evidence: Vec<Evidence>,
+    /// The module's public API.
+    pub items: Vec<Item>,
+    /// For `partial`: what the target still lacks.
+    pub missing: Vec<String>,
+}
+
+/// The whole plan (`cargo eterna-port plan --message-format json`).
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    pub schema_version: u32,
+    pub workspace_root: String,
+    pub target_triple: String,
+    /// In dependency order: every module comes after the modules it depends on
+    /// (modules in a `use` cycle are adjacent, by module path).
+    pub modules: Vec<ModulePlan>,
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+/// Builds the plan from the scanned modules.
+pub fn build(
+    root: &Path,
+    target_triple: &str,
+    scanned: &[ScannedModule],
+    diagnostics: Vec<Diagnostic>,
+    knowledge: &Knowledge,
+) -> Plan {
+    let index: HashMap<String, usize> = scanned
+        .iter()
+        .enumerate()
+        .map(|(i, m)| (m.module_path(), i))
+        .collect();
+    let crates: BTreeSet<&str> = scanned.iter().map(|m| m.crate_name.as_str()).collect();
+
+    let planned: Vec<usize> = (0..scanned.len())
+        .filter(|&i| scanned[i].has_evidence())
+        .collect();
+    let planned_set: BTreeSet<usize> = planned.iter().copied().collect();
+
+    // Dependencies between planned modules.
+    let mut deps: BTreeMap<usize, BTreeSet<usize>> = BTreeMap::new();
+    for &i in &planned {
+        let m = &scanned[i];
+        let set = deps.entry(i).or_default();
+        for u in &m.facts.uses {
+            if let Some(j) = resolve_use(m, &u.inline_path, &u.segments, &index, &crates) {
+                if j != i && planned_set.contains(&j) {
+                    set.insert(j);
+                }
+            }
+        }
+    }
+
+    // Targets, avoiding collisions.
+    let mut taken: BTreeSet<String> = BTreeSet::new();
+    let mut modules: HashMap<usize, ModulePlan> = HashMap::new();
+    for &i in &planned {
+        let m = &scanned[i];
+        let source = relative_to(root, &m.file);
+        let component = classify(m, &source, knowledge);
+        let mut target = target_path(m, &source, component, knowledge, true);
+        if taken.contains(&target) {
+            target = target_path(m, &source, component, knowledge, false);
+        }
+        let mut n = 2;
+        let base = target.clone();
+        while taken.contains(&target) {
+            target = match base.strip_suffix(".rs") {
+                Some(stem) => format!("{stem}_{n}.rs"),
+                None => format!("{base}_{n}"),
+            };
+            n += 1;
+        }
+        taken.insert(target.clone());
+        let (status, missing) = status_of(m, &source, &target, root, knowledge);
+        modules.insert(
+            i,
+            ModulePlan {
+                package: m.package.clone(),
+                source,
+                module_path: m.module_path(),
+                component: component.to_string(),
+                target,
+                status,
+                depends_on: deps[&i].iter().map(|&j| scanned[j].module_path()).collect(),
+                evidence: m.facts.evidence.clone(),
+                items: m.facts.items.clone(),
+                missing,
+            },
+        );
+    }
+
+    // Dependency order: Tarjan's SCCs come out in reverse topological order of the
+    // edges, and our edges point from a module to what it depends on.
+    let mut graph = DiGraph::<usize, ()>::new();
+    let nodes: HashMap<usize, _> = planned.iter().map(|&i| (i, graph.add_node(i))).collect();
+    for (&i, ds) in &deps {
+        for &j in ds {
+            graph.add_edge(nodes[&i], nodes[&j], ());
+        }
+    }
+    let mut ordered = Vec::with_capacity(planned.len());
+    for mut scc in petgraph::algo::tarjan_scc(&graph) {
+        scc.sort_by_key(|n| scanned[graph[*n]].module_path());
+        for n in scc {
+            if let Some(p) = modules.remove(&graph[n]) {
+                ordered.push(p);
+            }
+        }
+    }
+
+    Plan {
+        schema_version: SCHEMA_VERSION,
+        workspace_root: root.display().to_string(),
+        target_triple: target_triple.to_string(),
+        modules: ordered,
+        diagnostics,
+    }
+}
+
+/// Resolves a `use` path written in module `m` (inside its inline modules
+/// `inline`) to the index of the deepest scanned module it names.
+fn resolve_use(
+    m: &ScannedModule,
+    inline: &[String],
+    segments: &[String],
+    index: &HashMap<String, usize>,
+    crates: &BTreeSet<&str>,
+) -> Option<usize> {
+    let mut here: Vec<String> = std::iter::once(m.crate_name.clone())
+        .chain(m.segments.iter().cloned())
+        .chain(inline.iter().cloned())
+        .collect();
+    let mut rest = segments;
+    let mut path: Vec<String> = match rest.first()?.as_str() {
+        "crate" => {
+            rest = &rest[1..];
+            vec![m.crate_name.clone()]
+        }
+        "self" => {
+            rest = &rest[1..];
+            here
+        }
+        "super" => {
+            while rest.first().map(String::as_str) == Some("super") {
+                if here.len() > 1 {
+                    here.pop();
+                }
+                rest = &rest[1..];
+            }
+            here
+        }
+        first => {
+            let mut child = here.clone();
+            child.push(first.to_string());
+            if index.contains_key(&child.join("::")) {
+                here
+            } else if crates.contains(first) {
+                let c = first.to_string();
+                rest = &rest[1..];
+                vec![c]
+            } else {
+                return None;
+            }
+        }
+    };
+    let mut best = index.get(&path.join("::")).copied();
+    for seg in rest {
+        path.push(seg.clone());
+        match index.get(&path.join("::")) {
+            Some(&i) => best = Some(i),
+            None => break,
+        }
+    }
+    best
+}
+
+/// Splits an identifier into lower-case words (`snake_case` and `CamelCase`).
+fn words(ident: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for part in ident.split(|c: char| !c.is_ascii_alphanumeric()) {
+        let mut cur = String::new();
+        let mut prev_lower = false;
+        for c in part.chars() {
+            if c.is_ascii_uppercase() && prev_lower && !cur.is_empty() {
+                out.push(std::mem::take(&mut cur));
+            }
+            prev_lower = c.is_ascii_lowercase() || c.is_ascii_digit();
+            cur.push(c.to_ascii_lowercase());
+        }
+        if !cur.is_empty() {
+            out.push(cur);
+        }
+    }
+    out
+}
+
+/// Path segments that say nothing about the component.
+const NEUTRAL_SEGMENTS: [&str; 8] = [
+    "src", "arch", "aarch64", "arm64", "mod", "lib", "main", "rs",
+];
+
+/// Classifies a module into the component vocabulary by weighing its file name and
+/// directories, its system registers and instructions, and its item names.
+pub fn classify<'k>(m: &ScannedModule, source: &str, knowledge: &'k Knowledge) -> &'k str {
+    let mut scores: HashMap<&str, i32> = HashMap::new();
+    let pkg_rel = source
+        .split('/')
+        .skip_while(|s| *s != "src")
+        .collect::<Vec<_>>();
+    let pkg_rel = if pkg_rel.is_empty() {
+        source.split('/').collect()
+    } else {
+        pkg_rel
+    };
+    let (stem, dirs) = match pkg_rel.split_last() {
+        Some((file, dirs)) => (file.trim_end_matches(".rs"), dirs),
+        None => ("", &[][..]),
+    };
+    let stem = if NEUTRAL_SEGMENTS.contains(&stem) {
+        ""
+    } else {
+        stem
+    };
+    let stem_words = words(stem);
+    for c in &knowledge.components {
+        if c.name == ARCH_NEUTRAL {
+            continue;
+        }
+        let mut s = 0;
+        let has = |list: &[String], w: &str| list.iter().any(|t| t == w);
+        if !stem.is_empty() {
+            if has(&c.arm64_terms, stem) {
+                s += 10;
+            } else if stem_words.iter().any(|w| has(&c.arm64_terms, w)) {
+                s += 6;
+            }
+            if has(&c.keywords, stem) || stem_words.iter().any(|w| has(&c.keywords, w)) {
+                s += 5;
+            }
+        }
+        for d in dirs.iter().filter(|d| !NEUTRAL_SEGMENTS.contains(d)) {
+            if has(&c.arm64_terms, d) {
+                s += 4;
+            } else if has(&c.keywords, d) {
+                s += 3;
+            }
+        }
+        let item_hits = m
+            .facts
+            .items
+            .iter()
+            .filter(|it| words(&it.name).iter().any(|w| has(&c.keywords, w)))
+            .count();
+        s += item_hits.min(4) as i32;
+        if s > 0 {
+            scores.insert(c.name.as_str(), s);
+        }
+    }
+    let mut per_evidence: HashMap<&str, (i32, i32)> = HashMap::new();
+    for e in &m.facts.evidence {
+        match e.kind {
+            EvidenceKind::Sysreg => {
+                if let Some(c) = knowledge.sysreg_component(&e.name) {
+                    per_evidence.entry(c).or_default().0 += 2;
+                }
+            }
+            EvidenceKind::AsmMnemonic => {
+                if let Some(i) = knowledge.instruction(&e.name) {
+                    per_evidence.entry(i.component.as_str()).or_default().1 += 1;
+                }
+            }
+            _ => {}
+        }
+    }
+    for (c, (sys, ins)) in per_evidence {
+        if c != ARCH_NEUTRAL {
+            *scores.entry(c).or_default() += sys.min(8) + ins.min(3);
+        }
+    }
+    let best = knowledge
+        .components
+        .iter()
+        .filter_map(|c| scores.get(c.name.as_str()).map(|&s| (s, c.name.as_str())))
+        // Highest score; on a tie, the earlier component in the vocabulary.
+        .fold(None::<(i32, &str)>, |acc, (s, n)| match acc {
+            Some((bs, _)) if bs >= s => acc,
+            _ => Some((s, n)),
+        });
+    match best {
+        Some((s, name)) if s >= 3 => name,
+        _ => ARCH_NEUTRAL,
+    }
+}
+
+/// Where the x86_64 counterpart of a module goes.
+///
+/// Under an `aarch64`/`arm64` directory the layout is mirrored into `x86_64`, and
+/// ARM-specific file and directory names are renamed after the x86 concept
+/// (`arch/aarch64/gic.rs` → `arch/x86_64/apic.rs`). A module elsewhere that only wires
+/// architectures together (cfg gates) is edited in place; one that holds ARM64 code
+/// gets an `x86_64` child beside it (`guest.rs` → `guest/x86_64.rs`).
+fn target_path(
+    m: &ScannedModule,
+    source: &str,
+    component: &str,
+    knowledge: &Knowledge,
+    rename: bool,
+) -> String {
+    let segs: Vec<&str> = source.split('/').collect();
+    if let Some(pos) = segs.iter().position(|s| *s == "aarch64" || *s == "arm64") {
+        let mut out: Vec<String> = segs[..pos].iter().map(|s| s.to_string()).collect();
+        out.push("x86_64".to_string());
+        let own = knowledge.component(component);
+        for (k, seg) in segs[pos + 1..].iter().enumerate() {
+            let last = pos + 1 + k == segs.len() - 1;
+            let (stem, ext) = match (last, seg.rsplit_once('.')) {
+                (true, Some((s, e))) => (s, Some(e)),
+                _ => (*seg, None),
+            };
+            let renamed = if rename {
+                let own_hit = own
+                    .filter(|c| !c.x86_name.is_empty() && c.arm64_terms.iter().any(|t| t == stem))
+                    .map(|c| c.x86_name.clone());
+                own_hit.or_else(|| {
+                    knowledge
+                        .components
+                        .iter()
+                        .find(|c| !c.x86_name.is_empty() && c.arm64_terms.iter().any(|t| t == stem))
+                        .map(|c| c.x86_name.clone())
+                })
+            } else {
+                None
+            };
+            let name = renamed.unwrap_or_else(|| stem.to_string());
+            out.push(match ext {
+                Some(e) => format!("{name}.{e}"),
+                None => name,
+            });
+        }
+        return out.join("/");
+    }
+    // Also a file named `aarch64.rs` / `arm64.rs`: its sibling is `x86_64.rs`.
+    if let Some(last) = segs.last() {
+        if *last == "aarch64.rs" || *last == "arm64.rs" {
+            let mut out: Vec<&str> = segs[..segs.len() - 1].to_vec();
+            out.push("x86_64.rs");
+            return out.join("/");
+        }
+    }
+    let wiring_only = m
+        .facts
+        .evidence
+        .iter()
+        .all(|e| matches!(e.kind, EvidenceKind::Cfg | EvidenceKind::Path));
+    if component == ARCH_NEUTRAL && wiring_only {
+        return source.to_string();
+    }
+    let dir = match source.rsplit_once('/') {
+        Some((d, _)) => d,
+        None => "",
+    };
+    let file = segs.last().copied().unwrap_or_default();
+    let join = |parts: &[&str]| {
+        parts
+            .iter()
+            .filter(|p| !p.is_empty())
+            .copied()
+            .collect::<Vec<_>>()
+            .join("/")
+    };
+    match file {
+        "mod.rs" | "lib.rs" | "main.rs" => join(&[dir, "x86_64.rs"]),
+        f => join(&[dir, f.trim_end_matches(".rs"), "x86_64.rs"]),
+    }
+}
+
+fn status_of(
+    m: &ScannedModule,
+    source: &str,
+    target: &str,
+    root: &Path,
+    knowledge: &Knowledge,
+) -> (Status, Vec<String>) {
+    if source == target {
+        return if m.facts.has_x86_64_cfg {
+            (Status::Exists, Vec::new())
+        } else {
+            (
+                Status::Partial,
+                vec!["cfg(target_arch = \"x86_64\") wiring".to_string()],
+            )
+        };
+    }
+    let path = root.join(target);
+    if !path.exists() {
+        return (Status::New, Vec::new());
+    }
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) => return (Status::Partial, vec![format!("unreadable: {e}")]),
+    };
+    let facts = match crate::workspace::analyze_target(&text, &path, knowledge) {
+        Ok(f) => f,
+        Err(e) => {
+            return (
+                Status::Partial,
+                vec![format!(
+                    "does not parse (line {}): {e}",
+                    e.span().start().line
+                )],
+            )
+        }
+    };
+    let have: BTreeSet<&str> = facts.items.iter().map(|i| i.name.as_str()).collect();
+    let mut missing: Vec<String> = m
+        .facts
+        .items
+        .iter()
+        .filter(|i| i.kind != ItemKind::Impl && !have.contains(i.name.as_str()))
+        .map(|i| i.name.clone())
+        .collect();
+    if facts.has_placeholders {
+        missing.insert(0, "todo!/unimplemented! placeholders".to_string());
+    }
+    if missing.is_empty() {
+        (Status::Exists, missing)
+    } else {
+        (Status::Partial, missing)
+    }
+}
+
+/// Keeps the modules that `selectors` name: a component or alias (`vmcs`, `ept`), a
+/// module path (`eterna::arch::aarch64::gic`, or its tail `aarch64::gic`), or a source
+/// or target file path.
+pub fn select(plan: &mut Plan, selectors: &[String], knowledge: &Knowledge) -> Result<()> {
+    if selectors.is_empty() {
+        return Ok(());
+    }
+    let mut keep = vec![false; plan.modules.len()];
+    for sel in selectors {
+        let sel_norm = sel.trim_start_matches("./").replace('\\', "/");
+        let matched: Vec<usize> = if let Some(c) = knowledge.component_for_alias(sel) {
+            plan.modules
+                .iter()
+                .enumerate()
+                .filter(|(_, m)| m.component == c.name)
+                .map(|(i, _)| i)
+                .collect()
+        } else {
+            plan.modules
+                .iter()
+                .enumerate()
+                .filter(|(_, m)| {
+                    m.module_path == sel_norm
+                        || m.module_path.ends_with(&format!("::{sel_norm}"))
+                        || m.source == sel_norm
+                        || m.target == sel_norm
+                        || m.source.ends_with(&format!("/{sel_norm}"))
+                        || m.target.ends_with(&format!("/{sel_norm}"))
+                })
+                .map(|(i, _)| i)
+                .collect()
+        };
+        if matched.is_empty() && knowledge.component_for_alias(sel).is_none() {
+            let mut names: Vec<String> = knowledge
+                .components
+                .iter()
+                .map(|c| c.name.clone())
+                .collect();
+            names.extend(
+                ["vmcs", "ept", "apic", "gic", "vmexit", "trap", "serial"].map(String::from),
+            );
+            bail!(
+                "port target `{sel}` is not a component, an alias or a planned module\n  components and aliases: {}\n  run `cargo eterna-port plan` to list the planned modules",
+                names.join(", ")
+            );
+        }
+        for i in matched {
+            keep[i] = true;
+        }
+    }
+    let mut k = keep.into_iter();
+    plan.modules.retain(|_| k.next().unwrap_or(false));
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn words_split_snake_and_camel_case() {
+        assert_eq!(
+            words("init_gic_distributor"),
+            ["init", "gic", "distributor"]
+        );
+        assert_eq!(words("VgicState"), ["vgic", "state"]);
+        assert_eq!(words("Stage2Table::map"), ["stage2", "table", "map"]);
+    }
+}

@@ -1,0 +1,850 @@
+//! What one source file says: its `mod` declarations, public API, `use` paths and the
+//! ARM64 evidence in it (cfgs, `core::arch::aarch64`, asm mnemonics, system registers,
+//! included `.S` files). One pass over the `syn` tree, no name resolution.
+
+use std::path::{Path, PathBuf};
+
+use proc_macro2::{TokenStream, TokenTree};
+use quote::ToTokens;
+use serde::Serialize;
+use syn::visit::Visit;
+
+use crate::knowledge::Knowledge;
+
+/// The kind of an ARM64 evidence record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EvidenceKind {
+    /// The file lives under an `aarch64`/`arm64` directory or is named so.
+    Path,
+    /// `cfg(target_arch = "aarch64")` (also `cfg_attr`, `cfg!`).
+    Cfg,
+    /// A `core::arch::aarch64` / `std::arch::aarch64` path.
+    CoreArch,
+    /// An AArch64-specific mnemonic in `asm!`/`global_asm!` or an included `.S` file.
+    AsmMnemonic,
+    /// An AArch64 system register named in asm or in code.
+    Sysreg,
+    /// An assembly file pulled in with `include_str!`.
+    AsmFile,
+}
+
+impl EvidenceKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EvidenceKind::Path => "path",
+            EvidenceKind::Cfg => "cfg",
+            EvidenceKind::CoreArch => "core-arch",
+            EvidenceKind::AsmMnemonic => "asm-mnemonic",
+            EvidenceKind::Sysreg => "sysreg",
+            EvidenceKind::AsmFile => "asm-file",
+        }
+    }
+}
+
+/// One piece of ARM64 evidence: first occurrence in the module and how often it occurs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Evidence {
+    pub kind: EvidenceKind,
+    pub name: String,
+    /// 1-based line in the module's source file (`None` for path evidence).
+    pub line: Option<usize>,
+    /// Set when the evidence was found in an included assembly file (relative to the
+    /// module's directory), whose line `line_in_file` is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub line_in_file: Option<usize>,
+    pub count: usize,
+}
+
+/// Kinds of public items recorded for a module.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ItemKind {
+    Fn,
+    Method,
+    Struct,
+    Enum,
+    Union,
+    Trait,
+    Type,
+    Const,
+    Static,
+    Macro,
+    Impl,
+}
+
+/// A public item of a module with its signature.
+#[derive(Debug, Clone, Serialize)]
+pub struct Item {
+    pub kind: ItemKind,
+    pub name: String,
+    pub signature: String,
+    pub line: usize,
+}
+
+/// A non-inline `mod name;` declaration found in a file.
+#[derive(Debug, Clone)]
+pub struct ModDecl {
+    /// Names of the inline modules enclosing the declaration, outermost first.
+    pub inline_path: Vec<String>,
+    /// `#[path]` given on each enclosing inline module, if any (same length).
+    pub inline_path_attrs: Vec<Option<String>>,
+    pub name: String,
+    pub path_attr: Option<String>,
+    pub line: usize,
+}
+
+/// A `use` path, relative to the inline module it appears in.
+#[derive(Debug, Clone)]
+pub struct UsePath {
+    pub inline_path: Vec<String>,
+    pub segments: Vec<String>,
+}
+
+/// Everything the scan learns from one file.
+#[derive(Debug, Default)]
+pub struct FileFacts {
+    pub mods: Vec<ModDecl>,
+    pub items: Vec<Item>,
+    pub uses: Vec<UsePath>,
+    pub evidence: Vec<Evidence>,
+    /// The file already has `cfg(target_arch = "x86_64")` code.
+    pub has_x86_64_cfg: bool,
+    /// The file contains `todo!`/`unimplemented!`.
+    pub has_placeholders: bool,
+    /// Problems with files it pulls in (e.g. an unreadable `.S`).
+    pub warnings: Vec<(usize, String)>,
+}
+
+/// Parses `text` (the contents of `path`) and collects its facts.
+pub fn analyze_file(text: &str, path: &Path, knowledge: &Knowledge) -> syn::Result<FileFacts> {
+    let file = syn::parse_file(text)?;
+    let mut v = Collector {
+        knowledge,
+        dir: path.parent().map(Path::to_path_buf).unwrap_or_default(),
+        facts: FileFacts::default(),
+    };
+    for attr in &file.attrs {
+        v.attr(attr);
+    }
+    v.items(&file.items, &mut Vec::new(), &mut Vec::new());
+    v.visit_file(&file);
+    v.facts.evidence = merge_evidence(std::mem::take(&mut v.facts.evidence));
+    Ok(v.facts)
+}
+
+/// Keeps the first occurrence of each (kind, name, file), counting the rest.
+pub fn merge_evidence(mut all: Vec<Evidence>) -> Vec<Evidence> {
+    all.sort_by(|a, b| {
+        (a.kind, &a.name, &a.file, a.line, a.line_in_file).cmp(&(
+            b.kind,
+            &b.name,
+            &b.file,
+            b.line,
+            b.line_in_file,
+        ))
+    });
+    let mut out: Vec<Evidence> = Vec::new();
+    for e in all {
+        match out.last_mut() {
+            Some(last) if last.kind == e.kind && last.name == e.name && last.file == e.file => {
+                last.count += e.count;
+            }
+            _ => out.push(e),
+        }
+    }
+    out.sort_by(|a, b| (a.line, a.kind, &a.name).cmp(&(b.line, b.kind, &b.name)));
+    out
+}
+
+struct Collector<'k> {
+    knowledge: &'k Knowledge,
+    dir: PathBuf,
+    facts: FileFacts,
+}
+
+fn is_cfg_test(attrs: &[syn::Attribute]) -> bool {
+    attrs.iter().any(|a| {
+        a.path().is_ident("cfg") && {
+            let t = a.meta.to_token_stream().to_string();
+            t.replace(' ', "") == "cfg(test)"
+        }
+    })
+}
+
+fn path_attr(attrs: &[syn::Attribute]) -> Option<String> {
+    attrs.iter().find_map(|a| {
+        if !a.path().is_ident("path") {
+            return None;
+        }
+        match &a.meta {
+            syn::Meta::NameValue(nv) => match &nv.value {
+                syn::Expr::Lit(syn::ExprLit {
+                    lit: syn::Lit::Str(s),
+                    ..
+                }) => Some(s.value()),
+                _ => None,
+            },
+            _ => None,
+        }
+    })
+}
+
+fn is_pub(vis: &syn::Visibility) -> bool {
+    !matches!(vis, syn::Visibility::Inherited)
+}
+
+fn line_of<T: syn::spanned::Spanned>(node: &T) -> usize {
+    node.span().start().line
+}
+
+/// Token text with the spaces `quote` puts between every token removed where Rust
+/// style has none.
+pub fn tidy_tokens(tokens: TokenStream) -> String {
+    let raw = tokens.to_string();
+    let mut s = raw;
+    for (from, to) in [
+        (" :: ", "::"),
+        (":: ", "::"),
+        (" ::", "::"),
+        (" ,", ","),
+        (" :", ":"),
+        (" ;", ";"),
+        ("& ", "&"),
+        ("* const", "*const"),
+        ("* mut", "*mut"),
+        (" (", "("),
+        ("( ", "("),
+        (" )", ")"),
+        (" [", "["),
+        ("[ ", "["),
+        (" ]", "]"),
+        (" <", "<"),
+        ("< ", "<"),
+        (" >", ">"),
+        ("- >", "->"),
+        (">(", "> ("),
+        ("! ", "!"),
+        ("' ", "'"),
+    ] {
+        s = s.replace(from, to);
+    }
+    s.replace("->", " -> ")
+        .replace("  ", " ")
+        .replace("fn(", "fn (")
+        .replace("fn (", "fn(")
+        .replace("> (", ">(")
+        .trim()
+        .to_string()
+}
+
+fn type_name(ty: &syn::Type) -> String {
+    match ty {
+        syn::Type::Path(p) => p
+            .path
+            .segments
+            .last()
+            .map(|s| s.ident.to_string())
+            .unwrap_or_default(),
+        other => tidy_tokens(other.to_token_stream()),
+    }
+}
+
+impl Collector<'_> {
+    fn items(
+        &mut self,
+        items: &[syn::Item],
+        inline: &mut Vec<String>,
+        inline_attrs: &mut Vec<Option<String>>,
+    ) {
+        for item in items {
+            self.item(item, inline, inline_attrs);
+        }
+    }
+
+    fn push_item(&mut self, kind: ItemKind, name: String, signature: String, line: usize) {
+        self.facts.items.push(Item {
+            kind,
+            name,
+            signature,
+            line,
+        });
+    }
+
+    fn item(
+        &mut self,
+        item: &syn::Item,
+        inline: &mut Vec<String>,
+        inline_attrs: &mut Vec<Option<String>>,
+    ) {
+        // Items of nested inline modules are reported with their path prefix.
+        let prefix = if inline.is_empty() {
+            String::new()
+        } else {
+            format!("{}::", inline.join("::"))
+        };
+        match item {
+            syn::Item::Mod(m) => {
+                if is_cfg_test(&m.attrs) {
+                    return;
+                }
+                let name = m.ident.unraw_string();
+                match &m.content {
+                    Some((_, content)) => {
+                        inline.push(name);
+                        inline_attrs.push(path_attr(&m.attrs));
+                        self.items(content, inline, inline_attrs);
+                        inline.pop();
+                        inline_attrs.pop();
+                    }
+                    None => self.facts.mods.push(ModDecl {
+                        inline_path: inline.clone(),
+                        inline_path_attrs: inline_attrs.clone(),
+                        name,
+                        path_attr: path_attr(&m.attrs),
+                        line: line_of(&m.ident),
+                    }),
+                }
+            }
+            syn::Item::Use(u) => {
+                let mut out = Vec::new();
+                flatten_use(&u.tree, &mut Vec::new(), &mut out);
+                for segments in out {
+                    self.facts.uses.push(UsePath {
+                        inline_path: inline.clone(),
+                        segments,
+                    });
+                }
+            }
+            syn::Item::Fn(f) if is_pub(&f.vis) => {
+                let (vis, sig) = (&f.vis, &f.sig);
+                self.push_item(
+                    ItemKind::Fn,
+                    format!("{prefix}{}", f.sig.ident),
+                    tidy_tokens(quote::quote!(#vis #sig)),
+                    line_of(&f.sig.ident),
+                );
+            }
+            syn::Item::Struct(s) if is_pub(&s.vis) => {
+                let (vis, ident, generics) = (&s.vis, &s.ident, &s.generics);
+                self.push_item(
+                    ItemKind::Struct,
+                    format!("{prefix}{ident}"),
+                    tidy_tokens(quote::quote!(#vis struct #ident #generics)),
+                    line_of(ident),
+                );
+            }
+            syn::Item::Enum(e) if is_pub(&e.vis) => {
+                let (vis, ident, generics) = (&e.vis, &e.ident, &e.generics);
+                self.push_item(
+                    ItemKind::Enum,
+                    format!("{prefix}{ident}"),
+                    tidy_tokens(quote::quote!(#vis enum #ident #generics)),
+                    line_of(ident),
+                );
+            }
+            syn::Item::Union(u) if is_pub(&u.vis) => {
+                let (vis, ident, generics) = (&u.vis, &u.ident, &u.generics);
+                self.push_item(
+                    ItemKind::Union,
+                    format!("{prefix}{ident}"),
+                    tidy_tokens(quote::quote!(#vis union #ident #generics)),
+                    line_of(ident),
+                );
+            }
+            syn::Item::Trait(t) if is_pub(&t.vis) => {
+                let (vis, ident, generics) = (&t.vis, &t.ident, &t.generics);
+                self.push_item(
+                    ItemKind::Trait,
+                    format!("{prefix}{ident}"),
+                    tidy_tokens(quote::quote!(#vis trait #ident #generics)),
+                    line_of(ident),
+                );
+            }
+            syn::Item::Type(t) if is_pub(&t.vis) => {
+                let (vis, ident, generics, ty) = (&t.vis, &t.ident, &t.generics, &t.ty);
+                self.push_item(
+                    ItemKind::Type,
+                    format!("{prefix}{ident}"),
+                    tidy_tokens(quote::quote!(#vis type #ident #generics = #ty)),
+                    line_of(ident),
+                );
+            }
+            syn::Item::Const(c) if is_pub(&c.vis) => {
+                let (vis, ident, ty) = (&c.vis, &c.ident, &c.ty);
+                self.push_item(
+                    ItemKind::Const,
+                    format!("{prefix}{ident}"),
+                    tidy_tokens(quote::quote!(#vis const #ident: #ty)),
+                    line_of(ident),
+                );
+            }
+            syn::Item::Static(s) if is_pub(&s.vis) => {
+                let (vis, mutability, ident, ty) = (&s.vis, &s.mutability, &s.ident, &s.ty);
+                self.push_item(
+                    ItemKind::Static,
+                    format!("{prefix}{ident}"),
+                    tidy_tokens(quote::quote!(#vis static #mutability #ident: #ty)),
+                    line_of(ident),
+                );
+            }
+            syn::Item::Macro(m) => {
+                let exported = m.attrs.iter().any(|a| a.path().is_ident("macro_export"));
+                if let (Some(ident), true) = (&m.ident, exported) {
+                    self.push_item(
+                        ItemKind::Macro,
+                        format!("{prefix}{ident}"),
+                        format!("macro_rules! {ident}"),
+                        line_of(ident),
+                    );
+                }
+            }
+            syn::Item::Impl(imp) => {
+                let self_ty = type_name(&imp.self_ty);
+                if let Some((_, trait_path, _)) = &imp.trait_ {
+                    let tr = tidy_tokens(trait_path.to_token_stream());
+                    self.push_item(
+                        ItemKind::Impl,
+                        format!("{prefix}{tr} for {self_ty}"),
+                        format!(
+                            "impl {tr} for {}",
+                            tidy_tokens(imp.self_ty.to_token_stream())
+                        ),
+                        line_of(&imp.self_ty),
+                    );
+                    return;
+                }
+                for it in &imp.items {
+                    if let syn::ImplItem::Fn(f) = it {
+                        if is_pub(&f.vis) {
+                            let (vis, sig) = (&f.vis, &f.sig);
+                            self.push_item(
+                                ItemKind::Method,
+                                format!("{prefix}{self_ty}::{}", f.sig.ident),
+                                tidy_tokens(quote::quote!(#vis #sig)),
+                                line_of(&f.sig.ident),
+                            );
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn evidence(&mut self, kind: EvidenceKind, name: String, line: usize) {
+        self.facts.evidence.push(Evidence {
+            kind,
+            name,
+            line: Some(line),
+            file: None,
+            line_in_file: None,
+            count: 1,
+        });
+    }
+
+    fn attr(&mut self, attr: &syn::Attribute) {
+        let p = attr.path();
+        if p.is_ident("cfg") || p.is_ident("cfg_attr") {
+            let text = tidy_tokens(attr.meta.to_token_stream());
+            self.cfg_text(&text, line_of(attr));
+        }
+    }
+
+    fn cfg_text(&mut self, text: &str, line: usize) {
+        if !text.contains("target_arch") {
+            return;
+        }
+        let compact = text.replace(' ', "");
+        if compact.contains("target_arch=\"aarch64\"") {
+            let inner = text
+                .strip_prefix("cfg(")
+                .or_else(|| text.strip_prefix("cfg_attr("))
+                .and_then(|t| t.strip_suffix(')'))
+                .unwrap_or(text)
+                .replace("= \"", "=\"")
+                .replace("=\"", " = \"")
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ");
+            self.evidence(EvidenceKind::Cfg, inner, line);
+        }
+        if compact.contains("target_arch=\"x86_64\"") {
+            self.facts.has_x86_64_cfg = true;
+        }
+    }
+
+    /// Scans a macro invocation's tokens. Inside asm macros string literals are
+    /// assembly; anywhere, identifiers that are system registers count.
+    fn macro_tokens(&mut self, tokens: &TokenStream, mut in_asm: bool) {
+        let mut prev_ident: Option<String> = None;
+        for tt in tokens.clone() {
+            match tt {
+                TokenTree::Group(g) => {
+                    let include = prev_ident.as_deref() == Some("include_str");
+                    if include {
+                        self.include_str(&g.stream(), in_asm);
+                    } else {
+                        self.macro_tokens(&g.stream(), in_asm);
+                    }
+                    prev_ident = None;
+                }
+                TokenTree::Ident(id) => {
+                    let s = id.to_string();
+                    if matches!(s.as_str(), "asm" | "global_asm" | "naked_asm") {
+                        in_asm = true;
+                    }
+                    if is_sysreg_shape(&s) && self.knowledge.is_known_sysreg(&s) {
+                        let line = id.span().start().line;
+                        self.evidence(EvidenceKind::Sysreg, s.to_ascii_uppercase(), line);
+                    }
+                    prev_ident = Some(s);
+                }
+                TokenTree::Literal(lit) => {
+                    if in_asm {
+                        let text = lit.to_string();
+                        if text.ends_with('"') {
+                            self.asm_text(&text, lit.span().start().line, None);
+                        }
+                    }
+                    prev_ident = None;
+                }
+                TokenTree::Punct(p) => {
+                    if p.as_char() != '!' {
+                        prev_ident = None;
+                    }
+                }
+            }
+        }
+    }
+
+    fn include_str(&mut self, tokens: &TokenStream, in_asm: bool) {
+        let Some(TokenTree::Literal(lit)) = tokens.clone().into_iter().next() else {
+            return;
+        };
+        let Ok(syn::Lit::Str(s)) = syn::parse_str::<syn::Lit>(&lit.to_string()) else {
+            return;
+        };
+        let rel = s.value();
+        let line = lit.span().start().line;
+        let lower = rel.to_ascii_lowercase();
+        let is_asm_file = lower.ends_with(".s") || lower.ends_with(".asm");
+        if !(is_asm_file || in_asm) {
+            return;
+        }
+        self.evidence(EvidenceKind::AsmFile, rel.clone(), line);
+        let full = self.dir.join(&rel);
+        match std::fs::read(&full) {
+            Ok(bytes) => {
+                let text = String::from_utf8_lossy(&bytes);
+                for (i, l) in text.lines().enumerate() {
+                    self.asm_line(l, line, Some((rel.clone(), i + 1)));
+                }
+            }
+            Err(e) => self
+                .facts
+                .warnings
+                .push((line, format!("could not read included `{rel}`: {e}"))),
+        }
+    }
+
+    /// Scans a string literal's source text (quotes and escapes included) as assembly.
+    fn asm_text(&mut self, literal: &str, first_line: usize, file: Option<(String, usize)>) {
+        for (i, src_line) in literal.lines().enumerate() {
+            for part in src_line.split("\\n") {
+                let part = part.trim_matches(|c| c == '"' || c == 'r' || c == '#');
+                self.asm_line(part, first_line + i, file.clone());
+            }
+        }
+    }
+
+    fn asm_line(&mut self, line_text: &str, line: usize, file: Option<(String, usize)>) {
+        for stmt in line_text.split(';') {
+            let mut s = stmt.trim();
+            // Comments.
+            for marker in ["//", "/*", "@ "] {
+                if let Some(i) = s.find(marker) {
+                    s = s[..i].trim();
+                }
+            }
+            // Labels (`1:`, `entry:`).
+            while let Some(i) = s.find(':') {
+                let (label, rest) = s.split_at(i);
+                if label.is_empty()
+                    || !label
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
+                {
+                    break;
+                }
+                s = rest[1..].trim();
+            }
+            if s.is_empty() || s.starts_with('.') || s.starts_with('#') || s.starts_with('{') {
+                continue;
+            }
+            let mnemonic = s
+                .split(|c: char| c.is_whitespace() || c == ',')
+                .next()
+                .unwrap_or("")
+                .to_ascii_lowercase();
+            if self.knowledge.instruction(&mnemonic).is_some() {
+                self.asm_evidence(EvidenceKind::AsmMnemonic, mnemonic, line, &file);
+            }
+            for word in s.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+                if word.len() > 3
+                    && (is_sysreg_shape(word)
+                        || is_encoded_sysreg(word)
+                        || self.knowledge.is_known_sysreg(word))
+                {
+                    let upper = word.to_ascii_uppercase();
+                    self.asm_evidence(EvidenceKind::Sysreg, upper, line, &file);
+                }
+            }
+        }
+    }
+
+    fn asm_evidence(
+        &mut self,
+        kind: EvidenceKind,
+        name: String,
+        line: usize,
+        file: &Option<(String, usize)>,
+    ) {
+        self.facts.evidence.push(Evidence {
+            kind,
+            name,
+            line: Some(line),
+            file: file.as_ref().map(|f| f.0.clone()),
+            line_in_file: file.as_ref().map(|f| f.1),
+            count: 1,
+        });
+    }
+}
+
+/// `NAME_EL0..3` shape, case-insensitive.
+fn is_sysreg_shape(word: &str) -> bool {
+    let b = word.as_bytes();
+    b.len() > 4 && {
+        let tail = &b[b.len() - 4..];
+        tail[0] == b'_'
+            && tail[1].eq_ignore_ascii_case(&b'e')
+            && tail[2].eq_ignore_ascii_case(&b'l')
+            && (b'0'..=b'3').contains(&tail[3])
+    }
+}
+
+/// `S3_4_C12_C9_5` — a system register written by its encoding.
+fn is_encoded_sysreg(word: &str) -> bool {
+    let parts: Vec<&str> = word.split('_').collect();
+    parts.len() == 5
+        && parts[0].len() == 2
+        && parts[0].to_ascii_lowercase().starts_with('s')
+        && parts[2].to_ascii_lowercase().starts_with('c')
+        && parts[3].to_ascii_lowercase().starts_with('c')
+        && parts.iter().all(|p| {
+            p.trim_start_matches(['s', 'S', 'c', 'C'])
+                .parse::<u8>()
+                .is_ok()
+        })
+}
+
+fn flatten_use(tree: &syn::UseTree, prefix: &mut Vec<String>, out: &mut Vec<Vec<String>>) {
+    match tree {
+        syn::UseTree::Path(p) => {
+            prefix.push(p.ident.unraw_string());
+            flatten_use(&p.tree, prefix, out);
+            prefix.pop();
+        }
+        syn::UseTree::Name(n) => {
+            let mut v = prefix.clone();
+            v.push(n.ident.unraw_string());
+            out.push(v);
+        }
+        syn::UseTree::Rename(r) => {
+            let mut v = prefix.clone();
+            v.push(r.ident.unraw_string());
+            out.push(v);
+        }
+        syn::UseTree::Glob(_) => out.push(prefix.clone()),
+        syn::UseTree::Group(g) => {
+            for t in &g.items {
+                flatten_use(t, prefix, out);
+            }
+        }
+    }
+}
+
+trait UnrawString {
+    fn unraw_string(&self) -> String;
+}
+
+impl UnrawString for syn::Ident {
+    fn unraw_string(&self) -> String {
+        let s = self.to_string();
+        s.strip_prefix("r#").map(str::to_string).unwrap_or(s)
+    }
+}
+
+impl<'ast> Visit<'ast> for Collector<'_> {
+    fn visit_item_mod(&mut self, m: &'ast syn::ItemMod) {
+        if is_cfg_test(&m.attrs) {
+            return;
+        }
+        syn::visit::visit_item_mod(self, m);
+    }
+
+    fn visit_attribute(&mut self, attr: &'ast syn::Attribute) {
+        self.attr(attr);
+    }
+
+    fn visit_path(&mut self, path: &'ast syn::Path) {
+        let segs: Vec<String> = path.segments.iter().map(|s| s.ident.to_string()).collect();
+        if segs
+            .windows(2)
+            .any(|w| w[0] == "arch" && (w[1] == "aarch64" || w[1] == "arm64"))
+        {
+            self.evidence(EvidenceKind::CoreArch, segs.join("::"), line_of(path));
+        }
+        syn::visit::visit_path(self, path);
+    }
+
+    fn visit_item_use(&mut self, u: &'ast syn::ItemUse) {
+        let mut out = Vec::new();
+        flatten_use(&u.tree, &mut Vec::new(), &mut out);
+        for segs in out {
+            if segs
+                .windows(2)
+                .any(|w| w[0] == "arch" && (w[1] == "aarch64" || w[1] == "arm64"))
+                && matches!(segs[0].as_str(), "core" | "std" | "alloc")
+            {
+                self.evidence(EvidenceKind::CoreArch, segs.join("::"), line_of(u));
+            }
+        }
+        syn::visit::visit_item_use(self, u);
+    }
+
+    fn visit_macro(&mut self, mac: &'ast syn::Macro) {
+        let name = mac
+            .path
+            .segments
+            .last()
+            .map(|s| s.ident.to_string())
+            .unwrap_or_default();
+        match name.as_str() {
+            "todo" | "unimplemented" => self.facts.has_placeholders = true,
+            "cfg" => {
+                let text = format!("cfg({})", tidy_tokens(mac.tokens.clone()));
+                self.cfg_text(&text, line_of(&mac.path));
+            }
+            _ => {}
+        }
+        let in_asm = matches!(name.as_str(), "asm" | "global_asm" | "naked_asm");
+        self.macro_tokens(&mac.tokens, in_asm);
+        syn::visit::visit_macro(self, mac);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn facts(src: &str) -> FileFacts {
+        let k = Knowledge::embedded().unwrap();
+        analyze_file(src, Path::new("/nonexistent/x.rs"), &k).unwrap()
+    }
+
+    fn has(f: &FileFacts, kind: EvidenceKind, name: &str) -> Option<usize> {
+        f.evidence
+            .iter()
+            .find(|e| e.kind == kind && e.name == name)
+            .and_then(|e| e.line)
+    }
+
+    #[test]
+    fn finds_asm_mnemonics_and_sysregs_with_lines() {
+        let f = facts(
+            "use core::arch::asm;\n\
+             pub fn read_hcr() -> u64 {\n\
+                 let v: u64;\n\
+                 unsafe { asm!(\"mrs {}, hcr_el2\", out(reg) v) };\n\
+                 v\n\
+             }\n\
+             pub fn flush() {\n\
+                 unsafe { asm!(\"dsb ish\", \"tlbi vmalls12e1is\\n dsb ish\\n isb\") };\n\
+             }\n",
+        );
+        assert_eq!(has(&f, EvidenceKind::Sysreg, "HCR_EL2"), Some(4));
+        assert_eq!(has(&f, EvidenceKind::AsmMnemonic, "mrs"), Some(4));
+        assert_eq!(has(&f, EvidenceKind::AsmMnemonic, "tlbi"), Some(8));
+        let dsb = f
+            .evidence
+            .iter()
+            .find(|e| e.name == "dsb")
+            .expect("dsb found");
+        assert_eq!(dsb.count, 2);
+        assert!(has(&f, EvidenceKind::CoreArch, "core::arch::asm").is_none());
+        assert_eq!(f.items.len(), 2);
+        assert_eq!(f.items[0].signature, "pub fn read_hcr() -> u64");
+    }
+
+    #[test]
+    fn finds_cfg_core_arch_and_sysreg_identifiers_in_macros() {
+        let f = facts(
+            "#[cfg(target_arch = \"aarch64\")]\n\
+             mod imp;\n\
+             use core::arch::aarch64::__wfi;\n\
+             fn f() { read_sysreg!(ICH_LR0_EL2); if cfg!(target_arch = \"x86_64\") {} }\n",
+        );
+        assert_eq!(
+            has(&f, EvidenceKind::Cfg, "target_arch = \"aarch64\""),
+            Some(1),
+            "{:?}",
+            f.evidence
+        );
+        assert_eq!(
+            has(&f, EvidenceKind::CoreArch, "core::arch::aarch64::__wfi"),
+            Some(3)
+        );
+        assert_eq!(has(&f, EvidenceKind::Sysreg, "ICH_LR0_EL2"), Some(4));
+        assert!(f.has_x86_64_cfg);
+        assert_eq!(f.mods.len(), 1);
+        assert_eq!(f.mods[0].name, "imp");
+    }
+
+    #[test]
+    fn plain_rust_has_no_evidence() {
+        let f = facts(
+            "pub struct Vm { pub id: u32 }\n\
+             impl Vm { pub fn new(id: u32) -> Self { Self { id } } fn private(&self) {} }\n\
+             #[cfg(test)] mod tests { fn t() { let _ = \"msr hcr_el2, x0\"; } }\n",
+        );
+        assert!(f.evidence.is_empty(), "{:?}", f.evidence);
+        let names: Vec<&str> = f.items.iter().map(|i| i.name.as_str()).collect();
+        assert_eq!(names, ["Vm", "Vm::new"]);
+        assert_eq!(f.items[1].signature, "pub fn new(id: u32) -> Self");
+    }
+
+    #[test]
+    fn inline_modules_and_path_attributes_are_recorded() {
+        let f = facts(
+            "pub mod outer { #[path = \"deep/x.rs\"] mod x; pub fn g() {} use super::y::Z; }\n",
+        );
+        assert_eq!(f.mods[0].inline_path, ["outer"]);
+        assert_eq!(f.mods[0].path_attr.as_deref(), Some("deep/x.rs"));
+        assert_eq!(f.items[0].name, "outer::g");
+        assert_eq!(f.uses[0].segments, ["super", "y", "Z"]);
+        assert_eq!(f.uses[0].inline_path, ["outer"]);
+    }
+
+    #[test]
+    fn sysreg_shapes() {
+        assert!(is_sysreg_shape("vttbr_el2"));
+        assert!(is_sysreg_shape("CNTV_CTL_EL0"));
+        assert!(!is_sysreg_shape("level_el"));
+        assert!(!is_sysreg_shape("_el2"));
+        assert!(is_encoded_sysreg("S3_4_C12_C9_5"));
+        assert!(!is_encoded_sysreg("S3_4_12"));
+    }
+}

@@ -1,0 +1,385 @@
+//! The module-tree walk: from each target root through `mod` declarations (`#[path]`,
+//! inline modules, cfg-gated modules alike), one level at a time, parsing the files of a
+//! level in parallel. Bad files become diagnostics; the rest of the tree is still walked.
+
+use std::collections::HashSet;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
+use serde::Serialize;
+
+use super::evidence::{analyze_file, Evidence, EvidenceKind, FileFacts};
+use super::{relative_to, target_roots, Workspace};
+use crate::knowledge::Knowledge;
+
+pub use super::evidence::{Item, ItemKind};
+
+/// Limits that keep one pathological file from stalling the scan.
+#[derive(Debug, Clone, Copy)]
+pub struct ScanLimits {
+    /// Files larger than this many bytes are reported and not parsed.
+    pub max_file_size: u64,
+}
+
+impl Default for ScanLimits {
+    fn default() -> Self {
+        ScanLimits {
+            max_file_size: 8 * 1024 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Error,
+    Warning,
+}
+
+/// A problem found while scanning, located at a file (and line when known).
+#[derive(Debug, Clone, Serialize)]
+pub struct Diagnostic {
+    pub severity: Severity,
+    /// Path relative to the workspace root.
+    pub path: String,
+    pub line: Option<usize>,
+    pub message: String,
+}
+
+/// One file module of the workspace with what its source says.
+#[derive(Debug)]
+pub struct ScannedModule {
+    pub package: String,
+    /// The crate (target) name, `-` replaced by `_`.
+    pub crate_name: String,
+    /// Module path below the crate root (empty for the root).
+    pub segments: Vec<String>,
+    /// Absolute path of the source file.
+    pub file: PathBuf,
+    /// Directory where this module's `mod foo;` children live.
+    pub child_dir: PathBuf,
+    pub facts: FileFacts,
+}
+
+impl ScannedModule {
+    /// `crate::a::b` spelled with the crate name.
+    pub fn module_path(&self) -> String {
+        std::iter::once(self.crate_name.as_str())
+            .chain(self.segments.iter().map(String::as_str))
+            .collect::<Vec<_>>()
+            .join("::")
+    }
+
+    pub fn has_evidence(&self) -> bool {
+        !self.facts.evidence.is_empty()
+    }
+}
+
+struct Job {
+    package: String,
+    crate_name: String,
+    segments: Vec<String>,
+    file: PathBuf,
+    child_dir: PathBuf,
+    /// Canonical paths of the files on the way from the root (cycle detection).
+    ancestors: Vec<PathBuf>,
+    /// Where the `mod` declaration is: (file, line).
+    declared_at: Option<(PathBuf, usize)>,
+}
+
+enum Loaded {
+    Ok(PathBuf, FileFacts),
+    Failed(Diagnostic),
+}
+
+/// Walks every lib/bin target of the selected packages.
+pub fn scan_packages(
+    ws: &Workspace,
+    knowledge: &Knowledge,
+    limits: ScanLimits,
+) -> (Vec<ScannedModule>, Vec<Diagnostic>) {
+    let mut frontier = Vec::new();
+    for pkg in ws.packages() {
+        for (crate_name, root) in target_roots(pkg) {
+            let child_dir = root.parent().map(Path::to_path_buf).unwrap_or_default();
+            frontier.push(Job {
+                package: pkg.name.to_string(),
+                crate_name,
+                segments: Vec::new(),
+                file: root,
+                child_dir,
+                ancestors: Vec::new(),
+                declared_at: None,
+            });
+        }
+    }
+
+    let root = ws.root.clone();
+    let mut modules = Vec::new();
+    let mut diagnostics = Vec::new();
+    let mut visited: HashSet<PathBuf> = HashSet::new();
+
+    while !frontier.is_empty() {
+        let loaded: Vec<Loaded> = frontier
+            .par_iter()
+            .map(|job| load(job, &root, knowledge, limits))
+            .collect();
+        let mut next = Vec::new();
+        for (job, result) in frontier.into_iter().zip(loaded) {
+            let (canonical, mut facts) = match result {
+                Loaded::Ok(c, f) => (c, f),
+                Loaded::Failed(d) => {
+                    diagnostics.push(d);
+                    continue;
+                }
+            };
+            if job.ancestors.contains(&canonical) {
+                let (at, line) = job.declared_at.clone().unwrap_or((job.file.clone(), 0));
+                diagnostics.push(Diagnostic {
+                    severity: Severity::Error,
+                    path: relative_to(&root, &at),
+                    line: Some(line),
+                    message: format!(
+                        "module cycle: `{}` includes {}, which is already one of its parent modules; remove the `#[path]` that points back",
+                        join_path(&job.crate_name, &job.segments),
+                        relative_to(&root, &job.file)
+                    ),
+                });
+                continue;
+            }
+            if !visited.insert(canonical.clone()) {
+                tracing::debug!(
+                    "{} is already scanned; not scanning it again as `{}`",
+                    job.file.display(),
+                    join_path(&job.crate_name, &job.segments)
+                );
+                continue;
+            }
+            for (line, message) in std::mem::take(&mut facts.warnings) {
+                diagnostics.push(Diagnostic {
+                    severity: Severity::Warning,
+                    path: relative_to(&root, &job.file),
+                    line: Some(line),
+                    message,
+                });
+            }
+            let rel = relative_to(&root, &job.file);
+            if is_arm64_path(&rel) {
+                facts.evidence.insert(
+                    0,
+                    Evidence {
+                        kind: EvidenceKind::Path,
+                        name: rel.clone(),
+                        line: None,
+                        file: None,
+                        line_in_file: None,
+                        count: 1,
+                    },
+                );
+            }
+            let mut ancestors = job.ancestors.clone();
+            ancestors.push(canonical);
+            for decl in &facts.mods {
+                match resolve_child(&job, decl) {
+                    Ok((file, child_dir)) => {
+                        let mut segments = job.segments.clone();
+                        segments.extend(decl.inline_path.iter().cloned());
+                        segments.push(decl.name.clone());
+                        next.push(Job {
+                            package: job.package.clone(),
+                            crate_name: job.crate_name.clone(),
+                            segments,
+                            file,
+                            child_dir,
+                            ancestors: ancestors.clone(),
+                            declared_at: Some((job.file.clone(), decl.line)),
+                        });
+                    }
+                    Err(message) => diagnostics.push(Diagnostic {
+                        severity: Severity::Error,
+                        path: rel.clone(),
+                        line: Some(decl.line),
+                        message,
+                    }),
+                }
+            }
+            modules.push(ScannedModule {
+                package: job.package,
+                crate_name: job.crate_name,
+                segments: job.segments,
+                file: job.file,
+                child_dir: job.child_dir,
+                facts,
+            });
+        }
+        frontier = next;
+    }
+    modules.sort_by(|a, b| {
+        (&a.package, &a.crate_name, &a.segments).cmp(&(&b.package, &b.crate_name, &b.segments))
+    });
+    (modules, diagnostics)
+}
+
+fn join_path(crate_name: &str, segments: &[String]) -> String {
+    std::iter::once(crate_name)
+        .chain(segments.iter().map(String::as_str))
+        .collect::<Vec<_>>()
+        .join("::")
+}
+
+/// Whether a workspace-relative path names an ARM64 directory or file.
+pub fn is_arm64_path(rel: &str) -> bool {
+    rel.split('/').any(|seg| {
+        let stem = seg.split('.').next().unwrap_or(seg);
+        matches!(stem, "aarch64" | "arm64")
+    })
+}
+
+/// Finds the file of `mod name;` declared in `job`'s file, and where its children live.
+fn resolve_child(job: &Job, decl: &super::evidence::ModDecl) -> Result<(PathBuf, PathBuf), String> {
+    let mut base = job.child_dir.clone();
+    for (name, attr) in decl.inline_path.iter().zip(&decl.inline_path_attrs) {
+        base.push(attr.as_deref().unwrap_or(name));
+    }
+    if let Some(p) = &decl.path_attr {
+        // Top-level `#[path]` is relative to the declaring file's directory; inside
+        // inline modules, to the inline modules' directory. The file behaves as mod.rs.
+        let dir = if decl.inline_path.is_empty() {
+            job.file.parent().map(Path::to_path_buf).unwrap_or_default()
+        } else {
+            base
+        };
+        let file = normalize(&dir.join(p));
+        let child_dir = file.parent().map(Path::to_path_buf).unwrap_or_default();
+        return Ok((file, child_dir));
+    }
+    let flat = base.join(format!("{}.rs", decl.name));
+    let nested = base.join(&decl.name).join("mod.rs");
+    // `symlink_metadata` so that a dangling or looping link is still "there" and gets
+    // its own, precise error when it is loaded.
+    let exists = |p: &Path| p.symlink_metadata().is_ok();
+    match (exists(&flat), exists(&nested)) {
+        (true, true) => Err(format!(
+            "module `{}` is found at both {} and {}; delete one of them",
+            decl.name,
+            flat.display(),
+            nested.display()
+        )),
+        (true, false) => Ok((flat, base.join(&decl.name))),
+        (false, true) => Ok((nested, base.join(&decl.name))),
+        (false, false) => Err(format!(
+            "file not found for module `{}`: expected {} or {}",
+            decl.name,
+            flat.display(),
+            nested.display()
+        )),
+    }
+}
+
+/// Resolves `.` and `..` lexically, so `#[path = "../x.rs"]` works even when the
+/// directory it steps out of does not exist (as with inline modules).
+fn normalize(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if !out.pop() {
+                    out.push("..");
+                }
+            }
+            other => out.push(other.as_os_str()),
+        }
+    }
+    out
+}
+
+fn load(job: &Job, root: &Path, knowledge: &Knowledge, limits: ScanLimits) -> Loaded {
+    let rel = relative_to(root, &job.file);
+    let fail = |line: Option<usize>, message: String| {
+        Loaded::Failed(Diagnostic {
+            severity: Severity::Error,
+            path: rel.clone(),
+            line,
+            message,
+        })
+    };
+    let canonical = match job.file.canonicalize() {
+        Ok(c) => c,
+        Err(e) if is_symlink_loop(&e) => {
+            return fail(
+                None,
+                format!("cannot open: symbolic link loop ({e}); fix the link"),
+            )
+        }
+        Err(e) => {
+            let declared = job
+                .declared_at
+                .as_ref()
+                .map(|(f, l)| format!(" (declared at {}:{l})", relative_to(root, f)))
+                .unwrap_or_default();
+            return fail(None, format!("cannot open{declared}: {e}"));
+        }
+    };
+    let size = match canonical.metadata() {
+        Ok(m) if m.is_dir() => return fail(None, "is a directory, not a Rust file".into()),
+        Ok(m) => m.len(),
+        Err(e) => return fail(None, format!("cannot read: {e}")),
+    };
+    if size > limits.max_file_size {
+        return fail(
+            None,
+            format!(
+                "not scanned: {:.1} MiB is over the {:.1} MiB limit (a generated file?); raise `max-file-size` in [workspace.metadata.eterna-port] to scan it",
+                size as f64 / 1048576.0,
+                limits.max_file_size as f64 / 1048576.0
+            ),
+        );
+    }
+    let bytes = match std::fs::read(&canonical) {
+        Ok(b) => b,
+        Err(e) => return fail(None, format!("cannot read: {e}")),
+    };
+    let text = match String::from_utf8(bytes) {
+        Ok(t) => t,
+        Err(e) => {
+            let at = e.utf8_error().valid_up_to();
+            let bytes = e.as_bytes();
+            let line = bytes[..at].iter().filter(|&&b| b == b'\n').count() + 1;
+            return fail(
+                Some(line),
+                format!("not valid UTF-8 (byte offset {at}); Rust source must be UTF-8"),
+            );
+        }
+    };
+    match analyze_file(&text, &job.file, knowledge) {
+        Ok(facts) => Loaded::Ok(canonical, facts),
+        Err(e) => {
+            let start = e.span().start();
+            fail(
+                Some(start.line),
+                format!("does not parse: {e} (column {})", start.column + 1),
+            )
+        }
+    }
+}
+
+fn is_symlink_loop(e: &io::Error) -> bool {
+    // ELOOP is 40 on Linux, 62 on macOS and the BSDs.
+    matches!(e.raw_os_error(), Some(40) | Some(62)) || e.to_string().contains("symbolic links")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arm64_paths() {
+        assert!(is_arm64_path("eterna/src/arch/aarch64/gic.rs"));
+        assert!(is_arm64_path("src/arm64.rs"));
+        assert!(!is_arm64_path("src/arch/x86_64/apic.rs"));
+        assert!(!is_arm64_path("src/aarch64_notes/x.rs"));
+    }
+}
