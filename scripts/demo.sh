@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The main job on the bundled reference workspace, with no API key (README "Set up").
+# Works on a fresh copy of tests/fixtures/eterna-arm64; the checked-in fixture is never
+# touched. Today the chain is: plan. Later stages (port, check, qemu) join here.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+work="$(mktemp -d "${TMPDIR:-/tmp}/eterna-demo.XXXXXX")"
+trap 'rm -rf "$work"' EXIT
+cp -R tests/fixtures/eterna-arm64 "$work/eterna-arm64"
+rm -rf "$work/eterna-arm64/target"
+manifest="$work/eterna-arm64/Cargo.toml"
+
+cargo build --quiet --release
+bin="target/release/cargo-eterna-port"
+
+echo "== cargo eterna-port plan (fixture copy in $work)"
+"$bin" eterna-port plan --manifest-path "$manifest"

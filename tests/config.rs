@@ -1,0 +1,197 @@
+//! `cargo eterna-port config`: precedence, provenance, redaction and bad values.
+
+mod common;
+
+use common::*;
+
+const SECRET_A: &str = "sk-or-v1-TESTSECRETAAAAAAAAAAAAAAAAAAAA";
+const SECRET_B: &str = "sk-or-v1-TESTSECRETBBBBBBBBBBBBBBBBBBBB";
+
+fn ws_with_metadata(workspace_meta: &str, package_meta: &str) -> tempfile::TempDir {
+    workspace(&[
+        (
+            "Cargo.toml",
+            &format!(
+                "[workspace]\nmembers = [\"hv\"]\nresolver = \"2\"\n\n[workspace.metadata.eterna-port]\n{workspace_meta}\n"
+            ),
+        ),
+        (
+            "hv/Cargo.toml",
+            &format!(
+                "[package]\nname = \"hv\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[package.metadata.eterna-port]\n{package_meta}\n"
+            ),
+        ),
+        ("hv/src/main.rs", "fn main() {}\n"),
+    ])
+}
+
+fn config_json(dir: &std::path::Path, extra: &[&str], env: &[(&str, &str)]) -> serde_json::Value {
+    let mut args = vec!["config", "--message-format", "json"];
+    args.extend_from_slice(extra);
+    let mut cmd = command(dir, &args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    assert_code(&out, 0);
+    for s in [SECRET_A, SECRET_B] {
+        assert!(
+            !stdout(&out).contains(s) && !stderr(&out).contains(s),
+            "secret leaked"
+        );
+    }
+    json(&out)
+}
+
+#[test]
+fn defaults_without_any_configuration() {
+    let ws = ws_with_metadata("", "");
+    let c = config_json(ws.path(), &[], &[]);
+    assert_eq!(c["target"]["value"], "x86_64-unknown-none");
+    assert_eq!(c["target"]["source"]["kind"], "default");
+    assert_eq!(c["model"]["value"], "x-ai/grok-4-fast");
+    assert_eq!(c["base_url"]["value"], "https://openrouter.ai/api/v1");
+    assert_eq!(c["backend"]["value"], "offline");
+    assert_eq!(c["api_keys"], serde_json::json!([]));
+    let db = c["db"]["value"].as_str().unwrap();
+    assert!(db.ends_with("target/eterna-port/eterna.db"), "{db}");
+}
+
+#[test]
+fn flags_beat_env_beat_dotenv_beat_package_beat_workspace_metadata() {
+    let ws = ws_with_metadata(
+        "model = \"ws/model\"\ntarget = \"x86_64-unknown-linux-gnu\"\nbase-url = \"http://127.0.0.1:9/v1\"\ndb = \"store/ws.db\"",
+        "model = \"pkg/model\"",
+    );
+    write(
+        ws.path(),
+        ".env",
+        format!("# keys\nOPENROUTER_API_KEY1={SECRET_A}\nOPENROUTER_API_KEY2=\"{SECRET_B}\"\nETERNA_PORT_MODEL=dotenv/model\n").as_bytes(),
+    );
+    let c = config_json(ws.path(), &[], &[]);
+    assert_eq!(c["model"]["value"], "dotenv/model");
+    assert_eq!(c["model"]["source"]["kind"], "dot-env");
+    assert_eq!(c["target"]["value"], "x86_64-unknown-linux-gnu");
+    assert_eq!(c["target"]["source"]["kind"], "workspace-metadata");
+    assert_eq!(c["base_url"]["value"], "http://127.0.0.1:9/v1");
+    let root = std::fs::canonicalize(ws.path()).unwrap();
+    assert_eq!(
+        c["db"]["value"],
+        root.join("store/ws.db").display().to_string()
+    );
+    assert_eq!(c["backend"]["value"], "llm");
+    let keys = c["api_keys"].as_array().unwrap();
+    assert_eq!(keys.len(), 2);
+    assert_eq!(keys[0][0], "OPENROUTER_API_KEY1");
+    assert_eq!(keys[0][1]["value"], "<redacted>");
+
+    // The process environment beats .env; a flag beats metadata.
+    let c = config_json(
+        ws.path(),
+        &["--target", "x86_64-unknown-uefi"],
+        &[
+            ("ETERNA_PORT_MODEL", "env/model"),
+            ("OPENROUTER_API_KEY", SECRET_B),
+        ],
+    );
+    assert_eq!(c["model"]["value"], "env/model");
+    assert_eq!(c["model"]["source"]["kind"], "env");
+    assert_eq!(c["target"]["value"], "x86_64-unknown-uefi");
+    assert_eq!(c["target"]["source"]["flag"], "--target");
+    assert_eq!(c["api_keys"].as_array().unwrap().len(), 3);
+}
+
+#[test]
+fn package_metadata_beats_workspace_metadata() {
+    let ws = ws_with_metadata("model = \"ws/model\"", "model = \"pkg/model\"");
+    let c = config_json(ws.path(), &["-p", "hv"], &[]);
+    assert_eq!(c["model"]["value"], "pkg/model");
+    assert_eq!(c["model"]["source"]["kind"], "package-metadata");
+    assert_eq!(c["model"]["source"]["package"], "hv");
+}
+
+#[test]
+fn human_output_shows_sources_and_redacts_keys() {
+    let ws = ws_with_metadata("model = \"ws/model\"", "");
+    let out = command(ws.path(), &["config"])
+        .env("OPENROUTER_API_KEY3", SECRET_A)
+        .output()
+        .unwrap();
+    assert_code(&out, 0);
+    let text = stdout(&out);
+    assert!(text.contains("ws/model"), "{text}");
+    assert!(text.contains("[workspace.metadata.eterna-port]"), "{text}");
+    assert!(text.contains("OPENROUTER_API_KEY3"), "{text}");
+    assert!(text.contains("<redacted>"), "{text}");
+    assert!(!text.contains(SECRET_A), "secret leaked: {text}");
+}
+
+#[test]
+fn api_keys_in_cargo_toml_are_refused() {
+    let ws = ws_with_metadata(&format!("api-key = \"{SECRET_A}\""), "");
+    let out = run(ws.path(), &["config"]);
+    assert_code(&out, 2);
+    let err = stderr(&out);
+    assert!(err.contains("must not be stored in Cargo.toml"), "{err}");
+    assert!(!err.contains(SECRET_A) && !stdout(&out).contains(SECRET_A));
+}
+
+#[test]
+fn wrong_types_and_values_are_usage_errors_naming_the_place() {
+    let ws = ws_with_metadata("model = 3", "");
+    let out = run(ws.path(), &["config"]);
+    assert_code(&out, 2);
+    let err = stderr(&out);
+    assert!(
+        err.contains("`model`") && err.contains("Cargo.toml"),
+        "{err}"
+    );
+
+    let ws = ws_with_metadata("max-file-size = \"big\"", "");
+    let out = run(ws.path(), &["plan"]);
+    assert_code(&out, 2);
+    assert!(stderr(&out).contains("max-file-size"), "{}", stderr(&out));
+
+    let ws = ws_with_metadata("", "");
+    let out = command(ws.path(), &["config"])
+        .env("ETERNA_PORT_LLM_BASE_URL", "openrouter.ai/api/v1")
+        .output()
+        .unwrap();
+    assert_code(&out, 2);
+    let err = stderr(&out);
+    assert!(
+        err.contains("ETERNA_PORT_LLM_BASE_URL") && err.contains("http"),
+        "{err}"
+    );
+}
+
+#[test]
+fn unknown_keys_warn_and_malformed_dotenv_fails() {
+    let ws = ws_with_metadata("modle = \"typo\"", "");
+    let out = run(ws.path(), &["config"]);
+    assert_code(&out, 0);
+    assert!(
+        stderr(&out).contains("unknown key `modle`"),
+        "{}",
+        stderr(&out)
+    );
+
+    let ws = ws_with_metadata("", "");
+    write(ws.path(), ".env", b"GOOD=1\nthis is not an assignment\n");
+    let out = run(ws.path(), &["config"]);
+    assert_code(&out, 2);
+    let err = stderr(&out);
+    assert!(err.contains(".env") && err.contains("NAME=value"), "{err}");
+}
+
+#[test]
+fn max_file_size_from_metadata_applies_to_the_scan() {
+    let ws = mini_hypervisor();
+    let manifest = ws.path().join("Cargo.toml");
+    let mut text = std::fs::read_to_string(&manifest).unwrap();
+    text.push_str("\n[workspace.metadata.eterna-port]\nmax-file-size = 200\n");
+    std::fs::write(&manifest, text).unwrap();
+    let out = run(ws.path(), &["plan"]);
+    assert_code(&out, 2);
+    assert!(stderr(&out).contains("not scanned"), "{}", stderr(&out));
+}
