@@ -458,10 +458,7 @@ fn status_of(
         Err(e) => {
             return (
                 Status::Partial,
-                vec![format!(
-                    "does not parse (line {}): {e}",
-                    e.span().start().line
-                )],
+                vec![format!("does not parse (line {}): {e}", e.line)],
             )
         }
     };

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use proc_macro2::{TokenStream, TokenTree};
+use proc_macro2::{Delimiter, Group, TokenStream, TokenTree};
 use quote::ToTokens;
 use serde::Serialize;
 use syn::visit::Visit;
@@ -119,13 +119,58 @@ pub struct FileFacts {
 }
 
 /// Parses `text` (the contents of `path`) and collects its facts.
-pub fn analyze_file(text: &str, path: &Path, knowledge: &Knowledge) -> syn::Result<FileFacts> {
-    let file = syn::parse_file(text)?;
+///
+/// Function bodies are not parsed into syntax trees: the token stream is scanned for
+/// evidence (macro calls, paths, cfg attributes) and each body is replaced by `{}`
+/// before `syn` parses the items. Bodies hold most of a hypervisor's code and none of
+/// its API, so this makes the scan several times faster.
+pub fn analyze_file(
+    text: &str,
+    path: &Path,
+    knowledge: &Knowledge,
+) -> Result<FileFacts, ParseError> {
+    let result = analyze_tokens(text, path, knowledge).map_err(|e| {
+        let start = e.span().start();
+        ParseError {
+            line: start.line,
+            column: start.column + 1,
+            message: e.to_string(),
+        }
+    });
+    // The span-location table of this thread holds every file parsed on it; nothing
+    // refers to this file's spans any more.
+    proc_macro2::extra::invalidate_current_thread_spans();
+    result
+}
+
+/// A file that does not parse as Rust, with where.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct ParseError {
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+}
+
+fn analyze_tokens(text: &str, path: &Path, knowledge: &Knowledge) -> syn::Result<FileFacts> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    // A shebang line (not an inner attribute `#![...]`) is blanked, keeping lines.
+    let blanked;
+    let text = if text.starts_with("#!") && !text[2..].trim_start().starts_with('[') {
+        let end = text.find('\n').unwrap_or(text.len());
+        blanked = format!("{}{}", " ".repeat(end), &text[end..]);
+        blanked.as_str()
+    } else {
+        text
+    };
+    let tokens: TokenStream = text.parse()?;
     let mut v = Collector {
         knowledge,
         dir: path.parent().map(Path::to_path_buf).unwrap_or_default(),
         facts: FileFacts::default(),
     };
+    let tokens = v.strip_bodies(tokens);
+    let file: syn::File = syn::parse2(tokens)?;
     for attr in &file.attrs {
         v.attr(attr);
     }
@@ -434,6 +479,143 @@ impl Collector<'_> {
         }
     }
 
+    /// Replaces every function body with `{}`, scanning it for evidence first. Macro
+    /// invocations are left whole (the syntax-tree visitor scans them).
+    fn strip_bodies(&mut self, tokens: TokenStream) -> TokenStream {
+        let mut out = Vec::new();
+        let mut after_fn = false;
+        let mut prev_bang = false;
+        for tt in tokens {
+            match tt {
+                TokenTree::Group(g) => {
+                    if after_fn && g.delimiter() == Delimiter::Brace {
+                        self.scan_body(&g.stream());
+                        let mut empty = Group::new(Delimiter::Brace, TokenStream::new());
+                        empty.set_span(g.span());
+                        out.push(TokenTree::Group(empty));
+                        after_fn = false;
+                    } else if prev_bang {
+                        // `name!(…)` or `macro_rules! name { … }`'s body: untouched.
+                        out.push(TokenTree::Group(g));
+                    } else {
+                        let mut ng = Group::new(g.delimiter(), self.strip_bodies(g.stream()));
+                        ng.set_span(g.span());
+                        out.push(TokenTree::Group(ng));
+                    }
+                    prev_bang = false;
+                }
+                TokenTree::Ident(id) => {
+                    if id == "fn" {
+                        after_fn = true;
+                    }
+                    // `macro_rules! name { … }`: the body group follows the name.
+                    prev_bang = prev_bang
+                        && matches!(
+                            out.len().checked_sub(2).and_then(|k| out.get(k)),
+                            Some(TokenTree::Ident(m)) if m == "macro_rules"
+                        );
+                    out.push(TokenTree::Ident(id));
+                }
+                TokenTree::Punct(p) => {
+                    match p.as_char() {
+                        // A declaration without a body (trait method, extern fn).
+                        ';' => after_fn = false,
+                        '!' => prev_bang = true,
+                        _ => prev_bang = false,
+                    }
+                    out.push(TokenTree::Punct(p));
+                }
+                other => {
+                    prev_bang = false;
+                    out.push(other);
+                }
+            }
+        }
+        out.into_iter().collect()
+    }
+
+    /// Evidence in a function body, from its tokens: macro calls (`asm!`, `cfg!`,
+    /// `todo!`), `#[cfg]` attributes, `…::arch::aarch64…` paths, nested functions.
+    fn scan_body(&mut self, tokens: &TokenStream) {
+        let tts: Vec<TokenTree> = tokens.clone().into_iter().collect();
+        let mut i = 0;
+        while i < tts.len() {
+            match &tts[i] {
+                TokenTree::Punct(p) if p.as_char() == '#' => {
+                    let mut j = i + 1;
+                    if matches!(tts.get(j), Some(TokenTree::Punct(b)) if b.as_char() == '!') {
+                        j += 1;
+                    }
+                    if let Some(TokenTree::Group(g)) = tts.get(j) {
+                        if g.delimiter() == Delimiter::Bracket {
+                            let text = tidy_tokens(g.stream());
+                            if text.starts_with("cfg") {
+                                self.cfg_text(&text, g.span().start().line);
+                            }
+                            i = j + 1;
+                            continue;
+                        }
+                    }
+                }
+                TokenTree::Ident(id) => {
+                    // A path run `a::b::c`, possibly a macro call `a::b::c!(…)`.
+                    let mut segs = vec![id.to_string()];
+                    let mut j = i + 1;
+                    while let (
+                        Some(TokenTree::Punct(c1)),
+                        Some(TokenTree::Punct(c2)),
+                        Some(TokenTree::Ident(next)),
+                    ) = (tts.get(j), tts.get(j + 1), tts.get(j + 2))
+                    {
+                        if c1.as_char() != ':' || c2.as_char() != ':' {
+                            break;
+                        }
+                        segs.push(next.to_string());
+                        j += 3;
+                    }
+                    if segs
+                        .windows(2)
+                        .any(|w| w[0] == "arch" && (w[1] == "aarch64" || w[1] == "arm64"))
+                    {
+                        self.evidence(
+                            EvidenceKind::CoreArch,
+                            segs.join("::"),
+                            id.span().start().line,
+                        );
+                    }
+                    if let (Some(TokenTree::Punct(bang)), Some(TokenTree::Group(g))) =
+                        (tts.get(j), tts.get(j + 1))
+                    {
+                        if bang.as_char() == '!' {
+                            let name = segs.last().map(String::as_str).unwrap_or_default();
+                            self.body_macro(name, id.span().start().line, &g.stream());
+                            i = j + 2;
+                            continue;
+                        }
+                    }
+                    i = j;
+                    continue;
+                }
+                TokenTree::Group(g) => self.scan_body(&g.stream()),
+                _ => {}
+            }
+            i += 1;
+        }
+    }
+
+    fn body_macro(&mut self, name: &str, line: usize, tokens: &TokenStream) {
+        match name {
+            "todo" | "unimplemented" => self.facts.has_placeholders = true,
+            "cfg" => {
+                let text = format!("cfg({})", tidy_tokens(tokens.clone()));
+                self.cfg_text(&text, line);
+            }
+            _ => {}
+        }
+        let in_asm = matches!(name, "asm" | "global_asm" | "naked_asm");
+        self.macro_tokens(tokens, in_asm);
+    }
+
     fn evidence(&mut self, kind: EvidenceKind, name: String, line: usize) {
         self.facts.evidence.push(Evidence {
             kind,
@@ -732,16 +914,7 @@ impl<'ast> Visit<'ast> for Collector<'_> {
             .last()
             .map(|s| s.ident.to_string())
             .unwrap_or_default();
-        match name.as_str() {
-            "todo" | "unimplemented" => self.facts.has_placeholders = true,
-            "cfg" => {
-                let text = format!("cfg({})", tidy_tokens(mac.tokens.clone()));
-                self.cfg_text(&text, line_of(&mac.path));
-            }
-            _ => {}
-        }
-        let in_asm = matches!(name.as_str(), "asm" | "global_asm" | "naked_asm");
-        self.macro_tokens(&mac.tokens, in_asm);
+        self.body_macro(&name, line_of(&mac.path), &mac.tokens);
         syn::visit::visit_macro(self, mac);
     }
 }
@@ -836,6 +1009,40 @@ mod tests {
         assert_eq!(f.items[0].name, "outer::g");
         assert_eq!(f.uses[0].segments, ["super", "y", "Z"]);
         assert_eq!(f.uses[0].inline_path, ["outer"]);
+    }
+
+    #[test]
+    fn evidence_in_function_bodies_survives_body_stripping() {
+        let f = facts(
+            "pub fn a() {\n\
+                 #[cfg(target_arch = \"aarch64\")]\n\
+                 { unsafe { core::arch::asm!(\"eret\") } }\n\
+                 let _ = core::arch::aarch64::__isb;\n\
+             }\n\
+             macro_rules! acc { () => { pub fn r() -> u64 { unsafe { asm!(\"mrs x0, vbar_el2\") }; 0 } } }\n\
+             impl S { pub fn later(&self) { todo!() } }\n",
+        );
+        assert_eq!(
+            has(&f, EvidenceKind::Cfg, "target_arch = \"aarch64\""),
+            Some(2)
+        );
+        assert_eq!(has(&f, EvidenceKind::AsmMnemonic, "eret"), Some(3));
+        assert_eq!(
+            has(&f, EvidenceKind::CoreArch, "core::arch::aarch64::__isb"),
+            Some(4)
+        );
+        assert_eq!(has(&f, EvidenceKind::Sysreg, "VBAR_EL2"), Some(6));
+        assert!(f.has_placeholders);
+        let names: Vec<&str> = f.items.iter().map(|i| i.name.as_str()).collect();
+        assert_eq!(names, ["a", "S::later"]);
+    }
+
+    #[test]
+    fn parse_errors_carry_line_and_column() {
+        let k = Knowledge::embedded().unwrap();
+        let e = analyze_file("fn ok() {}\nfn bad( {\n", Path::new("x.rs"), &k).unwrap_err();
+        assert_eq!(e.line, 2);
+        assert!(e.column > 1);
     }
 
     #[test]

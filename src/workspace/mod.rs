@@ -184,6 +184,6 @@ pub fn analyze_target(
     text: &str,
     path: &Path,
     knowledge: &crate::knowledge::Knowledge,
-) -> syn::Result<evidence::FileFacts> {
+) -> Result<evidence::FileFacts, evidence::ParseError> {
     evidence::analyze_file(text, path, knowledge)
 }

@@ -356,13 +356,10 @@ fn load(job: &Job, root: &Path, knowledge: &Knowledge, limits: ScanLimits) -> Lo
     };
     match analyze_file(&text, &job.file, knowledge) {
         Ok(facts) => Loaded::Ok(canonical, facts),
-        Err(e) => {
-            let start = e.span().start();
-            fail(
-                Some(start.line),
-                format!("does not parse: {e} (column {})", start.column + 1),
-            )
-        }
+        Err(e) => fail(
+            Some(e.line),
+            format!("does not parse: {} (column {})", e.message, e.column),
+        ),
     }
 }
 
