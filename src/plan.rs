@@ -276,6 +276,7 @@ pub fn classify<'k>(m: &ScannedModule, source: &str, knowledge: &'k Knowledge) -
         stem
     };
     let stem_words = words(stem);
+    let item_words: Vec<Vec<String>> = m.facts.items.iter().map(|it| words(&it.name)).collect();
     for c in &knowledge.components {
         if c.name == ARCH_NEUTRAL {
             continue;
@@ -299,11 +300,9 @@ pub fn classify<'k>(m: &ScannedModule, source: &str, knowledge: &'k Knowledge) -
                 s += 3;
             }
         }
-        let item_hits = m
-            .facts
-            .items
+        let item_hits = item_words
             .iter()
-            .filter(|it| words(&it.name).iter().any(|w| has(&c.keywords, w)))
+            .filter(|ws| ws.iter().any(|w| has(&c.keywords, w)))
             .count();
         s += item_hits.min(4) as i32;
         if s > 0 {

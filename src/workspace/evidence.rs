@@ -245,44 +245,97 @@ fn line_of<T: syn::spanned::Spanned>(node: &T) -> usize {
     node.span().start().line
 }
 
-/// Token text with the spaces `quote` puts between every token removed where Rust
-/// style has none.
+/// Token text spaced the way Rust is usually written (`pub fn f(x: u32) -> Vec<u8>`),
+/// in one pass over the tokens.
 pub fn tidy_tokens(tokens: TokenStream) -> String {
-    let raw = tokens.to_string();
-    let mut s = raw;
-    for (from, to) in [
-        (" :: ", "::"),
-        (":: ", "::"),
-        (" ::", "::"),
-        (" ,", ","),
-        (" :", ":"),
-        (" ;", ";"),
-        ("& ", "&"),
-        ("* const", "*const"),
-        ("* mut", "*mut"),
-        (" (", "("),
-        ("( ", "("),
-        (" )", ")"),
-        (" [", "["),
-        ("[ ", "["),
-        (" ]", "]"),
-        (" <", "<"),
-        ("< ", "<"),
-        (" >", ">"),
-        ("- >", "->"),
-        (">(", "> ("),
-        ("! ", "!"),
-        ("' ", "'"),
-    ] {
-        s = s.replace(from, to);
+    let mut out = String::new();
+    write_tokens(&mut out, tokens);
+    out.trim().to_string()
+}
+
+fn write_tokens(out: &mut String, tokens: TokenStream) {
+    let tts: Vec<TokenTree> = tokens.into_iter().collect();
+    // Whether the last thing written was a word (identifier, literal, closing bracket),
+    // so that a following word needs a space.
+    let mut word = false;
+    let mut i = 0;
+    while i < tts.len() {
+        match &tts[i] {
+            TokenTree::Ident(id) => {
+                if word {
+                    out.push(' ');
+                }
+                out.push_str(&id.to_string());
+                word = true;
+            }
+            TokenTree::Literal(l) => {
+                if word {
+                    out.push(' ');
+                }
+                out.push_str(&l.to_string());
+                word = true;
+            }
+            TokenTree::Group(g) => {
+                let (open, close) = match g.delimiter() {
+                    Delimiter::Parenthesis => ("(", ")"),
+                    Delimiter::Bracket => (if word { " [" } else { "[" }, "]"),
+                    Delimiter::Brace => (" { ", " }"),
+                    Delimiter::None => ("", ""),
+                };
+                out.push_str(open);
+                write_tokens(out, g.stream());
+                while out.ends_with(' ') || out.ends_with(',') {
+                    out.pop();
+                }
+                out.push_str(close);
+                word = true;
+            }
+            TokenTree::Punct(p) => {
+                let c = p.as_char();
+                let joint = p.spacing() == proc_macro2::Spacing::Joint;
+                let next = match tts.get(i + 1) {
+                    Some(TokenTree::Punct(n)) => Some(n.as_char()),
+                    _ => None,
+                };
+                let pair = |a: char, b: char| c == a && joint && next == Some(b);
+                let spaced = |out: &mut String, s: &str| {
+                    while out.ends_with(' ') {
+                        out.pop();
+                    }
+                    out.push_str(s);
+                };
+                word = false;
+                if pair(':', ':') {
+                    spaced(out, "::");
+                    i += 2;
+                    continue;
+                }
+                if pair('-', '>') || pair('=', '>') {
+                    spaced(out, if c == '-' { " -> " } else { " => " });
+                    i += 2;
+                    continue;
+                }
+                match c {
+                    ':' => spaced(out, ": "),
+                    ',' => spaced(out, ", "),
+                    ';' => spaced(out, "; "),
+                    '=' | '+' => spaced(out, if c == '=' { " = " } else { " + " }),
+                    '>' => {
+                        out.push('>');
+                        word = true;
+                    }
+                    '\'' => {
+                        if out.ends_with(|ch: char| ch.is_alphanumeric() || ch == '_') {
+                            out.push(' ');
+                        }
+                        out.push('\'');
+                    }
+                    other => out.push(other),
+                }
+            }
+        }
+        i += 1;
     }
-    s.replace("->", " -> ")
-        .replace("  ", " ")
-        .replace("fn(", "fn (")
-        .replace("fn (", "fn(")
-        .replace("> (", ">(")
-        .trim()
-        .to_string()
 }
 
 fn type_name(ty: &syn::Type) -> String {
@@ -1043,6 +1096,31 @@ mod tests {
         let e = analyze_file("fn ok() {}\nfn bad( {\n", Path::new("x.rs"), &k).unwrap_err();
         assert_eq!(e.line, 2);
         assert!(e.column > 1);
+    }
+
+    #[test]
+    fn signatures_are_spaced_like_rust() {
+        let sig = |src: &str| tidy_tokens(src.parse().unwrap());
+        assert_eq!(
+            sig("pub ( crate ) unsafe fn map < 'a , T : Copy > ( & 'a mut self , ipa : u64 , pages : & mut [ T ] ) -> Result < ( ) , Error >"),
+            "pub(crate) unsafe fn map<'a, T: Copy>(&'a mut self, ipa: u64, pages: &mut [T]) -> Result<(), Error>"
+        );
+        assert_eq!(
+            sig("pub static mut TABLE : [ u64 ; 512 ]"),
+            "pub static mut TABLE: [u64; 512]"
+        );
+        assert_eq!(
+            sig("pub extern \"C\" fn entry ( p : * const u8 , ) -> !"),
+            "pub extern \"C\" fn entry(p: *const u8) -> !"
+        );
+        assert_eq!(
+            sig("impl core :: fmt :: Write for Uart"),
+            "impl core::fmt::Write for Uart"
+        );
+        assert_eq!(
+            sig("pub type H = fn ( u32 ) -> u32"),
+            "pub type H = fn(u32) -> u32"
+        );
     }
 
     #[test]
