@@ -74,6 +74,7 @@ fn dispatch(cli: Cli) -> Result<u8> {
 
 /// Everything a command needs about the workspace.
 struct Session {
+    quiet: bool,
     ws: Workspace,
     config: Config,
     knowledge: Knowledge,
@@ -93,6 +94,7 @@ fn open(g: &GlobalArgs) -> Result<Session> {
     }
     let knowledge = Knowledge::embedded()?;
     Ok(Session {
+        quiet: g.quiet,
         ws,
         config,
         knowledge,
@@ -103,7 +105,23 @@ fn make_plan(s: &Session, targets: &[String]) -> Result<Plan> {
     let limits = ScanLimits {
         max_file_size: s.config.max_file_size.value,
     };
-    let (modules, diagnostics) = scan_packages(&s.ws, &s.knowledge, limits);
+    // A spinner on stderr, drawn only when stderr is a terminal.
+    let bar = if s.quiet {
+        indicatif::ProgressBar::hidden()
+    } else {
+        let bar = indicatif::ProgressBar::new_spinner();
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} {msg}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+        );
+        bar.set_message("scanning the workspace");
+        bar.enable_steady_tick(std::time::Duration::from_millis(120));
+        bar
+    };
+    let (modules, diagnostics) = scan_packages(&s.ws, &s.knowledge, limits, &|n| {
+        bar.set_message(format!("scanning the workspace: {n} files"))
+    });
+    bar.finish_and_clear();
     let mut plan = plan::build(
         &s.ws.root,
         &s.config.target.value,

@@ -270,6 +270,16 @@ pub fn classify<'k>(m: &ScannedModule, source: &str, knowledge: &'k Knowledge) -
         Some((file, dirs)) => (file.trim_end_matches(".rs"), dirs),
         None => ("", &[][..]),
     };
+    // The root of an ARM64 arch directory (`arch/aarch64/mod.rs`, `arch/aarch64.rs`)
+    // is platform glue: it wires the submodules and implements the arch boundary.
+    let is_arch_root = matches!(stem, "aarch64" | "arm64")
+        || (matches!(stem, "mod" | "lib" | "main")
+            && dirs
+                .last()
+                .is_some_and(|d| matches!(*d, "aarch64" | "arm64")));
+    if is_arch_root {
+        scores.insert("platform", 6);
+    }
     let stem = if NEUTRAL_SEGMENTS.contains(&stem) {
         ""
     } else {
@@ -306,7 +316,7 @@ pub fn classify<'k>(m: &ScannedModule, source: &str, knowledge: &'k Knowledge) -
             .count();
         s += item_hits.min(4) as i32;
         if s > 0 {
-            scores.insert(c.name.as_str(), s);
+            *scores.entry(c.name.as_str()).or_default() += s;
         }
     }
     let mut per_evidence: HashMap<&str, (i32, i32)> = HashMap::new();

@@ -93,11 +93,13 @@ enum Loaded {
     Failed(Diagnostic),
 }
 
-/// Walks every lib/bin target of the selected packages.
+/// Walks every lib/bin target of the selected packages. `progress` is told the number
+/// of files scanned so far after each level of the module tree.
 pub fn scan_packages(
     ws: &Workspace,
     knowledge: &Knowledge,
     limits: ScanLimits,
+    progress: &dyn Fn(usize),
 ) -> (Vec<ScannedModule>, Vec<Diagnostic>) {
     let mut frontier = Vec::new();
     for pkg in ws.packages() {
@@ -120,11 +122,14 @@ pub fn scan_packages(
     let mut diagnostics = Vec::new();
     let mut visited: HashSet<PathBuf> = HashSet::new();
 
+    let mut files = 0;
     while !frontier.is_empty() {
         let loaded: Vec<Loaded> = frontier
             .par_iter()
             .map(|job| load(job, &root, knowledge, limits))
             .collect();
+        files += loaded.len();
+        progress(files);
         let mut next = Vec::new();
         for (job, result) in frontier.into_iter().zip(loaded) {
             let (canonical, mut facts) = match result {
