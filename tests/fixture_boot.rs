@@ -252,6 +252,18 @@ fn extract_trace(serial: &str) -> Vec<String> {
         .collect()
 }
 
+/// Line-by-line comparison of two traces, marking the lines that differ.
+fn trace_diff<A: AsRef<str>, E: AsRef<str>>(actual: &[A], expected: &[E]) -> String {
+    let mut out = String::from("    line | expected | actual\n");
+    for index in 0..actual.len().max(expected.len()) {
+        let want = expected.get(index).map_or("<missing>", AsRef::as_ref);
+        let got = actual.get(index).map_or("<missing>", AsRef::as_ref);
+        let marker = if want == got { "   " } else { ">>>" };
+        out.push_str(&format!("{marker} {index:2} | {want} | {got}\n"));
+    }
+    out
+}
+
 #[test]
 fn expected_trace_file_matches_the_contract() {
     let path = fixture_dir().join("expected-trace.txt");
@@ -261,11 +273,12 @@ fn expected_trace_file_matches_the_contract() {
         .lines()
         .map(|line| line.trim_end_matches('\r'))
         .collect();
-    assert_eq!(
-        lines,
-        EXPECTED_TRACE,
-        "{} disagrees with the trace contract in this test",
-        path.display()
+    assert!(
+        lines == EXPECTED_TRACE,
+        "{} disagrees with the trace contract in this test
+{}",
+        path.display(),
+        trace_diff(&lines, EXPECTED_TRACE)
     );
 }
 
@@ -286,9 +299,12 @@ fn fixture_boots_in_qemu_and_prints_the_expected_trace() {
         "`cargo run --release` (build + QEMU) failed\n{transcript}"
     );
     let trace = extract_trace(&run.stdout);
-    assert_eq!(
-        trace, EXPECTED_TRACE,
-        "guest trace differs from the contract\n{transcript}"
+    assert!(
+        trace == EXPECTED_TRACE,
+        "guest trace differs from the contract
+{}
+{transcript}",
+        trace_diff(&trace, EXPECTED_TRACE)
     );
     let last = run
         .stdout
@@ -304,9 +320,12 @@ fn fixture_boots_in_qemu_and_prints_the_expected_trace() {
     let file =
         fs::read_to_string(fixture.root.join("expected-trace.txt")).expect("expected-trace.txt");
     let file_lines: Vec<&str> = file.lines().collect();
-    assert_eq!(
-        trace, file_lines,
-        "trace differs from expected-trace.txt\n{transcript}"
+    assert!(
+        trace == file_lines,
+        "trace differs from expected-trace.txt
+{}
+{transcript}",
+        trace_diff(&trace, &file_lines)
     );
 }
 
