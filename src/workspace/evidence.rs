@@ -409,7 +409,8 @@ impl Collector<'_> {
             syn::Item::Use(u) => {
                 let mut out = Vec::new();
                 flatten_use(&u.tree, &mut Vec::new(), &mut out);
-                for segments in out {
+                for (segments, line) in out {
+                    self.path_evidence(&segments, line, true);
                     self.facts.uses.push(UsePath {
                         inline_path: inline.clone(),
                         segments,
@@ -626,16 +627,7 @@ impl Collector<'_> {
                         segs.push(next.to_string());
                         j += 3;
                     }
-                    if segs
-                        .windows(2)
-                        .any(|w| w[0] == "arch" && (w[1] == "aarch64" || w[1] == "arm64"))
-                    {
-                        self.evidence(
-                            EvidenceKind::CoreArch,
-                            segs.join("::"),
-                            id.span().start().line,
-                        );
-                    }
+                    self.path_evidence(&segs, id.span().start().line, false);
                     if let (Some(TokenTree::Punct(bang)), Some(TokenTree::Group(g))) =
                         (tts.get(j), tts.get(j + 1))
                     {
@@ -667,6 +659,26 @@ impl Collector<'_> {
         }
         let in_asm = matches!(name, "asm" | "global_asm" | "naked_asm");
         self.macro_tokens(tokens, in_asm);
+    }
+
+    /// Evidence in a path: `…::arch::aarch64…` (for `use`, only from core/std/alloc,
+    /// since a crate may have its own `arch::aarch64` module), and segments naming a
+    /// known system register (`sysreg::hcr_el2::write(…)`, `use …::{vttbr_el2}`).
+    fn path_evidence(&mut self, segs: &[String], line: usize, std_only: bool) {
+        for seg in segs {
+            if is_sysreg_shape(seg) && self.knowledge.is_known_sysreg(seg) {
+                self.evidence(EvidenceKind::Sysreg, seg.to_ascii_uppercase(), line);
+            }
+        }
+        let arch = segs
+            .windows(2)
+            .any(|w| w[0] == "arch" && (w[1] == "aarch64" || w[1] == "arm64"));
+        let from_std = segs
+            .first()
+            .is_some_and(|s| matches!(s.as_str(), "core" | "std" | "alloc"));
+        if arch && (from_std || !std_only) {
+            self.evidence(EvidenceKind::CoreArch, segs.join("::"), line);
+        }
     }
 
     fn evidence(&mut self, kind: EvidenceKind, name: String, line: usize) {
@@ -885,24 +897,22 @@ fn is_encoded_sysreg(word: &str) -> bool {
         })
 }
 
-fn flatten_use(tree: &syn::UseTree, prefix: &mut Vec<String>, out: &mut Vec<Vec<String>>) {
+/// Every path a `use` tree imports, with the line of its last segment.
+fn flatten_use(tree: &syn::UseTree, prefix: &mut Vec<String>, out: &mut Vec<(Vec<String>, usize)>) {
+    let mut leaf = |last: Option<&syn::Ident>, line: usize| {
+        let mut v = prefix.clone();
+        v.extend(last.map(UnrawString::unraw_string));
+        out.push((v, line));
+    };
     match tree {
         syn::UseTree::Path(p) => {
             prefix.push(p.ident.unraw_string());
             flatten_use(&p.tree, prefix, out);
             prefix.pop();
         }
-        syn::UseTree::Name(n) => {
-            let mut v = prefix.clone();
-            v.push(n.ident.unraw_string());
-            out.push(v);
-        }
-        syn::UseTree::Rename(r) => {
-            let mut v = prefix.clone();
-            v.push(r.ident.unraw_string());
-            out.push(v);
-        }
-        syn::UseTree::Glob(_) => out.push(prefix.clone()),
+        syn::UseTree::Name(n) => leaf(Some(&n.ident), line_of(&n.ident)),
+        syn::UseTree::Rename(r) => leaf(Some(&r.ident), line_of(&r.ident)),
+        syn::UseTree::Glob(g) => leaf(None, line_of(g)),
         syn::UseTree::Group(g) => {
             for t in &g.items {
                 flatten_use(t, prefix, out);
@@ -936,28 +946,8 @@ impl<'ast> Visit<'ast> for Collector<'_> {
 
     fn visit_path(&mut self, path: &'ast syn::Path) {
         let segs: Vec<String> = path.segments.iter().map(|s| s.ident.to_string()).collect();
-        if segs
-            .windows(2)
-            .any(|w| w[0] == "arch" && (w[1] == "aarch64" || w[1] == "arm64"))
-        {
-            self.evidence(EvidenceKind::CoreArch, segs.join("::"), line_of(path));
-        }
+        self.path_evidence(&segs, line_of(path), false);
         syn::visit::visit_path(self, path);
-    }
-
-    fn visit_item_use(&mut self, u: &'ast syn::ItemUse) {
-        let mut out = Vec::new();
-        flatten_use(&u.tree, &mut Vec::new(), &mut out);
-        for segs in out {
-            if segs
-                .windows(2)
-                .any(|w| w[0] == "arch" && (w[1] == "aarch64" || w[1] == "arm64"))
-                && matches!(segs[0].as_str(), "core" | "std" | "alloc")
-            {
-                self.evidence(EvidenceKind::CoreArch, segs.join("::"), line_of(u));
-            }
-        }
-        syn::visit::visit_item_use(self, u);
     }
 
     fn visit_macro(&mut self, mac: &'ast syn::Macro) {
