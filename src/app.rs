@@ -81,7 +81,17 @@ struct Session {
 }
 
 fn open(g: &GlobalArgs) -> Result<Session> {
-    let ws = Workspace::load(g.manifest_path.as_deref(), &g.packages)?;
+    // Parse the knowledge data while cargo metadata runs.
+    let (ws, knowledge) = std::thread::scope(|scope| {
+        let knowledge = scope.spawn(Knowledge::embedded);
+        let ws = Workspace::load(g.manifest_path.as_deref(), &g.packages);
+        let knowledge = knowledge
+            .join()
+            .unwrap_or(Err(crate::knowledge::KnowledgeError::Panicked));
+        (ws, knowledge)
+    });
+    let ws = ws?;
+    let knowledge = knowledge?;
     let mut warnings = Vec::new();
     let flags = Flags {
         target: g.target.clone(),
@@ -92,7 +102,6 @@ fn open(g: &GlobalArgs) -> Result<Session> {
             report::stderr_message("warning", &w);
         }
     }
-    let knowledge = Knowledge::embedded()?;
     Ok(Session {
         quiet: g.quiet,
         ws,
@@ -118,7 +127,8 @@ fn make_plan(s: &Session, targets: &[String]) -> Result<Plan> {
         bar.enable_steady_tick(std::time::Duration::from_millis(120));
         bar
     };
-    let (modules, diagnostics) = scan_packages(&s.ws, &s.knowledge, limits, &|n| {
+    let cache = s.ws.target_dir.join("eterna-port").join("scan-cache");
+    let (modules, diagnostics) = scan_packages(&s.ws, &s.knowledge, limits, Some(&cache), &|n| {
         bar.set_message(format!("scanning the workspace: {n} files"))
     });
     bar.finish_and_clear();
@@ -140,11 +150,7 @@ fn make_plan(s: &Session, targets: &[String]) -> Result<Plan> {
 
 fn emit_plan(g: &GlobalArgs, plan: &Plan) -> Result<u8> {
     match g.message_format {
-        MessageFormat::Json => {
-            let mut text = serde_json::to_string_pretty(plan)?;
-            text.push('\n');
-            report::print_stdout(&text)?;
-        }
+        MessageFormat::Json => report::print_json(plan)?,
         MessageFormat::Human => {
             if !plan.modules.is_empty() {
                 report::print_stdout(&report::plan_human(plan, g.verbose > 0))?;
@@ -210,11 +216,7 @@ fn cmd_port(g: &GlobalArgs, targets: &[String]) -> Result<u8> {
 fn cmd_config(g: &GlobalArgs) -> Result<u8> {
     let s = open(g)?;
     match g.message_format {
-        MessageFormat::Json => {
-            let mut text = serde_json::to_string_pretty(&s.config)?;
-            text.push('\n');
-            report::print_stdout(&text)?;
-        }
+        MessageFormat::Json => report::print_json(&s.config)?,
         MessageFormat::Human => report::print_stdout(&report::config_human(&s.config))?,
     }
     Ok(EXIT_OK)

@@ -39,6 +39,14 @@ pub const ARCH_NEUTRAL: &str = "arch-neutral";
 const COMPONENTS_TOML: &str = include_str!("../templates/knowledge/components.toml");
 const CONCEPTS_TOML: &str = include_str!("../templates/knowledge/concepts.toml");
 
+/// A hash of the embedded knowledge data (caches derived from it key on this).
+pub fn fingerprint() -> u64 {
+    let mut bytes = COMPONENTS_TOML.as_bytes().to_vec();
+    bytes.push(0);
+    bytes.extend_from_slice(CONCEPTS_TOML.as_bytes());
+    xxhash_rust::xxh3::xxh3_64(&bytes)
+}
+
 /// One entry of the component vocabulary.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -145,6 +153,8 @@ pub enum KnowledgeError {
     },
     #[error("templates/knowledge/{file}: {message}")]
     Invalid { file: &'static str, message: String },
+    #[error("loading templates/knowledge failed unexpectedly")]
+    Panicked,
 }
 
 /// The loaded, validated concept map with lookup indexes.

@@ -136,7 +136,7 @@ pub fn build(
                 target,
                 status,
                 depends_on: deps[&i].iter().map(|&j| scanned[j].module_path()).collect(),
-                evidence: m.facts.evidence.clone(),
+                evidence: m.evidence().cloned().collect(),
                 items: m.facts.items.clone(),
                 missing,
             },
@@ -320,7 +320,7 @@ pub fn classify<'k>(m: &ScannedModule, source: &str, knowledge: &'k Knowledge) -
         }
     }
     let mut per_evidence: HashMap<&str, (i32, i32)> = HashMap::new();
-    for e in &m.facts.evidence {
+    for e in m.evidence() {
         match e.kind {
             EvidenceKind::Sysreg => {
                 if let Some(c) = knowledge.sysreg_component(&e.name) {
@@ -411,9 +411,7 @@ fn target_path(
         }
     }
     let wiring_only = m
-        .facts
-        .evidence
-        .iter()
+        .evidence()
         .all(|e| matches!(e.kind, EvidenceKind::Cfg | EvidenceKind::Path));
     if component == ARCH_NEUTRAL && wiring_only {
         return source.to_string();

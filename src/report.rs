@@ -136,6 +136,23 @@ pub fn config_human(config: &Config) -> String {
     s
 }
 
+/// Writes `value` as one JSON document on stdout: indented for a person at a terminal,
+/// compact for programs. JSON carries no colour, so it bypasses the colour adapter.
+pub fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
+    use std::io::IsTerminal;
+    let stdout = std::io::stdout();
+    let pretty = stdout.is_terminal();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    if pretty {
+        serde_json::to_writer_pretty(&mut out, value)?;
+    } else {
+        serde_json::to_writer(&mut out, value)?;
+    }
+    out.write_all(b"\n")?;
+    out.flush()?;
+    Ok(())
+}
+
 /// Writes `text` to stdout (colour stripped when not wanted).
 pub fn print_stdout(text: &str) -> std::io::Result<()> {
     let mut out = anstream::stdout();

@@ -154,14 +154,12 @@ fn fixture_evidence_points_at_real_lines() {
                 continue;
             }
             let name = e["name"].as_str().unwrap().to_ascii_lowercase();
-            let text = match e.get("file") {
+            let text = match e["file"].as_str() {
                 Some(f) => {
                     let dir = std::path::Path::new(m["source"].as_str().unwrap())
                         .parent()
                         .unwrap();
-                    let asm =
-                        std::fs::read_to_string(copy.path().join(dir).join(f.as_str().unwrap()))
-                            .unwrap();
+                    let asm = std::fs::read_to_string(copy.path().join(dir).join(f)).unwrap();
                     let n = e["line_in_file"].as_u64().unwrap() as usize;
                     asm.lines().nth(n - 1).unwrap().to_ascii_lowercase()
                 }

@@ -479,3 +479,82 @@ fn bad_flags_are_usage_errors_and_help_is_not() {
         assert!(help.contains(word), "help mentions {word}: {help}");
     }
 }
+
+fn plan_json(dir: &std::path::Path) -> Value {
+    let out = run(dir, &["plan", "--message-format", "json"]);
+    assert_code(&out, 0);
+    json(&out)
+}
+
+#[test]
+fn rescans_use_the_cache_and_notice_every_change() {
+    let ws = mini_hypervisor();
+    write(
+        ws.path(),
+        "hv/src/arch/aarch64/boot.S",
+        b"_start:\n    mrs x0, currentel\n",
+    );
+    write(
+        ws.path(),
+        "hv/src/arch/aarch64/mod.rs",
+        b"pub mod gic;\npub mod stage2;\npub mod sysreg;\ncore::arch::global_asm!(include_str!(\"boot.S\"));\n",
+    );
+    let first = plan_json(ws.path());
+    let cache = ws.path().join("target/eterna-port/scan-cache");
+    assert!(cache.is_file(), "the scan is cached");
+    assert_eq!(
+        plan_json(ws.path()),
+        first,
+        "a cached rescan gives the same plan"
+    );
+
+    // A changed source file is scanned again.
+    let gic = ws.path().join("hv/src/arch/aarch64/gic.rs");
+    let mut text = std::fs::read_to_string(&gic).unwrap();
+    text.push_str("pub fn pmr() { unsafe { asm!(\"msr icc_pmr_el1, xzr\") } }\n");
+    std::fs::write(&gic, text).unwrap();
+    let plan = plan_json(ws.path());
+    let gic = module(&plan, "hv::arch::aarch64::gic");
+    assert!(evidence_line(gic, "sysreg", "ICC_PMR_EL1").is_some());
+    assert!(gic["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|i| i["name"] == "pmr"));
+
+    // So is a file whose included assembly changed.
+    let root = module(&plan, "hv::arch::aarch64");
+    assert!(evidence_line(root, "asm-mnemonic", "eret").is_none());
+    write(
+        ws.path(),
+        "hv/src/arch/aarch64/boot.S",
+        b"_start:\n    mrs x0, currentel\n    eret\n",
+    );
+    let plan = plan_json(ws.path());
+    let root = module(&plan, "hv::arch::aarch64");
+    assert!(evidence_line(root, "asm-mnemonic", "eret").is_some());
+
+    // A removed module disappears.
+    write(
+        ws.path(),
+        "hv/src/arch/aarch64/mod.rs",
+        b"pub mod gic;\npub mod sysreg;\ncore::arch::global_asm!(include_str!(\"boot.S\"));\n",
+    );
+    let plan = plan_json(ws.path());
+    assert!(!module_paths(&plan).contains(&"hv::arch::aarch64::stage2".to_string()));
+}
+
+#[test]
+fn a_corrupt_or_unwritable_cache_never_fails_the_plan() {
+    let ws = mini_hypervisor();
+    let first = plan_json(ws.path());
+    let cache = ws.path().join("target/eterna-port/scan-cache");
+    std::fs::write(&cache, b"\x00\x01garbage that is not a cache").unwrap();
+    assert_eq!(plan_json(ws.path()), first);
+
+    // A `target` that is a file: the cache cannot be written, the plan still works.
+    let ws = mini_hypervisor();
+    std::fs::write(ws.path().join("target"), b"not a directory").unwrap();
+    let plan = plan_json(ws.path());
+    assert_eq!(plan["modules"].as_array().unwrap().len(), 5);
+}

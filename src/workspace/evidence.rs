@@ -6,13 +6,13 @@ use std::path::{Path, PathBuf};
 
 use proc_macro2::{Delimiter, Group, TokenStream, TokenTree};
 use quote::ToTokens;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use syn::visit::Visit;
 
 use crate::knowledge::Knowledge;
 
 /// The kind of an ARM64 evidence record.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum EvidenceKind {
     /// The file lives under an `aarch64`/`arm64` directory or is named so.
@@ -43,23 +43,21 @@ impl EvidenceKind {
 }
 
 /// One piece of ARM64 evidence: first occurrence in the module and how often it occurs.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Evidence {
     pub kind: EvidenceKind,
     pub name: String,
     /// 1-based line in the module's source file (`None` for path evidence).
     pub line: Option<usize>,
     /// Set when the evidence was found in an included assembly file (relative to the
-    /// module's directory), whose line `line_in_file` is.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// module's directory), whose line `line_in_file` is; `None` otherwise.
     pub file: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub line_in_file: Option<usize>,
     pub count: usize,
 }
 
 /// Kinds of public items recorded for a module.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ItemKind {
     Fn,
@@ -76,7 +74,7 @@ pub enum ItemKind {
 }
 
 /// A public item of a module with its signature.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Item {
     pub kind: ItemKind,
     pub name: String,
@@ -85,7 +83,7 @@ pub struct Item {
 }
 
 /// A non-inline `mod name;` declaration found in a file.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ModDecl {
     /// Names of the inline modules enclosing the declaration, outermost first.
     pub inline_path: Vec<String>,
@@ -97,14 +95,14 @@ pub struct ModDecl {
 }
 
 /// A `use` path, relative to the inline module it appears in.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct UsePath {
     pub inline_path: Vec<String>,
     pub segments: Vec<String>,
 }
 
 /// Everything the scan learns from one file.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub struct FileFacts {
     pub mods: Vec<ModDecl>,
     pub items: Vec<Item>,
@@ -116,6 +114,9 @@ pub struct FileFacts {
     pub has_placeholders: bool,
     /// Problems with files it pulls in (e.g. an unreadable `.S`).
     pub warnings: Vec<(usize, String)>,
+    /// Files pulled in with `include_str!` (relative to the file's directory) and the
+    /// hash of their contents (`None`: unreadable), so a cached scan notices changes.
+    pub includes: Vec<(String, Option<u64>)>,
 }
 
 /// Parses `text` (the contents of `path`) and collects its facts.
@@ -783,7 +784,12 @@ impl Collector<'_> {
         }
         self.evidence(EvidenceKind::AsmFile, rel.clone(), line);
         let full = self.dir.join(&rel);
-        match std::fs::read(&full) {
+        let read = std::fs::read(&full);
+        self.facts.includes.push((
+            rel.clone(),
+            read.as_ref().ok().map(|b| super::cache::content_hash(b)),
+        ));
+        match read {
             Ok(bytes) => {
                 let text = String::from_utf8_lossy(&bytes);
                 for (i, l) in text.lines().enumerate() {

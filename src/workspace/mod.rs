@@ -3,6 +3,7 @@
 //! Metadata is read with `--no-deps --offline`: the plan needs only the workspace's own
 //! packages, and a workspace whose git dependencies cannot be fetched must still plan.
 
+mod cache;
 mod evidence;
 mod scan;
 

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 use serde::Serialize;
 
+use super::cache::{content_hash, settings_key, ScanCache};
 use super::evidence::{analyze_file, Evidence, EvidenceKind, FileFacts};
 use super::{relative_to, target_roots, Workspace};
 use crate::knowledge::Knowledge;
@@ -59,7 +60,12 @@ pub struct ScannedModule {
     pub file: PathBuf,
     /// Directory where this module's `mod foo;` children live.
     pub child_dir: PathBuf,
+    /// What the file says (as parsed or as cached).
     pub facts: FileFacts,
+    /// Evidence from where the file is (`arch/aarch64/…`), not what it says.
+    pub path_evidence: Option<Evidence>,
+    canonical: PathBuf,
+    hash: u64,
 }
 
 impl ScannedModule {
@@ -71,8 +77,13 @@ impl ScannedModule {
             .join("::")
     }
 
+    /// All ARM64 evidence: the path's first, then the file's, by line.
+    pub fn evidence(&self) -> impl Iterator<Item = &Evidence> {
+        self.path_evidence.iter().chain(&self.facts.evidence)
+    }
+
     pub fn has_evidence(&self) -> bool {
-        !self.facts.evidence.is_empty()
+        self.path_evidence.is_some() || !self.facts.evidence.is_empty()
     }
 }
 
@@ -89,18 +100,28 @@ struct Job {
 }
 
 enum Loaded {
-    Ok(PathBuf, FileFacts),
+    /// Parsed now: canonical path, content hash, facts.
+    Parsed(PathBuf, u64, FileFacts),
+    /// Unchanged since the cached scan.
+    Cached(PathBuf, u64),
     Failed(Diagnostic),
 }
 
-/// Walks every lib/bin target of the selected packages. `progress` is told the number
-/// of files scanned so far after each level of the module tree.
+/// Walks every lib/bin target of the selected packages. With `cache` (a file path),
+/// files unchanged since the last scan are not parsed again. `progress` is told the
+/// number of files scanned so far after each level of the module tree.
 pub fn scan_packages(
     ws: &Workspace,
     knowledge: &Knowledge,
     limits: ScanLimits,
+    cache: Option<&Path>,
     progress: &dyn Fn(usize),
 ) -> (Vec<ScannedModule>, Vec<Diagnostic>) {
+    let mut cache = match cache {
+        Some(p) => ScanCache::open(p.to_path_buf(), settings_key(limits.max_file_size)),
+        None => ScanCache::disabled(),
+    };
+    let mut parsed = 0;
     let mut frontier = Vec::new();
     for pkg in ws.packages() {
         for (crate_name, root) in target_roots(pkg) {
@@ -126,14 +147,18 @@ pub fn scan_packages(
     while !frontier.is_empty() {
         let loaded: Vec<Loaded> = frontier
             .par_iter()
-            .map(|job| load(job, &root, knowledge, limits))
+            .map(|job| load(job, &root, knowledge, limits, &cache))
             .collect();
         files += loaded.len();
         progress(files);
         let mut next = Vec::new();
         for (job, result) in frontier.into_iter().zip(loaded) {
-            let (canonical, mut facts) = match result {
-                Loaded::Ok(c, f) => (c, f),
+            let (canonical, hash, facts) = match result {
+                Loaded::Parsed(c, h, f) => {
+                    parsed += 1;
+                    (c, h, Some(f))
+                }
+                Loaded::Cached(c, h) => (c, h, None),
                 Loaded::Failed(d) => {
                     diagnostics.push(d);
                     continue;
@@ -161,30 +186,41 @@ pub fn scan_packages(
                 );
                 continue;
             }
-            for (line, message) in std::mem::take(&mut facts.warnings) {
+            let facts = match facts.or_else(|| cache.take(&canonical)) {
+                Some(f) => f,
+                // Cannot happen (a cached path is taken once, after the visited
+                // check); parse rather than trust it.
+                None => match load(&job, &root, knowledge, limits, &ScanCache::disabled()) {
+                    Loaded::Parsed(_, _, f) => {
+                        parsed += 1;
+                        f
+                    }
+                    Loaded::Failed(d) => {
+                        diagnostics.push(d);
+                        continue;
+                    }
+                    Loaded::Cached(..) => continue,
+                },
+            };
+            for (line, message) in &facts.warnings {
                 diagnostics.push(Diagnostic {
                     severity: Severity::Warning,
                     path: relative_to(&root, &job.file),
-                    line: Some(line),
-                    message,
+                    line: Some(*line),
+                    message: message.clone(),
                 });
             }
             let rel = relative_to(&root, &job.file);
-            if is_arm64_path(&rel) {
-                facts.evidence.insert(
-                    0,
-                    Evidence {
-                        kind: EvidenceKind::Path,
-                        name: rel.clone(),
-                        line: None,
-                        file: None,
-                        line_in_file: None,
-                        count: 1,
-                    },
-                );
-            }
+            let path_evidence = is_arm64_path(&rel).then(|| Evidence {
+                kind: EvidenceKind::Path,
+                name: rel.clone(),
+                line: None,
+                file: None,
+                line_in_file: None,
+                count: 1,
+            });
             let mut ancestors = job.ancestors.clone();
-            ancestors.push(canonical);
+            ancestors.push(canonical.clone());
             for decl in &facts.mods {
                 match resolve_child(&job, decl) {
                     Ok((file, child_dir)) => {
@@ -216,10 +252,19 @@ pub fn scan_packages(
                 file: job.file,
                 child_dir: job.child_dir,
                 facts,
+                path_evidence,
+                canonical,
+                hash,
             });
         }
         frontier = next;
     }
+    cache.save(
+        modules
+            .iter()
+            .map(|m| (m.canonical.as_path(), m.hash, &m.facts)),
+        parsed,
+    );
     modules.sort_by(|a, b| {
         (&a.package, &a.crate_name, &a.segments).cmp(&(&b.package, &b.crate_name, &b.segments))
     });
@@ -301,7 +346,13 @@ fn normalize(path: &Path) -> PathBuf {
     out
 }
 
-fn load(job: &Job, root: &Path, knowledge: &Knowledge, limits: ScanLimits) -> Loaded {
+fn load(
+    job: &Job,
+    root: &Path,
+    knowledge: &Knowledge,
+    limits: ScanLimits,
+    cache: &ScanCache,
+) -> Loaded {
     let rel = relative_to(root, &job.file);
     let fail = |line: Option<usize>, message: String| {
         Loaded::Failed(Diagnostic {
@@ -347,6 +398,11 @@ fn load(job: &Job, root: &Path, knowledge: &Knowledge, limits: ScanLimits) -> Lo
         Ok(b) => b,
         Err(e) => return fail(None, format!("cannot read: {e}")),
     };
+    let hash = content_hash(&bytes);
+    let dir = canonical.parent().unwrap_or(Path::new("/"));
+    if cache.is_fresh(&canonical, hash, job.file.parent().unwrap_or(dir)) {
+        return Loaded::Cached(canonical, hash);
+    }
     let text = match String::from_utf8(bytes) {
         Ok(t) => t,
         Err(e) => {
@@ -360,7 +416,7 @@ fn load(job: &Job, root: &Path, knowledge: &Knowledge, limits: ScanLimits) -> Lo
         }
     };
     match analyze_file(&text, &job.file, knowledge) {
-        Ok(facts) => Loaded::Ok(canonical, facts),
+        Ok(facts) => Loaded::Parsed(canonical, hash, facts),
         Err(e) => fail(
             Some(e.line),
             format!("does not parse: {} (column {})", e.message, e.column),
