@@ -81,10 +81,11 @@ struct Session {
 }
 
 fn open(g: &GlobalArgs) -> Result<Session> {
+    let started = std::time::Instant::now();
     // Parse the knowledge data while cargo metadata runs.
     let (ws, knowledge) = std::thread::scope(|scope| {
         let knowledge = scope.spawn(Knowledge::embedded);
-        let ws = Workspace::load(g.manifest_path.as_deref(), &g.packages);
+        let ws = Workspace::load(g.manifest_path.as_deref(), &g.packages, g.workspace);
         let knowledge = knowledge
             .join()
             .unwrap_or(Err(crate::knowledge::KnowledgeError::Panicked));
@@ -92,6 +93,10 @@ fn open(g: &GlobalArgs) -> Result<Session> {
     });
     let ws = ws?;
     let knowledge = knowledge?;
+    tracing::debug!(
+        ms = started.elapsed().as_millis() as u64,
+        "cargo metadata and knowledge loaded"
+    );
     let mut warnings = Vec::new();
     let flags = Flags {
         target: g.target.clone(),
@@ -127,11 +132,13 @@ fn make_plan(s: &Session, targets: &[String]) -> Result<Plan> {
         bar.enable_steady_tick(std::time::Duration::from_millis(120));
         bar
     };
+    let started = std::time::Instant::now();
     let cache = s.ws.target_dir.join("eterna-port").join("scan-cache");
     let (modules, diagnostics) = scan_packages(&s.ws, &s.knowledge, limits, Some(&cache), &|n| {
         bar.set_message(format!("scanning the workspace: {n} files"))
     });
     bar.finish_and_clear();
+    let scanned = started.elapsed();
     let mut plan = plan::build(
         &s.ws.root,
         &s.config.target.value,
@@ -140,9 +147,11 @@ fn make_plan(s: &Session, targets: &[String]) -> Result<Plan> {
         &s.knowledge,
     );
     tracing::debug!(
-        scanned = modules.len(),
+        files = modules.len(),
         planned = plan.modules.len(),
-        "workspace scanned"
+        scan_ms = scanned.as_millis() as u64,
+        plan_ms = (started.elapsed() - scanned).as_millis() as u64,
+        "workspace planned"
     );
     plan::select(&mut plan, targets, &s.knowledge)?;
     Ok(plan)

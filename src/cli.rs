@@ -48,6 +48,10 @@ pub struct GlobalArgs {
     #[arg(short = 'p', long = "package", global = true, value_name = "SPEC")]
     pub packages: Vec<String>,
 
+    /// Scan every workspace member, even from inside one member's directory
+    #[arg(long, global = true, conflicts_with = "packages")]
+    pub workspace: bool,
+
     /// x86_64 target triple to port to [default: x86_64-unknown-none]
     #[arg(long, global = true, value_name = "TRIPLE")]
     pub target: Option<String>,

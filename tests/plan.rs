@@ -558,3 +558,36 @@ fn a_corrupt_or_unwritable_cache_never_fails_the_plan() {
     let plan = plan_json(ws.path());
     assert_eq!(plan["modules"].as_array().unwrap().len(), 5);
 }
+
+#[test]
+fn inside_a_member_only_that_member_is_planned_unless_workspace() {
+    let ws = mini_hypervisor();
+    // From the core crate's directory: cargo's rule selects just that member, which
+    // has no ARM64 code.
+    let out = run(
+        &ws.path().join("core"),
+        &["plan", "--message-format", "json"],
+    );
+    assert_code(&out, 0);
+    assert_eq!(json(&out)["modules"], serde_json::json!([]));
+    let out = run(
+        &ws.path().join("core/src"),
+        &["plan", "--workspace", "--message-format", "json"],
+    );
+    assert_code(&out, 0);
+    assert_eq!(json(&out)["modules"].as_array().unwrap().len(), 5);
+    // The same through --manifest-path of a member.
+    let manifest = ws.path().join("hv/Cargo.toml");
+    let out = run(
+        ws.path(),
+        &[
+            "plan",
+            "--manifest-path",
+            manifest.to_str().unwrap(),
+            "--message-format",
+            "json",
+        ],
+    );
+    assert_code(&out, 0);
+    assert_eq!(json(&out)["modules"].as_array().unwrap().len(), 5);
+}

@@ -27,8 +27,14 @@ pub struct Workspace {
 
 impl Workspace {
     /// Runs `cargo metadata --no-deps --offline` for `manifest_path` (or the current
-    /// directory) and selects `packages` (all workspace members when empty).
-    pub fn load(manifest_path: Option<&Path>, packages: &[String]) -> Result<Self> {
+    /// directory) and selects packages as cargo does: `packages` if given; else, when
+    /// the manifest is a member's (not the workspace root's), that member; else every
+    /// member. `whole_workspace` (`--workspace`) selects every member regardless.
+    pub fn load(
+        manifest_path: Option<&Path>,
+        packages: &[String],
+        whole_workspace: bool,
+    ) -> Result<Self> {
         let mut cmd = MetadataCommand::new();
         cmd.no_deps().other_options(vec!["--offline".to_string()]);
         if let Some(path) = manifest_path {
@@ -46,8 +52,32 @@ impl Workspace {
             .filter(|(_, p)| metadata.workspace_members.contains(&p.id))
             .map(|(i, _)| i)
             .collect();
+        let own_package = || {
+            let located = match manifest_path {
+                Some(p) => p.canonicalize().ok(),
+                None => std::env::current_dir().ok().and_then(|d| {
+                    d.ancestors()
+                        .map(|a| a.join("Cargo.toml"))
+                        .find(|m| m.is_file())
+                        .and_then(|m| m.canonicalize().ok())
+                }),
+            }?;
+            if located == root.join("Cargo.toml").canonicalize().ok()? {
+                return None;
+            }
+            members.iter().copied().find(|&i| {
+                metadata.packages[i]
+                    .manifest_path
+                    .as_std_path()
+                    .canonicalize()
+                    .is_ok_and(|m| m == located)
+            })
+        };
         let selected = if packages.is_empty() {
-            members
+            match (whole_workspace, own_package()) {
+                (false, Some(i)) => vec![i],
+                _ => members,
+            }
         } else {
             let mut selected = Vec::new();
             for spec in packages {
