@@ -372,6 +372,25 @@ impl Collector<'_> {
         });
     }
 
+    /// Records a struct, enum, union or trait as `vis keyword Name<Generics>`.
+    fn type_item(
+        &mut self,
+        kind: ItemKind,
+        keyword: &str,
+        prefix: &str,
+        vis: &syn::Visibility,
+        ident: &syn::Ident,
+        generics: &syn::Generics,
+    ) {
+        let kw = syn::Ident::new(keyword, ident.span());
+        self.push_item(
+            kind,
+            format!("{prefix}{ident}"),
+            tidy_tokens(quote::quote!(#vis #kw #ident #generics)),
+            line_of(ident),
+        );
+    }
+
     fn item(
         &mut self,
         item: &syn::Item,
@@ -427,42 +446,38 @@ impl Collector<'_> {
                     line_of(&f.sig.ident),
                 );
             }
-            syn::Item::Struct(s) if is_pub(&s.vis) => {
-                let (vis, ident, generics) = (&s.vis, &s.ident, &s.generics);
-                self.push_item(
-                    ItemKind::Struct,
-                    format!("{prefix}{ident}"),
-                    tidy_tokens(quote::quote!(#vis struct #ident #generics)),
-                    line_of(ident),
-                );
-            }
-            syn::Item::Enum(e) if is_pub(&e.vis) => {
-                let (vis, ident, generics) = (&e.vis, &e.ident, &e.generics);
-                self.push_item(
-                    ItemKind::Enum,
-                    format!("{prefix}{ident}"),
-                    tidy_tokens(quote::quote!(#vis enum #ident #generics)),
-                    line_of(ident),
-                );
-            }
-            syn::Item::Union(u) if is_pub(&u.vis) => {
-                let (vis, ident, generics) = (&u.vis, &u.ident, &u.generics);
-                self.push_item(
-                    ItemKind::Union,
-                    format!("{prefix}{ident}"),
-                    tidy_tokens(quote::quote!(#vis union #ident #generics)),
-                    line_of(ident),
-                );
-            }
-            syn::Item::Trait(t) if is_pub(&t.vis) => {
-                let (vis, ident, generics) = (&t.vis, &t.ident, &t.generics);
-                self.push_item(
-                    ItemKind::Trait,
-                    format!("{prefix}{ident}"),
-                    tidy_tokens(quote::quote!(#vis trait #ident #generics)),
-                    line_of(ident),
-                );
-            }
+            syn::Item::Struct(s) if is_pub(&s.vis) => self.type_item(
+                ItemKind::Struct,
+                "struct",
+                &prefix,
+                &s.vis,
+                &s.ident,
+                &s.generics,
+            ),
+            syn::Item::Enum(e) if is_pub(&e.vis) => self.type_item(
+                ItemKind::Enum,
+                "enum",
+                &prefix,
+                &e.vis,
+                &e.ident,
+                &e.generics,
+            ),
+            syn::Item::Union(u) if is_pub(&u.vis) => self.type_item(
+                ItemKind::Union,
+                "union",
+                &prefix,
+                &u.vis,
+                &u.ident,
+                &u.generics,
+            ),
+            syn::Item::Trait(t) if is_pub(&t.vis) => self.type_item(
+                ItemKind::Trait,
+                "trait",
+                &prefix,
+                &t.vis,
+                &t.ident,
+                &t.generics,
+            ),
             syn::Item::Type(t) if is_pub(&t.vis) => {
                 let (vis, ident, generics, ty) = (&t.vis, &t.ident, &t.generics, &t.ty);
                 self.push_item(
