@@ -410,9 +410,12 @@ fn target_path(
             return out.join("/");
         }
     }
-    let wiring_only = m
-        .evidence()
-        .all(|e| matches!(e.kind, EvidenceKind::Cfg | EvidenceKind::Path));
+    let wiring_only = m.evidence().all(|e| {
+        matches!(
+            e.kind,
+            EvidenceKind::Cfg | EvidenceKind::Path | EvidenceKind::ArchPath
+        )
+    });
     if component == ARCH_NEUTRAL && wiring_only {
         return source.to_string();
     }

@@ -21,6 +21,8 @@ pub enum EvidenceKind {
     Cfg,
     /// A `core::arch::aarch64` / `std::arch::aarch64` path.
     CoreArch,
+    /// A path through a crate's own `aarch64`/`arm64` module (`arch::aarch64::Gic`).
+    ArchPath,
     /// An AArch64-specific mnemonic in `asm!`/`global_asm!` or an included `.S` file.
     AsmMnemonic,
     /// An AArch64 system register named in asm or in code.
@@ -35,6 +37,7 @@ impl EvidenceKind {
             EvidenceKind::Path => "path",
             EvidenceKind::Cfg => "cfg",
             EvidenceKind::CoreArch => "core-arch",
+            EvidenceKind::ArchPath => "arch-path",
             EvidenceKind::AsmMnemonic => "asm-mnemonic",
             EvidenceKind::Sysreg => "sysreg",
             EvidenceKind::AsmFile => "asm-file",
@@ -430,7 +433,7 @@ impl Collector<'_> {
                 let mut out = Vec::new();
                 flatten_use(&u.tree, &mut Vec::new(), &mut out);
                 for (segments, line) in out {
-                    self.path_evidence(&segments, line, true);
+                    self.path_evidence(&segments, line);
                     self.facts.uses.push(UsePath {
                         inline_path: inline.clone(),
                         segments,
@@ -643,7 +646,7 @@ impl Collector<'_> {
                         segs.push(next.to_string());
                         j += 3;
                     }
-                    self.path_evidence(&segs, id.span().start().line, false);
+                    self.path_evidence(&segs, id.span().start().line);
                     if let (Some(TokenTree::Punct(bang)), Some(TokenTree::Group(g))) =
                         (tts.get(j), tts.get(j + 1))
                     {
@@ -677,23 +680,24 @@ impl Collector<'_> {
         self.macro_tokens(tokens, in_asm);
     }
 
-    /// Evidence in a path: `…::arch::aarch64…` (for `use`, only from core/std/alloc,
-    /// since a crate may have its own `arch::aarch64` module), and segments naming a
-    /// known system register (`sysreg::hcr_el2::write(…)`, `use …::{vttbr_el2}`).
-    fn path_evidence(&mut self, segs: &[String], line: usize, std_only: bool) {
+    /// Evidence in a path: `core::arch::aarch64…` (also std/alloc); a crate's own
+    /// ARM64 module (`crate::arch::aarch64::Gic`), which ties the code using it to
+    /// AArch64; and segments naming a known system register
+    /// (`sysreg::hcr_el2::write(…)`, `use …::{vttbr_el2}`).
+    fn path_evidence(&mut self, segs: &[String], line: usize) {
         for seg in segs {
             if is_sysreg_shape(seg) && self.knowledge.is_known_sysreg(seg) {
                 self.evidence(EvidenceKind::Sysreg, seg.to_ascii_uppercase(), line);
             }
         }
-        let arch = segs
-            .windows(2)
-            .any(|w| w[0] == "arch" && (w[1] == "aarch64" || w[1] == "arm64"));
         let from_std = segs
             .first()
             .is_some_and(|s| matches!(s.as_str(), "core" | "std" | "alloc"));
-        if arch && (from_std || !std_only) {
+        let arm = |s: &String| s == "aarch64" || s == "arm64";
+        if from_std && segs.windows(2).any(|w| w[0] == "arch" && arm(&w[1])) {
             self.evidence(EvidenceKind::CoreArch, segs.join("::"), line);
+        } else if !from_std && segs.iter().any(arm) {
+            self.evidence(EvidenceKind::ArchPath, segs.join("::"), line);
         }
     }
 
@@ -931,7 +935,10 @@ fn flatten_use(tree: &syn::UseTree, prefix: &mut Vec<String>, out: &mut Vec<(Vec
             flatten_use(&p.tree, prefix, out);
             prefix.pop();
         }
+        // `use a::b::{self}` imports `a::b` itself.
+        syn::UseTree::Name(n) if n.ident == "self" => leaf(None, line_of(&n.ident)),
         syn::UseTree::Name(n) => leaf(Some(&n.ident), line_of(&n.ident)),
+        syn::UseTree::Rename(r) if r.ident == "self" => leaf(None, line_of(&r.ident)),
         syn::UseTree::Rename(r) => leaf(Some(&r.ident), line_of(&r.ident)),
         syn::UseTree::Glob(g) => leaf(None, line_of(g)),
         syn::UseTree::Group(g) => {
@@ -967,7 +974,7 @@ impl<'ast> Visit<'ast> for Collector<'_> {
 
     fn visit_path(&mut self, path: &'ast syn::Path) {
         let segs: Vec<String> = path.segments.iter().map(|s| s.ident.to_string()).collect();
-        self.path_evidence(&segs, line_of(path), false);
+        self.path_evidence(&segs, line_of(path));
         syn::visit::visit_path(self, path);
     }
 
