@@ -2,12 +2,17 @@
 
 use anyhow::Result;
 
-use crate::cli::{Cli, ColorWhen, Command, GlobalArgs, MessageFormat};
-use crate::config::{process_env, Config, Flags};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+
+use crate::cli::{BackendArg, Cli, ColorWhen, Command, GlobalArgs, MessageFormat, PortFlags};
+use crate::config::{process_env, Backend, Config, Flags};
+use crate::engine::{self, templates::Templates};
 use crate::knowledge::Knowledge;
 use crate::plan::{self, Plan};
 use crate::report;
 use crate::workspace::{scan_packages, ScanLimits, Severity, Workspace};
+use crate::writer;
 
 /// Exit codes (DESIGN.md): success, problems found, usage/configuration/environment error.
 pub const EXIT_OK: u8 = 0;
@@ -66,9 +71,9 @@ fn dispatch(cli: Cli) -> Result<u8> {
     let g = cli.global;
     match cli.command {
         Some(Command::Plan(t)) => cmd_plan(&g, &t.targets),
-        Some(Command::Port(t)) => cmd_port(&g, &t.targets),
+        Some(Command::Port(p)) => cmd_port(&g, &p.targets, &p.flags),
         Some(Command::Config) => cmd_config(&g),
-        None => cmd_port(&g, &cli.targets),
+        None => cmd_port(&g, &cli.targets, &cli.port),
     }
 }
 
@@ -115,7 +120,9 @@ fn open(g: &GlobalArgs) -> Result<Session> {
     })
 }
 
-fn make_plan(s: &Session, targets: &[String]) -> Result<Plan> {
+/// Scans the workspace and builds the whole plan. `use_cache`: read and update the
+/// scan cache (off for `--dry-run`, which writes nothing).
+fn full_plan(s: &Session, use_cache: bool) -> Plan {
     let limits = ScanLimits {
         max_file_size: s.config.max_file_size.value,
     };
@@ -134,12 +141,13 @@ fn make_plan(s: &Session, targets: &[String]) -> Result<Plan> {
     };
     let started = std::time::Instant::now();
     let cache = s.ws.target_dir.join("eterna-port").join("scan-cache");
-    let (modules, diagnostics) = scan_packages(&s.ws, &s.knowledge, limits, Some(&cache), &|n| {
+    let cache = use_cache.then_some(cache.as_path());
+    let (modules, diagnostics) = scan_packages(&s.ws, &s.knowledge, limits, cache, &|n| {
         bar.set_message(format!("scanning the workspace: {n} files"))
     });
     bar.finish_and_clear();
     let scanned = started.elapsed();
-    let mut plan = plan::build(
+    let plan = plan::build(
         &s.ws.root,
         &s.config.target.value,
         &modules,
@@ -153,6 +161,11 @@ fn make_plan(s: &Session, targets: &[String]) -> Result<Plan> {
         plan_ms = (started.elapsed() - scanned).as_millis() as u64,
         "workspace planned"
     );
+    plan
+}
+
+fn make_plan(s: &Session, targets: &[String]) -> Result<Plan> {
+    let mut plan = full_plan(s, true);
     plan::select(&mut plan, targets, &s.knowledge)?;
     Ok(plan)
 }
@@ -199,27 +212,120 @@ fn cmd_plan(g: &GlobalArgs, targets: &[String]) -> Result<u8> {
     emit_plan(g, &plan)
 }
 
-fn cmd_port(g: &GlobalArgs, targets: &[String]) -> Result<u8> {
+fn cmd_port(g: &GlobalArgs, targets: &[String], flags: &PortFlags) -> Result<u8> {
     let s = open(g)?;
-    let plan = make_plan(&s, targets)?;
-    let code = emit_plan(g, &plan)?;
-    if code != EXIT_OK {
-        return Ok(code);
+    let full = full_plan(&s, !flags.dry_run);
+    let scan_errors = full
+        .diagnostics
+        .iter()
+        .filter(|d| d.severity == Severity::Error)
+        .count();
+    if scan_errors > 0 {
+        report::print_diagnostics(&full.diagnostics, g.quiet);
+        anyhow::bail!(
+            "{scan_errors} source file(s) could not be scanned (listed above); fix them before porting"
+        );
     }
-    if plan.modules.is_empty() {
+    let mut selected = full.clone();
+    plan::select(&mut selected, targets, &s.knowledge)?;
+    if selected.modules.is_empty() {
         if !g.quiet {
-            report::stderr_message("note", "nothing to port");
+            report::stderr_message("note", "no ARM64 code to port");
         }
         return Ok(EXIT_OK);
     }
-    report::stderr_message(
-        "warning",
-        &format!(
-            "porting is not available in this version yet: the plan above lists the {} module(s) it will port; nothing was written",
-            plan.modules.len()
-        ),
-    );
-    Ok(EXIT_PROBLEMS)
+
+    let backend = match flags.backend {
+        Some(BackendArg::Offline) => Backend::Offline,
+        Some(BackendArg::Llm) => Backend::Llm,
+        None => s.config.backend.value,
+    };
+    if !g.quiet {
+        match (backend, flags.backend) {
+            (Backend::Offline, None) => report::stderr_message(
+                "note",
+                "no API key set (OPENROUTER_API_KEY…): porting with the offline engine",
+            ),
+            (Backend::Llm, _) => report::stderr_message(
+                "warning",
+                "the LLM backend is not in this version yet: porting with the offline engine",
+            ),
+            _ => {}
+        }
+    }
+
+    let templates = Templates::embedded()?;
+    if !flags.dry_run {
+        writer::check_vcs(&s.ws.root, flags.allow_dirty, flags.allow_no_vcs)?;
+    }
+    let package_dirs: BTreeMap<String, PathBuf> =
+        s.ws.packages()
+            .filter_map(|p| {
+                p.manifest_path
+                    .parent()
+                    .map(|d| (p.name.to_string(), d.as_std_path().to_path_buf()))
+            })
+            .collect();
+    let output = engine::port::port(&engine::port::PortJob {
+        root: &s.ws.root,
+        full: &full,
+        selected: &selected,
+        knowledge: &s.knowledge,
+        templates: &templates,
+        package_dirs: &package_dirs,
+    })?;
+
+    // Files the tool owns: everything but the sources it edits in place.
+    let user_files: BTreeSet<&str> = output
+        .modules
+        .iter()
+        .filter(|m| m.mode != engine::port::Mode::Mirrored)
+        .map(|m| m.source.as_str())
+        .collect();
+    let generated: BTreeSet<String> = output
+        .changes
+        .iter()
+        .filter(|c| !user_files.contains(c.rel.as_str()))
+        .map(|c| c.rel.clone())
+        .collect();
+    let state = s.ws.target_dir.join("eterna-port");
+    let mut ledger = writer::Ledger::load(&state.join("written.json"))?;
+    let planned = writer::decide(
+        &s.ws.root,
+        output
+            .changes
+            .iter()
+            .map(|c| (c.rel.clone(), c.new.clone()))
+            .collect(),
+        &generated,
+        &ledger,
+        flags.force,
+        &state.join("backup"),
+    )?;
+    if !flags.dry_run {
+        writer::apply(&s.ws.root, &planned, &mut ledger, &state.join("tmp"))?;
+    }
+    let summary = report::PortSummary::new(&selected, &output, &planned, flags.dry_run);
+    match g.message_format {
+        MessageFormat::Json => report::print_json(&summary)?,
+        MessageFormat::Human => {
+            if flags.dry_run {
+                for p in &planned {
+                    if matches!(
+                        p.action,
+                        writer::Action::Create
+                            | writer::Action::Update
+                            | writer::Action::ForceUpdate { .. }
+                    ) {
+                        report::print_stdout(&writer::diff(p))?;
+                    }
+                }
+            }
+            report::print_stdout(&report::port_human(&summary, g.verbose > 0))?;
+        }
+    }
+    let incomplete = summary.coverage.unported > 0 || summary.files.iter().any(|f| f.skipped());
+    Ok(if incomplete { EXIT_PROBLEMS } else { EXIT_OK })
 }
 
 fn cmd_config(g: &GlobalArgs) -> Result<u8> {

@@ -8,8 +8,10 @@ const AFTER_HELP: &str = "\
 Examples:
   cargo eterna-port plan                 show the ARM64 → x86_64 port plan
   cargo eterna-port plan --message-format json
-  cargo eterna-port vmcs                 port one component (aliases: vmcs, ept, apic, gic,
-                                         vmexit, trap, serial) or a module path
+  cargo eterna-port                      port every planned module (offline engine without
+                                         an API key)
+  cargo eterna-port vmcs --dry-run       show the port of one component as a diff (aliases:
+                                         vmcs, ept, apic, gic, vmexit, trap, serial)
   cargo eterna-port config               show the effective configuration
 
 Exit status: 0 success; 1 the work was done and found problems; 2 usage, configuration
@@ -36,6 +38,39 @@ pub struct Cli {
     /// Components, aliases (vmcs, ept, apic, …) or module paths to port
     #[arg(value_name = "TARGET")]
     pub targets: Vec<String>,
+
+    #[command(flatten)]
+    pub port: PortFlags,
+}
+
+/// How `port` writes.
+#[derive(Debug, Args, Clone, Default)]
+pub struct PortFlags {
+    /// Porting backend [default: llm when an API key is set, else offline]
+    #[arg(long, value_enum, value_name = "BACKEND")]
+    pub backend: Option<BackendArg>,
+
+    /// Print a unified diff of what would change; write nothing
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Write even though the git working tree has uncommitted changes
+    #[arg(long)]
+    pub allow_dirty: bool,
+
+    /// Write even though the workspace is not in a git repository
+    #[arg(long)]
+    pub allow_no_vcs: bool,
+
+    /// Overwrite generated files that were edited by hand (a backup is kept)
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BackendArg {
+    Offline,
+    Llm,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -91,9 +126,19 @@ pub enum Command {
     /// Show which ARM64 modules map to which x86_64 modules, in dependency order
     Plan(TargetArgs),
     /// Port modules to x86_64 (the default when TARGETs are given)
-    Port(TargetArgs),
+    Port(PortArgs),
     /// Show the effective configuration and where each value comes from
     Config,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct PortArgs {
+    /// Components, aliases (vmcs, ept, apic, …) or module paths; all when omitted
+    #[arg(value_name = "TARGET")]
+    pub targets: Vec<String>,
+
+    #[command(flatten)]
+    pub flags: PortFlags,
 }
 
 #[derive(Debug, Args, Clone)]

@@ -6,7 +6,9 @@
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod engine;
 pub mod knowledge;
 pub mod plan;
 pub mod report;
 pub mod workspace;
+pub mod writer;

@@ -159,3 +159,174 @@ pub fn print_stdout(text: &str) -> std::io::Result<()> {
     out.write_all(text.as_bytes())?;
     out.flush()
 }
+
+/// Items ported over items total.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Coverage {
+    pub ported: usize,
+    pub total: usize,
+    pub unported: usize,
+    pub percent: f64,
+}
+
+/// One file of a port and what was done with it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct FileResult {
+    pub path: String,
+    #[serde(flatten)]
+    pub action: crate::writer::Action,
+}
+
+impl FileResult {
+    pub fn skipped(&self) -> bool {
+        matches!(self.action, crate::writer::Action::SkipEdited { .. })
+    }
+}
+
+/// The outcome of `cargo eterna-port [port]` (also its JSON document).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PortSummary {
+    pub schema_version: u32,
+    pub backend: &'static str,
+    pub target_triple: String,
+    pub dry_run: bool,
+    pub coverage: Coverage,
+    pub modules: Vec<crate::engine::port::ModuleReport>,
+    pub files: Vec<FileResult>,
+}
+
+impl PortSummary {
+    pub fn new(
+        selected: &Plan,
+        output: &crate::engine::port::PortOutput,
+        planned: &[crate::writer::Planned],
+        dry_run: bool,
+    ) -> Self {
+        let total = output.items_total();
+        let ported = output.items_ported();
+        PortSummary {
+            schema_version: 1,
+            backend: "offline",
+            target_triple: selected.target_triple.clone(),
+            dry_run,
+            coverage: Coverage {
+                ported,
+                total,
+                unported: output.modules.iter().map(|m| m.unported.len()).sum(),
+                percent: if total == 0 {
+                    100.0
+                } else {
+                    (ported as f64 * 1000.0 / total as f64).round() / 10.0
+                },
+            },
+            modules: output.modules.clone(),
+            files: planned
+                .iter()
+                .map(|p| FileResult {
+                    path: p.rel.clone(),
+                    action: p.action.clone(),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// The port summary as text.
+pub fn port_human(s: &PortSummary, verbose: bool) -> String {
+    use crate::writer::Action;
+    let mut out = String::new();
+    let verb = if s.dry_run { "Would port" } else { "Ported" };
+    let _ = writeln!(
+        out,
+        "{BOLD}{verb} {} module{} to {}{BOLD:#} (offline engine)",
+        s.modules.len(),
+        if s.modules.len() == 1 { "" } else { "s" },
+        s.target_triple
+    );
+    let _ = writeln!(out);
+    let width = s
+        .modules
+        .iter()
+        .map(|m| m.component.len())
+        .max()
+        .unwrap_or(9)
+        .max(9);
+    let _ = writeln!(
+        out,
+        "{BOLD}{:>4}  {:<width$}  {:>7}  TARGET{BOLD:#}",
+        "#", "COMPONENT", "ITEMS"
+    );
+    for (i, m) in s.modules.iter().enumerate() {
+        let items = format!("{}/{}", m.items_ported, m.items_total);
+        let how = match (&m.template, m.mode) {
+            (Some(t), _) => format!("template {t}"),
+            (None, crate::engine::port::Mode::InPlace) => "cfg wiring in place".to_string(),
+            (None, _) => "carried over".to_string(),
+        };
+        let _ = writeln!(
+            out,
+            "{:>4}  {:<width$}  {:>7}  {}  {DIM}({how}){DIM:#}",
+            i + 1,
+            m.component,
+            items,
+            m.target
+        );
+        if verbose {
+            let _ = writeln!(
+                out,
+                "      {DIM}from{DIM:#} {} ({})",
+                m.source, m.module_path
+            );
+        }
+    }
+    let _ = writeln!(out);
+    let c = &s.coverage;
+    let _ = writeln!(
+        out,
+        "Coverage: {}/{} items ({:.1}%)",
+        c.ported, c.total, c.percent
+    );
+    let unported: Vec<_> = s
+        .modules
+        .iter()
+        .flat_map(|m| m.unported.iter().map(move |u| (m, u)))
+        .collect();
+    if !unported.is_empty() {
+        let _ = writeln!(
+            out,
+            "{WARNING}Not ported{WARNING:#} (left as `unimplemented!`):"
+        );
+        for (m, u) in unported {
+            let _ = writeln!(out, "  {}::{} — {}", m.module_path, u.item, u.reason);
+        }
+    }
+    let count = |f: &dyn Fn(&Action) -> bool| s.files.iter().filter(|x| f(&x.action)).count();
+    let created = count(&|a| matches!(a, Action::Create));
+    let updated = count(&|a| matches!(a, Action::Update | Action::ForceUpdate { .. }));
+    let unchanged = count(&|a| matches!(a, Action::Unchanged));
+    let _ = writeln!(
+        out,
+        "Files{}: {created} created, {updated} updated, {unchanged} unchanged",
+        if s.dry_run {
+            " (dry run, nothing written)"
+        } else {
+            ""
+        }
+    );
+    for f in &s.files {
+        match &f.action {
+            Action::SkipEdited { reason } => {
+                let _ = writeln!(
+                    out,
+                    "  {WARNING}skipped{WARNING:#} {}: {reason}; pass --force to overwrite it (a backup is kept)",
+                    f.path
+                );
+            }
+            Action::ForceUpdate { backup } => {
+                let _ = writeln!(out, "  overwrote {} (backup: {backup})", f.path);
+            }
+            _ => {}
+        }
+    }
+    out
+}

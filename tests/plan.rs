@@ -226,12 +226,19 @@ fn port_targets_select_by_component_alias_or_module() {
     assert!(stderr(&out).contains("`vmcz`"), "{}", stderr(&out));
     assert!(stderr(&out).contains("vm-control"), "{}", stderr(&out));
 
-    // A bare positional is a port target; porting itself is not in this version, which
-    // it says, exiting 1 (work incomplete) after showing what it would port.
-    let out = run(ws.path(), &["ept"]);
-    assert_code(&out, 1);
-    assert!(stdout(&out).contains("ept.rs"), "{}", stdout(&out));
-    assert!(stderr(&out).contains("not available"), "{}", stderr(&out));
+    // A bare positional is a port target (tests/port.rs covers porting itself).
+    let out = run(ws.path(), &["ept", "--dry-run"]);
+    assert!(!stderr(&out).contains("panicked"), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("+++ b/hv/src/arch/x86_64/ept.rs"), "{text}");
+    assert!(
+        !text.contains("apic.rs"),
+        "only the selected module: {text}"
+    );
+    assert!(
+        !ws.path().join("hv/src/arch/x86_64").exists(),
+        "a dry run writes nothing"
+    );
 }
 
 #[test]

@@ -27,6 +27,9 @@ pub enum EvidenceKind {
     AsmMnemonic,
     /// An AArch64 system register named in asm or in code.
     Sysreg,
+    /// An AArch64 general register (`x0`, `w1`, `xzr`) or operand modifier (`{0:w}`)
+    /// in assembly.
+    AsmRegister,
     /// An assembly file pulled in with `include_str!`.
     AsmFile,
 }
@@ -39,6 +42,7 @@ impl EvidenceKind {
             EvidenceKind::CoreArch => "core-arch",
             EvidenceKind::ArchPath => "arch-path",
             EvidenceKind::AsmMnemonic => "asm-mnemonic",
+            EvidenceKind::AsmRegister => "asm-register",
             EvidenceKind::Sysreg => "sysreg",
             EvidenceKind::AsmFile => "asm-file",
         }
@@ -824,9 +828,17 @@ impl Collector<'_> {
 
     /// Scans a string literal's source text (quotes and escapes included) as assembly.
     fn asm_text(&mut self, literal: &str, first_line: usize, file: Option<(String, usize)>) {
-        for (i, src_line) in literal.lines().enumerate() {
+        // Strip the literal's own delimiters (`"…"`, `r#"…"#`) once, not per line:
+        // the text itself may end in `r` (`xzr`, `ldr`).
+        let body = literal
+            .strip_prefix('r')
+            .unwrap_or(literal)
+            .trim_start_matches('#')
+            .trim_end_matches('#');
+        let body = body.strip_prefix('"').unwrap_or(body);
+        let body = body.strip_suffix('"').unwrap_or(body);
+        for (i, src_line) in body.lines().enumerate() {
             for part in src_line.split("\\n") {
-                let part = part.trim_matches(|c| c == '"' || c == 'r' || c == '#');
                 self.asm_line(part, first_line + i, file.clone());
             }
         }
@@ -864,7 +876,21 @@ impl Collector<'_> {
             if self.knowledge.instruction(&mnemonic).is_some() {
                 self.asm_evidence(EvidenceKind::AsmMnemonic, mnemonic, line, &file);
             }
+            // Operand modifiers `{0:w}` / `{x:x}` pick AArch64 register views.
+            for (modifier, name) in [(":w}", "{:w}"), (":x}", "{:x}")] {
+                if s.contains(modifier) {
+                    self.asm_evidence(EvidenceKind::AsmRegister, name.to_string(), line, &file);
+                }
+            }
             for word in s.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+                if is_arm_register(word) {
+                    self.asm_evidence(
+                        EvidenceKind::AsmRegister,
+                        word.to_ascii_lowercase(),
+                        line,
+                        &file,
+                    );
+                }
                 if word.len() > 3
                     && (is_sysreg_shape(word)
                         || is_encoded_sysreg(word)
@@ -893,6 +919,19 @@ impl Collector<'_> {
             count: 1,
         });
     }
+}
+
+/// An AArch64 general-purpose register name: `x0`–`x30`, `w0`–`w30`, `xzr`, `wzr`.
+fn is_arm_register(word: &str) -> bool {
+    let w = word.to_ascii_lowercase();
+    if w == "xzr" || w == "wzr" {
+        return true;
+    }
+    let Some(n) = w.strip_prefix('x').or_else(|| w.strip_prefix('w')) else {
+        return false;
+    };
+    let canonical = n == "0" || !n.starts_with('0');
+    canonical && n.len() <= 2 && n.parse::<u8>().is_ok_and(|n| n <= 30)
 }
 
 /// `NAME_EL0..3` shape, case-insensitive.
@@ -1139,6 +1178,26 @@ mod tests {
             sig("pub type H = fn ( u32 ) -> u32"),
             "pub type H = fn(u32) -> u32"
         );
+    }
+
+    #[test]
+    fn arm_registers_and_modifiers_in_asm_are_evidence() {
+        let f = facts("fn f(a: u64) { unsafe { core::arch::asm!(\"str {0:w}, [{1}]\", \"mov x0, xzr\", in(reg) a, in(reg) a) } }\n");
+        assert_eq!(
+            has(&f, EvidenceKind::AsmRegister, "{:w}"),
+            Some(1),
+            "{:?}",
+            f.evidence
+        );
+        assert_eq!(
+            has(&f, EvidenceKind::AsmRegister, "x0"),
+            Some(1),
+            "{:?}",
+            f.evidence
+        );
+        assert_eq!(has(&f, EvidenceKind::AsmRegister, "xzr"), Some(1));
+        assert!(is_arm_register("w30") && !is_arm_register("x31") && !is_arm_register("x01"));
+        assert!(!is_arm_register("rax") && !is_arm_register("x") && !is_arm_register("width"));
     }
 
     #[test]

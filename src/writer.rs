@@ -1,0 +1,342 @@
+//! The safe writer, in the manner of `cargo fix`: it refuses a dirty git tree unless
+//! told otherwise, writes every file atomically (temp file + rename, so a kill leaves
+//! the old file or the new one, never half of one), remembers the hash of every file
+//! it wrote, and never overwrites a generated file that someone edited since (unless
+//! `--force`, and then a backup is kept). Unchanged content is not written at all.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+/// Hash of file contents as recorded in the ledger.
+pub fn hash(text: &str) -> String {
+    format!("{:016x}", xxhash_rust::xxh3::xxh3_64(text.as_bytes()))
+}
+
+/// What the writer does with one file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "action")]
+pub enum Action {
+    Create,
+    Update,
+    Unchanged,
+    /// Not written: a generated file that was edited by hand (or never generated).
+    SkipEdited {
+        reason: String,
+    },
+    /// Written with `--force`; the previous content is kept at `backup`.
+    ForceUpdate {
+        backup: String,
+    },
+}
+
+/// A file to write and the decision about it.
+#[derive(Debug, Clone)]
+pub struct Planned {
+    pub rel: String,
+    pub old: Option<String>,
+    pub new: String,
+    pub action: Action,
+}
+
+/// Record of the files the tool wrote: path → hashes of content it wrote there.
+/// (Kept in `target/eterna-port/written.json`.)
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct Ledger {
+    files: BTreeMap<String, BTreeSet<String>>,
+    #[serde(skip)]
+    path: PathBuf,
+}
+
+impl Ledger {
+    pub fn load(path: &Path) -> Result<Ledger> {
+        let mut ledger = match std::fs::read(path) {
+            Ok(bytes) => serde_json::from_slice::<Ledger>(&bytes).with_context(|| {
+                format!(
+                    "{} is not a cargo-eterna-port ledger; move it away to start a new one (generated files will then count as hand-written)",
+                    path.display()
+                )
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ledger::default(),
+            Err(e) => return Err(e).with_context(|| format!("could not read {}", path.display())),
+        };
+        ledger.path = path.to_path_buf();
+        Ok(ledger)
+    }
+
+    /// Whether `text` at `rel` is content this tool wrote.
+    pub fn wrote(&self, rel: &str, text: &str) -> bool {
+        self.files
+            .get(rel)
+            .is_some_and(|hashes| hashes.contains(&hash(text)))
+    }
+
+    fn save(&self) -> Result<()> {
+        let bytes = serde_json::to_vec_pretty(self)?;
+        atomic_write(&self.path, &bytes, self.path.parent())
+    }
+}
+
+/// Refuses to write into a dirty or unversioned tree unless allowed.
+pub fn check_vcs(root: &Path, allow_dirty: bool, allow_no_vcs: bool) -> Result<()> {
+    let out = Command::new("git")
+        .args(["status", "--porcelain", "--untracked-files=normal"])
+        .current_dir(root)
+        .output();
+    let out = match out {
+        Ok(o) if o.status.success() => o,
+        _ => {
+            if allow_no_vcs || allow_dirty {
+                return Ok(());
+            }
+            bail!(
+                "no git repository found at {} (or git is not installed); the port edits your source files, so commit them first, or pass `--allow-no-vcs` to write anyway",
+                root.display()
+            );
+        }
+    };
+    let dirty: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.get(3..).unwrap_or(l).to_string())
+        .collect();
+    if dirty.is_empty() || allow_dirty {
+        return Ok(());
+    }
+    let shown: Vec<&str> = dirty.iter().take(10).map(String::as_str).collect();
+    bail!(
+        "the working tree has uncommitted changes ({} file{}: {}{}); commit or stash them first, or pass `--allow-dirty` to write anyway",
+        dirty.len(),
+        if dirty.len() == 1 { "" } else { "s" },
+        shown.join(", "),
+        if dirty.len() > shown.len() { ", …" } else { "" }
+    )
+}
+
+/// Decides, per file, what to do. `generated` are the files the tool owns (port
+/// targets); the rest are user files it edits in place (guarded by `check_vcs`).
+pub fn decide(
+    root: &Path,
+    changes: Vec<(String, String)>,
+    generated: &BTreeSet<String>,
+    ledger: &Ledger,
+    force: bool,
+    backup_dir: &Path,
+) -> Result<Vec<Planned>> {
+    let mut out = Vec::new();
+    for (rel, new) in changes {
+        let path = root.join(&rel);
+        let old = match std::fs::read(&path) {
+            Ok(bytes) => Some(String::from_utf8(bytes).map_err(|_| {
+                anyhow::anyhow!("{} is not UTF-8; it cannot be ported", path.display())
+            })?),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e).with_context(|| format!("could not read {}", path.display())),
+        };
+        let action = match &old {
+            None => Action::Create,
+            Some(o) if *o == new => Action::Unchanged,
+            Some(o) if !generated.contains(&rel) || ledger.wrote(&rel, o) => Action::Update,
+            Some(_) if force => Action::ForceUpdate {
+                backup: crate::workspace::relative_to(root, &backup_dir.join(&rel)),
+            },
+            Some(_) => Action::SkipEdited {
+                reason: if ledger.files.contains_key(&rel) {
+                    "edited since cargo-eterna-port wrote it".into()
+                } else {
+                    "exists and was not written by cargo-eterna-port".into()
+                },
+            },
+        };
+        out.push(Planned {
+            rel,
+            old,
+            new,
+            action,
+        });
+    }
+    Ok(out)
+}
+
+/// Writes the planned files. The ledger learns each new hash before the file is
+/// renamed into place, so a kill between the two never makes a tool-written file
+/// look hand-edited.
+pub fn apply(root: &Path, planned: &[Planned], ledger: &mut Ledger, tmp_dir: &Path) -> Result<()> {
+    let writes: Vec<&Planned> = planned
+        .iter()
+        .filter(|p| {
+            matches!(
+                p.action,
+                Action::Create | Action::Update | Action::ForceUpdate { .. }
+            )
+        })
+        .collect();
+    if writes.is_empty() {
+        return Ok(());
+    }
+    for p in &writes {
+        ledger
+            .files
+            .entry(p.rel.clone())
+            .or_default()
+            .insert(hash(&p.new));
+    }
+    ledger.save()?;
+    for p in &writes {
+        if let (Action::ForceUpdate { backup }, Some(old)) = (&p.action, &p.old) {
+            let b = root.join(backup);
+            atomic_write(&b, old.as_bytes(), Some(tmp_dir))?;
+        }
+        atomic_write(&root.join(&p.rel), p.new.as_bytes(), Some(tmp_dir))?;
+    }
+    // Only the current content of each file counts from now on.
+    for p in &writes {
+        ledger
+            .files
+            .insert(p.rel.clone(), BTreeSet::from([hash(&p.new)]));
+    }
+    ledger.save()
+}
+
+/// Writes `bytes` to `path` through a temp file renamed into place. The temp file is
+/// made in `tmp_dir` (outside the source tree) when that is on the same file system,
+/// else beside `path`.
+pub fn atomic_write(path: &Path, bytes: &[u8], tmp_dir: Option<&Path>) -> Result<()> {
+    use std::io::Write;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).with_context(|| format!("could not create {}", dir.display()))?;
+    let mut tmp = match tmp_dir {
+        Some(t) => {
+            std::fs::create_dir_all(t).ok();
+            tempfile::Builder::new()
+                .prefix(".eterna-port-")
+                .tempfile_in(t)
+                .or_else(|_| {
+                    tempfile::Builder::new()
+                        .prefix(".eterna-port-")
+                        .tempfile_in(dir)
+                })
+        }
+        None => tempfile::Builder::new()
+            .prefix(".eterna-port-")
+            .tempfile_in(dir),
+    }
+    .with_context(|| format!("could not create a temporary file for {}", path.display()))?;
+    tmp.write_all(bytes)
+        .and_then(|_| tmp.as_file().sync_all())
+        .with_context(|| format!("could not write {}", path.display()))?;
+    let perms = std::fs::metadata(path).map(|m| m.permissions()).ok();
+    match tmp.persist(path) {
+        Ok(_) => {}
+        Err(e) => {
+            // Across file systems a rename fails: retry with a temp file beside `path`.
+            if tmp_dir.is_some() {
+                return atomic_write(path, bytes, None);
+            }
+            return Err(e.error).with_context(|| format!("could not write {}", path.display()));
+        }
+    }
+    if let Some(p) = perms {
+        let _ = std::fs::set_permissions(path, p);
+    }
+    Ok(())
+}
+
+/// A unified diff of one planned file (for `--dry-run`).
+pub fn diff(p: &Planned) -> String {
+    let old = p.old.as_deref().unwrap_or("");
+    similar::TextDiff::from_lines(old, &p.new)
+        .unified_diff()
+        .context_radius(3)
+        .header(
+            &if p.old.is_some() {
+                format!("a/{}", p.rel)
+            } else {
+                "/dev/null".into()
+            },
+            &format!("b/{}", p.rel),
+        )
+        .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decisions_protect_edited_generated_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::write(root.join("gen.rs"), "ours\n").unwrap();
+        std::fs::write(root.join("edited.rs"), "theirs\n").unwrap();
+        std::fs::write(root.join("same.rs"), "same\n").unwrap();
+        std::fs::write(root.join("user.rs"), "user\n").unwrap();
+        let mut ledger = Ledger::load(&root.join("ledger.json")).unwrap();
+        ledger
+            .files
+            .insert("gen.rs".into(), BTreeSet::from([hash("ours\n")]));
+        ledger
+            .files
+            .insert("edited.rs".into(), BTreeSet::from([hash("ours\n")]));
+        let generated: BTreeSet<String> = ["gen.rs", "edited.rs", "same.rs", "new.rs"]
+            .map(String::from)
+            .into();
+        let changes = vec![
+            ("gen.rs".to_string(), "v2\n".to_string()),
+            ("edited.rs".to_string(), "v2\n".to_string()),
+            ("same.rs".to_string(), "same\n".to_string()),
+            ("new.rs".to_string(), "new\n".to_string()),
+            ("user.rs".to_string(), "wired\n".to_string()),
+        ];
+        let backups = root.join("backup");
+        let got = decide(root, changes.clone(), &generated, &ledger, false, &backups).unwrap();
+        let actions: Vec<&Action> = got.iter().map(|p| &p.action).collect();
+        assert_eq!(actions[0], &Action::Update);
+        assert!(matches!(actions[1], Action::SkipEdited { .. }));
+        assert_eq!(actions[2], &Action::Unchanged);
+        assert_eq!(actions[3], &Action::Create);
+        assert_eq!(actions[4], &Action::Update, "in-place edits of user files");
+
+        let forced = decide(root, changes, &generated, &ledger, true, &backups).unwrap();
+        assert!(matches!(forced[1].action, Action::ForceUpdate { .. }));
+        apply(root, &forced, &mut ledger, &root.join("tmp")).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(root.join("edited.rs")).unwrap(),
+            "v2\n"
+        );
+        assert_eq!(
+            std::fs::read_to_string(backups.join("edited.rs")).unwrap(),
+            "theirs\n"
+        );
+        assert_eq!(
+            std::fs::read_to_string(root.join("new.rs")).unwrap(),
+            "new\n"
+        );
+        // The ledger now owns the new content, and survives a reload.
+        let reloaded = Ledger::load(&root.join("ledger.json")).unwrap();
+        assert!(reloaded.wrote("edited.rs", "v2\n"));
+        assert!(!reloaded.wrote("edited.rs", "ours\n"));
+        // No temp files are left in the tree.
+        let stray: Vec<_> = std::fs::read_dir(root)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().starts_with(".eterna-port-"))
+            .collect();
+        assert!(stray.is_empty());
+    }
+
+    #[test]
+    fn diff_is_unified() {
+        let p = Planned {
+            rel: "src/a.rs".into(),
+            old: Some("a\nb\n".into()),
+            new: "a\nc\n".into(),
+            action: Action::Update,
+        };
+        let d = diff(&p);
+        assert!(d.contains("--- a/src/a.rs\n+++ b/src/a.rs\n"), "{d}");
+        assert!(d.contains("-b\n+c\n"), "{d}");
+    }
+}
