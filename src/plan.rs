@@ -85,8 +85,12 @@ pub fn build(
         .collect();
     let crates: BTreeSet<&str> = scanned.iter().map(|m| m.crate_name.as_str()).collect();
 
+    // x86_64 modules (`arch/x86_64/…`, `guest/x86_64.rs`) are the port's output, never
+    // its input, even where they still hold carried-over ARM64 code.
     let planned: Vec<usize> = (0..scanned.len())
-        .filter(|&i| scanned[i].has_evidence())
+        .filter(|&i| {
+            scanned[i].has_evidence() && !is_x86_64_path(&relative_to(root, &scanned[i].file))
+        })
         .collect();
     let planned_set: BTreeSet<usize> = planned.iter().copied().collect();
 
@@ -169,6 +173,12 @@ pub fn build(
         modules: ordered,
         diagnostics,
     }
+}
+
+/// Whether a workspace-relative path is in (or is) an `x86_64` module.
+fn is_x86_64_path(rel: &str) -> bool {
+    rel.split('/')
+        .any(|seg| seg == "x86_64" || seg == "x86_64.rs")
 }
 
 /// Resolves a `use` path written in module `m` (inside its inline modules

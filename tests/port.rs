@@ -1,0 +1,258 @@
+//! `cargo eterna-port [port]`: safe writing like `cargo fix` — VCS checks, dry runs,
+//! hand edits that survive, idempotent re-runs, no partial files after a kill.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+
+use common::*;
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_AUTHOR_NAME", "t")
+        .env("GIT_AUTHOR_EMAIL", "t@example.invalid")
+        .env("GIT_COMMITTER_NAME", "t")
+        .env("GIT_COMMITTER_EMAIL", "t@example.invalid")
+        .output()
+        .expect("git runs");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A committed git repository holding a copy of the mini hypervisor.
+fn repo() -> tempfile::TempDir {
+    let ws = mini_hypervisor();
+    write(ws.path(), ".gitignore", b"/target\n");
+    git(ws.path(), &["init", "-q"]);
+    git(ws.path(), &["add", "-A"]);
+    git(ws.path(), &["commit", "-q", "-m", "start"]);
+    ws
+}
+
+/// Every file below `dir` (outside `target/` and `.git/`) with its contents.
+fn snapshot(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, Vec<u8>>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let e = e.unwrap();
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name == "target" || name == ".git" {
+                continue;
+            }
+            let p = e.path();
+            if e.file_type().unwrap().is_dir() {
+                walk(root, &p, out);
+            } else {
+                let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+                out.insert(rel, std::fs::read(&p).unwrap());
+            }
+        }
+    }
+    walk(dir, dir, &mut out);
+    out
+}
+
+#[test]
+fn port_refuses_dirty_or_unversioned_trees() {
+    let ws = mini_hypervisor();
+    let before = snapshot(ws.path());
+    let out = run(ws.path(), &["port"]);
+    assert_code(&out, 2);
+    assert!(stderr(&out).contains("--allow-no-vcs"), "{}", stderr(&out));
+    assert_eq!(snapshot(ws.path()), before);
+
+    let ws = repo();
+    write(
+        ws.path(),
+        "hv/src/arch/aarch64/gic.rs",
+        b"// my unsaved work\n",
+    );
+    let before = snapshot(ws.path());
+    let out = run(ws.path(), &["port"]);
+    assert_code(&out, 2);
+    let err = stderr(&out);
+    assert!(
+        err.contains("uncommitted changes") && err.contains("gic.rs"),
+        "{err}"
+    );
+    assert!(err.contains("--allow-dirty"), "{err}");
+    assert_eq!(snapshot(ws.path()), before, "nothing written");
+}
+
+#[test]
+fn dry_run_prints_a_diff_and_writes_nothing() {
+    let ws = mini_hypervisor();
+    let before = snapshot(ws.path());
+    // No VCS needed for a dry run: it writes nothing.
+    let out = run(ws.path(), &["--dry-run"]);
+    assert!(
+        matches!(out.status.code(), Some(0) | Some(1)),
+        "{}",
+        stderr(&out)
+    );
+    let text = stdout(&out);
+    assert!(
+        text.contains("--- /dev/null\n+++ b/hv/src/arch/x86_64/apic.rs"),
+        "{text}"
+    );
+    assert!(
+        text.contains("--- a/hv/src/arch/mod.rs\n+++ b/hv/src/arch/mod.rs"),
+        "{text}"
+    );
+    assert!(
+        text.contains("+#[cfg(target_arch = \"x86_64\")]\n+pub mod x86_64;"),
+        "{text}"
+    );
+    assert!(text.contains("dry run, nothing written"), "{text}");
+    assert_eq!(snapshot(ws.path()), before);
+    assert!(!ws.path().join("target/eterna-port/written.json").exists());
+}
+
+#[test]
+fn a_component_target_touches_only_its_modules() {
+    let ws = repo();
+    let out = run(ws.path(), &["ept"]);
+    assert!(!stderr(&out).contains("panicked"), "{}", stderr(&out));
+    let status = git(
+        ws.path(),
+        &["status", "--porcelain", "--untracked-files=all"],
+    );
+    assert_eq!(status.trim(), "?? hv/src/arch/x86_64/ept.rs", "{status}");
+}
+
+#[test]
+fn port_writes_wires_and_a_rerun_changes_nothing() {
+    let ws = repo();
+    let out = run(ws.path(), &["port", "--message-format", "json"]);
+    assert!(
+        matches!(out.status.code(), Some(0) | Some(1)),
+        "{}",
+        stderr(&out)
+    );
+    let report = json(&out);
+    assert_eq!(report["dry_run"], false);
+    let modules = report["modules"].as_array().unwrap();
+    assert_eq!(modules.len(), 5);
+    let total = report["coverage"]["total"].as_u64().unwrap();
+    let ported = report["coverage"]["ported"].as_u64().unwrap();
+    assert!(total > 0 && ported <= total);
+    let unported: usize = modules
+        .iter()
+        .map(|m| m["unported"].as_array().unwrap().len())
+        .sum();
+    assert_eq!(
+        report["coverage"]["unported"].as_u64().unwrap() as usize,
+        unported
+    );
+
+    // The wiring: arch/mod.rs gets an x86_64 module beside the aarch64 one.
+    let arch = std::fs::read_to_string(ws.path().join("hv/src/arch/mod.rs")).unwrap();
+    assert_eq!(
+        arch,
+        "#[cfg(target_arch = \"aarch64\")]\npub mod aarch64;\n#[cfg(target_arch = \"x86_64\")]\npub mod x86_64;\n"
+    );
+    // The x86_64 root declares the ported modules under their x86 names.
+    let root = std::fs::read_to_string(ws.path().join("hv/src/arch/x86_64/mod.rs")).unwrap();
+    for m in ["apic", "ept", "msr"] {
+        assert!(root.contains(&format!("pub mod {m};")), "{root}");
+    }
+    // Every generated file parses as Rust.
+    for rel in ["apic.rs", "ept.rs", "msr.rs", "mod.rs"] {
+        let text = std::fs::read_to_string(ws.path().join("hv/src/arch/x86_64").join(rel)).unwrap();
+        syn::parse_file(&text).unwrap_or_else(|e| panic!("{rel}: {e}\n{text}"));
+    }
+
+    // Commit, run again: nothing changes, nothing is rewritten.
+    git(ws.path(), &["add", "-A"]);
+    git(ws.path(), &["commit", "-q", "-m", "ported"]);
+    let before = snapshot(ws.path());
+    let out = run(ws.path(), &["port", "--message-format", "json"]);
+    let again = json(&out);
+    for f in again["files"].as_array().unwrap() {
+        assert_eq!(f["action"], "unchanged", "{f}");
+    }
+    assert_eq!(snapshot(ws.path()), before);
+}
+
+#[test]
+fn a_hand_edit_survives_a_rerun_unless_forced() {
+    let ws = repo();
+    run(ws.path(), &["port"]);
+    let apic = ws.path().join("hv/src/arch/x86_64/apic.rs");
+    let mut text = std::fs::read_to_string(&apic).unwrap();
+    text.push_str("\n// hand-tuned: keep\n");
+    std::fs::write(&apic, &text).unwrap();
+    git(ws.path(), &["add", "-A"]);
+    git(ws.path(), &["commit", "-q", "-m", "hand edit"]);
+
+    let out = run(ws.path(), &["port"]);
+    assert_code(&out, 1);
+    assert_eq!(
+        std::fs::read_to_string(&apic).unwrap(),
+        text,
+        "hand edit kept"
+    );
+    let report = stdout(&out);
+    assert!(
+        report.contains("skipped hv/src/arch/x86_64/apic.rs"),
+        "{report}"
+    );
+    assert!(report.contains("--force"), "{report}");
+
+    let out = run(ws.path(), &["port", "--force"]);
+    assert!(!stderr(&out).contains("panicked"));
+    assert!(!std::fs::read_to_string(&apic)
+        .unwrap()
+        .contains("hand-tuned"));
+    let backup = ws
+        .path()
+        .join("target/eterna-port/backup/hv/src/arch/x86_64/apic.rs");
+    assert_eq!(
+        std::fs::read_to_string(backup).unwrap(),
+        text,
+        "backup kept"
+    );
+}
+
+#[test]
+fn a_kill_during_the_port_leaves_no_partial_file() {
+    // The finished port, for reference.
+    let reference = repo();
+    run(reference.path(), &["port"]);
+    let done = snapshot(reference.path());
+    let start = snapshot(repo().path());
+    for delay_ms in [1u64, 5, 15, 30, 60] {
+        let ws = repo();
+        let mut child = command(ws.path(), &["port"]).spawn().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        let _ = child.kill(); // SIGKILL
+        let _ = child.wait();
+        for (rel, bytes) in snapshot(ws.path()) {
+            let whole = start.get(&rel) == Some(&bytes) || done.get(&rel) == Some(&bytes);
+            assert!(
+                whole,
+                "after a kill at {delay_ms} ms, {rel} is neither the old nor the new file"
+            );
+            assert!(
+                !rel.contains(".eterna-port-"),
+                "temp file {rel} left in the tree"
+            );
+        }
+        // The next run completes.
+        let out = run(ws.path(), &["port", "--allow-dirty"]);
+        assert!(
+            matches!(out.status.code(), Some(0) | Some(1)),
+            "{}",
+            stderr(&out)
+        );
+        assert_eq!(snapshot(ws.path()), done);
+    }
+}
