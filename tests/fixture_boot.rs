@@ -8,9 +8,11 @@
 //! below. Missing tools make the tests fail (not skip) with the command that
 //! installs them.
 
+mod common;
+
 use std::fs;
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, ExitStatus, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -56,28 +58,6 @@ const QEMU: &str = "qemu-system-aarch64";
 /// Upper bound for building and booting; a broken run is killed after it.
 const RUN_TIMEOUT: Duration = Duration::from_secs(240);
 
-fn fixture_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/eterna-arm64")
-}
-
-/// Copies `src` into `dest` recursively, skipping `target/` directories.
-fn copy_tree(src: &Path, dest: &Path) {
-    fs::create_dir_all(dest).unwrap_or_else(|e| panic!("creating {}: {e}", dest.display()));
-    for entry in fs::read_dir(src).unwrap_or_else(|e| panic!("reading {}: {e}", src.display())) {
-        let entry = entry.expect("directory entry");
-        let path = entry.path();
-        let to = dest.join(entry.file_name());
-        let file_type = entry.file_type().expect("file type");
-        if file_type.is_dir() {
-            if entry.file_name() != "target" {
-                copy_tree(&path, &to);
-            }
-        } else if file_type.is_file() {
-            fs::copy(&path, &to).unwrap_or_else(|e| panic!("copying {}: {e}", path.display()));
-        }
-    }
-}
-
 /// A temporary copy of the fixture; cargo runs only there.
 struct FixtureCopy {
     _dir: tempfile::TempDir,
@@ -86,11 +66,10 @@ struct FixtureCopy {
 }
 
 fn copy_fixture() -> FixtureCopy {
-    let dir = tempfile::TempDir::new().expect("temporary directory");
-    let root = dir.path().join("eterna-arm64");
-    copy_tree(&fixture_dir(), &root);
+    let dir = common::copy_tree(&common::fixture_dir());
+    let root = dir.path().to_path_buf();
     assert!(!root.join("target").exists(), "target/ must not be copied");
-    let target_dir = dir.path().join("target");
+    let target_dir = root.join("target");
     FixtureCopy {
         _dir: dir,
         root,
@@ -266,7 +245,7 @@ fn trace_diff<A: AsRef<str>, E: AsRef<str>>(actual: &[A], expected: &[E]) -> Str
 
 #[test]
 fn expected_trace_file_matches_the_contract() {
-    let path = fixture_dir().join("expected-trace.txt");
+    let path = common::fixture_dir().join("expected-trace.txt");
     let text =
         fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
     let lines: Vec<&str> = text
