@@ -38,12 +38,15 @@ pub const ARCH_NEUTRAL: &str = "arch-neutral";
 
 const COMPONENTS_TOML: &str = include_str!("../templates/knowledge/components.toml");
 const CONCEPTS_TOML: &str = include_str!("../templates/knowledge/concepts.toml");
+const ASM_TOML: &str = include_str!("../templates/knowledge/asm.toml");
 
 /// A hash of the embedded knowledge data (caches derived from it key on this).
 pub fn fingerprint() -> u64 {
     let mut bytes = COMPONENTS_TOML.as_bytes().to_vec();
     bytes.push(0);
     bytes.extend_from_slice(CONCEPTS_TOML.as_bytes());
+    bytes.push(0);
+    bytes.extend_from_slice(ASM_TOML.as_bytes());
     xxhash_rust::xxh3::xxh3_64(&bytes)
 }
 
@@ -120,6 +123,23 @@ pub struct Device {
     pub note: String,
 }
 
+/// A statement-level translation of AArch64 inline assembly (`templates/knowledge/asm.toml`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AsmTranslation {
+    /// Normalised AArch64 statement; `{}` marks an operand placeholder.
+    pub arm64: String,
+    /// The x86_64 statement (Intel syntax); empty: the statement is dropped.
+    pub x86_64: String,
+    pub note: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AsmFile {
+    translation: Vec<AsmTranslation>,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ComponentsFile {
@@ -166,6 +186,7 @@ pub struct Knowledge {
     pub instructions: Vec<Instruction>,
     pub exception_classes: Vec<ExceptionClass>,
     pub devices: Vec<Device>,
+    pub asm_translations: Vec<AsmTranslation>,
     sysreg_index: HashMap<String, usize>,
     instruction_index: HashMap<String, usize>,
     alias_index: HashMap<String, usize>,
@@ -174,7 +195,13 @@ pub struct Knowledge {
 impl Knowledge {
     /// The knowledge embedded in this binary.
     pub fn embedded() -> Result<Self, KnowledgeError> {
-        Self::from_strs(COMPONENTS_TOML, CONCEPTS_TOML)
+        let mut k = Self::from_strs(COMPONENTS_TOML, CONCEPTS_TOML)?;
+        let asm: AsmFile = toml::from_str(ASM_TOML).map_err(|source| KnowledgeError::Parse {
+            file: "asm.toml",
+            source,
+        })?;
+        k.asm_translations = asm.translation;
+        Ok(k)
     }
 
     fn from_strs(components: &str, concepts: &str) -> Result<Self, KnowledgeError> {
@@ -195,6 +222,7 @@ impl Knowledge {
             instructions: conc.instruction,
             exception_classes: conc.exception_class,
             devices: conc.device,
+            asm_translations: Vec::new(),
             sysreg_index: HashMap::new(),
             instruction_index: HashMap::new(),
             alias_index: HashMap::new(),
@@ -318,12 +346,68 @@ impl Knowledge {
         self.sysreg_component(name).is_some()
     }
 
+    /// Translates one AArch64 asm statement to x86_64 (`None`: no translation known).
+    /// Operand placeholders are matched by position and carried over.
+    pub fn translate_asm_statement(&self, stmt: &str) -> Option<String> {
+        let (shape, operands) = asm_shape(stmt);
+        let t = self
+            .asm_translations
+            .iter()
+            .find(|t| asm_shape(&t.arm64).0 == shape)?;
+        let mut out = String::new();
+        let mut ops = operands.iter();
+        let mut rest = t.x86_64.as_str();
+        while let Some(i) = rest.find("{}") {
+            out.push_str(&rest[..i]);
+            out.push_str(ops.next().map(String::as_str).unwrap_or("{}"));
+            rest = &rest[i + 2..];
+        }
+        out.push_str(rest);
+        Some(out)
+    }
+
     /// The entry of an AArch64-specific mnemonic (lower case).
     pub fn instruction(&self, mnemonic: &str) -> Option<&Instruction> {
         self.instruction_index
             .get(mnemonic)
             .map(|&i| &self.instructions[i])
     }
+}
+
+/// A statement's shape (lower case, single spaces, no space after commas, operand
+/// placeholders as `{}`) and its placeholders in order.
+fn asm_shape(stmt: &str) -> (String, Vec<String>) {
+    let mut shape = String::new();
+    let mut operands = Vec::new();
+    let mut chars = stmt.trim().chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '{' {
+            let mut op = String::from("{");
+            for d in chars.by_ref() {
+                op.push(d);
+                if d == '}' {
+                    break;
+                }
+            }
+            operands.push(op);
+            shape.push_str("{}");
+        } else if c.is_whitespace() {
+            while chars.peek().is_some_and(|d| d.is_whitespace()) {
+                chars.next();
+            }
+            if !shape.ends_with(',') && chars.peek().is_some() {
+                shape.push(' ');
+            }
+        } else if c == ',' {
+            if shape.ends_with(' ') {
+                shape.pop();
+            }
+            shape.push(',');
+        } else {
+            shape.push(c.to_ascii_lowercase());
+        }
+    }
+    (shape, operands)
 }
 
 #[cfg(test)]
@@ -366,6 +450,21 @@ mod tests {
         assert_eq!(k.sysreg_component("NOT_A_REGISTER"), None);
         assert!(k.instruction("hvc").is_some());
         assert!(k.instruction("mov").is_none(), "mov is not ARM64-specific");
+    }
+
+    #[test]
+    fn asm_statements_translate_with_their_operands() {
+        let k = Knowledge::embedded().unwrap();
+        assert_eq!(
+            k.translate_asm_statement("  DSB   SY ").as_deref(),
+            Some("mfence")
+        );
+        assert_eq!(
+            k.translate_asm_statement("dc civac, {addr}").as_deref(),
+            Some("clflush [{addr}]")
+        );
+        assert_eq!(k.translate_asm_statement("ic iallu").as_deref(), Some(""));
+        assert_eq!(k.translate_asm_statement("mrs {}, cntvct_el0"), None);
     }
 
     #[test]

@@ -274,9 +274,10 @@ fn port_to_target(
             renamed
         };
         let (stubbed, stubs) = stub_arm64_bodies(&renamed, job.knowledge);
+        let clean = stubs.is_empty() && !has_arm64(&stubbed, job.knowledge);
         carried.push(stubbed);
         if counted(it) {
-            if stubs.is_empty() && !it.is_arm64() {
+            if clean {
                 ported += 1;
             } else {
                 unported.push(Unported {
@@ -351,7 +352,7 @@ fn carry_whole_module(
             let (text, stubs) = stub_arm64_bodies(&renames.apply(&it.text, true), job.knowledge);
             if counted(it) {
                 total += 1;
-                if stubs.is_empty() && !it.is_arm64() {
+                if stubs.is_empty() && !has_arm64(&text, job.knowledge) {
                     ported += 1;
                 } else {
                     unported.push(Unported {
@@ -394,6 +395,11 @@ fn carry_whole_module(
         unported,
     };
     (text, report)
+}
+
+/// Whether a piece of Rust still holds ARM64 code (asm, system registers, paths).
+fn has_arm64(text: &str, knowledge: &Knowledge) -> bool {
+    analyze_target(text, Path::new("."), knowledge).map_or(true, |f| !f.evidence.is_empty())
 }
 
 /// Makes a private item `pub(super)`: inserts the visibility after its attributes.
@@ -478,6 +484,21 @@ fn stub_arm64_bodies(text: &str, knowledge: &Knowledge) -> (String, Vec<String>)
         if uses.is_empty() || r.start < at {
             continue;
         }
+        // Inline assembly the knowledge can translate statement by statement.
+        if let Some(translated) = translate_asm(body, knowledge) {
+            let clean = analyze_target(
+                &format!("fn __eterna_body() {translated}"),
+                Path::new("."),
+                knowledge,
+            )
+            .is_ok_and(|f| f.evidence.is_empty());
+            if clean {
+                out.push_str(&text[at..r.start]);
+                out.push_str(&translated);
+                at = r.end;
+                continue;
+            }
+        }
         out.push_str(&text[at..r.start]);
         // Indent like the line the body opens on.
         let line_start = text[..r.start].rfind('\n').map_or(0, |i| i + 1);
@@ -494,6 +515,67 @@ fn stub_arm64_bodies(text: &str, knowledge: &Knowledge) -> (String, Vec<String>)
     }
     out.push_str(&text[at..]);
     (out, stubbed)
+}
+
+/// Rewrites every `asm!` template in `body` to x86_64 when the knowledge has a
+/// translation for each of its statements; `None` if any statement has none.
+fn translate_asm(body: &str, knowledge: &Knowledge) -> Option<String> {
+    use proc_macro2::{TokenStream, TokenTree};
+    let tokens: TokenStream = body.parse().ok()?;
+    let mut literals: Vec<std::ops::Range<usize>> = Vec::new();
+    fn find(ts: TokenStream, out: &mut Vec<std::ops::Range<usize>>) {
+        let tts: Vec<TokenTree> = ts.into_iter().collect();
+        for (i, tt) in tts.iter().enumerate() {
+            match tt {
+                TokenTree::Ident(id) if id == "asm" => {
+                    let bang =
+                        matches!(tts.get(i + 1), Some(TokenTree::Punct(p)) if p.as_char() == '!');
+                    if let (true, Some(TokenTree::Group(g))) = (bang, tts.get(i + 2)) {
+                        // The template strings come first, before the operands.
+                        for t in g.stream() {
+                            match t {
+                                TokenTree::Literal(l) if l.to_string().ends_with('"') => {
+                                    out.push(l.span().byte_range())
+                                }
+                                TokenTree::Punct(p) if p.as_char() == ',' => {}
+                                _ => break,
+                            }
+                        }
+                    }
+                }
+                TokenTree::Group(g) => find(g.stream(), out),
+                _ => {}
+            }
+        }
+    }
+    find(tokens, &mut literals);
+    proc_macro2::extra::invalidate_current_thread_spans();
+    if literals.is_empty() {
+        return None;
+    }
+    let mut out = String::with_capacity(body.len());
+    let mut at = 0;
+    for r in literals {
+        let lit: syn::LitStr = syn::parse_str(body.get(r.clone())?).ok()?;
+        let mut x86 = Vec::new();
+        for stmt in lit.value().split(['\n', ';']) {
+            let stmt = stmt.trim();
+            if stmt.is_empty() {
+                continue;
+            }
+            let t = knowledge.translate_asm_statement(stmt)?;
+            // AArch64 operand modifiers have no x86 meaning (`x` is 16-bit there).
+            let t = t.replace(":x}", "}").replace(":w}", ":e}");
+            if !t.is_empty() {
+                x86.push(t);
+            }
+        }
+        out.push_str(&body[at..r.start]);
+        out.push_str(&format!("{:?}", x86.join("\n")));
+        at = r.end;
+    }
+    out.push_str(&body[at..]);
+    Some(out)
 }
 
 const CFG_AARCH64: &str = "#[cfg(target_arch = \"aarch64\")]";
@@ -687,6 +769,19 @@ mod tests {
         );
         assert!(out.contains("yet\")\n    }\n    pub fn double"), "{out}");
         assert!(out.contains("pub fn double(x: u64) -> u64 { x * 2 }"));
+    }
+
+    #[test]
+    fn translatable_asm_is_translated_not_stubbed() {
+        let k = Knowledge::embedded().unwrap();
+        let text = "pub fn flush(addr: u64) {\n    unsafe { core::arch::asm!(\"dc civac, {0:x}\", \"dsb sy\", in(reg) addr) }\n}\npub fn park() -> ! {\n    loop { unsafe { core::arch::asm!(\"wfe\") } }\n}\npub fn count() -> u64 {\n    let v: u64;\n    unsafe { core::arch::asm!(\"mrs {}, cntvct_el0\", out(reg) v) };\n    v\n}";
+        let (out, stubbed) = stub_arm64_bodies(text, &k);
+        assert_eq!(stubbed, ["count"], "{out}");
+        assert!(
+            out.contains("asm!(\"clflush [{0}]\", \"mfence\", in(reg) addr)"),
+            "{out}"
+        );
+        assert!(out.contains("asm!(\"pause\")"), "{out}");
     }
 
     #[test]
