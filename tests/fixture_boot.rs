@@ -327,3 +327,37 @@ fn fixture_core_unit_tests_pass_on_the_host() {
         run.transcript()
     );
 }
+
+#[test]
+fn fixture_checks_for_aarch64_without_warnings() {
+    require_target();
+    let fixture = copy_fixture();
+    let run = run_with_timeout(
+        cargo(
+            &fixture,
+            &[
+                "check",
+                "--target",
+                FIXTURE_TARGET,
+                "--message-format",
+                "short",
+            ],
+        ),
+        RUN_TIMEOUT,
+    );
+    assert!(
+        run.status.is_some_and(|status| status.success()),
+        "`cargo check --target {FIXTURE_TARGET}` failed in the fixture\n{}",
+        run.transcript()
+    );
+    let warnings: Vec<&str> = run
+        .stderr
+        .lines()
+        .filter(|l| l.contains("warning"))
+        .collect();
+    assert!(
+        warnings.is_empty(),
+        "the fixture must check clean:\n{}",
+        warnings.join("\n")
+    );
+}
