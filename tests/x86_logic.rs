@@ -50,14 +50,38 @@ fn vmcs_field_encodings_match_the_sdm() {
 
 #[test]
 fn field_width_and_kind_follow_the_encoding_layout() {
-    assert_eq!(vmx_fields::field_width(field::GUEST_CS_SELECTOR), FieldWidth::Bits16);
-    assert_eq!(vmx_fields::field_width(field::EPT_POINTER), FieldWidth::Bits64);
-    assert_eq!(vmx_fields::field_width(field::VM_EXIT_REASON), FieldWidth::Bits32);
-    assert_eq!(vmx_fields::field_width(field::GUEST_RIP), FieldWidth::Natural);
-    assert_eq!(vmx_fields::field_kind(field::TSC_OFFSET), FieldKind::Control);
-    assert_eq!(vmx_fields::field_kind(field::VM_EXIT_REASON), FieldKind::ReadOnlyData);
-    assert_eq!(vmx_fields::field_kind(field::GUEST_CR3), FieldKind::GuestState);
-    assert_eq!(vmx_fields::field_kind(field::HOST_CR3), FieldKind::HostState);
+    assert_eq!(
+        vmx_fields::field_width(field::GUEST_CS_SELECTOR),
+        FieldWidth::Bits16
+    );
+    assert_eq!(
+        vmx_fields::field_width(field::EPT_POINTER),
+        FieldWidth::Bits64
+    );
+    assert_eq!(
+        vmx_fields::field_width(field::VM_EXIT_REASON),
+        FieldWidth::Bits32
+    );
+    assert_eq!(
+        vmx_fields::field_width(field::GUEST_RIP),
+        FieldWidth::Natural
+    );
+    assert_eq!(
+        vmx_fields::field_kind(field::TSC_OFFSET),
+        FieldKind::Control
+    );
+    assert_eq!(
+        vmx_fields::field_kind(field::VM_EXIT_REASON),
+        FieldKind::ReadOnlyData
+    );
+    assert_eq!(
+        vmx_fields::field_kind(field::GUEST_CR3),
+        FieldKind::GuestState
+    );
+    assert_eq!(
+        vmx_fields::field_kind(field::HOST_CR3),
+        FieldKind::HostState
+    );
     assert!(!vmx_fields::field_is_writable(field::EXIT_QUALIFICATION));
     assert!(vmx_fields::field_is_writable(field::GUEST_RIP));
 }
@@ -102,7 +126,10 @@ fn fixed_cr_bits_are_applied() {
     // Typical IA32_VMX_CR0_FIXED0/1: PE, NE, PG must be 1; bits above 31 must be 0.
     let fixed0 = 0x8000_0021;
     let fixed1 = 0xffff_ffff;
-    assert_eq!(vmx_fields::apply_fixed_bits(0x1_0000_0010, fixed0, fixed1), 0x8000_0031);
+    assert_eq!(
+        vmx_fields::apply_fixed_bits(0x1_0000_0010, fixed0, fixed1),
+        0x8000_0031
+    );
     assert_eq!(
         vmx_fields::apply_fixed_bits(0, vmx_fields::cr4::VMXE, u64::MAX),
         vmx_fields::cr4::VMXE
@@ -141,9 +168,16 @@ fn ept_entries_have_sdm_bits() {
 #[test]
 fn eptp_layout() {
     // WB (6), 4-level walk (3 in bits 5:3), no A/D flags.
-    assert_eq!(ept_entry::eptp(0x7000, MemoryType::WriteBack, 4, false), 0x7000 | 0x1E);
-    assert_eq!(ept_entry::eptp(0x7000, MemoryType::WriteBack, 4, true), 0x7000 | 0x5E);
-    let cap = ept_entry::EptVpidCap::decode((1 << 6) | (1 << 14) | (1 << 20) | (1 << 26) | (1 << 32));
+    assert_eq!(
+        ept_entry::eptp(0x7000, MemoryType::WriteBack, 4, false),
+        0x7000 | 0x1E
+    );
+    assert_eq!(
+        ept_entry::eptp(0x7000, MemoryType::WriteBack, 4, true),
+        0x7000 | 0x5E
+    );
+    let cap =
+        ept_entry::EptVpidCap::decode((1 << 6) | (1 << 14) | (1 << 20) | (1 << 26) | (1 << 32));
     assert!(cap.walk_length_4 && cap.memory_type_wb && cap.invept && cap.invept_all_context);
     assert!(cap.invvpid && !cap.invvpid_all_context && !cap.accessed_dirty);
 }
@@ -161,7 +195,10 @@ fn level_indices_split_addresses() {
 fn paging_entries() {
     assert_eq!(pte::PRESENT | pte::WRITABLE, 0b11);
     assert_eq!(pte::NO_EXECUTE, 1 << 63);
-    assert_eq!(ept_entry::pde_large(0x20_0000, true, false), 0x20_0000 | 0xE3);
+    assert_eq!(
+        ept_entry::pde_large(0x20_0000, true, false),
+        0x20_0000 | 0xE3
+    );
     assert_eq!(ept_entry::pde_large(0xFEE0_0000, true, true) & 0x18, 0x18);
     assert_eq!(ept_entry::pte_table(0x3000), 0x3003);
 }
@@ -224,9 +261,18 @@ fn injection_needs_if_and_no_sti_blocking() {
     use exit_reason::{can_inject_external, interruptibility, RFLAGS_IF};
     assert!(can_inject_external(RFLAGS_IF | 2, 0));
     assert!(!can_inject_external(2, 0));
-    assert!(!can_inject_external(RFLAGS_IF, interruptibility::BLOCKING_BY_STI));
-    assert!(!can_inject_external(RFLAGS_IF, interruptibility::BLOCKING_BY_MOV_SS));
-    assert!(can_inject_external(RFLAGS_IF, interruptibility::BLOCKING_BY_NMI));
+    assert!(!can_inject_external(
+        RFLAGS_IF,
+        interruptibility::BLOCKING_BY_STI
+    ));
+    assert!(!can_inject_external(
+        RFLAGS_IF,
+        interruptibility::BLOCKING_BY_MOV_SS
+    ));
+    assert!(can_inject_external(
+        RFLAGS_IF,
+        interruptibility::BLOCKING_BY_NMI
+    ));
 }
 
 #[test]
@@ -234,26 +280,57 @@ fn mmio_loads_decode() {
     // mov eax, dword ptr [rdx]
     let insn = mmio_insn::decode(&[0x8B, 0x02]).unwrap();
     assert_eq!((insn.len, insn.size), (2, 4));
-    assert_eq!(insn.access, Access::Load { reg: 0, zero_extend: true, high_byte: false });
+    assert_eq!(
+        insn.access,
+        Access::Load {
+            reg: 0,
+            zero_extend: true,
+            high_byte: false
+        }
+    );
     // mov r9d, dword ptr [rsi + 0x10]  (REX.R)
     let insn = mmio_insn::decode(&[0x44, 0x8B, 0x4E, 0x10]).unwrap();
     assert_eq!((insn.len, insn.size), (4, 4));
-    assert_eq!(insn.access, Access::Load { reg: 9, zero_extend: true, high_byte: false });
+    assert_eq!(
+        insn.access,
+        Access::Load {
+            reg: 9,
+            zero_extend: true,
+            high_byte: false
+        }
+    );
     // mov rax, qword ptr [rip + disp32]
     let insn = mmio_insn::decode(&[0x48, 0x8B, 0x05, 1, 2, 3, 4]).unwrap();
     assert_eq!((insn.len, insn.size), (7, 8));
     // movzx ecx, word ptr [rax + rbx*4 + 0x100]  (SIB + disp32)
     let insn = mmio_insn::decode(&[0x0F, 0xB7, 0x8C, 0x98, 0, 1, 0, 0]).unwrap();
     assert_eq!((insn.len, insn.size), (8, 2));
-    assert_eq!(insn.access, Access::Load { reg: 1, zero_extend: true, high_byte: false });
+    assert_eq!(
+        insn.access,
+        Access::Load {
+            reg: 1,
+            zero_extend: true,
+            high_byte: false
+        }
+    );
     // mov ah, byte ptr [rdi]  (legacy high-byte register)
     let insn = mmio_insn::decode(&[0x8A, 0x27]).unwrap();
-    assert_eq!(insn.access, Access::Load { reg: 0, zero_extend: false, high_byte: true });
+    assert_eq!(
+        insn.access,
+        Access::Load {
+            reg: 0,
+            zero_extend: false,
+            high_byte: true
+        }
+    );
     assert_eq!(mmio_insn::merge_load(&insn, 0x1122_3344, 0xAB), 0x1122_AB44);
     // mov ax, word ptr [rdi] keeps the upper bits
     let insn = mmio_insn::decode(&[0x66, 0x8B, 0x07]).unwrap();
     assert_eq!(insn.size, 2);
-    assert_eq!(mmio_insn::merge_load(&insn, u64::MAX, 0x1234), 0xFFFF_FFFF_FFFF_1234);
+    assert_eq!(
+        mmio_insn::merge_load(&insn, u64::MAX, 0x1234),
+        0xFFFF_FFFF_FFFF_1234
+    );
 }
 
 #[test]
@@ -263,7 +340,13 @@ fn mmio_stores_decode() {
     // mov dword ptr [rdx], ecx
     let insn = mmio_insn::decode(&[0x89, 0x0A]).unwrap();
     assert_eq!(insn.len, 2);
-    assert_eq!(insn.access, Access::Store(Source::Register { reg: 1, high_byte: false }));
+    assert_eq!(
+        insn.access,
+        Access::Store(Source::Register {
+            reg: 1,
+            high_byte: false
+        })
+    );
     assert_eq!(mmio_insn::store_value(&insn, &gprs), Some(0x2a));
     // mov dword ptr [rax + 8], 1
     let insn = mmio_insn::decode(&[0xC7, 0x40, 0x08, 1, 0, 0, 0]).unwrap();
@@ -281,9 +364,18 @@ fn mmio_stores_decode() {
 #[test]
 fn mmio_decoder_rejects_what_it_cannot_emulate() {
     assert_eq!(mmio_insn::decode(&[0x8B]), Err(DecodeError::Truncated));
-    assert_eq!(mmio_insn::decode(&[0x8B, 0xC1]), Err(DecodeError::RegisterOperand));
-    assert_eq!(mmio_insn::decode(&[0x01, 0x02]), Err(DecodeError::Unsupported(0x01)));
-    assert_eq!(mmio_insn::decode(&[0x8B, 0x80, 1, 2]), Err(DecodeError::Truncated));
+    assert_eq!(
+        mmio_insn::decode(&[0x8B, 0xC1]),
+        Err(DecodeError::RegisterOperand)
+    );
+    assert_eq!(
+        mmio_insn::decode(&[0x01, 0x02]),
+        Err(DecodeError::Unsupported(0x01))
+    );
+    assert_eq!(
+        mmio_insn::decode(&[0x8B, 0x80, 1, 2]),
+        Err(DecodeError::Truncated)
+    );
 }
 
 #[test]
@@ -300,7 +392,10 @@ fn vmcall_abi_maps_slots_to_registers() {
     gprs[Gpr::Rsi.index()] = 12;
     gprs[Gpr::Rdx.index()] = 7;
     gprs[Gpr::Rbx.index()] = 99;
-    assert_eq!(vmcall_abi::read_args(&gprs), [0xC600_0001, 0x40_1000, 12, 7]);
+    assert_eq!(
+        vmcall_abi::read_args(&gprs),
+        [0xC600_0001, 0x40_1000, 12, 7]
+    );
     vmcall_abi::write_results(&mut gprs, [0, 1, 2, 3]);
     assert_eq!(vmcall_abi::read_args(&gprs), [0, 1, 2, 3]);
     assert_eq!(gprs[Gpr::Rbx.index()], 99, "other registers are preserved");

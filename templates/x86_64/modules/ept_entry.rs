@@ -58,8 +58,15 @@ pub enum MemoryType {
 }
 
 /// An EPT leaf for `pa` with the given permissions and memory type.
-pub const fn ept_leaf(pa: u64, read: bool, write: bool, execute: bool, memory_type: MemoryType) -> u64 {
-    let mut entry = (pa & ADDR_MASK) | ((memory_type as u64) << ept::MEMORY_TYPE_SHIFT) | ept::IGNORE_PAT;
+pub const fn ept_leaf(
+    pa: u64,
+    read: bool,
+    write: bool,
+    execute: bool,
+    memory_type: MemoryType,
+) -> u64 {
+    let mut entry =
+        (pa & ADDR_MASK) | ((memory_type as u64) << ept::MEMORY_TYPE_SHIFT) | ept::IGNORE_PAT;
     if read {
         entry |= ept::READ;
     }
@@ -90,7 +97,12 @@ pub const fn ept_misconfigured(entry: u64) -> bool {
 
 /// Builds an EPT pointer (SDM Vol. 3C 25.6.11): memory type in bits 2:0,
 /// page-walk length minus one in bits 5:3, accessed/dirty enable in bit 6.
-pub const fn eptp(pml4_pa: u64, memory_type: MemoryType, walk_levels: u64, accessed_dirty: bool) -> u64 {
+pub const fn eptp(
+    pml4_pa: u64,
+    memory_type: MemoryType,
+    walk_levels: u64,
+    accessed_dirty: bool,
+) -> u64 {
     let ad = if accessed_dirty { 1 << 6 } else { 0 };
     (pml4_pa & ADDR_MASK) | ((walk_levels - 1) << 3) | ad | memory_type as u64
 }
@@ -171,7 +183,8 @@ pub const fn pte_table(table_pa: u64) -> u64 {
 /// (PAT entry 3, UC with the power-on PAT) for MMIO; accessed and dirty
 /// are preset so the CPU never has to write the entry.
 pub const fn pde_large(pa: u64, writable: bool, uncached: bool) -> u64 {
-    let mut entry = (pa & LARGE_ADDR_MASK) | pte::PRESENT | pte::PAGE_SIZE | pte::ACCESSED | pte::DIRTY;
+    let mut entry =
+        (pa & LARGE_ADDR_MASK) | pte::PRESENT | pte::PAGE_SIZE | pte::ACCESSED | pte::DIRTY;
     if writable {
         entry |= pte::WRITABLE;
     }

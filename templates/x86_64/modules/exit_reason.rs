@@ -116,7 +116,9 @@ impl ExitReason {
             basic::CPUID => ExitReason::Cpuid,
             basic::HLT => ExitReason::Hlt,
             basic::VMCALL => ExitReason::Vmcall,
-            basic::VMCLEAR..=basic::VMXON | basic::INVEPT | basic::INVVPID => ExitReason::VmxInstruction(reason),
+            basic::VMCLEAR..=basic::VMXON | basic::INVEPT | basic::INVVPID => {
+                ExitReason::VmxInstruction(reason)
+            }
             basic::CR_ACCESS => ExitReason::CrAccess,
             basic::IO_INSTRUCTION => ExitReason::IoInstruction,
             basic::RDMSR => ExitReason::Rdmsr,
@@ -159,7 +161,7 @@ impl ExitReasonField {
     }
 
     /// Bit 29: the exit came from VMX root operation (SMM dual monitor).
-    pub const fn from_root(self) -> bool {
+    pub const fn in_root_operation(self) -> bool {
         self.0 & (1 << 29) != 0
     }
 }
@@ -303,14 +305,24 @@ impl InterruptionInfo {
 
     /// An external interrupt with `vector`, ready to inject.
     pub const fn external_interrupt(vector: u8) -> Self {
-        InterruptionInfo { vector, kind: event_type::EXTERNAL_INTERRUPT, error_code: false, valid: true }
+        InterruptionInfo {
+            vector,
+            kind: event_type::EXTERNAL_INTERRUPT,
+            error_code: false,
+            valid: true,
+        }
     }
 
     /// A hardware exception with `vector` (with an error code for #DF, #TS,
     /// #NP, #SS, #GP, #PF, #AC).
     pub const fn hardware_exception(vector: u8) -> Self {
         let error_code = matches!(vector, 8 | 10..=14 | 17);
-        InterruptionInfo { vector, kind: event_type::HARDWARE_EXCEPTION, error_code, valid: true }
+        InterruptionInfo {
+            vector,
+            kind: event_type::HARDWARE_EXCEPTION,
+            error_code,
+            valid: true,
+        }
     }
 
     /// Decodes the raw field.
@@ -352,7 +364,9 @@ pub const RFLAGS_IF: u64 = 1 << 9;
 /// IF must be set and there must be no STI or MOV-SS blocking).
 pub const fn can_inject_external(rflags: u64, interruptibility: u32) -> bool {
     rflags & RFLAGS_IF != 0
-        && interruptibility & (interruptibility::BLOCKING_BY_STI | interruptibility::BLOCKING_BY_MOV_SS) == 0
+        && interruptibility
+            & (interruptibility::BLOCKING_BY_STI | interruptibility::BLOCKING_BY_MOV_SS)
+            == 0
 }
 
 /// First vector an external interrupt may use; lower ones are exceptions.

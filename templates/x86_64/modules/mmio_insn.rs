@@ -30,7 +30,11 @@ pub enum Access {
     /// Load into `reg`. `zero_extend`: the whole 64-bit register is
     /// replaced (32-bit destinations and MOVZX); otherwise only the low
     /// `size` bytes change (8/16-bit MOV). `high_byte` as in [`Source`].
-    Load { reg: u8, zero_extend: bool, high_byte: bool },
+    Load {
+        reg: u8,
+        zero_extend: bool,
+        high_byte: bool,
+    },
     /// Store.
     Store(Source),
 }
@@ -155,16 +159,27 @@ pub fn decode(bytes: &[u8]) -> Result<MmioInsn, DecodeError> {
             }
             Access::Store(Source::Immediate(imm))
         } else {
-            Access::Store(Source::Register { reg: if high_byte { reg - 4 } else { reg }, high_byte })
+            Access::Store(Source::Register {
+                reg: if high_byte { reg - 4 } else { reg },
+                high_byte,
+            })
         }
     } else {
         let zero_extend = movzx || size >= 4;
-        Access::Load { reg: if high_byte { reg - 4 } else { reg }, zero_extend, high_byte }
+        Access::Load {
+            reg: if high_byte { reg - 4 } else { reg },
+            zero_extend,
+            high_byte,
+        }
     };
     if pos > MAX_INSN_LEN || pos > bytes.len() {
         return Err(DecodeError::Truncated);
     }
-    Ok(MmioInsn { len: pos as u8, size: size as u8, access })
+    Ok(MmioInsn {
+        len: pos as u8,
+        size: size as u8,
+        access,
+    })
 }
 
 /// Mask of an access of `size` bytes.
@@ -194,8 +209,12 @@ pub fn store_value(insn: &MmioInsn, gprs: &[u64; 16]) -> Option<u64> {
 pub fn merge_load(insn: &MmioInsn, old: u64, value: u64) -> u64 {
     let value = value & size_mask(insn.size);
     match insn.access {
-        Access::Load { zero_extend: true, .. } => value,
-        Access::Load { high_byte: true, .. } => (old & !0xff00) | (value << 8),
+        Access::Load {
+            zero_extend: true, ..
+        } => value,
+        Access::Load {
+            high_byte: true, ..
+        } => (old & !0xff00) | (value << 8),
         Access::Load { .. } => (old & !size_mask(insn.size)) | value,
         Access::Store(_) => old,
     }

@@ -368,7 +368,10 @@ pub struct AdjustedControls {
 pub const fn adjust_controls(desired: u32, capability: u64) -> AdjustedControls {
     let must_be_one = capability as u32;
     let may_be_one = (capability >> 32) as u32;
-    AdjustedControls { value: (desired | must_be_one) & may_be_one, unsupported: desired & !may_be_one }
+    AdjustedControls {
+        value: (desired | must_be_one) & may_be_one,
+        unsupported: desired & !may_be_one,
+    }
 }
 
 /// Whether a control can be set to 1 according to `capability`.
