@@ -32,7 +32,7 @@
 //! 0x3B (0x20 + ID).
 
 use core::arch::{asm, global_asm};
-use core::sync::atomic::{AtomicU32, Ordering};
+use core::sync::atomic::Ordering;
 
 use super::*;
 
@@ -81,12 +81,6 @@ static mut GUEST_IDT: Idt = Idt([0; 2 * IDT_ENTRIES]);
 struct PageTables([[u64; 512]; 3]);
 #[link_section = ".guest.data"]
 static mut GUEST_PAGE_TABLES: PageTables = PageTables([[0; 512]; 3]);
-
-/// Interrupt bookkeeping of the x86 handler.
-#[link_section = ".guest.data"]
-static X86_LAST_IRQ: AtomicU32 = AtomicU32::new(0);
-#[link_section = ".guest.data"]
-static X86_IRQ_COUNT: AtomicU32 = AtomicU32::new(0);
 
 // ---------------------------------------------------------------------------
 // Hypervisor side: what the VMCS guest state needs.
@@ -274,12 +268,12 @@ pub fn take_timer_interrupt() -> bool {
     // (STI's shadow covers HLT), so the interrupt cannot slip in between
     // the check and the halt.
     let mut rounds: u32 = 0;
-    while X86_IRQ_COUNT.load(Ordering::Acquire) == 0 && rounds < 1_000 {
+    while IRQ_COUNT.load(Ordering::Acquire) == 0 && rounds < 1_000 {
         // SAFETY: the IDT is installed; the handler only stores to two atomics.
         unsafe { asm!("sti", "hlt", "cli", options(nostack)) };
         rounds = rounds.wrapping_add(1);
     }
-    X86_IRQ_COUNT.load(Ordering::Acquire) == 1 && X86_LAST_IRQ.load(Ordering::Acquire) == VIRTUAL_TIMER_INTID
+    IRQ_COUNT.load(Ordering::Acquire) == 1 && LAST_IRQ.load(Ordering::Acquire) == VIRTUAL_TIMER_INTID
 }
 
 /// Rust half of the guest's interrupt entry: `vector` is the IDT vector.
@@ -292,8 +286,8 @@ pub extern "C" fn eterna_guest_irq(vector: u64) {
         wrmsr(MSR_TSC_DEADLINE, 0);
     }
     wrmsr(MSR_EOI, 0);
-    X86_LAST_IRQ.store(intid, Ordering::Release);
-    X86_IRQ_COUNT.store(X86_IRQ_COUNT.load(Ordering::Relaxed).wrapping_add(1), Ordering::Release);
+    LAST_IRQ.store(intid, Ordering::Release);
+    IRQ_COUNT.store(IRQ_COUNT.load(Ordering::Relaxed).wrapping_add(1), Ordering::Release);
 }
 
 // The guest's exception stubs (vectors 0..31, 16 bytes apart): any

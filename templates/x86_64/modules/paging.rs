@@ -68,7 +68,7 @@ pub unsafe fn init_primary() {
             pdpt[gib] = pte_table(pd.0.get() as u64);
             let pd = &mut *pd.0.get();
             for (index, entry) in pd.iter_mut().enumerate() {
-                let pa = (gib as u64) << 30 | (index as u64) * LARGE_PAGE_SIZE;
+                let pa = ((gib as u64) << 30) | ((index as u64) * LARGE_PAGE_SIZE);
                 let device = pa >= DEVICE_START;
                 *entry = pde_large(pa, true, device);
                 if device && nx {
