@@ -167,6 +167,9 @@ pub fn port(job: &PortJob<'_>) -> Result<PortOutput> {
             let split = !m.source.split('/').any(|s| s == "aarch64" || s == "arm64");
             let (text, report) = port_to_target(job, m, &src_items, &renames, split)?;
             pending.insert(m.target.clone(), text);
+            if let Some(t) = &report.template {
+                add_support_files(job, t, m, &mut pending)?;
+            }
             if split {
                 let gated = gate_and_delegate(&source_text, &src_items);
                 pending.insert(m.source.clone(), gated);
@@ -175,7 +178,7 @@ pub fn port(job: &PortJob<'_>) -> Result<PortOutput> {
         };
         out.modules.push(report);
     }
-    declare_siblings(job, &mut pending)?;
+    reconcile_arch_roots(job, &mut pending)?;
     add_extras(job, &mut pending)?;
     for (rel, new) in pending {
         out.changes.push(FileChange { rel, new });
@@ -246,15 +249,19 @@ fn port_to_target(
             continue;
         }
         let name = it.name.clone().unwrap_or_default();
+        // The template defines items under their x86_64 names (`Aarch64` → `X86_64`).
+        let x86_name = |n: &str| Renames::ident(n).unwrap_or_else(|| n.to_string());
         if counted(it) {
             total += 1;
-            if have.contains(&name) {
+            if have.contains(&name) || have.contains(&x86_name(&name)) {
                 ported += 1;
                 continue;
             }
         } else if it.kind == Some(ItemKind::Impl) {
             // Methods of a type the template defines come with the template.
-            if impl_self_type(&it.text).is_some_and(|t| have.contains(&t)) {
+            if impl_self_type(&it.text)
+                .is_some_and(|t| have.contains(&t) || have.contains(&x86_name(&t)))
+            {
                 continue;
             }
         } else if split && it.is_arm64() && it.mod_decl.is_none() && it.name.is_some() {
@@ -670,40 +677,128 @@ fn splice(text: &str, mut edits: Vec<(usize, String)>) -> String {
     out
 }
 
-/// Makes the x86_64 arch root (`…/x86_64/mod.rs`), when it is written now, declare
-/// every planned module of its directory.
-fn declare_siblings(job: &PortJob<'_>, pending: &mut BTreeMap<String, String>) -> Result<()> {
+/// Renders the pure-logic files template `template` declares with `#[path]`, beside
+/// the target of `m`.
+fn add_support_files(
+    job: &PortJob<'_>,
+    template: &str,
+    m: &ModulePlan,
+    pending: &mut BTreeMap<String, String>,
+) -> Result<()> {
+    let dir = m.target.rsplit_once('/').map_or("", |(d, _)| d);
+    for sup in job.templates.support_of(template) {
+        let name = sup.file.rsplit('/').next().unwrap_or(&sup.file);
+        let rel = if dir.is_empty() {
+            name.to_string()
+        } else {
+            format!("{dir}/{name}")
+        };
+        let text = job.templates.render(
+            &sup.file,
+            &RenderContext {
+                crate_name: m.module_path.split("::").next().unwrap_or_default(),
+                source: &m.source,
+                target: &rel,
+                component: &m.component,
+                target_triple: &job.full.target_triple,
+            },
+        )?;
+        pending.insert(rel, text);
+    }
+    Ok(())
+}
+
+/// Makes the x86_64 arch root (`…/x86_64/mod.rs`), when it is written now, agree with
+/// the tree: it declares every planned module of its directory; a module it declares
+/// that no plan entry produces comes from its template (the x86_64 layer needs it even
+/// when the ARM64 layer had no counterpart), or, without one, is commented out.
+fn reconcile_arch_roots(job: &PortJob<'_>, pending: &mut BTreeMap<String, String>) -> Result<()> {
     let roots: Vec<String> = pending
         .keys()
         .filter(|rel| rel.ends_with("/x86_64/mod.rs"))
         .cloned()
         .collect();
     for root_rel in roots {
-        let dir = root_rel.trim_end_matches("mod.rs");
-        let Some(text) = pending.get_mut(&root_rel) else {
+        let dir = root_rel.trim_end_matches("mod.rs").to_string();
+        let Some(root_plan) = job.full.modules.iter().find(|m| m.target == root_rel) else {
             continue;
         };
+        let mut text = pending.get(&root_rel).cloned().unwrap_or_default();
+        let declared: Vec<SourceItem> = items(&text, &job.root.join(&root_rel), job.knowledge)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|i| i.mod_decl.is_some())
+            .collect();
+        let names: BTreeSet<String> = declared.iter().filter_map(|i| i.mod_decl.clone()).collect();
+        // Planned modules the template does not declare.
         let mut missing = Vec::new();
         for m in &job.full.modules {
-            let Some(rest) = m.target.strip_prefix(dir) else {
+            let Some(stem) = m
+                .target
+                .strip_prefix(&dir)
+                .and_then(|r| r.strip_suffix(".rs"))
+            else {
                 continue;
             };
-            let Some(stem) = rest.strip_suffix(".rs") else {
-                continue;
-            };
-            if stem == "mod" || stem.contains('/') {
-                continue;
-            }
-            let declared = text.lines().any(|l| {
-                let l = l.trim();
-                (l.starts_with("pub mod ")
-                    || l.starts_with("mod ")
-                    || l.starts_with("pub(crate) mod "))
-                    && l.trim_end_matches(';').ends_with(&format!(" {stem}"))
-            });
-            if !declared {
+            if stem != "mod" && !stem.contains('/') && !names.contains(stem) {
                 missing.push(stem.to_string());
             }
+        }
+        // Declared modules nothing produces.
+        let mut edits = Vec::new();
+        for d in &declared {
+            let name = d.mod_decl.clone().unwrap_or_default();
+            let file = format!("{dir}{name}.rs");
+            let nested = format!("{dir}{name}/mod.rs");
+            let exists = |rel: &str| pending.contains_key(rel) || job.root.join(rel).exists();
+            if exists(&file) || exists(&nested) || job.full.modules.iter().any(|m| m.target == file)
+            {
+                continue;
+            }
+            let template = job
+                .templates
+                .module_templates()
+                .find(|t| t.file == format!("{name}.rs"))
+                .cloned();
+            match template {
+                Some(t) => {
+                    let ctx = RenderContext {
+                        crate_name: root_plan.module_path.split("::").next().unwrap_or_default(),
+                        source: "",
+                        target: &file,
+                        component: &t.component,
+                        target_triple: &job.full.target_triple,
+                    };
+                    let body = job.templates.render(&t.file, &ctx)?;
+                    pending.insert(file.clone(), body);
+                    let as_module = ModulePlan {
+                        target: file.clone(),
+                        ..root_plan.clone()
+                    };
+                    add_support_files(job, &t.file, &as_module, pending)?;
+                }
+                None => {
+                    let commented: String = d.text.lines().map(|l| format!("// {l}\n")).collect();
+                    edits.push((
+                        d.range.clone(),
+                        format!(
+                            "// eterna-port: no source module or template for `{name}`:\n{}",
+                            commented.trim_end()
+                        ),
+                    ));
+                }
+            }
+        }
+        if !edits.is_empty() {
+            let mut out = String::new();
+            let mut at = 0;
+            for (r, new) in edits {
+                out.push_str(&text[at..r.start]);
+                out.push_str(&new);
+                at = r.end;
+            }
+            out.push_str(&text[at..]);
+            text = out;
         }
         if !missing.is_empty() {
             text.push_str("\n// Modules of the plan the template does not declare.\n");
@@ -711,6 +806,7 @@ fn declare_siblings(job: &PortJob<'_>, pending: &mut BTreeMap<String, String>) -
                 text.push_str(&format!("pub mod {stem};\n"));
             }
         }
+        pending.insert(root_rel, text);
     }
     Ok(())
 }
@@ -737,7 +833,7 @@ fn add_extras(job: &PortJob<'_>, pending: &mut BTreeMap<String, String>) -> Resu
             } else {
                 format!("{dir_rel}/{}", e.target)
             };
-            let text = job.templates.render(
+            let text = job.templates.render_extra(
                 &e.file,
                 &RenderContext {
                     crate_name: &crate_name,

@@ -22,10 +22,23 @@ pub struct TemplateEntry {
     pub summary: String,
 }
 
-/// A file the port needs besides the module targets (linker script, pure-logic
-/// submodules), copied to `target` relative to the crate directory.
+/// A pure-logic file a template declares with `#[path]`: written beside the target of
+/// the module ported with `declared_by`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct SupportEntry {
+    /// Path below `templates/x86_64/modules/`.
+    pub file: String,
+    /// The template (`file`) that declares it.
+    pub declared_by: String,
+    #[serde(default)]
+    pub summary: String,
+}
+
+/// A file the port needs besides the modules (linker script, boot configuration),
+/// written to `target` relative to the crate directory.
 #[derive(Debug, Clone, Deserialize)]
 pub struct ExtraEntry {
+    /// Path below `templates/x86_64/`.
     pub file: String,
     pub target: String,
     #[serde(default)]
@@ -36,6 +49,8 @@ pub struct ExtraEntry {
 struct Manifest {
     #[serde(default)]
     template: Vec<TemplateEntry>,
+    #[serde(default)]
+    support: Vec<SupportEntry>,
     #[serde(default)]
     extra: Vec<ExtraEntry>,
 }
@@ -75,7 +90,13 @@ impl Templates {
             .template
             .iter()
             .map(|t| format!("modules/{}", t.file))
-            .chain(manifest.extra.iter().map(|e| format!("modules/{}", e.file)))
+            .chain(
+                manifest
+                    .support
+                    .iter()
+                    .map(|e| format!("modules/{}", e.file)),
+            )
+            .chain(manifest.extra.iter().map(|e| e.file.clone()))
         {
             let source = file_text(&name)?;
             env.add_template_owned(name.clone(), source.to_string())
@@ -97,15 +118,36 @@ impl Templates {
             })
     }
 
+    /// Every module template.
+    pub fn module_templates(&self) -> impl Iterator<Item = &TemplateEntry> {
+        self.manifest.template.iter()
+    }
+
     pub fn extras(&self) -> &[ExtraEntry] {
         &self.manifest.extra
     }
 
-    /// Renders a template (module or extra) by its manifest `file`.
+    /// The support files a module template declares.
+    pub fn support_of<'a>(&'a self, template: &'a str) -> impl Iterator<Item = &'a SupportEntry> {
+        self.manifest
+            .support
+            .iter()
+            .filter(move |s| s.declared_by == template)
+    }
+
+    /// Renders a module or support template by its manifest `file`.
     pub fn render(&self, file: &str, ctx: &RenderContext<'_>) -> Result<String> {
-        let name = format!("modules/{file}");
+        self.render_named(&format!("modules/{file}"), ctx)
+    }
+
+    /// Renders an extra by its manifest `file`.
+    pub fn render_extra(&self, file: &str, ctx: &RenderContext<'_>) -> Result<String> {
+        self.render_named(file, ctx)
+    }
+
+    fn render_named(&self, name: &str, ctx: &RenderContext<'_>) -> Result<String> {
         self.env
-            .get_template(&name)
+            .get_template(name)
             .and_then(|t| {
                 t.render(minijinja::context! {
                     crate_name => ctx.crate_name,

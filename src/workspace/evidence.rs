@@ -697,7 +697,7 @@ impl Collector<'_> {
         let from_std = segs
             .first()
             .is_some_and(|s| matches!(s.as_str(), "core" | "std" | "alloc"));
-        let arm = |s: &String| s == "aarch64" || s == "arm64";
+        let arm = |s: &String| names_arm64(s);
         if from_std && segs.windows(2).any(|w| w[0] == "arch" && arm(&w[1])) {
             self.evidence(EvidenceKind::CoreArch, segs.join("::"), line);
         } else if !from_std && segs.iter().any(arm) {
@@ -751,7 +751,19 @@ impl Collector<'_> {
     /// assembly; anywhere, identifiers that are system registers count.
     fn macro_tokens(&mut self, tokens: &TokenStream, mut in_asm: bool) {
         let mut prev_ident: Option<String> = None;
+        // Whether the previous two tokens were `::` (so an identifier is a path segment).
+        let mut after_colons = false;
+        let mut colon = false;
         for tt in tokens.clone() {
+            let is_colon = matches!(&tt, TokenTree::Punct(p) if p.as_char() == ':');
+            if let TokenTree::Ident(id) = &tt {
+                let s = id.to_string();
+                if after_colons && names_arm64(&s) {
+                    self.evidence(EvidenceKind::ArchPath, s, id.span().start().line);
+                }
+            }
+            after_colons = colon && is_colon;
+            colon = is_colon;
             match tt {
                 TokenTree::Group(g) => {
                     let include = prev_ident.as_deref() == Some("include_str");
@@ -932,6 +944,16 @@ fn is_arm_register(word: &str) -> bool {
     };
     let canonical = n == "0" || !n.starts_with('0');
     canonical && n.len() <= 2 && n.parse::<u8>().is_ok_and(|n| n <= 30)
+}
+
+/// A path segment that names the AArch64 layer: a module `aarch64`/`arm64` or a type
+/// such as `Aarch64`, `AArch64Timer`, `Arm64Platform`.
+fn names_arm64(seg: &str) -> bool {
+    seg == "aarch64"
+        || seg == "arm64"
+        || seg.contains("Aarch64")
+        || seg.contains("AArch64")
+        || seg.contains("Arm64")
 }
 
 /// `NAME_EL0..3` shape, case-insensitive.
