@@ -246,10 +246,16 @@ fn rust_blocks(
         let info_path = path_in_info(b.info);
         let (first_line_path, body) = path_in_first_line(&b.content);
         let path = info_path
+            .clone()
             .or(first_line_path.clone())
             .or_else(|| b.before.and_then(path_in_line));
-        let named_rs = path.as_deref().is_some_and(|p| p.ends_with(".rs"));
-        if !is_rust && !named_rs {
+        // Other named files matter too: a manifest must be seen to be rejected (or
+        // accepted with --allow-deps), and a file named in the fence is meant to be
+        // written.
+        let wanted = path.as_deref().is_some_and(|p| {
+            p.ends_with(".rs") || p.ends_with("Cargo.toml") || info_path.is_some()
+        });
+        if !is_rust && !wanted {
             continue;
         }
         let content = if first_line_path.is_some() {
@@ -301,7 +307,7 @@ fn path_in_info(info: &str) -> Option<String> {
         .enumerate()
     {
         let word = match word.split_once('=') {
-            Some((k, v)) if matches!(k, "path" | "file" | "title" | "filename") => v,
+            Some(("path" | "file" | "title" | "filename", v)) => v,
             Some(_) => continue,
             None => word,
         };
