@@ -1001,3 +1001,109 @@ fn answers_without_usable_code_are_rejected() {
         Err(ExtractError::DuplicatePath { .. })
     ));
 }
+
+#[tokio::test]
+async fn retry_after_on_a_server_error_is_honoured_within_the_backoff_bound() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(503).insert_header("retry-after", "1"))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(ok("back"))
+        .mount(&server)
+        .await;
+    let mut s = settings(&server, &KEYS[..1]);
+    s.backoff_max = Duration::from_millis(150);
+    let c = LlmClient::new(s).unwrap();
+    let start = Instant::now();
+    let resp = c.chat(&request(), &CancellationToken::new()).await.unwrap();
+    let waited = start.elapsed();
+    assert_eq!(resp.attempts, 2);
+    assert!(
+        waited >= Duration::from_millis(150) && waited < Duration::from_secs(1),
+        "waited {waited:?}: Retry-After 1 s, capped at backoff_max"
+    );
+}
+
+#[tokio::test]
+async fn stream_server_error_before_any_content_is_retried() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(502))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(sse(&[
+            r#"{"choices":[{"delta":{"content":"ok"},"finish_reason":"stop"}]}"#,
+        ]))
+        .mount(&server)
+        .await;
+    let mut seen = String::new();
+    let resp = client(&server, &KEYS[..1])
+        .chat_stream(&request(), &CancellationToken::new(), &mut |d: &str| {
+            seen.push_str(d)
+        })
+        .await
+        .unwrap();
+    assert_eq!((resp.content.as_str(), resp.attempts), ("ok", 2));
+    assert_eq!(
+        seen, "ok",
+        "a finish_reason without [DONE] is a complete answer"
+    );
+}
+
+#[tokio::test]
+async fn stream_error_event_after_content_is_truncation() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(sse(&[
+            r#"{"choices":[{"delta":{"content":"pub fn"}}]}"#,
+            r#"{"error":{"message":"Provider disconnected","code":502},"choices":[{"delta":{"content":""},"finish_reason":"error"}]}"#,
+        ]))
+        .mount(&server)
+        .await;
+    let err = client(&server, &KEYS[..1])
+        .chat_stream(&request(), &CancellationToken::new(), &mut |_: &str| {})
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            LlmError::Truncated {
+                received_chars: 6,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("Provider disconnected"), "{err}");
+    assert_eq!(
+        server.received_requests().await.unwrap().len(),
+        1,
+        "not retried"
+    );
+}
+
+#[tokio::test]
+async fn server_that_does_not_stream_still_answers_a_stream_request() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ok("whole answer"))
+        .mount(&server)
+        .await;
+    let mut seen = Vec::new();
+    let resp = client(&server, &KEYS[..1])
+        .chat_stream(&request(), &CancellationToken::new(), &mut |d: &str| {
+            seen.push(d.to_string())
+        })
+        .await
+        .unwrap();
+    assert_eq!(resp.content, "whole answer");
+    assert_eq!(seen, ["whole answer"]);
+    assert_eq!(resp.usage.total_tokens, 17);
+}

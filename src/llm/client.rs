@@ -222,10 +222,20 @@ enum Failure {
     },
     /// 401/403: disable the key.
     Refused { status: u16, message: String },
-    /// 5xx, timeout, connection error: back off and retry.
-    Transient(String),
+    /// 5xx, timeout, connection error: back off (at least `retry_after`) and retry.
+    Transient {
+        what: String,
+        retry_after: Option<Duration>,
+    },
     /// Anything else: give up now.
     Fatal(LlmError),
+}
+
+fn transient(what: String) -> Failure {
+    Failure::Transient {
+        what,
+        retry_after: None,
+    }
 }
 
 /// The chat client. Cheap to share (`Arc`) between tasks.
@@ -443,7 +453,7 @@ impl LlmClient {
                     self.pool.disable(key_index);
                     last_refusal = Some((status, message));
                 }
-                Err(Failure::Transient(what)) => {
+                Err(Failure::Transient { what, retry_after }) => {
                     transient += 1;
                     if transient >= self.settings.max_attempts.max(1) {
                         return Err(LlmError::RetriesExhausted {
@@ -452,7 +462,12 @@ impl LlmClient {
                             last: what,
                         });
                     }
-                    let delay = self.backoff(transient);
+                    // A server that says when to come back is believed, within bounds.
+                    let delay = self.backoff(transient).max(
+                        retry_after
+                            .unwrap_or_default()
+                            .min(self.settings.backoff_max),
+                    );
                     warn!(
                         endpoint = %self.endpoint,
                         attempt = attempts,
@@ -528,7 +543,7 @@ impl LlmClient {
         debug!(endpoint = %self.endpoint, key = key_index + 1, stream, "sending LLM request");
         let sent = tokio::time::timeout(self.settings.timeout, rb.send()).await;
         let resp = match sent {
-            Err(_) => return Err(Failure::Transient(self.timed_out())),
+            Err(_) => return Err(transient(self.timed_out())),
             Ok(Err(e)) => return Err(self.transport_failure(&e)),
             Ok(Ok(r)) => r,
         };
@@ -551,12 +566,31 @@ impl LlmClient {
             None => {
                 let text = match resp.text().await {
                     Ok(t) => t,
-                    Err(e) if e.is_timeout() => return Err(Failure::Transient(self.timed_out())),
+                    Err(e) if e.is_timeout() => return Err(transient(self.timed_out())),
                     Err(e) => return Err(self.transport_failure(&e)),
                 };
                 self.parse_completion(&text, key_index)
             }
-            Some(on_delta) => self.read_stream(resp, key_index, on_delta).await,
+            Some(on_delta) => {
+                let json = resp
+                    .headers()
+                    .get(CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|v| v.starts_with("application/json"));
+                if !json {
+                    return self.read_stream(resp, key_index, on_delta).await;
+                }
+                // A server that does not stream answers with one completion.
+                let text = tokio::time::timeout(self.settings.timeout, resp.text())
+                    .await
+                    .map_err(|_| transient(self.timed_out()))?
+                    .map_err(|e| self.transport_failure(&e))?;
+                let resp = self.parse_completion(&text, key_index)?;
+                if !resp.content.is_empty() {
+                    on_delta(&resp.content);
+                }
+                Ok(resp)
+            }
         }
     }
 
@@ -569,7 +603,7 @@ impl LlmClient {
 
     fn transport_failure(&self, e: &reqwest::Error) -> Failure {
         if e.is_timeout() {
-            return Failure::Transient(self.timed_out());
+            return transient(self.timed_out());
         }
         let mut msg = e.to_string();
         let mut source = std::error::Error::source(e);
@@ -579,13 +613,13 @@ impl LlmClient {
             source = s.source();
         }
         if e.is_connect() {
-            Failure::Transient(format!("cannot connect: {}", self.scrub(&msg)))
+            transient(format!("cannot connect: {}", self.scrub(&msg)))
         } else if e.is_builder() {
             Failure::Fatal(LlmError::Config {
                 message: self.scrub(&msg),
             })
         } else {
-            Failure::Transient(self.scrub(&msg))
+            transient(self.scrub(&msg))
         }
     }
 
@@ -596,7 +630,10 @@ impl LlmClient {
                 message,
             },
             401 | 403 => Failure::Refused { status, message },
-            408 | 500..=599 => Failure::Transient(format!("HTTP {status}: {message}")),
+            408 | 500..=599 => Failure::Transient {
+                what: format!("HTTP {status}: {message}"),
+                retry_after,
+            },
             _ => Failure::Fatal(LlmError::Http {
                 endpoint: self.endpoint.clone(),
                 status,
@@ -627,7 +664,7 @@ impl LlmClient {
             .map(|c| c as u16);
         Some(match code {
             Some(c) if c >= 400 => self.classify(c, message, None),
-            _ => Failure::Transient(format!("server error: {message}")),
+            _ => transient(format!("server error: {message}")),
         })
     }
 
@@ -701,21 +738,27 @@ impl LlmClient {
         let mut body = resp.bytes_stream();
         let mut parser = SseParser::default();
         let mut state = StreamState::default();
-        let mut started = false;
         loop {
             let next = tokio::time::timeout(self.settings.timeout, body.next()).await;
             let chunk = match next {
                 Err(_) => {
+                    if state.finish_reason.is_some() {
+                        break;
+                    }
                     let what = self.timed_out();
-                    return Err(if started {
-                        truncated(&state, format!("the stream stalled: {what}"))
+                    return Err(if state.content.is_empty() {
+                        // Nothing was passed on yet, so trying again is safe.
+                        transient(what)
                     } else {
-                        Failure::Transient(what)
+                        truncated(&state, format!("the stream stalled: {what}"))
                     });
                 }
                 Ok(None) => break,
                 Ok(Some(Err(e))) => {
-                    if !started {
+                    if state.finish_reason.is_some() {
+                        break;
+                    }
+                    if state.content.is_empty() {
                         return Err(self.transport_failure(&e));
                     }
                     return Err(truncated(
@@ -725,7 +768,6 @@ impl LlmClient {
                 }
                 Ok(Some(Ok(bytes))) => bytes,
             };
-            started = true;
             for data in parser.push(&chunk) {
                 if data == "[DONE]" {
                     state.done = true;
@@ -744,11 +786,18 @@ impl LlmClient {
                     }
                 };
                 if let Some(f) = self.embedded_error(&v) {
-                    return Err(match f {
-                        Failure::Transient(m) if state.content.is_empty() => Failure::Transient(m),
-                        Failure::Transient(m) => truncated(&state, m),
-                        other => other,
-                    });
+                    if state.content.is_empty() {
+                        return Err(f);
+                    }
+                    // Content went out already: a retry would repeat it.
+                    let what = match f {
+                        Failure::Transient { what, .. } => what,
+                        Failure::RateLimited { message, .. } | Failure::Refused { message, .. } => {
+                            message
+                        }
+                        Failure::Fatal(e) => e.to_string(),
+                    };
+                    return Err(truncated(&state, format!("the server reported: {what}")));
                 }
                 if let Some(delta) = state.apply(&v) {
                     on_delta(&delta);
@@ -886,6 +935,19 @@ mod tests {
             let d30 = c.backoff(30);
             assert!(d30 >= Duration::from_millis(500) && d30 <= Duration::from_millis(1000));
         }
+    }
+
+    #[test]
+    fn requests_can_run_on_spawned_tasks() {
+        fn assert_send<T: Send>(_: &T) {}
+        fn assert_sync<T: Send + Sync>() {}
+        assert_sync::<LlmClient>();
+        let c = LlmClient::new(LlmSettings::new("http://127.0.0.1:1/v1", "m", vec![])).unwrap();
+        let cancel = CancellationToken::new();
+        let req = ChatRequest::default();
+        assert_send(&c.chat(&req, &cancel));
+        let mut sink = |_: &str| {};
+        assert_send(&c.chat_stream(&req, &cancel, &mut sink));
     }
 
     #[test]
