@@ -839,6 +839,7 @@ fn json_envelope_is_accepted_bare_and_fenced() {
     for answer in [
         envelope.clone(),
         format!("Here are the files:\n\n```json\n{envelope}\n```\nDone."),
+        format!("Here are the files: {envelope} (two of them)."),
     ] {
         let files = extract_files(&answer, &opts()).unwrap();
         assert_eq!(files.len(), 2);
@@ -890,6 +891,13 @@ pub struct Pml4;
         files[1].content, "pub mod tables;\n",
         "the path comment is dropped"
     );
+}
+
+#[test]
+fn rust_that_mentions_files_is_not_taken_for_an_envelope() {
+    let answer = "```rust\npub fn manifest() -> &'static str { r#\"{\"files\": [\"# }\n```\n";
+    let files = extract_files(answer, &ExtractOptions::for_targets(["src/a.rs"])).unwrap();
+    assert_eq!(files[0].path, "src/a.rs");
 }
 
 #[test]

@@ -425,7 +425,10 @@ impl LlmClient {
                     message,
                 }) => {
                     rate_limited += 1;
-                    let period = retry_after.unwrap_or(self.settings.default_cooldown);
+                    // `Retry-After: 0` must not turn into a busy loop.
+                    let period = retry_after
+                        .unwrap_or(self.settings.default_cooldown)
+                        .max(self.settings.backoff_base);
                     warn!(
                         endpoint = %self.endpoint,
                         key = key_index + 1,

@@ -200,22 +200,30 @@ fn envelope(
     answer: &str,
     blocks: &[Block<'_>],
 ) -> Result<Option<Vec<(String, String)>>, ExtractError> {
-    let mut candidates: Vec<&str> = Vec::new();
+    // (text, whether a parse error there is the answer's error)
+    let mut candidates: Vec<(&str, bool)> = Vec::new();
     let whole = answer.trim();
     if whole.starts_with('{') {
-        candidates.push(whole);
+        candidates.push((whole, true));
     }
     for b in blocks {
         let t = b.content.trim();
         if (b.lang().eq_ignore_ascii_case("json") || b.lang().is_empty()) && t.starts_with('{') {
-            candidates.push(t);
+            candidates.push((t, true));
         }
     }
-    for c in candidates {
+    // An envelope in prose without a fence: from the first `{` to the last `}`.
+    if let (Some(start), Some(end)) = (answer.find('{'), answer.rfind('}')) {
+        let inner = &answer[start..=end.max(start)];
+        if candidates.is_empty() && inner.contains("\"files\"") {
+            candidates.push((inner, false));
+        }
+    }
+    for (c, strict) in candidates {
         let v: serde_json::Value = match serde_json::from_str(c) {
             Ok(v) => v,
             Err(e) => {
-                if c.contains("\"files\"") {
+                if strict && c.contains("\"files\"") {
                     return Err(ExtractError::Envelope(e.to_string()));
                 }
                 continue;
