@@ -326,6 +326,13 @@ async fn all_keys_refused_is_a_clear_error() {
     );
     assert!(msg.contains("OPENROUTER_API_KEY"), "says what to do: {msg}");
     assert_eq!(server.received_requests().await.unwrap().len(), 2);
+    // Later requests fail the same way without asking the server again.
+    let again = c
+        .chat(&request(), &CancellationToken::new())
+        .await
+        .unwrap_err();
+    assert_eq!(again.to_string(), msg);
+    assert_eq!(server.received_requests().await.unwrap().len(), 2);
 }
 
 #[tokio::test]

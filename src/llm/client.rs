@@ -244,6 +244,9 @@ pub struct LlmClient {
     http: reqwest::Client,
     pool: KeyPool,
     endpoint: String,
+    /// The last 401/403 (status, message), for the error once every key is disabled,
+    /// which may be in a later request than the refusals.
+    last_refusal: std::sync::Mutex<Option<(u16, String)>>,
 }
 
 impl std::fmt::Debug for LlmClient {
@@ -309,6 +312,7 @@ impl LlmClient {
             http,
             pool,
             endpoint,
+            last_refusal: std::sync::Mutex::new(None),
         })
     }
 
@@ -372,13 +376,17 @@ impl LlmClient {
         let mut attempts = 0u32;
         let mut transient = 0u32;
         let mut rate_limited = 0u32;
-        let mut last_refusal: Option<(u16, String)> = None;
         let mut last_rate_limit = String::new();
         loop {
             let key_index = match self.pool.pick() {
                 Pick::Key(i) => i,
                 Pick::AllDisabled => {
-                    let (status, message) = last_refusal.take().unwrap_or_default();
+                    let (status, message) = self
+                        .last_refusal
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .clone()
+                        .unwrap_or_default();
                     return Err(LlmError::AllKeysRefused {
                         endpoint: self.endpoint.clone(),
                         keys: self.settings.keys.len(),
@@ -454,7 +462,8 @@ impl LlmClient {
                         "API key refused; not using it again in this run"
                     );
                     self.pool.disable(key_index);
-                    last_refusal = Some((status, message));
+                    *self.last_refusal.lock().unwrap_or_else(|e| e.into_inner()) =
+                        Some((status, message));
                 }
                 Err(Failure::Transient { what, retry_after }) => {
                     transient += 1;
