@@ -617,13 +617,19 @@ impl LlmClient {
         if e.is_timeout() {
             return transient(self.timed_out());
         }
-        let mut msg = e.to_string();
+        // The causes, without reqwest's "error sending request for url (…)": the
+        // error names the endpoint already.
+        let mut causes = Vec::new();
         let mut source = std::error::Error::source(e);
         while let Some(s) = source {
-            msg.push_str(": ");
-            msg.push_str(&s.to_string());
+            causes.push(s.to_string());
             source = s.source();
         }
+        let msg = if causes.is_empty() {
+            e.to_string()
+        } else {
+            causes.join(": ")
+        };
         if e.is_connect() {
             transient(format!("cannot connect: {}", self.scrub(&msg)))
         } else if e.is_builder() {
