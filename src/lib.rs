@@ -8,6 +8,7 @@ pub mod cli;
 pub mod config;
 pub mod engine;
 pub mod knowledge;
+pub mod llm;
 pub mod plan;
 pub mod report;
 pub mod workspace;

@@ -1,0 +1,983 @@
+//! The OpenAI-compatible chat client: key pool, retries with backoff, streaming (SSE),
+//! timeouts and cancellation.
+//!
+//! Keys go into the `Authorization` header and nowhere else: errors and logs name a key
+//! by its position (`key #2`), and any text that comes back from the server is scrubbed
+//! of key text before it is shown.
+
+use std::time::{Duration, SystemTime};
+
+use futures_util::StreamExt;
+use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use super::error::LlmError;
+use super::keys::{parse_retry_after, KeyPool, Pick};
+use super::sse::{SseParser, StreamState};
+use crate::config::{Config, Secret, REDACTED};
+
+/// OpenRouter's app attribution headers.
+pub const DEFAULT_REFERER: &str = "https://crates.io/crates/cargo-eterna-port";
+pub const DEFAULT_TITLE: &str = "cargo-eterna-port";
+
+/// Everything the client needs; built from the [`Config`] or by hand (tests).
+#[derive(Debug, Clone)]
+pub struct LlmSettings {
+    /// Base URL of an OpenAI-compatible API, e.g. `https://openrouter.ai/api/v1`;
+    /// requests go to `{base_url}/chat/completions`.
+    pub base_url: String,
+    pub model: String,
+    /// API keys, used round-robin. Empty: no `Authorization` header (local servers).
+    pub keys: Vec<Secret>,
+    /// Per request: the whole answer for `chat`, the response headers and then each
+    /// gap between chunks for `chat_stream`.
+    pub timeout: Duration,
+    /// Attempts (the first one included) when the server fails with 5xx, times out or
+    /// cannot be reached.
+    pub max_attempts: u32,
+    /// First backoff delay; doubled per failed attempt, with jitter.
+    pub backoff_base: Duration,
+    /// Upper bound of one backoff delay.
+    pub backoff_max: Duration,
+    /// Cool-down of a rate-limited key when the server sends no `Retry-After`.
+    pub default_cooldown: Duration,
+    /// Give up instead of waiting longer than this for a rate-limited key.
+    pub max_key_wait: Duration,
+    /// How many 429 answers one request tolerates before it fails.
+    pub max_rate_limited: u32,
+    /// `HTTP-Referer` header (OpenRouter app attribution); `None` to omit.
+    pub referer: Option<String>,
+    /// `X-Title` header (OpenRouter app attribution); `None` to omit.
+    pub title: Option<String>,
+    /// Ask for usage accounting with OpenRouter's `usage: {include: true}`. Other servers
+    /// get OpenAI's `stream_options.include_usage` on streams instead.
+    pub openrouter_usage: bool,
+}
+
+impl LlmSettings {
+    /// Defaults for `base_url`, `model` and `keys`.
+    pub fn new(base_url: impl Into<String>, model: impl Into<String>, keys: Vec<Secret>) -> Self {
+        let base_url = base_url.into().trim_end_matches('/').to_string();
+        let openrouter_usage = is_openrouter(&base_url);
+        LlmSettings {
+            base_url,
+            model: model.into(),
+            keys,
+            timeout: Duration::from_secs(180),
+            max_attempts: 5,
+            backoff_base: Duration::from_millis(500),
+            backoff_max: Duration::from_secs(30),
+            default_cooldown: Duration::from_secs(20),
+            max_key_wait: Duration::from_secs(300),
+            max_rate_limited: 12,
+            referer: Some(DEFAULT_REFERER.to_string()),
+            title: Some(DEFAULT_TITLE.to_string()),
+            openrouter_usage,
+        }
+    }
+
+    /// The settings of the effective configuration (`ETERNA_PORT_LLM_BASE_URL`,
+    /// `ETERNA_PORT_MODEL`, `OPENROUTER_API_KEY1..3`, `OPENROUTER_API_KEY`).
+    pub fn from_config(config: &Config) -> Self {
+        let keys = config
+            .api_keys
+            .iter()
+            .map(|(_, s)| s.value.clone())
+            .collect();
+        LlmSettings::new(
+            config.base_url.value.clone(),
+            config.model.value.clone(),
+            keys,
+        )
+    }
+
+    /// `{base_url}/chat/completions`.
+    pub fn endpoint(&self) -> String {
+        format!("{}/chat/completions", self.base_url.trim_end_matches('/'))
+    }
+}
+
+fn is_openrouter(base_url: &str) -> bool {
+    reqwest::Url::parse(base_url)
+        .ok()
+        .and_then(|u| {
+            u.host_str()
+                .map(|h| h == "openrouter.ai" || h.ends_with(".openrouter.ai"))
+        })
+        .unwrap_or(false)
+}
+
+/// One chat message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Message {
+    pub role: String,
+    pub content: String,
+}
+
+impl Message {
+    pub fn system(content: impl Into<String>) -> Self {
+        Message {
+            role: "system".into(),
+            content: content.into(),
+        }
+    }
+    pub fn user(content: impl Into<String>) -> Self {
+        Message {
+            role: "user".into(),
+            content: content.into(),
+        }
+    }
+    pub fn assistant(content: impl Into<String>) -> Self {
+        Message {
+            role: "assistant".into(),
+            content: content.into(),
+        }
+    }
+}
+
+/// A chat completion request; the model comes from the settings unless overridden.
+#[derive(Debug, Clone, Default)]
+pub struct ChatRequest {
+    pub messages: Vec<Message>,
+    pub temperature: Option<f32>,
+    pub max_tokens: Option<u32>,
+    /// Another model than [`LlmSettings::model`] for this request.
+    pub model: Option<String>,
+}
+
+impl ChatRequest {
+    pub fn new(messages: Vec<Message>) -> Self {
+        ChatRequest {
+            messages,
+            ..ChatRequest::default()
+        }
+    }
+}
+
+/// Token usage of one answer, as the server reports it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Usage {
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub total_tokens: u64,
+    /// OpenRouter's `usage.cost` (credits, USD), when the server reports it.
+    pub cost: Option<f64>,
+}
+
+impl Usage {
+    /// Adds `other` (the usage of a task is the sum over its requests).
+    pub fn add(&mut self, other: &Usage) {
+        self.prompt_tokens += other.prompt_tokens;
+        self.completion_tokens += other.completion_tokens;
+        self.total_tokens += other.total_tokens;
+        self.cost = match (self.cost, other.cost) {
+            (None, None) => None,
+            (a, b) => Some(a.unwrap_or(0.0) + b.unwrap_or(0.0)),
+        };
+    }
+
+    pub(crate) fn from_json(v: &Value) -> Option<Usage> {
+        let obj = v.as_object()?;
+        let n = |k: &str| obj.get(k).and_then(Value::as_u64).unwrap_or(0);
+        let prompt_tokens = n("prompt_tokens");
+        let completion_tokens = n("completion_tokens");
+        let total_tokens = obj
+            .get("total_tokens")
+            .and_then(Value::as_u64)
+            .unwrap_or(prompt_tokens + completion_tokens);
+        Some(Usage {
+            prompt_tokens,
+            completion_tokens,
+            total_tokens,
+            cost: obj.get("cost").and_then(Value::as_f64),
+        })
+    }
+}
+
+/// The answer to a [`ChatRequest`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChatResponse {
+    pub content: String,
+    /// Zero when the server reported no usage.
+    pub usage: Usage,
+    /// The model that answered (as the server names it).
+    pub model: String,
+    /// `stop`, `length` (cut at `max_tokens`), …; `None` if the server did not say.
+    pub finish_reason: Option<String>,
+    /// Which key (index into [`LlmSettings::keys`]) was used.
+    pub key_index: usize,
+    /// Attempts it took (1 when the first one succeeded).
+    pub attempts: u32,
+}
+
+/// How one attempt failed, and what the retry loop does about it.
+enum Failure {
+    /// 429: cool the key down, try another.
+    RateLimited {
+        retry_after: Option<Duration>,
+        message: String,
+    },
+    /// 401/403: disable the key.
+    Refused { status: u16, message: String },
+    /// 5xx, timeout, connection error: back off (at least `retry_after`) and retry.
+    Transient {
+        what: String,
+        retry_after: Option<Duration>,
+    },
+    /// Anything else: give up now.
+    Fatal(LlmError),
+}
+
+fn transient(what: String) -> Failure {
+    Failure::Transient {
+        what,
+        retry_after: None,
+    }
+}
+
+/// The chat client. Cheap to share (`Arc`) between tasks.
+pub struct LlmClient {
+    settings: LlmSettings,
+    http: reqwest::Client,
+    pool: KeyPool,
+    endpoint: String,
+    /// The last 401/403 (status, message), for the error once every key is disabled,
+    /// which may be in a later request than the refusals.
+    last_refusal: std::sync::Mutex<Option<(u16, String)>>,
+}
+
+impl std::fmt::Debug for LlmClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LlmClient")
+            .field("endpoint", &self.endpoint)
+            .field("model", &self.settings.model)
+            .field("keys", &self.settings.keys.len())
+            .finish()
+    }
+}
+
+impl LlmClient {
+    pub fn new(settings: LlmSettings) -> Result<Self, LlmError> {
+        let endpoint = settings.endpoint();
+        let url = reqwest::Url::parse(&endpoint).map_err(|e| LlmError::Config {
+            message: format!(
+                "LLM base URL `{}` is not a valid URL ({e}); set ETERNA_PORT_LLM_BASE_URL to e.g. https://openrouter.ai/api/v1",
+                settings.base_url
+            ),
+        })?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(LlmError::Config {
+                message: format!(
+                    "LLM base URL `{}` must start with http:// or https://",
+                    settings.base_url
+                ),
+            });
+        }
+        for (i, key) in settings.keys.iter().enumerate() {
+            if HeaderValue::from_str(&format!("Bearer {}", key.expose())).is_err() {
+                return Err(LlmError::Config {
+                    message: format!(
+                        "API key #{} contains characters that cannot be sent in an HTTP header",
+                        i + 1
+                    ),
+                });
+            }
+        }
+        let mut headers = HeaderMap::new();
+        for (name, value) in [
+            ("HTTP-Referer", &settings.referer),
+            ("X-Title", &settings.title),
+        ] {
+            if let Some(v) = value {
+                let v = HeaderValue::from_str(v).map_err(|_| LlmError::Config {
+                    message: format!("{name} header value `{v}` is not a valid header value"),
+                })?;
+                headers.insert(name, v);
+            }
+        }
+        let http = reqwest::Client::builder()
+            .default_headers(headers)
+            .connect_timeout(settings.timeout.min(Duration::from_secs(30)))
+            .build()
+            .map_err(|e| LlmError::Config {
+                message: format!("cannot build the HTTP client: {e}"),
+            })?;
+        // No key: one anonymous slot, so the pool logic is the same.
+        let pool = KeyPool::new(settings.keys.len().max(1));
+        Ok(LlmClient {
+            settings,
+            http,
+            pool,
+            endpoint,
+            last_refusal: std::sync::Mutex::new(None),
+        })
+    }
+
+    pub fn settings(&self) -> &LlmSettings {
+        &self.settings
+    }
+
+    /// The chat/completions URL requests go to.
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// A non-streaming chat completion.
+    pub async fn chat(
+        &self,
+        req: &ChatRequest,
+        cancel: &CancellationToken,
+    ) -> Result<ChatResponse, LlmError> {
+        self.run(req, cancel, None).await
+    }
+
+    /// A streaming chat completion (SSE). `on_delta` sees each piece of content as it
+    /// arrives; the result holds the whole content and the final usage. A stream that
+    /// ends before `[DONE]` or a `finish_reason` is [`LlmError::Truncated`].
+    pub async fn chat_stream(
+        &self,
+        req: &ChatRequest,
+        cancel: &CancellationToken,
+        on_delta: &mut (dyn FnMut(&str) + Send),
+    ) -> Result<ChatResponse, LlmError> {
+        self.run(req, cancel, Some(on_delta)).await
+    }
+
+    fn body(&self, req: &ChatRequest, stream: bool) -> Value {
+        let mut body = json!({
+            "model": req.model.as_deref().unwrap_or(&self.settings.model),
+            "messages": req.messages,
+            "stream": stream,
+        });
+        if let Some(t) = req.temperature {
+            body["temperature"] = json!(t);
+        }
+        if let Some(m) = req.max_tokens {
+            body["max_tokens"] = json!(m);
+        }
+        if self.settings.openrouter_usage {
+            body["usage"] = json!({ "include": true });
+        } else if stream {
+            body["stream_options"] = json!({ "include_usage": true });
+        }
+        body
+    }
+
+    async fn run(
+        &self,
+        req: &ChatRequest,
+        cancel: &CancellationToken,
+        mut on_delta: Option<&mut (dyn FnMut(&str) + Send)>,
+    ) -> Result<ChatResponse, LlmError> {
+        let body = self.body(req, on_delta.is_some());
+        let mut attempts = 0u32;
+        let mut transient = 0u32;
+        let mut rate_limited = 0u32;
+        let mut last_rate_limit = String::new();
+        loop {
+            let key_index = match self.pool.pick() {
+                Pick::Key(i) => i,
+                Pick::AllDisabled => {
+                    let (status, message) = self
+                        .last_refusal
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .clone()
+                        .unwrap_or_default();
+                    return Err(LlmError::AllKeysRefused {
+                        endpoint: self.endpoint.clone(),
+                        keys: self.settings.keys.len(),
+                        status,
+                        message,
+                    });
+                }
+                Pick::Wait(wait) => {
+                    if wait > self.settings.max_key_wait {
+                        return Err(LlmError::RateLimited {
+                            endpoint: self.endpoint.clone(),
+                            attempts,
+                            retry_in: wait,
+                            message: last_rate_limit,
+                        });
+                    }
+                    debug!(endpoint = %self.endpoint, wait_ms = wait.as_millis() as u64, "every API key is cooling down; waiting");
+                    self.sleep(wait, cancel).await?;
+                    continue;
+                }
+            };
+            attempts += 1;
+            let attempt = self.attempt(&body, key_index, on_delta.as_deref_mut());
+            let outcome = tokio::select! {
+                biased;
+                _ = cancel.cancelled() => return Err(LlmError::Cancelled { endpoint: self.endpoint.clone() }),
+                r = attempt => r,
+            };
+            match outcome {
+                Ok(mut resp) => {
+                    resp.attempts = attempts;
+                    debug!(
+                        endpoint = %self.endpoint,
+                        key = key_index + 1,
+                        attempts,
+                        prompt_tokens = resp.usage.prompt_tokens,
+                        completion_tokens = resp.usage.completion_tokens,
+                        "LLM answer received"
+                    );
+                    return Ok(resp);
+                }
+                Err(Failure::RateLimited {
+                    retry_after,
+                    message,
+                }) => {
+                    rate_limited += 1;
+                    // `Retry-After: 0` must not turn into a busy loop.
+                    let period = retry_after
+                        .unwrap_or(self.settings.default_cooldown)
+                        .max(self.settings.backoff_base);
+                    warn!(
+                        endpoint = %self.endpoint,
+                        key = key_index + 1,
+                        cooldown_ms = period.as_millis() as u64,
+                        "API key rate-limited (HTTP 429); cooling it down"
+                    );
+                    self.pool.cool_down(key_index, period);
+                    last_rate_limit = message;
+                    if rate_limited >= self.settings.max_rate_limited.max(1) {
+                        return Err(LlmError::RateLimited {
+                            endpoint: self.endpoint.clone(),
+                            attempts,
+                            retry_in: period,
+                            message: last_rate_limit,
+                        });
+                    }
+                }
+                Err(Failure::Refused { status, message }) => {
+                    warn!(
+                        endpoint = %self.endpoint,
+                        key = key_index + 1,
+                        status,
+                        "API key refused; not using it again in this run"
+                    );
+                    self.pool.disable(key_index);
+                    *self.last_refusal.lock().unwrap_or_else(|e| e.into_inner()) =
+                        Some((status, message));
+                }
+                Err(Failure::Transient { what, retry_after }) => {
+                    transient += 1;
+                    if transient >= self.settings.max_attempts.max(1) {
+                        return Err(LlmError::RetriesExhausted {
+                            endpoint: self.endpoint.clone(),
+                            attempts,
+                            last: what,
+                        });
+                    }
+                    // A server that says when to come back is believed, within bounds.
+                    let delay = self.backoff(transient).max(
+                        retry_after
+                            .unwrap_or_default()
+                            .min(self.settings.backoff_max),
+                    );
+                    warn!(
+                        endpoint = %self.endpoint,
+                        attempt = attempts,
+                        retry_in_ms = delay.as_millis() as u64,
+                        error = %what,
+                        "LLM request failed; retrying"
+                    );
+                    self.sleep(delay, cancel).await?;
+                }
+                Err(Failure::Fatal(e)) => return Err(e),
+            }
+        }
+    }
+
+    /// `backoff_base * 2^(n-1)`, capped, with "equal jitter" (half fixed, half random).
+    fn backoff(&self, n: u32) -> Duration {
+        let exp = self
+            .settings
+            .backoff_base
+            .saturating_mul(1u32 << (n.saturating_sub(1)).min(20));
+        let capped = exp.min(self.settings.backoff_max);
+        let half = capped / 2;
+        half + half.mul_f64(jitter())
+    }
+
+    async fn sleep(&self, d: Duration, cancel: &CancellationToken) -> Result<(), LlmError> {
+        tokio::select! {
+            biased;
+            _ = cancel.cancelled() => Err(LlmError::Cancelled { endpoint: self.endpoint.clone() }),
+            _ = tokio::time::sleep(d) => Ok(()),
+        }
+    }
+
+    /// Replaces any key text in `s` (server messages may echo what they were sent).
+    fn scrub(&self, s: &str) -> String {
+        let mut out = s.to_string();
+        for key in &self.settings.keys {
+            let k = key.expose();
+            if !k.is_empty() && out.contains(k) {
+                out = out.replace(k, REDACTED);
+            }
+        }
+        out
+    }
+
+    async fn attempt<'d>(
+        &self,
+        body: &Value,
+        key_index: usize,
+        on_delta: Option<&mut (dyn FnMut(&str) + Send + 'd)>,
+    ) -> Result<ChatResponse, Failure> {
+        let stream = on_delta.is_some();
+        let mut rb = self
+            .http
+            .post(&self.endpoint)
+            .header(CONTENT_TYPE, "application/json")
+            .json(body);
+        if let Some(key) = self.settings.keys.get(key_index) {
+            let mut v =
+                HeaderValue::from_str(&format!("Bearer {}", key.expose())).map_err(|_| {
+                    Failure::Fatal(LlmError::Config {
+                        message: format!("API key #{} cannot be sent in a header", key_index + 1),
+                    })
+                })?;
+            v.set_sensitive(true);
+            rb = rb.header(AUTHORIZATION, v);
+        }
+        if stream {
+            rb = rb.header(reqwest::header::ACCEPT, "text/event-stream");
+        } else {
+            rb = rb.timeout(self.settings.timeout);
+        }
+        debug!(endpoint = %self.endpoint, key = key_index + 1, stream, "sending LLM request");
+        let sent = tokio::time::timeout(self.settings.timeout, rb.send()).await;
+        let resp = match sent {
+            Err(_) => return Err(transient(self.timed_out())),
+            Ok(Err(e)) => return Err(self.transport_failure(&e)),
+            Ok(Ok(r)) => r,
+        };
+        let status = resp.status();
+        if !status.is_success() {
+            let retry_after = resp
+                .headers()
+                .get(RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| parse_retry_after(v, SystemTime::now()));
+            let text = tokio::time::timeout(self.settings.timeout, resp.text())
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .unwrap_or_default();
+            let message = self.scrub(&error_message(&text));
+            return Err(self.classify(status.as_u16(), message, retry_after));
+        }
+        match on_delta {
+            None => {
+                let text = match resp.text().await {
+                    Ok(t) => t,
+                    Err(e) if e.is_timeout() => return Err(transient(self.timed_out())),
+                    Err(e) => return Err(self.transport_failure(&e)),
+                };
+                self.parse_completion(&text, key_index)
+            }
+            Some(on_delta) => {
+                let json = resp
+                    .headers()
+                    .get(CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|v| v.starts_with("application/json"));
+                if !json {
+                    return self.read_stream(resp, key_index, on_delta).await;
+                }
+                // A server that does not stream answers with one completion.
+                let text = tokio::time::timeout(self.settings.timeout, resp.text())
+                    .await
+                    .map_err(|_| transient(self.timed_out()))?
+                    .map_err(|e| self.transport_failure(&e))?;
+                let resp = self.parse_completion(&text, key_index)?;
+                if !resp.content.is_empty() {
+                    on_delta(&resp.content);
+                }
+                Ok(resp)
+            }
+        }
+    }
+
+    fn timed_out(&self) -> String {
+        format!(
+            "no answer within {:.1}s (the request timeout)",
+            self.settings.timeout.as_secs_f64()
+        )
+    }
+
+    fn transport_failure(&self, e: &reqwest::Error) -> Failure {
+        if e.is_timeout() {
+            return transient(self.timed_out());
+        }
+        // The causes, without reqwest's "error sending request for url (…)": the
+        // error names the endpoint already.
+        let mut causes = Vec::new();
+        let mut source = std::error::Error::source(e);
+        while let Some(s) = source {
+            causes.push(s.to_string());
+            source = s.source();
+        }
+        let msg = if causes.is_empty() {
+            e.to_string()
+        } else {
+            causes.join(": ")
+        };
+        if e.is_connect() {
+            transient(format!("cannot connect: {}", self.scrub(&msg)))
+        } else if e.is_builder() {
+            Failure::Fatal(LlmError::Config {
+                message: self.scrub(&msg),
+            })
+        } else {
+            transient(self.scrub(&msg))
+        }
+    }
+
+    fn classify(&self, status: u16, message: String, retry_after: Option<Duration>) -> Failure {
+        match status {
+            429 => Failure::RateLimited {
+                retry_after,
+                message,
+            },
+            401 | 403 => Failure::Refused { status, message },
+            408 | 500..=599 => Failure::Transient {
+                what: format!("HTTP {status}: {message}"),
+                retry_after,
+            },
+            _ => Failure::Fatal(LlmError::Http {
+                endpoint: self.endpoint.clone(),
+                status,
+                message,
+            }),
+        }
+    }
+
+    /// An error object inside a 200 answer (OpenRouter passes provider errors so).
+    fn embedded_error(&self, v: &Value) -> Option<Failure> {
+        let err = v.get("error")?;
+        if err.is_null() {
+            return None;
+        }
+        let message = self.scrub(
+            err.get("message")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+                .unwrap_or_else(|| err.to_string())
+                .as_str(),
+        );
+        let code = err
+            .get("code")
+            .and_then(|c| {
+                c.as_u64()
+                    .or_else(|| c.as_str().and_then(|s| s.parse().ok()))
+            })
+            .map(|c| c as u16);
+        Some(match code {
+            Some(c) if c >= 400 => self.classify(c, message, None),
+            _ => transient(format!("server error: {message}")),
+        })
+    }
+
+    fn parse_completion(&self, text: &str, key_index: usize) -> Result<ChatResponse, Failure> {
+        let invalid = |detail: String| {
+            Failure::Fatal(LlmError::InvalidResponse {
+                endpoint: self.endpoint.clone(),
+                detail,
+            })
+        };
+        let v: Value = serde_json::from_str(text).map_err(|e| {
+            invalid(format!(
+                "the body is not JSON ({e}); it starts with {:?}",
+                self.scrub(&preview(text))
+            ))
+        })?;
+        if let Some(f) = self.embedded_error(&v) {
+            return Err(f);
+        }
+        let choice = v
+            .get("choices")
+            .and_then(Value::as_array)
+            .and_then(|c| c.first())
+            .ok_or_else(|| invalid("the answer has no `choices[0]`".into()))?;
+        let message = choice
+            .get("message")
+            .ok_or_else(|| invalid("`choices[0]` has no `message`".into()))?;
+        let content = match message.get("content") {
+            Some(Value::String(s)) => s.clone(),
+            Some(Value::Null) | None => String::new(),
+            Some(other) => {
+                return Err(invalid(format!(
+                    "`choices[0].message.content` is not a string but {}",
+                    json_kind(other)
+                )))
+            }
+        };
+        Ok(ChatResponse {
+            content,
+            usage: v
+                .get("usage")
+                .and_then(Usage::from_json)
+                .unwrap_or_default(),
+            model: v
+                .get("model")
+                .and_then(Value::as_str)
+                .unwrap_or(&self.settings.model)
+                .to_string(),
+            finish_reason: choice
+                .get("finish_reason")
+                .and_then(Value::as_str)
+                .map(str::to_string),
+            key_index,
+            attempts: 0,
+        })
+    }
+
+    async fn read_stream<'d>(
+        &self,
+        resp: reqwest::Response,
+        key_index: usize,
+        on_delta: &mut (dyn FnMut(&str) + Send + 'd),
+    ) -> Result<ChatResponse, Failure> {
+        let truncated = |state: &StreamState, detail: String| {
+            Failure::Fatal(LlmError::Truncated {
+                endpoint: self.endpoint.clone(),
+                received_chars: state.content.chars().count(),
+                detail,
+            })
+        };
+        let mut body = resp.bytes_stream();
+        let mut parser = SseParser::default();
+        let mut state = StreamState::default();
+        loop {
+            let next = tokio::time::timeout(self.settings.timeout, body.next()).await;
+            let chunk = match next {
+                Err(_) => {
+                    if state.finish_reason.is_some() {
+                        break;
+                    }
+                    let what = self.timed_out();
+                    return Err(if state.content.is_empty() {
+                        // Nothing was passed on yet, so trying again is safe.
+                        transient(what)
+                    } else {
+                        truncated(&state, format!("the stream stalled: {what}"))
+                    });
+                }
+                Ok(None) => break,
+                Ok(Some(Err(e))) => {
+                    if state.finish_reason.is_some() {
+                        break;
+                    }
+                    if state.content.is_empty() {
+                        return Err(self.transport_failure(&e));
+                    }
+                    return Err(truncated(
+                        &state,
+                        format!("the connection failed: {}", self.scrub(&e.to_string())),
+                    ));
+                }
+                Ok(Some(Ok(bytes))) => bytes,
+            };
+            for data in parser.push(&chunk) {
+                if data == "[DONE]" {
+                    state.done = true;
+                    break;
+                }
+                let v: Value = match serde_json::from_str(&data) {
+                    Ok(v) => v,
+                    Err(e) => {
+                        return Err(Failure::Fatal(LlmError::InvalidResponse {
+                            endpoint: self.endpoint.clone(),
+                            detail: format!(
+                                "a stream event is not JSON ({e}): {:?}",
+                                self.scrub(&preview(&data))
+                            ),
+                        }))
+                    }
+                };
+                if let Some(f) = self.embedded_error(&v) {
+                    if state.content.is_empty() {
+                        return Err(f);
+                    }
+                    // Content went out already: a retry would repeat it.
+                    let what = match f {
+                        Failure::Transient { what, .. } => what,
+                        Failure::RateLimited { message, .. } | Failure::Refused { message, .. } => {
+                            message
+                        }
+                        Failure::Fatal(e) => e.to_string(),
+                    };
+                    return Err(truncated(&state, format!("the server reported: {what}")));
+                }
+                if let Some(delta) = state.apply(&v) {
+                    on_delta(&delta);
+                }
+            }
+            if state.done {
+                break;
+            }
+        }
+        if !state.done {
+            // A final event without the blank line that ends it.
+            if let Some(data) = parser.finish() {
+                if data == "[DONE]" {
+                    state.done = true;
+                } else if let Ok(v) = serde_json::from_str::<Value>(&data) {
+                    if let Some(delta) = state.apply(&v) {
+                        on_delta(&delta);
+                    }
+                }
+            }
+        }
+        if !state.done && state.finish_reason.is_none() {
+            return Err(truncated(
+                &state,
+                "the stream ended before `data: [DONE]` or a finish_reason".into(),
+            ));
+        }
+        Ok(ChatResponse {
+            content: state.content,
+            usage: state.usage.unwrap_or_default(),
+            model: state.model.unwrap_or_else(|| self.settings.model.clone()),
+            finish_reason: state.finish_reason,
+            key_index,
+            attempts: 0,
+        })
+    }
+}
+
+/// The server's error message: `error.message` of an OpenAI-style error body, else the
+/// body itself (shortened).
+fn error_message(body: &str) -> String {
+    if let Ok(v) = serde_json::from_str::<Value>(body) {
+        let err = v.get("error").unwrap_or(&v);
+        if let Some(m) = err.get("message").and_then(Value::as_str) {
+            return preview(m);
+        }
+        if let Some(m) = err.as_str() {
+            return preview(m);
+        }
+    }
+    let t = body.trim();
+    if t.is_empty() {
+        "(empty body)".into()
+    } else {
+        preview(t)
+    }
+}
+
+fn preview(s: &str) -> String {
+    const MAX: usize = 300;
+    if s.chars().count() <= MAX {
+        s.to_string()
+    } else {
+        let cut: String = s.chars().take(MAX).collect();
+        format!("{cut}…")
+    }
+}
+
+fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// A number in `[0, 1)` for backoff jitter (xorshift; not for anything secret).
+fn jitter() -> f64 {
+    use std::cell::Cell;
+    thread_local! {
+        static STATE: Cell<u64> = Cell::new({
+            let t = SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(0x9E37_79B9_7F4A_7C15);
+            (t ^ (&t as *const u64 as u64)) | 1
+        });
+    }
+    STATE.with(|s| {
+        let mut x = s.get();
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        s.set(x);
+        (x >> 11) as f64 / (1u64 << 53) as f64
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_messages_come_from_openai_error_bodies() {
+        assert_eq!(
+            error_message(r#"{"error":{"message":"bad model","code":400}}"#),
+            "bad model"
+        );
+        assert_eq!(error_message("  "), "(empty body)");
+        assert_eq!(error_message("Bad Gateway"), "Bad Gateway");
+        assert!(error_message(&"x".repeat(1000)).ends_with('…'));
+    }
+
+    #[test]
+    fn openrouter_is_recognised_by_host() {
+        assert!(is_openrouter("https://openrouter.ai/api/v1"));
+        assert!(!is_openrouter("http://127.0.0.1:11434/v1"));
+        assert!(!is_openrouter("http://openrouter.ai.example.com/v1"));
+    }
+
+    #[test]
+    fn backoff_grows_and_is_bounded() {
+        let mut s = LlmSettings::new("http://127.0.0.1:1/v1", "m", vec![]);
+        s.backoff_base = Duration::from_millis(100);
+        s.backoff_max = Duration::from_millis(1000);
+        let c = LlmClient::new(s).unwrap();
+        for _ in 0..50 {
+            let d1 = c.backoff(1);
+            assert!(d1 >= Duration::from_millis(50) && d1 <= Duration::from_millis(100));
+            let d3 = c.backoff(3);
+            assert!(d3 >= Duration::from_millis(200) && d3 <= Duration::from_millis(400));
+            let d30 = c.backoff(30);
+            assert!(d30 >= Duration::from_millis(500) && d30 <= Duration::from_millis(1000));
+        }
+    }
+
+    #[test]
+    fn requests_can_run_on_spawned_tasks() {
+        fn assert_send<T: Send>(_: &T) {}
+        fn assert_sync<T: Send + Sync>() {}
+        assert_sync::<LlmClient>();
+        let c = LlmClient::new(LlmSettings::new("http://127.0.0.1:1/v1", "m", vec![])).unwrap();
+        let cancel = CancellationToken::new();
+        let req = ChatRequest::default();
+        assert_send(&c.chat(&req, &cancel));
+        let mut sink = |_: &str| {};
+        assert_send(&c.chat_stream(&req, &cancel, &mut sink));
+    }
+
+    #[test]
+    fn usage_adds_up() {
+        let mut u = Usage::default();
+        u.add(&Usage::from_json(&json!({"prompt_tokens": 3, "completion_tokens": 4})).unwrap());
+        u.add(
+            &Usage::from_json(&json!({"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2, "cost": 0.5}))
+                .unwrap(),
+        );
+        assert_eq!(u.prompt_tokens, 4);
+        assert_eq!(u.total_tokens, 9);
+        assert_eq!(u.cost, Some(0.5));
+    }
+}

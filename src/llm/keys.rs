@@ -1,0 +1,301 @@
+//! The API key pool: round-robin over the configured keys, a key answered with 429
+//! cools down (for `Retry-After`, or a default), a key answered with 401/403 is disabled
+//! for the rest of the run.
+//!
+//! The pool only deals in key *indices*: the secrets stay in the client, so nothing here
+//! can leak one. Time comes from a [`Clock`], so the logic is tested without sleeping.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
+
+/// Where the pool gets the current time from.
+pub trait Clock: Send + Sync {
+    fn now(&self) -> Instant;
+}
+
+/// The real monotonic clock.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
+}
+
+/// A clock that only moves when told to (tests).
+#[derive(Debug, Clone)]
+pub struct ManualClock {
+    now: Arc<Mutex<Instant>>,
+}
+
+impl Default for ManualClock {
+    fn default() -> Self {
+        ManualClock {
+            now: Arc::new(Mutex::new(Instant::now())),
+        }
+    }
+}
+
+impl ManualClock {
+    pub fn advance(&self, by: Duration) {
+        let mut now = self.now.lock().unwrap_or_else(|e| e.into_inner());
+        *now += by;
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> Instant {
+        *self.now.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// What the pool says when asked for a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pick {
+    /// Use the key with this index.
+    Key(usize),
+    /// Every usable key is cooling down; the earliest is free again after this long.
+    Wait(Duration),
+    /// Every key has been disabled (401/403).
+    AllDisabled,
+}
+
+#[derive(Debug, Clone, Default)]
+struct KeyState {
+    cooling_until: Option<Instant>,
+    disabled: bool,
+}
+
+#[derive(Debug)]
+struct State {
+    keys: Vec<KeyState>,
+    next: usize,
+}
+
+/// Round-robin key pool with cool-downs and disabling.
+pub struct KeyPool<C: Clock = SystemClock> {
+    state: Mutex<State>,
+    clock: C,
+}
+
+impl<C: Clock> std::fmt::Debug for KeyPool<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = self.lock();
+        f.debug_struct("KeyPool")
+            .field("keys", &state.keys.len())
+            .field("next", &state.next)
+            .finish()
+    }
+}
+
+impl KeyPool<SystemClock> {
+    /// A pool of `n` keys on the real clock.
+    pub fn new(n: usize) -> Self {
+        KeyPool::with_clock(n, SystemClock)
+    }
+}
+
+impl<C: Clock> KeyPool<C> {
+    /// A pool of `n` keys on `clock`.
+    pub fn with_clock(n: usize, clock: C) -> Self {
+        KeyPool {
+            state: Mutex::new(State {
+                keys: vec![KeyState::default(); n],
+                next: 0,
+            }),
+            clock,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // The state stays consistent under every operation, so a poisoned lock is usable.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Number of keys in the pool (usable or not).
+    pub fn len(&self) -> usize {
+        self.lock().keys.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The next key in round-robin order that is neither disabled nor cooling down.
+    pub fn pick(&self) -> Pick {
+        let now = self.clock.now();
+        let mut state = self.lock();
+        let n = state.keys.len();
+        let mut earliest: Option<Instant> = None;
+        for step in 0..n {
+            let i = (state.next + step) % n;
+            let key = &state.keys[i];
+            if key.disabled {
+                continue;
+            }
+            match key.cooling_until {
+                Some(until) if until > now => {
+                    earliest = Some(earliest.map_or(until, |e| e.min(until)));
+                }
+                _ => {
+                    state.keys[i].cooling_until = None;
+                    state.next = (i + 1) % n;
+                    return Pick::Key(i);
+                }
+            }
+        }
+        match earliest {
+            Some(until) => Pick::Wait(until - now),
+            None => Pick::AllDisabled,
+        }
+    }
+
+    /// Key `i` was rate-limited: do not use it for `period`. A longer cool-down already
+    /// in force is kept.
+    pub fn cool_down(&self, i: usize, period: Duration) {
+        let until = self.clock.now() + period;
+        let mut state = self.lock();
+        if let Some(key) = state.keys.get_mut(i) {
+            key.cooling_until = Some(key.cooling_until.map_or(until, |u| u.max(until)));
+        }
+    }
+
+    /// Key `i` was refused (401/403): never use it again in this run.
+    pub fn disable(&self, i: usize) {
+        if let Some(key) = self.lock().keys.get_mut(i) {
+            key.disabled = true;
+        }
+    }
+
+    /// Whether key `i` has been disabled.
+    pub fn is_disabled(&self, i: usize) -> bool {
+        self.lock().keys.get(i).is_some_and(|k| k.disabled)
+    }
+
+    /// How many keys are not disabled.
+    pub fn usable(&self) -> usize {
+        self.lock().keys.iter().filter(|k| !k.disabled).count()
+    }
+}
+
+/// Parses a `Retry-After` header value: delay seconds (`120`) or an HTTP-date
+/// (`Wed, 21 Oct 2015 07:28:00 GMT`, relative to `now`; a date in the past is zero).
+pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    // Some servers send fractional seconds.
+    if let Ok(secs) = value.parse::<f64>() {
+        if secs.is_finite() && secs >= 0.0 {
+            return Some(Duration::from_secs_f64(secs.min(1e9)));
+        }
+        return None;
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pool(n: usize) -> (KeyPool<ManualClock>, ManualClock) {
+        let clock = ManualClock::default();
+        (KeyPool::with_clock(n, clock.clone()), clock)
+    }
+
+    #[test]
+    fn round_robin() {
+        let (p, _) = pool(3);
+        let picks: Vec<_> = (0..7).map(|_| p.pick()).collect();
+        assert_eq!(
+            picks,
+            [0, 1, 2, 0, 1, 2, 0].map(Pick::Key).to_vec(),
+            "keys are used in turn"
+        );
+    }
+
+    #[test]
+    fn cooling_key_is_skipped_until_its_time() {
+        let (p, clock) = pool(3);
+        assert_eq!(p.pick(), Pick::Key(0));
+        p.cool_down(0, Duration::from_secs(10));
+        assert_eq!(p.pick(), Pick::Key(1));
+        assert_eq!(p.pick(), Pick::Key(2));
+        assert_eq!(p.pick(), Pick::Key(1), "key 0 is cooling down");
+        clock.advance(Duration::from_secs(10));
+        assert_eq!(p.pick(), Pick::Key(2));
+        assert_eq!(p.pick(), Pick::Key(0), "key 0 is back after its cool-down");
+    }
+
+    #[test]
+    fn all_cooling_waits_for_the_earliest() {
+        let (p, clock) = pool(2);
+        p.cool_down(0, Duration::from_secs(30));
+        p.cool_down(1, Duration::from_secs(5));
+        assert_eq!(p.pick(), Pick::Wait(Duration::from_secs(5)));
+        clock.advance(Duration::from_secs(2));
+        assert_eq!(p.pick(), Pick::Wait(Duration::from_secs(3)));
+        clock.advance(Duration::from_secs(3));
+        assert_eq!(p.pick(), Pick::Key(1));
+    }
+
+    #[test]
+    fn longer_cool_down_is_kept() {
+        let (p, clock) = pool(1);
+        p.cool_down(0, Duration::from_secs(30));
+        p.cool_down(0, Duration::from_secs(1));
+        clock.advance(Duration::from_secs(2));
+        assert_eq!(p.pick(), Pick::Wait(Duration::from_secs(28)));
+    }
+
+    #[test]
+    fn disabled_keys_are_never_used_again() {
+        let (p, clock) = pool(3);
+        p.disable(1);
+        let picks: Vec<_> = (0..4).map(|_| p.pick()).collect();
+        assert_eq!(picks, [0, 2, 0, 2].map(Pick::Key).to_vec());
+        clock.advance(Duration::from_secs(3600));
+        assert_eq!(p.pick(), Pick::Key(0));
+        assert!(p.is_disabled(1));
+        assert_eq!(p.usable(), 2);
+    }
+
+    #[test]
+    fn all_disabled_is_reported() {
+        let (p, _) = pool(2);
+        p.disable(0);
+        p.cool_down(1, Duration::from_secs(5));
+        assert_eq!(p.pick(), Pick::Wait(Duration::from_secs(5)));
+        p.disable(1);
+        assert_eq!(p.pick(), Pick::AllDisabled);
+        let (empty, _) = pool(0);
+        assert_eq!(empty.pick(), Pick::AllDisabled);
+    }
+
+    #[test]
+    fn retry_after_seconds_and_dates() {
+        let now = httpdate::parse_http_date("Wed, 21 Oct 2015 07:28:00 GMT").unwrap();
+        assert_eq!(
+            parse_retry_after("120", now),
+            Some(Duration::from_secs(120))
+        );
+        assert_eq!(
+            parse_retry_after(" 0.5 ", now),
+            Some(Duration::from_millis(500))
+        );
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:28:30 GMT", now),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:27:00 GMT", now),
+            Some(Duration::ZERO),
+            "a date in the past means now"
+        );
+        assert_eq!(parse_retry_after("soon", now), None);
+        assert_eq!(parse_retry_after("-3", now), None);
+    }
+}

@@ -1,0 +1,1124 @@
+//! The LLM client against a local OpenAI-compatible server (wiremock on 127.0.0.1; no
+//! test reaches the network), and the extraction of files from answers.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use cargo_eterna_port::config::{Backend, Config, Secret, Setting, Source};
+use cargo_eterna_port::llm::extract::{extract_files, ExtractError, ExtractOptions};
+use cargo_eterna_port::llm::{
+    CancellationToken, ChatRequest, LlmClient, LlmError, LlmSettings, Message,
+};
+use serde_json::{json, Value};
+use wiremock::matchers::{body_partial_json, header, method, path};
+use wiremock::{Mock, MockServer, Request, ResponseTemplate};
+
+const KEYS: [&str; 3] = [
+    "sk-or-v1-aaaa-secret-key-one",
+    "sk-or-v1-bbbb-secret-key-two",
+    "sk-or-v1-cccc-secret-key-three",
+];
+
+fn settings(server: &MockServer, keys: &[&str]) -> LlmSettings {
+    let mut s = LlmSettings::new(
+        format!("{}/api/v1", server.uri()),
+        "x-ai/grok-4-fast",
+        keys.iter().map(|k| Secret::new(k.to_string())).collect(),
+    );
+    s.timeout = Duration::from_secs(5);
+    s.backoff_base = Duration::from_millis(1);
+    s.backoff_max = Duration::from_millis(5);
+    s.default_cooldown = Duration::from_millis(20);
+    s.max_attempts = 3;
+    s
+}
+
+fn client(server: &MockServer, keys: &[&str]) -> LlmClient {
+    LlmClient::new(settings(server, keys)).unwrap()
+}
+
+fn request() -> ChatRequest {
+    ChatRequest {
+        messages: vec![
+            Message::system("You port ARM64 hypervisors to x86_64."),
+            Message::user("Port the GIC driver."),
+        ],
+        temperature: Some(0.2),
+        max_tokens: Some(256),
+        model: None,
+    }
+}
+
+fn completion(content: &str) -> Value {
+    json!({
+        "id": "gen-1",
+        "object": "chat.completion",
+        "model": "x-ai/grok-4-fast",
+        "choices": [{
+            "index": 0,
+            "message": {"role": "assistant", "content": content},
+            "finish_reason": "stop"
+        }],
+        "usage": {"prompt_tokens": 12, "completion_tokens": 5, "total_tokens": 17, "cost": 0.00042}
+    })
+}
+
+fn ok(content: &str) -> ResponseTemplate {
+    ResponseTemplate::new(200).set_body_json(completion(content))
+}
+
+fn bearer(req: &Request) -> String {
+    req.headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string()
+}
+
+async fn used_keys(server: &MockServer) -> Vec<String> {
+    server
+        .received_requests()
+        .await
+        .unwrap_or_default()
+        .iter()
+        .map(bearer)
+        .collect()
+}
+
+fn chat_path() -> wiremock::matchers::PathExactMatcher {
+    path("/api/v1/chat/completions")
+}
+
+#[tokio::test]
+async fn happy_path_sends_an_openai_request_with_openrouter_headers() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(chat_path())
+        .and(header(
+            "authorization",
+            format!("Bearer {}", KEYS[0]).as_str(),
+        ))
+        .and(header(
+            "http-referer",
+            "https://crates.io/crates/cargo-eterna-port",
+        ))
+        .and(header("x-title", "cargo-eterna-port"))
+        .and(header("content-type", "application/json"))
+        .and(body_partial_json(json!({
+            "model": "x-ai/grok-4-fast",
+            "messages": [
+                {"role": "system", "content": "You port ARM64 hypervisors to x86_64."},
+                {"role": "user", "content": "Port the GIC driver."}
+            ],
+            "max_tokens": 256,
+            "stream": false
+        })))
+        .respond_with(ok("mod vmx;"))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let c = client(&server, &KEYS[..1]);
+    let resp = c.chat(&request(), &CancellationToken::new()).await.unwrap();
+    assert_eq!(resp.content, "mod vmx;");
+    assert_eq!(resp.model, "x-ai/grok-4-fast");
+    assert_eq!(resp.finish_reason.as_deref(), Some("stop"));
+    assert_eq!(resp.key_index, 0);
+    assert_eq!(resp.attempts, 1);
+    assert_eq!(resp.usage.prompt_tokens, 12);
+    assert_eq!(resp.usage.completion_tokens, 5);
+    assert_eq!(resp.usage.total_tokens, 17);
+    assert_eq!(resp.usage.cost, Some(0.00042));
+    let body: Value = server.received_requests().await.unwrap()[0]
+        .body_json()
+        .unwrap();
+    assert!((body["temperature"].as_f64().unwrap() - 0.2).abs() < 1e-6);
+    assert!(
+        body.get("usage").is_none(),
+        "OpenRouter's usage field only goes to OpenRouter"
+    );
+}
+
+#[tokio::test]
+async fn keys_are_used_in_rotation() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(chat_path())
+        .respond_with(ok("ok"))
+        .mount(&server)
+        .await;
+    let c = client(&server, &KEYS);
+    let cancel = CancellationToken::new();
+    let mut indices = Vec::new();
+    for _ in 0..4 {
+        indices.push(c.chat(&request(), &cancel).await.unwrap().key_index);
+    }
+    assert_eq!(indices, [0, 1, 2, 0]);
+    let keys = used_keys(&server).await;
+    let expected: Vec<String> = [0, 1, 2, 0]
+        .iter()
+        .map(|&i| format!("Bearer {}", KEYS[i]))
+        .collect();
+    assert_eq!(
+        keys, expected,
+        "3 requests carry 3 different keys, then wrap"
+    );
+}
+
+#[tokio::test]
+async fn rate_limited_key_cools_down_for_retry_after() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(header(
+            "authorization",
+            format!("Bearer {}", KEYS[0]).as_str(),
+        ))
+        .respond_with(
+            ResponseTemplate::new(429)
+                .insert_header("retry-after", "120")
+                .set_body_json(json!({"error": {"message": "Rate limit exceeded", "code": 429}})),
+        )
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(header(
+            "authorization",
+            format!("Bearer {}", KEYS[1]).as_str(),
+        ))
+        .respond_with(ok("from key two"))
+        .mount(&server)
+        .await;
+    let c = client(&server, &KEYS[..2]);
+    let cancel = CancellationToken::new();
+    let first = c.chat(&request(), &cancel).await.unwrap();
+    assert_eq!(first.content, "from key two");
+    assert_eq!(first.key_index, 1);
+    assert_eq!(first.attempts, 2, "the 429 counts as an attempt");
+    // Key one is cooling down for 120 s: the next requests all use key two.
+    for _ in 0..3 {
+        assert_eq!(c.chat(&request(), &cancel).await.unwrap().key_index, 1);
+    }
+    let keys = used_keys(&server).await;
+    assert_eq!(
+        keys.iter().filter(|k| k.ends_with(KEYS[0])).count(),
+        1,
+        "the rate-limited key is not used again during its Retry-After"
+    );
+}
+
+#[tokio::test]
+async fn single_rate_limited_key_waits_then_succeeds() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(429).set_body_string("slow down"))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(ok("after the wait"))
+        .mount(&server)
+        .await;
+    let c = client(&server, &KEYS[..1]);
+    let start = Instant::now();
+    let resp = c.chat(&request(), &CancellationToken::new()).await.unwrap();
+    assert_eq!(resp.content, "after the wait");
+    assert!(
+        start.elapsed() >= Duration::from_millis(20),
+        "waited for the default cool-down (no Retry-After)"
+    );
+}
+
+#[tokio::test]
+async fn rate_limit_longer_than_the_wait_bound_fails_clearly() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(
+            ResponseTemplate::new(429)
+                .insert_header("retry-after", "3600")
+                .set_body_json(json!({"error": {"message": "daily limit reached"}})),
+        )
+        .mount(&server)
+        .await;
+    let mut s = settings(&server, &KEYS[..1]);
+    s.max_key_wait = Duration::from_secs(1);
+    let c = LlmClient::new(s).unwrap();
+    let start = Instant::now();
+    let err = c
+        .chat(&request(), &CancellationToken::new())
+        .await
+        .unwrap_err();
+    assert!(start.elapsed() < Duration::from_secs(1));
+    assert!(
+        matches!(err, LlmError::RateLimited { attempts: 1, .. }),
+        "{err:?}"
+    );
+    let msg = err.to_string();
+    assert!(
+        msg.contains("rate-limiting") && msg.contains("daily limit reached"),
+        "{msg}"
+    );
+    assert!(msg.contains(c.endpoint()), "{msg}");
+}
+
+#[tokio::test]
+async fn refused_key_is_disabled_for_the_run() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(header(
+            "authorization",
+            format!("Bearer {}", KEYS[1]).as_str(),
+        ))
+        .respond_with(
+            ResponseTemplate::new(401)
+                .set_body_json(json!({"error": {"message": "User not found.", "code": 401}})),
+        )
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(ok("ok"))
+        .mount(&server)
+        .await;
+    let c = client(&server, &KEYS);
+    let cancel = CancellationToken::new();
+    let mut indices = Vec::new();
+    for _ in 0..5 {
+        indices.push(c.chat(&request(), &cancel).await.unwrap().key_index);
+    }
+    assert_eq!(indices, [0, 2, 0, 2, 0]);
+    let keys = used_keys(&server).await;
+    assert_eq!(
+        keys.iter().filter(|k| k.ends_with(KEYS[1])).count(),
+        1,
+        "key two is never used after its 401"
+    );
+}
+
+#[tokio::test]
+async fn all_keys_refused_is_a_clear_error() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(
+            ResponseTemplate::new(403).set_body_json(json!({"error": {"message": "Key disabled"}})),
+        )
+        .mount(&server)
+        .await;
+    let c = client(&server, &KEYS[..2]);
+    let err = c
+        .chat(&request(), &CancellationToken::new())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            LlmError::AllKeysRefused {
+                keys: 2,
+                status: 403,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let msg = err.to_string();
+    assert!(
+        msg.contains("all 2 API keys") && msg.contains("Key disabled"),
+        "{msg}"
+    );
+    assert!(msg.contains("OPENROUTER_API_KEY"), "says what to do: {msg}");
+    assert_eq!(server.received_requests().await.unwrap().len(), 2);
+    // Later requests fail the same way without asking the server again.
+    let again = c
+        .chat(&request(), &CancellationToken::new())
+        .await
+        .unwrap_err();
+    assert_eq!(again.to_string(), msg);
+    assert_eq!(server.received_requests().await.unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn server_error_then_success_is_retried() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(500).set_body_string("upstream exploded"))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(ok("second time lucky"))
+        .mount(&server)
+        .await;
+    let c = client(&server, &KEYS[..1]);
+    let resp = c.chat(&request(), &CancellationToken::new()).await.unwrap();
+    assert_eq!(resp.content, "second time lucky");
+    assert_eq!(resp.attempts, 2);
+}
+
+#[tokio::test]
+async fn persistent_server_errors_fail_after_max_attempts() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(
+            ResponseTemplate::new(503)
+                .set_body_json(json!({"error": {"message": "no provider available"}})),
+        )
+        .mount(&server)
+        .await;
+    let c = client(&server, &KEYS);
+    let err = c
+        .chat(&request(), &CancellationToken::new())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, LlmError::RetriesExhausted { attempts: 3, .. }),
+        "{err:?}"
+    );
+    let msg = err.to_string();
+    assert!(msg.contains("after 3 attempt(s)"), "{msg}");
+    assert!(msg.contains("HTTP 503: no provider available"), "{msg}");
+    assert!(msg.contains(c.endpoint()), "{msg}");
+    assert_eq!(server.received_requests().await.unwrap().len(), 3);
+}
+
+#[tokio::test]
+async fn timeout_is_retried_then_fails_with_a_clear_message() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ok("too late").set_delay(Duration::from_secs(5)))
+        .mount(&server)
+        .await;
+    let mut s = settings(&server, &KEYS[..1]);
+    s.timeout = Duration::from_millis(100);
+    let c = LlmClient::new(s).unwrap();
+    let start = Instant::now();
+    let err = c
+        .chat(&request(), &CancellationToken::new())
+        .await
+        .unwrap_err();
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        start.elapsed()
+    );
+    assert!(
+        matches!(err, LlmError::RetriesExhausted { attempts: 3, .. }),
+        "{err:?}"
+    );
+    let msg = err.to_string();
+    assert!(msg.contains("no answer within 0.1s"), "{msg}");
+    assert_eq!(server.received_requests().await.unwrap().len(), 3);
+}
+
+#[tokio::test]
+async fn connection_refused_is_retried_then_reported() {
+    // A port on 127.0.0.1 that nothing listens on.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let mut s = LlmSettings::new(
+        format!("http://127.0.0.1:{port}/v1"),
+        "m",
+        vec![Secret::new(KEYS[0].into())],
+    );
+    s.backoff_base = Duration::from_millis(1);
+    s.backoff_max = Duration::from_millis(2);
+    s.max_attempts = 2;
+    let c = LlmClient::new(s).unwrap();
+    let err = c
+        .chat(&request(), &CancellationToken::new())
+        .await
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        matches!(err, LlmError::RetriesExhausted { attempts: 2, .. }),
+        "{err:?}"
+    );
+    assert!(msg.contains("cannot connect"), "{msg}");
+    assert!(
+        msg.contains(&format!("127.0.0.1:{port}/v1/chat/completions")),
+        "{msg}"
+    );
+}
+
+#[tokio::test]
+async fn malformed_json_is_a_clear_error_without_retry() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_raw("{\"choices\": [", "application/json"),
+        )
+        .mount(&server)
+        .await;
+    let c = client(&server, &KEYS[..1]);
+    let err = c
+        .chat(&request(), &CancellationToken::new())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, LlmError::InvalidResponse { .. }), "{err:?}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("not JSON") && msg.contains("not an OpenAI-compatible"),
+        "{msg}"
+    );
+    assert_eq!(server.received_requests().await.unwrap().len(), 1);
+
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"id": "x"})))
+        .mount(&server)
+        .await;
+    let err = client(&server, &KEYS[..1])
+        .chat(&request(), &CancellationToken::new())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("no `choices[0]`"), "{err}");
+}
+
+#[tokio::test]
+async fn client_error_is_not_retried_and_shows_the_server_message() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(400).set_body_json(
+            json!({"error": {"message": "x-ai/grok-9 is not a valid model ID", "code": 400}}),
+        ))
+        .mount(&server)
+        .await;
+    let c = client(&server, &KEYS);
+    let err = c
+        .chat(&request(), &CancellationToken::new())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, LlmError::Http { status: 400, .. }), "{err:?}");
+    assert!(err.to_string().contains("is not a valid model ID"), "{err}");
+    assert_eq!(server.received_requests().await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn error_inside_a_200_answer_is_classified() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(
+                json!({"error": {"message": "Provider returned error", "code": 502}}),
+            ),
+        )
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(ok("fine"))
+        .mount(&server)
+        .await;
+    let resp = client(&server, &KEYS[..1])
+        .chat(&request(), &CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!((resp.content.as_str(), resp.attempts), ("fine", 2));
+}
+
+fn sse(events: &[&str]) -> ResponseTemplate {
+    let mut body = String::from(": OPENROUTER PROCESSING\n\n");
+    for e in events {
+        body.push_str("data: ");
+        body.push_str(e);
+        body.push_str("\n\n");
+    }
+    ResponseTemplate::new(200).set_body_raw(body, "text/event-stream")
+}
+
+#[tokio::test]
+async fn streaming_assembles_content_and_usage() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(chat_path())
+        .and(body_partial_json(json!({"stream": true, "stream_options": {"include_usage": true}})))
+        .respond_with(sse(&[
+            r#"{"model":"x-ai/grok-4-fast","choices":[{"delta":{"role":"assistant","content":""}}]}"#,
+            r#"{"choices":[{"delta":{"content":"pub fn "}}]}"#,
+            r#"{"choices":[{"delta":{"content":"vmxon() {}"},"finish_reason":"stop"}]}"#,
+            r#"{"choices":[],"usage":{"prompt_tokens":30,"completion_tokens":4,"total_tokens":34,"cost":0.001}}"#,
+            "[DONE]",
+        ]))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let c = client(&server, &KEYS[..1]);
+    let mut deltas = Vec::new();
+    let resp = c
+        .chat_stream(&request(), &CancellationToken::new(), &mut |d: &str| {
+            deltas.push(d.to_string())
+        })
+        .await
+        .unwrap();
+    assert_eq!(deltas, ["pub fn ", "vmxon() {}"]);
+    assert_eq!(resp.content, "pub fn vmxon() {}");
+    assert_eq!(resp.finish_reason.as_deref(), Some("stop"));
+    assert_eq!(
+        (
+            resp.usage.prompt_tokens,
+            resp.usage.completion_tokens,
+            resp.usage.cost
+        ),
+        (30, 4, Some(0.001))
+    );
+}
+
+#[tokio::test]
+async fn truncated_stream_is_an_error() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(sse(&[
+            r#"{"choices":[{"delta":{"content":"pub fn vmx"}}]}"#,
+            r#"{"choices":[{"delta":{"content":"on("}}]}"#,
+        ]))
+        .mount(&server)
+        .await;
+    let c = client(&server, &KEYS[..1]);
+    let err = c
+        .chat_stream(&request(), &CancellationToken::new(), &mut |_: &str| {})
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            LlmError::Truncated {
+                received_chars: 13,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("[DONE]"), "{err}");
+}
+
+#[tokio::test]
+async fn openrouter_gets_its_usage_field() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(body_partial_json(json!({"usage": {"include": true}})))
+        .respond_with(ok("ok"))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let mut s = settings(&server, &KEYS[..1]);
+    s.openrouter_usage = true;
+    LlmClient::new(s)
+        .unwrap()
+        .chat(&request(), &CancellationToken::new())
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn cancellation_stops_a_slow_request_promptly() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ok("never").set_delay(Duration::from_secs(10)))
+        .mount(&server)
+        .await;
+    let c = client(&server, &KEYS[..1]);
+    let cancel = CancellationToken::new();
+    let canceller = cancel.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        canceller.cancel();
+    });
+    let start = Instant::now();
+    let err = c.chat(&request(), &cancel).await.unwrap_err();
+    assert!(matches!(err, LlmError::Cancelled { .. }), "{err:?}");
+    assert!(
+        start.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        start.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn cancellation_interrupts_a_backoff_wait() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(502))
+        .mount(&server)
+        .await;
+    let mut s = settings(&server, &KEYS[..1]);
+    s.backoff_base = Duration::from_secs(30);
+    s.backoff_max = Duration::from_secs(30);
+    let c = LlmClient::new(s).unwrap();
+    let cancel = CancellationToken::new();
+    let canceller = cancel.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        canceller.cancel();
+    });
+    let start = Instant::now();
+    let err = c.chat(&request(), &cancel).await.unwrap_err();
+    assert!(matches!(err, LlmError::Cancelled { .. }), "{err:?}");
+    assert!(start.elapsed() < Duration::from_secs(2));
+}
+
+#[tokio::test]
+async fn no_key_server_sends_no_authorization() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ok("local model"))
+        .mount(&server)
+        .await;
+    let c = client(&server, &[]);
+    let resp = c.chat(&request(), &CancellationToken::new()).await.unwrap();
+    assert_eq!(resp.content, "local model");
+    let reqs = server.received_requests().await.unwrap();
+    assert!(reqs[0].headers.get("authorization").is_none());
+}
+
+#[test]
+fn settings_from_config() {
+    let setting = |v: &str| Setting {
+        value: v.to_string(),
+        source: Source::Default,
+    };
+    let key = |v: &str| Setting {
+        value: Secret::new(v.to_string()),
+        source: Source::Env { var: "X".into() },
+    };
+    let config = Config {
+        target: setting("x86_64-unknown-none"),
+        model: setting("qwen2.5-coder:7b"),
+        base_url: setting("http://127.0.0.1:11434/v1/"),
+        api_keys: vec![
+            ("OPENROUTER_API_KEY1".into(), key(KEYS[0])),
+            ("OPENROUTER_API_KEY".into(), key(KEYS[1])),
+        ],
+        openai_api_key: None,
+        backend: Setting {
+            value: Backend::Llm,
+            source: Source::Default,
+        },
+        db: Setting {
+            value: "eterna.db".into(),
+            source: Source::Default,
+        },
+        max_file_size: Setting {
+            value: 1,
+            source: Source::Default,
+        },
+    };
+    let s = LlmSettings::from_config(&config);
+    assert_eq!(s.endpoint(), "http://127.0.0.1:11434/v1/chat/completions");
+    assert_eq!(s.model, "qwen2.5-coder:7b");
+    assert_eq!(
+        s.keys.iter().map(|k| k.expose()).collect::<Vec<_>>(),
+        [KEYS[0], KEYS[1]]
+    );
+    assert!(!s.openrouter_usage);
+    assert!(
+        !format!("{s:?}").contains(KEYS[0]),
+        "settings debug redacts keys"
+    );
+    let or = LlmSettings::new("https://openrouter.ai/api/v1", "x-ai/grok-4-fast", vec![]);
+    assert!(or.openrouter_usage);
+    assert_eq!(
+        or.endpoint(),
+        "https://openrouter.ai/api/v1/chat/completions"
+    );
+}
+
+/// A `tracing` writer into a shared buffer.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+    type Writer = Captured;
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+#[tokio::test]
+async fn no_key_appears_in_errors_or_logs() {
+    let logs = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(logs.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let server = MockServer::start().await;
+    // A server that echoes the key it was sent, in every kind of failure.
+    let echo = |status: u16| {
+        move |req: &Request| {
+            let key = bearer(req);
+            ResponseTemplate::new(status)
+                .insert_header("retry-after", "0")
+                .set_body_json(
+                    json!({"error": {"message": format!("Incorrect API key provided: {key}")}}),
+                )
+        }
+    };
+    Mock::given(method("POST"))
+        .and(header(
+            "authorization",
+            format!("Bearer {}", KEYS[0]).as_str(),
+        ))
+        .respond_with(echo(401))
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(header(
+            "authorization",
+            format!("Bearer {}", KEYS[1]).as_str(),
+        ))
+        .respond_with(echo(500))
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(header(
+            "authorization",
+            format!("Bearer {}", KEYS[2]).as_str(),
+        ))
+        .respond_with(echo(400))
+        .mount(&server)
+        .await;
+
+    let mut errors = Vec::new();
+    let c = client(&server, &KEYS);
+    let cancel = CancellationToken::new();
+    for _ in 0..3 {
+        errors.push(c.chat(&request(), &cancel).await.unwrap_err());
+    }
+    errors.push(
+        client(&server, &KEYS[..1])
+            .chat(&request(), &cancel)
+            .await
+            .unwrap_err(),
+    );
+    let mut malformed = settings(&server, &KEYS);
+    malformed.base_url = "not a url".into();
+    errors.push(LlmClient::new(malformed).unwrap_err());
+
+    let mut text = String::new();
+    for e in &errors {
+        text.push_str(&format!("{e}\n{e:?}\n"));
+    }
+    text.push_str(&format!("{c:?}\n{:?}\n", c.settings()));
+    let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        logs.contains("API key refused"),
+        "the logs were captured: {logs}"
+    );
+    assert!(
+        text.contains("<redacted>"),
+        "server echoes are scrubbed: {text}"
+    );
+    for key in KEYS {
+        assert!(!text.contains(key), "key in an error: {text}");
+        assert!(!logs.contains(key), "key in the logs: {logs}");
+        // Not even a recognisable part of it.
+        assert!(!text.contains(&key[10..]) && !logs.contains(&key[10..]));
+    }
+}
+
+// ---------------------------------------------------------------- extraction
+
+fn opts() -> ExtractOptions {
+    ExtractOptions::for_targets(["src/arch/x86_64/vmx.rs", "src/arch/x86_64/ept/"])
+}
+
+#[test]
+fn json_envelope_is_accepted_bare_and_fenced() {
+    let envelope = json!({"files": [
+        {"path": "src/arch/x86_64/vmx.rs", "content": "pub fn vmxon() {}\n"},
+        {"path": "./src/arch/x86_64/ept/tables.rs", "content": "pub struct Pml4;\n"}
+    ]})
+    .to_string();
+    for answer in [
+        envelope.clone(),
+        format!("Here are the files:\n\n```json\n{envelope}\n```\nDone."),
+        format!("Here are the files: {envelope} (two of them)."),
+    ] {
+        let files = extract_files(&answer, &opts()).unwrap();
+        assert_eq!(files.len(), 2);
+        assert_eq!(files[0].path, "src/arch/x86_64/vmx.rs");
+        assert_eq!(files[0].content, "pub fn vmxon() {}\n");
+        assert_eq!(files[1].path, "src/arch/x86_64/ept/tables.rs");
+    }
+}
+
+#[test]
+fn fenced_rust_blocks_are_accepted() {
+    // No file named: the single expected target.
+    let answer = "The port:\n\n```rust\npub fn vmxon() -> bool { true }\n```\n";
+    let files = extract_files(
+        answer,
+        &ExtractOptions::for_targets(["src/arch/x86_64/vmx.rs"]),
+    )
+    .unwrap();
+    assert_eq!(files[0].path, "src/arch/x86_64/vmx.rs");
+    assert_eq!(files[0].content, "pub fn vmxon() -> bool { true }\n");
+
+    // Files named in the info string, a first-line comment, and a heading.
+    let answer = "\
+```rust src/arch/x86_64/vmx.rs
+pub fn vmxon() {}
+```
+
+```rust
+// path: src/arch/x86_64/ept/mod.rs
+pub mod tables;
+```
+
+**`src/arch/x86_64/ept/tables.rs`**
+```rust
+pub struct Pml4;
+```
+";
+    let files = extract_files(answer, &opts()).unwrap();
+    let paths: Vec<&str> = files.iter().map(|f| f.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "src/arch/x86_64/vmx.rs",
+            "src/arch/x86_64/ept/mod.rs",
+            "src/arch/x86_64/ept/tables.rs"
+        ]
+    );
+    assert_eq!(
+        files[1].content, "pub mod tables;\n",
+        "the path comment is dropped"
+    );
+}
+
+#[test]
+fn rust_that_mentions_files_is_not_taken_for_an_envelope() {
+    let answer = "```rust\npub fn manifest() -> &'static str { r#\"{\"files\": [\"# }\n```\n";
+    let files = extract_files(answer, &ExtractOptions::for_targets(["src/a.rs"])).unwrap();
+    assert_eq!(files[0].path, "src/a.rs");
+}
+
+#[test]
+fn invalid_rust_is_rejected_with_its_line() {
+    let answer = "```rust\npub fn vmxon() {\n    let x = ;\n}\n```\n";
+    let err = extract_files(
+        answer,
+        &ExtractOptions::for_targets(["src/arch/x86_64/vmx.rs"]),
+    )
+    .unwrap_err();
+    match &err {
+        ExtractError::InvalidRust {
+            path, line, column, ..
+        } => {
+            assert_eq!(path, "src/arch/x86_64/vmx.rs");
+            assert_eq!((*line, *column), (2, 13));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(err.to_string().contains("line 2, column 13"), "{err}");
+}
+
+#[test]
+fn paths_outside_the_targets_are_rejected() {
+    let file = |p: &str| json!({"files": [{"path": p, "content": "fn main() {}"}]}).to_string();
+    let cases = [
+        ("../../etc/passwd", "ParentDir"),
+        ("src/arch/x86_64/ept/../../../../x.rs", "ParentDir"),
+        ("/abs/src/arch/x86_64/vmx.rs", "AbsolutePath"),
+        ("other-crate/src/x.rs", "OutsideTargets"),
+        ("src/lib.rs", "OutsideTargets"),
+    ];
+    for (path, variant) in cases {
+        let err = extract_files(&file(path), &opts()).unwrap_err();
+        assert!(format!("{err:?}").starts_with(variant), "{path}: {err:?}");
+        assert!(err.to_string().contains(path), "names the path: {err}");
+    }
+    // In a fenced block too.
+    let answer = "```rust ../../etc/passwd.rs\nfn x() {}\n```";
+    assert!(matches!(
+        extract_files(answer, &opts()),
+        Err(ExtractError::ParentDir { .. })
+    ));
+}
+
+#[test]
+fn build_scripts_and_manifests_need_allow_deps() {
+    let answer = json!({"files": [
+        {"path": "build.rs", "content": "fn main() {}"},
+        {"path": "src/arch/x86_64/vmx.rs", "content": "pub fn vmxon() {}"}
+    ]})
+    .to_string();
+    let err = extract_files(&answer, &opts()).unwrap_err();
+    assert_eq!(
+        err,
+        ExtractError::DepsChange {
+            path: "build.rs".into()
+        }
+    );
+    assert!(err.to_string().contains("--allow-deps"));
+    let manifest = "```toml Cargo.toml\n[dependencies]\nx86 = \"0.52\"\n```\n```rust src/arch/x86_64/vmx.rs\nfn a() {}\n```";
+    let err = extract_files(manifest, &opts()).unwrap_err();
+    assert!(matches!(err, ExtractError::DepsChange { .. }), "{err:?}");
+
+    let allow = ExtractOptions {
+        allow_deps: true,
+        ..opts()
+    };
+    assert_eq!(extract_files(&answer, &allow).unwrap().len(), 2);
+    let bad_manifest =
+        json!({"files": [{"path": "Cargo.toml", "content": "[dependencies\n"}]}).to_string();
+    assert!(matches!(
+        extract_files(&bad_manifest, &allow),
+        Err(ExtractError::InvalidManifest { .. })
+    ));
+}
+
+#[test]
+fn answers_without_usable_code_are_rejected() {
+    assert_eq!(
+        extract_files("I cannot do that.", &opts()),
+        Err(ExtractError::NoCode)
+    );
+    assert!(matches!(
+        extract_files("{\"files\": [{\"path\": 3}]}", &opts()),
+        Err(ExtractError::Envelope(_))
+    ));
+    // Two unnamed blocks, one target: which one is it?
+    let two = "```rust\nfn a() {}\n```\n\n```rust\nfn b() {}\n```";
+    assert!(matches!(
+        extract_files(two, &ExtractOptions::for_targets(["src/a.rs"])),
+        Err(ExtractError::AmbiguousTarget { blocks: 2, .. })
+    ));
+    // An unnamed block and no single target.
+    assert!(matches!(
+        extract_files(
+            "```rust\nfn a() {}\n```",
+            &ExtractOptions::for_targets(["src/a.rs", "src/b.rs"])
+        ),
+        Err(ExtractError::NoTarget { .. })
+    ));
+    let dup = json!({"files": [
+        {"path": "src/arch/x86_64/vmx.rs", "content": ""},
+        {"path": "./src/arch/x86_64/vmx.rs", "content": ""}
+    ]})
+    .to_string();
+    assert!(matches!(
+        extract_files(&dup, &opts()),
+        Err(ExtractError::DuplicatePath { .. })
+    ));
+}
+
+#[tokio::test]
+async fn retry_after_on_a_server_error_is_honoured_within_the_backoff_bound() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(503).insert_header("retry-after", "1"))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(ok("back"))
+        .mount(&server)
+        .await;
+    let mut s = settings(&server, &KEYS[..1]);
+    s.backoff_max = Duration::from_millis(150);
+    let c = LlmClient::new(s).unwrap();
+    let start = Instant::now();
+    let resp = c.chat(&request(), &CancellationToken::new()).await.unwrap();
+    let waited = start.elapsed();
+    assert_eq!(resp.attempts, 2);
+    assert!(
+        waited >= Duration::from_millis(150) && waited < Duration::from_secs(1),
+        "waited {waited:?}: Retry-After 1 s, capped at backoff_max"
+    );
+}
+
+#[tokio::test]
+async fn stream_server_error_before_any_content_is_retried() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(502))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(sse(&[
+            r#"{"choices":[{"delta":{"content":"ok"},"finish_reason":"stop"}]}"#,
+        ]))
+        .mount(&server)
+        .await;
+    let mut seen = String::new();
+    let resp = client(&server, &KEYS[..1])
+        .chat_stream(&request(), &CancellationToken::new(), &mut |d: &str| {
+            seen.push_str(d)
+        })
+        .await
+        .unwrap();
+    assert_eq!((resp.content.as_str(), resp.attempts), ("ok", 2));
+    assert_eq!(
+        seen, "ok",
+        "a finish_reason without [DONE] is a complete answer"
+    );
+}
+
+#[tokio::test]
+async fn stream_error_event_after_content_is_truncation() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(sse(&[
+            r#"{"choices":[{"delta":{"content":"pub fn"}}]}"#,
+            r#"{"error":{"message":"Provider disconnected","code":502},"choices":[{"delta":{"content":""},"finish_reason":"error"}]}"#,
+        ]))
+        .mount(&server)
+        .await;
+    let err = client(&server, &KEYS[..1])
+        .chat_stream(&request(), &CancellationToken::new(), &mut |_: &str| {})
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            LlmError::Truncated {
+                received_chars: 6,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("Provider disconnected"), "{err}");
+    assert_eq!(
+        server.received_requests().await.unwrap().len(),
+        1,
+        "not retried"
+    );
+}
+
+#[tokio::test]
+async fn server_that_does_not_stream_still_answers_a_stream_request() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ok("whole answer"))
+        .mount(&server)
+        .await;
+    let mut seen = Vec::new();
+    let resp = client(&server, &KEYS[..1])
+        .chat_stream(&request(), &CancellationToken::new(), &mut |d: &str| {
+            seen.push(d.to_string())
+        })
+        .await
+        .unwrap();
+    assert_eq!(resp.content, "whole answer");
+    assert_eq!(seen, ["whole answer"]);
+    assert_eq!(resp.usage.total_tokens, 17);
+}
