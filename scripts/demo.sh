@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job on the bundled reference workspace, with no API key (README "Set up").
 # Works on a fresh copy of tests/fixtures/eterna-arm64; the checked-in fixture is never
-# touched. Today the chain is: plan. Later stages (port, check, qemu) join here.
+# touched. The chain so far: plan, port (offline engine), then cargo check of the
+# port for x86_64-unknown-none. Later stages (the fix loop, booting) join here.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 work="$(mktemp -d "${TMPDIR:-/tmp}/eterna-demo.XXXXXX")"
@@ -15,3 +16,12 @@ bin="target/release/cargo-eterna-port"
 
 echo "== cargo eterna-port plan (fixture copy in $work)"
 "$bin" eterna-port plan --manifest-path "$manifest"
+
+echo
+echo "== cargo eterna-port (offline port of the copy; it is not a git repository)"
+"$bin" eterna-port --manifest-path "$manifest" --allow-no-vcs
+
+echo
+echo "== cargo check --target x86_64-unknown-none -p eterna (the ported hypervisor)"
+(cd "$work/eterna-arm64" && cargo check --quiet --target x86_64-unknown-none -p eterna)
+echo "x86_64 port checks clean"
