@@ -479,6 +479,45 @@ fn instantiated_port_checks_for_x86_64_and_aarch64() {
     );
 }
 
+#[test]
+fn plan_reports_the_instantiated_port_complete() {
+    let port = instantiate();
+    let output = common::run(port.root(), &["plan", "--message-format", "json"]);
+    common::assert_code(&output, 0);
+    let plan = common::json(&output);
+    let modules = plan["modules"].as_array().expect("modules");
+    assert!(modules.len() >= 15, "{plan:#}");
+    for module in modules {
+        let target = module["target"].as_str().unwrap();
+        let missing: Vec<&str> = module["missing"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m.as_str().unwrap())
+            .collect();
+        match target {
+            // The platform type is renamed with the module (Aarch64 -> X86_64).
+            "eterna/src/arch/x86_64/mod.rs" => assert_eq!(missing, ["Aarch64"], "{module:#}"),
+            // guest.rs keeps its architecture-neutral items; the child only
+            // replaces the ARM64 ones.
+            "eterna/src/guest/x86_64.rs" => {
+                let shared = public_names(&port.crate_dir().join("src/guest.rs"));
+                for name in missing {
+                    let item = name.rsplit("::").next().unwrap();
+                    assert!(
+                        shared.contains(item),
+                        "{name} is neither in guest.rs nor in the template"
+                    );
+                }
+            }
+            _ => {
+                assert_eq!(module["status"], "exists", "{module:#}");
+                assert!(missing.is_empty(), "{module:#}");
+            }
+        }
+    }
+}
+
 /// The instantiated port, linked once for the boot tests.
 struct Image {
     port: Port,

@@ -53,7 +53,7 @@ use super::X86_64;
 /// The exit reasons eterna distinguishes, under the AArch64 name.
 pub type ExceptionClass = ExitReason;
 
-impl ExitReason {
+impl ExceptionClass {
     /// Decodes a basic exit reason given as a byte (the AArch64 layer's
     /// "exception class" constructor; x86 reasons below 256 fit).
     pub const fn from_ec(ec: u8) -> Self {
