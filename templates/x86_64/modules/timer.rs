@@ -160,7 +160,8 @@ pub fn reset_virtual_offset() {
 
 /// The guest timer state of the vCPU currently loaded on this CPU (the
 /// "hardware" registers of the emulated timer).
-static LIVE: SpinLock<VirtualTimerState> = SpinLock::new(VirtualTimerState { ctl: CTL_IMASK, cval: 0, lvt: LVT_MASKED });
+static LIVE: SpinLock<VirtualTimerState> =
+    SpinLock::new(VirtualTimerState { ctl: CTL_IMASK, cval: 0, lvt: LVT_MASKED });
 
 /// Masks the loaded guest's virtual timer (sets IMASK), as the AArch64
 /// layer does when forwarding its level-triggered PPI.

@@ -22,8 +22,8 @@ use eterna_core::{Action, Vm};
 use super::apic::VirtualGicState;
 use super::exit_reason::{basic, ExitReasonField, InterruptionInfo};
 use super::timer::{self, VirtualTimerState};
-use super::vmcs::{self, field, GuestSetup};
 use super::vmcall_abi::Gpr;
+use super::vmcs::{self, field, GuestSetup};
 use super::vmexit;
 use super::X86_64;
 
@@ -152,7 +152,8 @@ impl VcpuContext {
         regs.x[Gpr::Rdi.index()] = arg;
         regs.x[Gpr::Rsp.index()] = stack_top - 8;
         let (gdt_base, gdt_limit) = crate::guest::descriptor_table();
-        let setup = GuestSetup { rip: entry, rsp: stack_top - 8, cr3: crate::guest::page_table_root(), gdt_base, gdt_limit };
+        let setup =
+            GuestSetup { rip: entry, rsp: stack_top - 8, cr3: crate::guest::page_table_root(), gdt_base, gdt_limit };
         VcpuContext {
             regs,
             index,

@@ -190,7 +190,9 @@ pub fn handle_guest_exit(kind: u64, vm: &mut Vm, arch: &mut X86_64, vcpu: &mut V
         exit::SYNC => handle_sync(vm, arch, vcpu),
         exit::IRQ => handle_irq(vm, arch),
         exit::FIQ => panic!("{}: unexpected NMI at guest RIP {:#x}", vm.current(), vcpu.regs.rip),
-        exit::SERROR => panic!("{}: guest triple fault at RIP {:#x}, {:?}", vm.current(), vcpu.regs.rip, Esr::current()),
+        exit::SERROR => {
+            panic!("{}: guest triple fault at RIP {:#x}, {:?}", vm.current(), vcpu.regs.rip, Esr::current())
+        }
         _ => {
             let error = vmcs::vmread(field::VM_INSTRUCTION_ERROR) as u32;
             panic!(
@@ -480,10 +482,8 @@ pub unsafe fn install_host_idt(first: bool) {
         for (vector, gate) in idt.iter_mut().enumerate().take(usize::from(FIRST_INTERRUPT_VECTOR)) {
             let handler = stubs + 16 * vector as u64;
             // Present, DPL 0, 64-bit interrupt gate, IST 0.
-            gate.0[0] = (handler & 0xffff)
-                | (u64::from(KERNEL_CS) << 16)
-                | (0x8E << 40)
-                | (((handler >> 16) & 0xffff) << 48);
+            gate.0[0] =
+                (handler & 0xffff) | (u64::from(KERNEL_CS) << 16) | (0x8E << 40) | (((handler >> 16) & 0xffff) << 48);
             gate.0[1] = handler >> 32;
         }
     }
