@@ -371,7 +371,7 @@ pub unsafe fn enter(regs: &mut GuestRegs) -> u64 {
         vmcs::vmwrite(field::GUEST_INTERRUPTIBILITY_INFO, state);
         regs.clear_blocking = 0;
     }
-    vmcs::set_preemption_timer(timer::guest_timer_remaining());
+    vmcs::set_preemption_timer(timer::preemption_budget());
     // SAFETY: upheld by the caller; the assembly preserves every register
     // the System V ABI requires and returns through the exit path.
     let status = unsafe { eterna_vmx_enter(regs) };

@@ -11,7 +11,7 @@
 //! | 18 VMCALL                   | eterna hypercall (`hypercall.rs`)                  |
 //! | 48 EPT violation            | decode the instruction, emulate the MMIO access   |
 //! | 12 HLT                      | fire the guest's virtual timer if armed            |
-//! | 52 VMX-preemption timer     | fire the guest's virtual timer                     |
+//! | 52 VMX-preemption timer     | watchdog backstop, fire the guest's virtual timer  |
 //! | 7 interrupt window          | stop window exiting; the core re-injects           |
 //! | 10 CPUID                    | host CPUID with VMX hidden, hypervisor leaves      |
 //! | 31/32 RDMSR/WRMSR           | emulated timer/APIC MSRs, #GP for the rest         |
@@ -219,6 +219,10 @@ fn handle_sync(vm: &mut Vm, arch: &mut X86_64, vcpu: &mut VcpuContext) -> Action
             Action::Resume
         }
         ExitReason::PreemptionTimer => {
+            if timer::watchdog_expired() {
+                timer::disarm_hyp_timer();
+                panic!("watchdog expired: the guest made no progress within {WATCHDOG_SECONDS} s");
+            }
             if timer::expire_guest_timer(timer::frequency() / 100) {
                 let _ = vm.raise_irq(vm.current(), VIRTUAL_TIMER_INTID);
             }
