@@ -557,6 +557,17 @@ fn image() -> &'static Image {
     })
 }
 
+/// Fails with the Debian package to install when `tool` is not on PATH.
+fn require_tool(tool: &str, package: &str) {
+    let found = std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).any(|dir| dir.join(tool).is_file()))
+        .unwrap_or(false);
+    assert!(
+        found,
+        "`{tool}` not found on PATH; install it: apt-get install {package}"
+    );
+}
+
 /// Runs `command` until it exits or `timeout` passes (then kills it).
 fn run_bounded(mut command: Command, timeout: Duration, what: &str) -> Output {
     command
@@ -587,6 +598,7 @@ fn run_bounded(mut command: Command, timeout: Duration, what: &str) -> Output {
 
 #[test]
 fn x86_64_image_reports_missing_vmx_under_qemu_tcg() {
+    require_tool("qemu-system-x86_64", "qemu-system-x86");
     let image = image();
     let mut qemu = Command::new("qemu-system-x86_64");
     qemu.args(["-M", "pc", "-m", "128M", "-smp", "2", "-display", "none"])
@@ -614,6 +626,11 @@ fn x86_64_image_reports_missing_vmx_under_qemu_tcg() {
 
 #[test]
 fn x86_64_image_runs_the_guest_under_bochs_vmx_with_the_arm64_trace() {
+    require_tool("bochs", "bochs bochsbios vgabios bochs-term");
+    require_tool("grub-mkrescue", "grub-pc-bin grub-common");
+    require_tool("xorriso", "xorriso");
+    require_tool("mformat", "mtools");
+    require_tool("script", "bsdutils");
     let image = image();
     let work = image.port.root().join("bochs");
     let iso_root = work.join("iso");
