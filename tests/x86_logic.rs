@@ -23,6 +23,13 @@ mod mmio_insn;
 #[path = "../templates/x86_64/modules/vmcall_abi.rs"]
 mod vmcall_abi;
 
+/// eterna-core's hypercall ABI, as the fixture defines it (pure `core`).
+/// Not formatted from here: the fixture follows its own rustfmt.toml.
+#[allow(dead_code)]
+#[rustfmt::skip]
+#[path = "fixtures/eterna-arm64/eterna-core/src/hypercall.rs"]
+mod hypercall;
+
 use ept_entry::{ept, pte, MemoryType};
 use exit_reason::{ExitReason, ExitReasonField, InterruptionInfo};
 use mmio_insn::{Access, DecodeError, Source};
@@ -403,4 +410,48 @@ fn vmcall_abi_maps_slots_to_registers() {
         assert_eq!(Gpr::from_index(n).unwrap().index(), n);
     }
     assert_eq!(Gpr::from_index(16), None);
+}
+
+#[test]
+fn every_hypercall_survives_the_vmcall_register_mapping() {
+    use hypercall::{Hypercall, HypercallReturn, Status};
+    let calls = [
+        Hypercall::Version,
+        Hypercall::Print {
+            ipa: 0x11_2000,
+            len: 27,
+        },
+        Hypercall::ReadVtimer,
+        Hypercall::Yield,
+        Hypercall::Exit { code: -7 },
+        Hypercall::VcpuInfo,
+        Hypercall::Unknown(0xC600_00FF),
+    ];
+    for call in calls {
+        // Guest side: the call's x0..x3 go into RAX, RDI, RSI, RDX.
+        let mut gprs = [0xAAAA_AAAAu64; 16];
+        vmcall_abi::write_results(&mut gprs, call.encode());
+        assert_eq!(gprs[Gpr::Rax.index()], call.encode()[0]);
+        // Hypervisor side: the VMCALL exit reads them back.
+        assert_eq!(Hypercall::decode(vmcall_abi::read_args(&gprs)), call);
+    }
+    // Results travel back the same way; status in RAX.
+    let mut gprs = [0u64; 16];
+    let ret = HypercallReturn::error(Status::NotSupported);
+    vmcall_abi::write_results(&mut gprs, ret.to_regs());
+    assert_eq!(gprs[Gpr::Rax.index()], u64::MAX);
+    assert_eq!(
+        Status::from_reg(gprs[Gpr::Rax.index()]),
+        Some(Status::NotSupported)
+    );
+    let ok = HypercallReturn::ok([0x1_0000, 2, 0]);
+    vmcall_abi::write_results(&mut gprs, ok.to_regs());
+    assert_eq!(
+        [
+            gprs[Gpr::Rax.index()],
+            gprs[Gpr::Rdi.index()],
+            gprs[Gpr::Rsi.index()]
+        ],
+        [0, 0x1_0000, 2]
+    );
 }

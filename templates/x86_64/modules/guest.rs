@@ -32,8 +32,9 @@
 //! 0x3B (0x20 + ID).
 
 use core::arch::{asm, global_asm};
-use core::sync::atomic::Ordering;
 
+// The shared part of guest.rs: constants, `print`, the IRQ bookkeeping
+// statics and its imports (`Ordering`, the hypercall numbers).
 use super::*;
 
 /// Places a byte-string literal in `.guest.rodata` and evaluates to its

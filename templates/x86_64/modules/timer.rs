@@ -3,8 +3,9 @@
 //! the guest's virtual timer.
 //!
 //! * **Counter.** The invariant TSC plays the role of the AArch64 physical
-//!   counter. Its frequency comes from CPUID leaf 15H (crystal ratio) or
-//!   16H (base MHz), else it is measured against PIT channel 2 for 10 ms.
+//!   counter. Its frequency comes from CPUID leaf 15H (crystal ratio), else
+//!   it is measured against PIT channel 2 for 10 ms (leaf 16H's nominal
+//!   base frequency is only a last resort: emulators do not match it).
 //! * **Virtual counter.** VM-execution control "use TSC offsetting" adds
 //!   the VMCS TSC offset to every guest RDTSC; [`reset_virtual_offset`] sets
 //!   it to minus the current TSC, so the guest's count starts near zero
@@ -21,7 +22,12 @@
 //! * **Watchdog.** The physical local-APIC timer (TSC-deadline mode when
 //!   CPUID.1:ECX[24] says so, else one-shot with a calibrated rate) raises
 //!   vector [`HYP_TIMER_INTID`]; with external-interrupt exiting it ends
-//!   the guest's run and the hypervisor powers off.
+//!   the guest's run and the hypervisor powers off. The VMX-preemption
+//!   timer is armed with the remaining watchdog time on every entry as a
+//!   backstop: it counts whatever the guest does, so a guest spinning with
+//!   interrupts disabled is caught even where external-interrupt exits
+//!   depend on the guest's RFLAGS.IF (Bochs 2.7 does not deliver them then,
+//!   contrary to the SDM).
 
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -59,6 +65,8 @@ static TSC_HZ: AtomicU64 = AtomicU64::new(0);
 /// Local-APIC timer ticks per second at divide-by-16 (one-shot mode only).
 static LAPIC_HZ: AtomicU64 = AtomicU64::new(0);
 static USE_TSC_DEADLINE: AtomicBool = AtomicBool::new(false);
+/// TSC value at which the watchdog expires; 0 = disarmed.
+static WATCHDOG_DEADLINE: AtomicU64 = AtomicU64::new(0);
 /// Guest TSC offset (two's complement), written to each VMCS.
 static TSC_OFFSET: AtomicU64 = AtomicU64::new(0);
 
@@ -70,7 +78,10 @@ pub fn frequency() -> u64 {
     }
 }
 
-/// TSC frequency from CPUID 15H/16H, or measured against the PIT.
+/// TSC frequency: exact from CPUID 15H (crystal clock and TSC ratio) when
+/// the CPU reports it, else measured against the PIT; CPUID 16H (nominal
+/// base frequency, which emulators do not tie to their TSC) only if the
+/// measurement fails.
 fn calibrate_tsc() -> u64 {
     let mut hz = 0;
     if msr::has_leaf(0x15) {
@@ -79,11 +90,11 @@ fn calibrate_tsc() -> u64 {
             hz = u64::from(leaf.ecx) * u64::from(leaf.ebx) / u64::from(leaf.eax);
         }
     }
-    if hz == 0 && msr::has_leaf(0x16) {
-        hz = u64::from(msr::cpuid(0x16, 0).eax & 0xffff) * 1_000_000;
-    }
     if hz == 0 {
         hz = measure_with_pit(rdtsc);
+    }
+    if hz == 0 && msr::has_leaf(0x16) {
+        hz = u64::from(msr::cpuid(0x16, 0).eax & 0xffff) * 1_000_000;
     }
     TSC_HZ.store(hz, Ordering::Relaxed);
     hz
@@ -160,7 +171,8 @@ pub fn reset_virtual_offset() {
 
 /// The guest timer state of the vCPU currently loaded on this CPU (the
 /// "hardware" registers of the emulated timer).
-static LIVE: SpinLock<VirtualTimerState> = SpinLock::new(VirtualTimerState { ctl: CTL_IMASK, cval: 0, lvt: LVT_MASKED });
+static LIVE: SpinLock<VirtualTimerState> =
+    SpinLock::new(VirtualTimerState { ctl: CTL_IMASK, cval: 0, lvt: LVT_MASKED });
 
 /// Masks the loaded guest's virtual timer (sets IMASK), as the AArch64
 /// layer does when forwarding its level-triggered PPI.
@@ -266,6 +278,7 @@ pub fn expire_guest_timer(max_ticks: u64) -> bool {
 
 /// Arms the hypervisor watchdog `ticks` TSC ticks from now.
 pub fn arm_hyp_timer(ticks: u64) {
+    WATCHDOG_DEADLINE.store(rdtsc().saturating_add(ticks.max(1)), Ordering::Relaxed);
     if USE_TSC_DEADLINE.load(Ordering::Relaxed) {
         apic::write(apic::reg::LVT_TIMER, LVT_TSC_DEADLINE as u32 | HYP_TIMER_INTID);
         // SAFETY: programs this CPU's own APIC timer deadline.
@@ -280,6 +293,7 @@ pub fn arm_hyp_timer(ticks: u64) {
 
 /// Stops the hypervisor watchdog.
 pub fn disarm_hyp_timer() {
+    WATCHDOG_DEADLINE.store(0, Ordering::Relaxed);
     if USE_TSC_DEADLINE.load(Ordering::Relaxed) {
         // SAFETY: a zero deadline disarms this CPU's APIC timer.
         unsafe { msr::wrmsr(msr::index::IA32_TSC_DEADLINE, 0) };
@@ -287,6 +301,28 @@ pub fn disarm_hyp_timer() {
     } else {
         apic::write(apic::reg::TIMER_INITIAL_COUNT, 0);
         apic::write(apic::reg::LVT_TIMER, LVT_MASKED as u32 | HYP_TIMER_INTID);
+    }
+}
+
+/// TSC ticks until the watchdog expires (zero once expired), if armed.
+pub fn watchdog_remaining() -> Option<u64> {
+    match WATCHDOG_DEADLINE.load(Ordering::Relaxed) {
+        0 => None,
+        deadline => Some(deadline.saturating_sub(rdtsc())),
+    }
+}
+
+/// Whether the armed watchdog has expired.
+pub fn watchdog_expired() -> bool {
+    watchdog_remaining() == Some(0)
+}
+
+/// Guest-execution budget for the VMX-preemption timer: until the guest's
+/// timer is due or the watchdog expires, whichever is first.
+pub fn preemption_budget() -> Option<u64> {
+    match (guest_timer_remaining(), watchdog_remaining()) {
+        (Some(guest), Some(watchdog)) => Some(guest.min(watchdog)),
+        (guest, watchdog) => guest.or(watchdog),
     }
 }
 

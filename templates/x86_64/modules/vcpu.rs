@@ -22,8 +22,8 @@ use eterna_core::{Action, Vm};
 use super::apic::VirtualGicState;
 use super::exit_reason::{basic, ExitReasonField, InterruptionInfo};
 use super::timer::{self, VirtualTimerState};
-use super::vmcs::{self, field, GuestSetup};
 use super::vmcall_abi::Gpr;
+use super::vmcs::{self, field, GuestSetup};
 use super::vmexit;
 use super::X86_64;
 
@@ -152,7 +152,8 @@ impl VcpuContext {
         regs.x[Gpr::Rdi.index()] = arg;
         regs.x[Gpr::Rsp.index()] = stack_top - 8;
         let (gdt_base, gdt_limit) = crate::guest::descriptor_table();
-        let setup = GuestSetup { rip: entry, rsp: stack_top - 8, cr3: crate::guest::page_table_root(), gdt_base, gdt_limit };
+        let setup =
+            GuestSetup { rip: entry, rsp: stack_top - 8, cr3: crate::guest::page_table_root(), gdt_base, gdt_limit };
         VcpuContext {
             regs,
             index,
@@ -370,7 +371,7 @@ pub unsafe fn enter(regs: &mut GuestRegs) -> u64 {
         vmcs::vmwrite(field::GUEST_INTERRUPTIBILITY_INFO, state);
         regs.clear_blocking = 0;
     }
-    vmcs::set_preemption_timer(timer::guest_timer_remaining());
+    vmcs::set_preemption_timer(timer::preemption_budget());
     // SAFETY: upheld by the caller; the assembly preserves every register
     // the System V ABI requires and returns through the exit path.
     let status = unsafe { eterna_vmx_enter(regs) };

@@ -321,7 +321,9 @@ pub fn vmwrite(encoding: u32, value: u64) {
     let flags: u64;
     // SAFETY: VMWRITE only changes the current VMCS; the caller is the
     // hypervisor configuring its own guest.
-    unsafe { asm!("vmwrite {0}, {1}", "pushfq", "pop {2}", in(reg) u64::from(encoding), in(reg) value, out(reg) flags) };
+    unsafe {
+        asm!("vmwrite {0}, {1}", "pushfq", "pop {2}", in(reg) u64::from(encoding), in(reg) value, out(reg) flags)
+    };
     if let Err(err) = check("VMWRITE", flags) {
         panic!("VMWRITE {encoding:#06x} <- {value:#x}: {err}");
     }
@@ -458,7 +460,8 @@ pub fn init_vmcs(index: usize, guest: &GuestSetup) -> Result<(), VmxError> {
     vmwrite(field::HOST_RIP, HOST_RIP.load(Ordering::Relaxed));
 
     // Guest state: flat 64-bit, CPL 0, paging on.
-    let guest_cr0 = apply_fixed_bits(cr0::PE | cr0::MP | cr0::ET | cr0::NE | cr0::PG, caps.cr0_fixed.0, caps.cr0_fixed.1);
+    let guest_cr0 =
+        apply_fixed_bits(cr0::PE | cr0::MP | cr0::ET | cr0::NE | cr0::PG, caps.cr0_fixed.0, caps.cr0_fixed.1);
     let guest_cr4 = apply_fixed_bits(cr4::PAE | cr4::OSFXSR | cr4::OSXMMEXCPT, caps.cr4_fixed.0, caps.cr4_fixed.1);
     vmwrite(field::GUEST_CR0, guest_cr0);
     vmwrite(field::CR0_GUEST_HOST_MASK, cr0::PE | cr0::PG | cr0::NE);
@@ -517,11 +520,8 @@ pub fn init_vmcs(index: usize, guest: &GuestSetup) -> Result<(), VmxError> {
 /// Turns interrupt-window exiting on or off in the current VMCS.
 pub fn set_interrupt_window_exiting(enabled: bool) {
     let controls = vmread(field::CPU_BASED_VM_EXEC_CONTROL) as u32;
-    let controls = if enabled {
-        controls | proc1::INTERRUPT_WINDOW_EXITING
-    } else {
-        controls & !proc1::INTERRUPT_WINDOW_EXITING
-    };
+    let controls =
+        if enabled { controls | proc1::INTERRUPT_WINDOW_EXITING } else { controls & !proc1::INTERRUPT_WINDOW_EXITING };
     vmwrite(field::CPU_BASED_VM_EXEC_CONTROL, u64::from(controls));
 }
 

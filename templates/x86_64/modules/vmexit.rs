@@ -11,7 +11,7 @@
 //! | 18 VMCALL                   | eterna hypercall (`hypercall.rs`)                  |
 //! | 48 EPT violation            | decode the instruction, emulate the MMIO access   |
 //! | 12 HLT                      | fire the guest's virtual timer if armed            |
-//! | 52 VMX-preemption timer     | fire the guest's virtual timer                     |
+//! | 52 VMX-preemption timer     | watchdog backstop, fire the guest's virtual timer  |
 //! | 7 interrupt window          | stop window exiting; the core re-injects           |
 //! | 10 CPUID                    | host CPUID with VMX hidden, hypervisor leaves      |
 //! | 31/32 RDMSR/WRMSR           | emulated timer/APIC MSRs, #GP for the rest         |
@@ -53,7 +53,7 @@ use super::X86_64;
 /// The exit reasons eterna distinguishes, under the AArch64 name.
 pub type ExceptionClass = ExitReason;
 
-impl ExitReason {
+impl ExceptionClass {
     /// Decodes a basic exit reason given as a byte (the AArch64 layer's
     /// "exception class" constructor; x86 reasons below 256 fit).
     pub const fn from_ec(ec: u8) -> Self {
@@ -190,7 +190,9 @@ pub fn handle_guest_exit(kind: u64, vm: &mut Vm, arch: &mut X86_64, vcpu: &mut V
         exit::SYNC => handle_sync(vm, arch, vcpu),
         exit::IRQ => handle_irq(vm, arch),
         exit::FIQ => panic!("{}: unexpected NMI at guest RIP {:#x}", vm.current(), vcpu.regs.rip),
-        exit::SERROR => panic!("{}: guest triple fault at RIP {:#x}, {:?}", vm.current(), vcpu.regs.rip, Esr::current()),
+        exit::SERROR => {
+            panic!("{}: guest triple fault at RIP {:#x}, {:?}", vm.current(), vcpu.regs.rip, Esr::current())
+        }
         _ => {
             let error = vmcs::vmread(field::VM_INSTRUCTION_ERROR) as u32;
             panic!(
@@ -217,6 +219,10 @@ fn handle_sync(vm: &mut Vm, arch: &mut X86_64, vcpu: &mut VcpuContext) -> Action
             Action::Resume
         }
         ExitReason::PreemptionTimer => {
+            if timer::watchdog_expired() {
+                timer::disarm_hyp_timer();
+                panic!("watchdog expired: the guest made no progress within {WATCHDOG_SECONDS} s");
+            }
             if timer::expire_guest_timer(timer::frequency() / 100) {
                 let _ = vm.raise_irq(vm.current(), VIRTUAL_TIMER_INTID);
             }
@@ -480,10 +486,8 @@ pub unsafe fn install_host_idt(first: bool) {
         for (vector, gate) in idt.iter_mut().enumerate().take(usize::from(FIRST_INTERRUPT_VECTOR)) {
             let handler = stubs + 16 * vector as u64;
             // Present, DPL 0, 64-bit interrupt gate, IST 0.
-            gate.0[0] = (handler & 0xffff)
-                | (u64::from(KERNEL_CS) << 16)
-                | (0x8E << 40)
-                | (((handler >> 16) & 0xffff) << 48);
+            gate.0[0] =
+                (handler & 0xffff) | (u64::from(KERNEL_CS) << 16) | (0x8E << 40) | (((handler >> 16) & 0xffff) << 48);
             gate.0[1] = handler >> 32;
         }
     }
