@@ -27,13 +27,8 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
-use syn::spanned::Spanned;
 
 const TEMPLATE_TRIPLE: &str = "x86_64-unknown-none";
-/// Most warnings a wired x86_64 check may produce. Today there is one:
-/// guest.rs's `SPECIAL_INTID_BASE` is only used by the gated-out AArch64
-/// interrupt handler (cargo's summary line is not counted).
-const MAX_X86_WARNINGS: usize = 2;
 /// QEMU exit status for `smp::VMX_UNAVAILABLE_EXIT` (0x10) through
 /// isa-debug-exit: `(0x10 << 1) | 1`.
 const VMX_UNAVAILABLE_STATUS: i32 = 33;
@@ -60,7 +55,6 @@ struct Template {
 struct Support {
     file: String,
     declared_by: String,
-    target: String,
     summary: String,
 }
 
@@ -306,75 +300,6 @@ fn rename_idents(text: &str) -> String {
     out
 }
 
-/// Line ranges (0-based, inclusive) of the top-level items of `text` for
-/// which `select` holds, attributes and doc comments included.
-fn item_lines(text: &str, select: impl Fn(&syn::Item) -> bool) -> Vec<(usize, usize)> {
-    let file = syn::parse_file(text).expect("fixture parses");
-    file.items
-        .iter()
-        .filter(|item| select(item))
-        .map(|item| {
-            let span = item.span();
-            (span.start().line - 1, span.end().line - 1)
-        })
-        .collect()
-}
-
-/// Applies the engine's in-place wiring to the copied crate.
-fn wire(crate_dir: &Path) {
-    let arch_mod = crate_dir.join("src/arch/mod.rs");
-    let mut text = fs::read_to_string(&arch_mod).unwrap();
-    text.push_str("\n#[cfg(target_arch = \"x86_64\")]\npub mod x86_64;\n\n#[cfg(target_arch = \"x86_64\")]\npub use x86_64::X86_64;\n");
-    fs::write(&arch_mod, text).unwrap();
-
-    // main.rs: items naming the aarch64 module are duplicated for x86_64.
-    let main = crate_dir.join("src/main.rs");
-    let text = fs::read_to_string(&main).unwrap();
-    let ranges = item_lines(&text, |item| {
-        let tokens = quote::ToTokens::to_token_stream(item).to_string();
-        tokens.contains("aarch64") || tokens.contains("Aarch64")
-    });
-    assert!(!ranges.is_empty(), "main.rs names the aarch64 module");
-    let lines: Vec<&str> = text.lines().collect();
-    let mut out = Vec::new();
-    for (index, line) in lines.iter().enumerate() {
-        if let Some(&(start, end)) = ranges.iter().find(|(start, _)| *start == index) {
-            let item = lines[start..=end].join("\n");
-            out.push("#[cfg(target_arch = \"aarch64\")]".to_string());
-            out.push(item.clone());
-            out.push("#[cfg(target_arch = \"x86_64\")]".to_string());
-            out.push(rename_idents(&item));
-        } else if !ranges
-            .iter()
-            .any(|(start, end)| (*start..=*end).contains(&index))
-        {
-            out.push(line.to_string());
-        }
-    }
-    fs::write(&main, out.join("\n") + "\n").unwrap();
-
-    // guest.rs: ARM64 items gated, the x86_64 child module added.
-    let guest = crate_dir.join("src/guest.rs");
-    let text = fs::read_to_string(&guest).unwrap();
-    let starts: Vec<usize> = item_lines(&text, arm64_specific)
-        .into_iter()
-        .map(|(start, _)| start)
-        .collect();
-    let mut out = Vec::new();
-    for (index, line) in text.lines().enumerate() {
-        if starts.contains(&index) {
-            out.push("#[cfg(target_arch = \"aarch64\")]");
-        }
-        out.push(line);
-    }
-    out.push("");
-    out.push("#[cfg(target_arch = \"x86_64\")]");
-    out.push("mod x86_64;");
-    out.push("#[cfg(target_arch = \"x86_64\")]");
-    out.push("pub use self::x86_64::*;");
-    fs::write(&guest, out.join("\n") + "\n").unwrap();
-}
-
 /// A temporary copy of the fixture with the templates instantiated.
 struct Port {
     dir: tempfile::TempDir,
@@ -388,96 +313,24 @@ impl Port {
     fn crate_dir(&self) -> PathBuf {
         self.root().join("eterna")
     }
-
-    fn cargo(&self, args: &[&str]) -> Output {
-        let mut cmd = Command::new(env!("CARGO"));
-        cmd.args(args)
-            .current_dir(self.root())
-            .env("CARGO_TARGET_DIR", self.root().join("target"))
-            .env("CARGO_TERM_COLOR", "never")
-            .env_remove("RUSTFLAGS")
-            .env("CARGO_NET_OFFLINE", "true");
-        cmd.output().expect("run cargo")
-    }
 }
 
+/// The fixture ported by the tool itself (offline engine) in a temp copy.
 fn instantiate() -> Port {
     let dir = common::copy_tree(&common::fixture_dir());
-    let port = Port { dir };
-    let crate_dir = port.crate_dir();
-    let manifest = manifest();
-    let modules = templates_dir().join("modules");
-    for template in &manifest.template {
-        let text = fs::read_to_string(modules.join(&template.file)).unwrap();
-        common::write(
-            &crate_dir,
-            &template.target,
-            render(template, &text).as_bytes(),
-        );
-    }
-    for support in &manifest.support {
-        common::write(
-            &crate_dir,
-            &support.target,
-            &fs::read(modules.join(&support.file)).unwrap(),
-        );
-    }
-    for extra in &manifest.extra {
-        common::write(
-            &crate_dir,
-            &extra.target,
-            &fs::read(templates_dir().join(&extra.file)).unwrap(),
-        );
-    }
-    wire(&crate_dir);
-    port
+    let out = common::run(dir.path(), &["--allow-no-vcs", "--message-format", "json"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "the offline port is incomplete:\n{}\n{}",
+        common::stdout(&out),
+        common::stderr(&out)
+    );
+    Port { dir }
 }
 
 fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
-fn count_lines(text: &str, prefix: &str) -> usize {
-    text.lines().filter(|l| l.starts_with(prefix)).count()
-}
-
-#[test]
-fn instantiated_port_checks_for_x86_64_and_aarch64() {
-    let port = instantiate();
-    let x86 = port.cargo(&[
-        "check",
-        "--target",
-        "x86_64-unknown-none",
-        "-p",
-        "eterna",
-        "--message-format",
-        "short",
-    ]);
-    let log = stderr(&x86);
-    assert!(x86.status.success(), "x86_64 check failed:\n{log}");
-    assert_eq!(count_lines(&log, "error"), 0, "{log}");
-    let warnings = log.lines().filter(|l| l.contains(": warning: ")).count();
-    assert!(
-        warnings <= MAX_X86_WARNINGS,
-        "{warnings} warnings (at most {MAX_X86_WARNINGS}):\n{log}"
-    );
-
-    let arm = port.cargo(&[
-        "check",
-        "--target",
-        "aarch64-unknown-none",
-        "-p",
-        "eterna",
-        "--message-format",
-        "short",
-    ]);
-    let log = stderr(&arm);
-    assert!(arm.status.success(), "aarch64 check failed:\n{log}");
-    assert_eq!(
-        log.lines().filter(|l| l.contains(": warning: ")).count(),
-        0,
-        "the ARM64 build gained warnings:\n{log}"
-    );
 }
 
 #[test]

@@ -541,7 +541,9 @@ fn translate_asm(body: &str, knowledge: &Knowledge) -> Option<String> {
                         // The template strings come first, before the operands.
                         for t in g.stream() {
                             match t {
-                                TokenTree::Literal(l) if l.to_string().ends_with('"') => {
+                                TokenTree::Literal(l)
+                                    if crate::workspace::is_string_literal(&l.to_string()) =>
+                                {
                                     out.push(l.span().byte_range())
                                 }
                                 TokenTree::Punct(p) if p.as_char() == ',' => {}

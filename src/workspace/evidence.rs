@@ -788,7 +788,7 @@ impl Collector<'_> {
                 TokenTree::Literal(lit) => {
                     if in_asm {
                         let text = lit.to_string();
-                        if text.ends_with('"') {
+                        if is_string_literal(&text) {
                             self.asm_text(&text, lit.span().start().line, None);
                         }
                     }
@@ -954,6 +954,11 @@ fn names_arm64(seg: &str) -> bool {
         || seg.contains("Aarch64")
         || seg.contains("AArch64")
         || seg.contains("Arm64")
+}
+
+/// Whether a literal token is a (raw) string: `"…"`, `r"…"`, `r#"…"#`.
+pub fn is_string_literal(token: &str) -> bool {
+    token.starts_with('"') || token.starts_with("r\"") || token.starts_with("r#")
 }
 
 /// `NAME_EL0..3` shape, case-insensitive.
@@ -1220,6 +1225,18 @@ mod tests {
         assert_eq!(has(&f, EvidenceKind::AsmRegister, "xzr"), Some(1));
         assert!(is_arm_register("w30") && !is_arm_register("x31") && !is_arm_register("x01"));
         assert!(!is_arm_register("rax") && !is_arm_register("x") && !is_arm_register("width"));
+    }
+
+    #[test]
+    fn raw_string_assembly_is_scanned() {
+        let f = facts("core::arch::global_asm!(\n    r#\"\n.macro v i\n    mov x1, #\\i\n.endm\n    eret\n\"#\n);\n");
+        assert_eq!(
+            has(&f, EvidenceKind::AsmRegister, "x1"),
+            Some(4),
+            "{:?}",
+            f.evidence
+        );
+        assert_eq!(has(&f, EvidenceKind::AsmMnemonic, "eret"), Some(6));
     }
 
     #[test]

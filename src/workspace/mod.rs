@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Result};
 use cargo_metadata::{Metadata, MetadataCommand, Package};
 
-pub use evidence::{Evidence, EvidenceKind, ParseError};
+pub use evidence::{is_string_literal, Evidence, EvidenceKind, ParseError};
 pub use scan::{scan_packages, Diagnostic, Item, ItemKind, ScanLimits, ScannedModule, Severity};
 
 /// The workspace as cargo describes it, restricted to the selected packages.
