@@ -100,6 +100,16 @@ fn the_fixture_ports_to_an_x86_64_layer_that_builds() {
         "x86_64 check failed:\n{}",
         errors.join("\n")
     );
+    // A second run over the committed port changes nothing.
+    git(copy.path(), &["add", "-A"]);
+    git(copy.path(), &["commit", "-q", "-m", "ported"]);
+    let again = json(&run(copy.path(), &["--message-format", "json"]));
+    for f in again["files"].as_array().unwrap() {
+        assert_eq!(f["action"], "unchanged", "{f}");
+    }
+    let status = git(copy.path(), &["status", "--porcelain"]);
+    assert!(status.trim().is_empty(), "{status}");
+
     let (ok, errors) = cargo_check(copy.path(), "aarch64-unknown-none");
     assert!(
         ok && errors.is_empty(),

@@ -171,7 +171,8 @@ pub fn port(job: &PortJob<'_>) -> Result<PortOutput> {
                 add_support_files(job, t, m, &mut pending)?;
             }
             if split {
-                let gated = gate_and_delegate(&source_text, &src_items);
+                let child = pending.get(&m.target).cloned().unwrap_or_default();
+                let gated = gate_and_delegate(&source_text, &src_items, &child);
                 pending.insert(m.source.clone(), gated);
             }
             report
@@ -245,7 +246,7 @@ fn port_to_target(
     let mut carried = Vec::new();
     for it in src_items {
         // A split module keeps its arch-neutral items in the source file.
-        if split && !it.is_arm64() {
+        if split && !it.has_arm64_code() {
             continue;
         }
         let name = it.name.clone().unwrap_or_default();
@@ -264,7 +265,7 @@ fn port_to_target(
             {
                 continue;
             }
-        } else if split && it.is_arm64() && it.mod_decl.is_none() && it.name.is_some() {
+        } else if split && it.has_arm64_code() && it.mod_decl.is_none() && it.name.is_some() {
             // A private ARM64 helper of a split module: the shared code beside it
             // may call it, so its counterpart must be visible to the parent.
             if have.contains(&name) {
@@ -645,10 +646,11 @@ fn wire_in_place(
 }
 
 /// Gates the ARM64 items of a split module to aarch64 and delegates to `x86_64`.
-fn gate_and_delegate(text: &str, src_items: &[SourceItem]) -> String {
+fn gate_and_delegate(text: &str, src_items: &[SourceItem], child: &str) -> String {
+    let gated = gated_items(src_items, &identifiers(child));
     let mut edits = Vec::new();
-    for it in src_items {
-        if it.is_arm64() && !it.cfg_aarch64 && !it.cfg_x86_64 {
+    for (i, it) in src_items.iter().enumerate() {
+        if gated[i] && !it.cfg_aarch64 && !it.cfg_x86_64 {
             edits.push((it.range.start, format!("{CFG_AARCH64}\n")));
         }
     }
@@ -665,6 +667,85 @@ fn gate_and_delegate(text: &str, src_items: &[SourceItem]) -> String {
         ));
     }
     new
+}
+
+/// Which items of a split module are gated to aarch64: those with ARM64 code, and,
+/// to a fixed point, private items and imports used only by gated items and not by
+/// the x86_64 child (`child_words`), so the x86_64 build has no unused leftovers.
+fn gated_items(items: &[SourceItem], child_words: &[String]) -> Vec<bool> {
+    let words: Vec<Vec<String>> = items.iter().map(|i| identifiers(&i.text)).collect();
+    let names: Vec<Vec<String>> = items.iter().map(defined_names).collect();
+    let mut gated: Vec<bool> = items
+        .iter()
+        .map(|i| (i.is_arm64() || i.cfg_aarch64) && !i.cfg_x86_64)
+        .collect();
+    loop {
+        let mut changed = false;
+        for i in 0..items.len() {
+            let it = &items[i];
+            if gated[i] || it.public || it.cfg_x86_64 || names[i].is_empty() {
+                continue;
+            }
+            let used_only_by_gated = names[i].iter().all(|n| {
+                let users = |g: bool| {
+                    (0..items.len())
+                        .filter(|&j| j != i && gated[j] == g)
+                        .any(|j| words[j].iter().any(|w| w == n))
+                };
+                users(true) && !users(false) && !child_words.iter().any(|w| w == n)
+            });
+            if used_only_by_gated {
+                gated[i] = true;
+                changed = true;
+            }
+        }
+        if !changed {
+            return gated;
+        }
+    }
+}
+
+/// The names an item brings into scope: its own, or the leaves a `use` imports
+/// (empty for globs and unnamed items).
+fn defined_names(it: &SourceItem) -> Vec<String> {
+    if it.mod_decl.is_some() {
+        return Vec::new();
+    }
+    if let Some(n) = &it.name {
+        return vec![n.clone()];
+    }
+    let Ok(u) = syn::parse_str::<syn::ItemUse>(&it.text) else {
+        return Vec::new();
+    };
+    fn leaves(t: &syn::UseTree, out: &mut Vec<String>) -> bool {
+        match t {
+            syn::UseTree::Path(p) => leaves(&p.tree, out),
+            syn::UseTree::Name(n) => {
+                out.push(n.ident.to_string());
+                true
+            }
+            syn::UseTree::Rename(r) => {
+                out.push(r.rename.to_string());
+                true
+            }
+            syn::UseTree::Glob(_) => false,
+            syn::UseTree::Group(g) => g.items.iter().all(|i| leaves(i, out)),
+        }
+    }
+    let mut out = Vec::new();
+    if leaves(&u.tree, &mut out) {
+        out
+    } else {
+        Vec::new()
+    }
+}
+
+/// Every identifier-like word of a piece of text.
+fn identifiers(text: &str) -> Vec<String> {
+    text.split(|c: char| !(c.is_alphanumeric() || c == '_'))
+        .filter(|w| !w.is_empty())
+        .map(str::to_string)
+        .collect()
 }
 
 /// Inserts `(offset, text)` edits (applied back to front, so offsets stay valid).
@@ -880,6 +961,33 @@ mod tests {
             "{out}"
         );
         assert!(out.contains("asm!(\"pause\")"), "{out}");
+    }
+
+    #[test]
+    fn split_modules_gate_arm64_items_and_what_only_they_use() {
+        let k = Knowledge::embedded().unwrap();
+        let text = "use core::sync::atomic::{AtomicU32, Ordering};\nconst ONLY_ARM: u32 = 1;\nconst SHARED: u32 = 2;\nconst CHILD: u32 = 3;\nstatic N: AtomicU32 = AtomicU32::new(0);\nfn arm() -> u32 { unsafe { core::arch::asm!(\"wfi\") }; N.load(Ordering::Relaxed) + ONLY_ARM + CHILD }\npub fn shared() -> u32 { SHARED }\n";
+        let items = items(text, Path::new("g.rs"), &k).unwrap();
+        let out = gate_and_delegate(text, &items, "fn x86() -> u32 { CHILD }");
+        let gated = |needle: &str| out.contains(&format!("{CFG_AARCH64}\n{needle}"));
+        assert!(gated("fn arm()"), "{out}");
+        assert!(gated("const ONLY_ARM"), "{out}");
+        assert!(gated("static N"), "{out}");
+        assert!(gated("use core::sync::atomic"), "{out}");
+        assert!(
+            !gated("const SHARED") && !gated("const CHILD") && !gated("pub fn shared"),
+            "{out}"
+        );
+        assert!(out.ends_with(
+            "mod x86_64;\n#[cfg(target_arch = \"x86_64\")]\npub use self::x86_64::*;\n"
+        ));
+        // Idempotent: a second pass over the gated text adds nothing.
+        let again = gate_and_delegate(
+            &out,
+            &super::super::source::items(&out, Path::new("g.rs"), &k).unwrap(),
+            "fn x86() -> u32 { CHILD }",
+        );
+        assert_eq!(again, out);
     }
 
     #[test]

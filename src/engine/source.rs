@@ -34,6 +34,11 @@ impl SourceItem {
     pub fn is_arm64(&self) -> bool {
         !self.arm64.is_empty()
     }
+
+    /// ARM64 code, not merely a `cfg(target_arch = "aarch64")` gate on the item.
+    pub fn has_arm64_code(&self) -> bool {
+        self.arm64.iter().any(|e| !e.starts_with("cfg "))
+    }
 }
 
 /// Splits `text` (the file at `path`) into its top-level items.
