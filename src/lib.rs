@@ -9,4 +9,5 @@ pub mod config;
 pub mod knowledge;
 pub mod plan;
 pub mod report;
+pub mod store;
 pub mod workspace;

@@ -1,0 +1,356 @@
+//! Hybrid retrieval: vector k-NN and FTS5 BM25, fused by reciprocal rank.
+//!
+//! The vector side is two-stage: sqlite-vec finds the nearest binary codes (sign bits
+//! of the embeddings, Hamming distance) among all chunks — with the kind and component
+//! filters applied inside the k-NN — and the candidates are re-scored with their full
+//! float vectors (cosine). The text side ranks with BM25 over titles and bodies (body:
+//! the content plus identifier parts, module path and component). Each list gives
+//! `1 / (60 + rank)` to a chunk; the sum orders the result.
+
+use std::collections::HashMap;
+
+use rusqlite::types::Value;
+use serde::Serialize;
+
+use super::embed::{dot, from_blob, is_stopword, quantize, Embedder};
+use super::index::Kind;
+use super::{Result, Store, StoreError};
+use crate::plan::ModulePlan;
+
+/// The RRF constant.
+const RRF_K: f64 = 60.0;
+
+/// Restricts a search.
+#[derive(Debug, Clone, Default)]
+pub struct Filters {
+    pub kind: Option<Kind>,
+    /// Source paths starting with this (workspace-relative, `/`-separated).
+    pub path_prefix: Option<String>,
+    pub component: Option<String>,
+}
+
+/// One search result.
+#[derive(Debug, Clone, Serialize)]
+pub struct RankedChunk {
+    pub rank: usize,
+    pub id: i64,
+    pub kind: String,
+    pub path: String,
+    pub start_line: i64,
+    pub end_line: i64,
+    pub module_path: Option<String>,
+    pub component: Option<String>,
+    pub title: String,
+    pub score: f64,
+    /// 1-based rank in the vector list, when the chunk was in it.
+    pub vector_rank: Option<usize>,
+    /// 1-based rank in the BM25 list, when the chunk was in it.
+    pub text_rank: Option<usize>,
+    pub content: String,
+}
+
+impl RankedChunk {
+    /// Approximate size in tokens (4 characters a token).
+    pub fn tokens(&self) -> usize {
+        self.content.len().div_ceil(4)
+    }
+}
+
+/// The FTS5 query for free text: every word quoted (no query syntax from the user),
+/// joined with OR; BM25 rewards chunks that match more and rarer words.
+fn fts_query(query: &str) -> Option<String> {
+    let mut words: Vec<String> = Vec::new();
+    for w in query.split(|c: char| !(c.is_alphanumeric() || c == '_')) {
+        let lw = w.to_lowercase();
+        if lw.is_empty() || is_stopword(&lw) || words.contains(&lw) {
+            continue;
+        }
+        words.push(lw);
+    }
+    if words.is_empty() {
+        return None;
+    }
+    Some(
+        words
+            .iter()
+            .map(|w| format!("\"{}\"", w.replace('"', "")))
+            .collect::<Vec<_>>()
+            .join(" OR "),
+    )
+}
+
+impl Store {
+    /// The `n` best chunks for `query`.
+    pub fn search(
+        &self,
+        query: &str,
+        n: usize,
+        filters: &Filters,
+        embedder: &dyn Embedder,
+    ) -> Result<Vec<RankedChunk>> {
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        let depth = (n * 4).max(48);
+        let vector = self.vector_candidates(query, depth, filters, embedder)?;
+        let text = self.text_candidates(query, depth, filters)?;
+
+        let mut fused: HashMap<i64, (f64, Option<usize>, Option<usize>)> = HashMap::new();
+        for (i, id) in vector.iter().enumerate() {
+            let e = fused.entry(*id).or_default();
+            e.0 += 1.0 / (RRF_K + (i + 1) as f64);
+            e.1 = Some(i + 1);
+        }
+        for (i, id) in text.iter().enumerate() {
+            let e = fused.entry(*id).or_default();
+            e.0 += 1.0 / (RRF_K + (i + 1) as f64);
+            e.2 = Some(i + 1);
+        }
+        let mut order: Vec<(i64, (f64, Option<usize>, Option<usize>))> =
+            fused.into_iter().collect();
+        order.sort_by(|a, b| {
+            b.1 .0
+                .partial_cmp(&a.1 .0)
+                .unwrap_or(std::cmp::Ordering::Equal)
+                .then(a.0.cmp(&b.0))
+        });
+        order.truncate(n);
+
+        let mut out = Vec::with_capacity(order.len());
+        let mut st = self
+            .conn()
+            .prepare_cached(
+                "SELECT kind, source_path, start_line, end_line, module_path, component, title, content
+                 FROM agent_memory WHERE id = ?1",
+            )
+            .map_err(|e| self.err("read chunks", e))?;
+        for (i, (id, (score, vr, tr))) in order.into_iter().enumerate() {
+            let row = st.query_row([id], |r| {
+                Ok(RankedChunk {
+                    rank: i + 1,
+                    id,
+                    kind: r.get(0)?,
+                    path: r.get(1)?,
+                    start_line: r.get(2)?,
+                    end_line: r.get(3)?,
+                    module_path: r.get(4)?,
+                    component: r.get(5)?,
+                    title: r.get(6)?,
+                    score,
+                    vector_rank: vr,
+                    text_rank: tr,
+                    content: r.get(7)?,
+                })
+            });
+            match row {
+                Ok(c) => out.push(c),
+                // Deleted by a concurrent `index` between the two reads.
+                Err(rusqlite::Error::QueryReturnedNoRows) => {}
+                Err(e) => return Err(self.err("read chunks", e)),
+            }
+        }
+        for (i, c) in out.iter_mut().enumerate() {
+            c.rank = i + 1;
+        }
+        Ok(out)
+    }
+
+    /// Chunk ids by vector similarity, best first.
+    fn vector_candidates(
+        &self,
+        query: &str,
+        depth: usize,
+        filters: &Filters,
+        embedder: &dyn Embedder,
+    ) -> Result<Vec<i64>> {
+        let indexed = self.meta("embedder")?;
+        let Some(indexed) = indexed else {
+            return Ok(Vec::new()); // nothing indexed yet
+        };
+        if indexed != embedder.id() {
+            return Err(StoreError::EmbedderMismatch {
+                path: self.path().to_path_buf(),
+                indexed,
+                configured: embedder.id(),
+            });
+        }
+        if !self.has_table("agent_memory_vec")? {
+            return Ok(Vec::new());
+        }
+        let q = embedder
+            .embed(&[query])?
+            .pop()
+            .ok_or_else(|| StoreError::Embed("the embedder returned no vector".into()))?;
+        if q.iter().all(|x| *x == 0.0) {
+            return Ok(Vec::new()); // no features: the text side decides
+        }
+        // A path filter is applied after the k-NN: look deeper.
+        let k = if filters.path_prefix.is_some() {
+            depth * 8
+        } else {
+            depth
+        };
+        let mut sql = String::from(
+            "SELECT rowid FROM agent_memory_vec WHERE embedding MATCH vec_bit(?1) AND k = ?2",
+        );
+        let mut args: Vec<Value> = vec![Value::Blob(quantize(&q)), Value::Integer(k as i64)];
+        if let Some(kind) = filters.kind {
+            sql.push_str(" AND kind = ?3");
+            args.push(Value::Text(kind.as_str().into()));
+        }
+        if let Some(c) = &filters.component {
+            sql.push_str(&format!(" AND component = ?{}", args.len() + 1));
+            args.push(Value::Text(c.clone()));
+        }
+        let ids: Vec<i64> = {
+            let mut st = self
+                .conn()
+                .prepare_cached(&sql)
+                .map_err(|e| self.err("vector search", e))?;
+            let rows = st
+                .query_map(rusqlite::params_from_iter(args), |r| r.get(0))
+                .map_err(|e| self.err("vector search", e))?;
+            rows.collect::<rusqlite::Result<_>>()
+                .map_err(|e| self.err("vector search", e))?
+        };
+        // Re-score with the full vectors.
+        let mut st = self
+            .conn()
+            .prepare_cached("SELECT embedding, source_path FROM agent_memory WHERE id = ?1")
+            .map_err(|e| self.err("read vectors", e))?;
+        let mut scored: Vec<(f32, i64)> = Vec::with_capacity(ids.len());
+        for id in ids {
+            let row: Option<(Option<Vec<u8>>, String)> = match st
+                .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))
+            {
+                Ok(r) => Some(r),
+                Err(rusqlite::Error::QueryReturnedNoRows) => None,
+                Err(e) => return Err(self.err("read vectors", e)),
+            };
+            let Some((Some(blob), path)) = row else {
+                continue;
+            };
+            if let Some(p) = &filters.path_prefix {
+                if !path.starts_with(p.as_str()) {
+                    continue;
+                }
+            }
+            let v = from_blob(&blob);
+            if v.len() != q.len() {
+                continue;
+            }
+            scored.push((dot(&q, &v), id));
+        }
+        scored.sort_by(|a, b| {
+            b.0.partial_cmp(&a.0)
+                .unwrap_or(std::cmp::Ordering::Equal)
+                .then(a.1.cmp(&b.1))
+        });
+        scored.truncate(depth);
+        Ok(scored.into_iter().map(|s| s.1).collect())
+    }
+
+    /// Chunk ids by BM25, best first.
+    fn text_candidates(&self, query: &str, depth: usize, filters: &Filters) -> Result<Vec<i64>> {
+        let Some(m) = fts_query(query) else {
+            return Ok(Vec::new());
+        };
+        let mut sql = String::from(
+            "SELECT agent_memory_fts.rowid FROM agent_memory_fts
+             JOIN agent_memory m ON m.id = agent_memory_fts.rowid
+             WHERE agent_memory_fts MATCH ?1",
+        );
+        let mut args: Vec<Value> = vec![Value::Text(m)];
+        if let Some(kind) = filters.kind {
+            args.push(Value::Text(kind.as_str().into()));
+            sql.push_str(&format!(" AND m.kind = ?{}", args.len()));
+        }
+        if let Some(c) = &filters.component {
+            args.push(Value::Text(c.clone()));
+            sql.push_str(&format!(" AND m.component = ?{}", args.len()));
+        }
+        if let Some(p) = &filters.path_prefix {
+            args.push(Value::Text(p.clone()));
+            sql.push_str(&format!(
+                " AND substr(m.source_path, 1, length(?{0})) = ?{0}",
+                args.len()
+            ));
+        }
+        args.push(Value::Integer(depth as i64));
+        sql.push_str(&format!(
+            " ORDER BY bm25(agent_memory_fts, 2.0, 1.0) LIMIT ?{}",
+            args.len()
+        ));
+        let mut st = self
+            .conn()
+            .prepare_cached(&sql)
+            .map_err(|e| self.err("full-text search", e))?;
+        let rows = st
+            .query_map(rusqlite::params_from_iter(args), |r| r.get(0))
+            .map_err(|e| self.err("full-text search", e))?;
+        rows.collect::<rusqlite::Result<_>>()
+            .map_err(|e| self.err("full-text search", e))
+    }
+}
+
+/// The query that describes a planned module: its component, module path, public
+/// items and the ARM64 evidence (system registers, instructions) it uses.
+pub fn module_query(m: &ModulePlan) -> String {
+    let mut q = format!("{} {}", m.component.replace('-', " "), m.module_path.replace("::", " "));
+    for e in m.evidence.iter().take(24) {
+        q.push(' ');
+        q.push_str(&e.name);
+    }
+    for i in m.items.iter().take(24) {
+        q.push(' ');
+        q.push_str(&i.name.replace("::", " "));
+    }
+    q
+}
+
+/// Context for porting one planned module: the best chunks about it (knowledge on its
+/// component, related code and docs, earlier artifacts), its own source excluded (the
+/// agent reads that whole), within `budget_tokens` (4 characters a token).
+pub fn context_for_module(
+    store: &Store,
+    module: &ModulePlan,
+    embedder: &dyn Embedder,
+    budget_tokens: usize,
+) -> Result<Vec<RankedChunk>> {
+    let found = store.search(&module_query(module), 40, &Filters::default(), embedder)?;
+    let mut used = 0;
+    let mut out = Vec::new();
+    for c in found {
+        if c.path == module.source {
+            continue;
+        }
+        let t = c.tokens();
+        if used + t > budget_tokens {
+            continue; // a smaller chunk further down may still fit
+        }
+        used += t;
+        out.push(c);
+    }
+    for (i, c) in out.iter_mut().enumerate() {
+        c.rank = i + 1;
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fts_query_quotes_words_and_drops_syntax() {
+        assert_eq!(
+            fts_query("the VMCS \"launch\" OR -x NEAR(").as_deref(),
+            Some("\"vmcs\" OR \"launch\" OR \"x\" OR \"near\"")
+        );
+        assert_eq!(fts_query("the of"), None);
+        assert_eq!(
+            fts_query("ICH_LR0_EL2").as_deref(),
+            Some("\"ich_lr0_el2\"")
+        );
+    }
+}
