@@ -1,5 +1,7 @@
 //! Command dispatch: turns parsed arguments into work and an exit code.
 
+mod memory;
+
 use anyhow::Result;
 
 use crate::cli::{Cli, ColorWhen, Command, GlobalArgs, MessageFormat};
@@ -68,6 +70,9 @@ fn dispatch(cli: Cli) -> Result<u8> {
         Some(Command::Plan(t)) => cmd_plan(&g, &t.targets),
         Some(Command::Port(t)) => cmd_port(&g, &t.targets),
         Some(Command::Config) => cmd_config(&g),
+        Some(Command::Index(a)) => memory::cmd_index(&g, &a),
+        Some(Command::Search(a)) => memory::cmd_search(&g, &a),
+        Some(Command::Status) => memory::cmd_status(&g),
         None => cmd_port(&g, &cli.targets),
     }
 }

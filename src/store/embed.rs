@@ -46,7 +46,16 @@ impl LocalEmbedder {
     pub fn embed_one(&self, text: &str) -> Vec<f32> {
         let mut v = vec![0f32; LOCAL_DIM];
         let mut feats: Vec<(u64, f32)> = Vec::with_capacity(64);
-        features(text, &mut |h, w| feats.push((h, w)));
+        // The first lines of a chunk's text are its title, path and module path (see
+        // `index::embed_text`): names say more about code than its body does.
+        for (i, line) in text.splitn(4, '\n').enumerate() {
+            let boost = match i {
+                0 => 3.0,
+                1 | 2 => 1.5,
+                _ => 1.0,
+            };
+            features(line, &mut |h, w| feats.push((h, w * boost)));
+        }
         // Sublinear term frequency: repeated features count 1 + ln(tf).
         feats.sort_unstable_by_key(|f| f.0);
         let mut i = 0;
@@ -59,6 +68,7 @@ impl LocalEmbedder {
                 n += 1;
                 i += 1;
             }
+            // Sublinear term frequency over the mean weight.
             let w = (w / n as f32) * (1.0 + (n as f32).ln());
             let bucket = (h % LOCAL_DIM as u64) as usize;
             let sign = if (h >> 63) & 1 == 1 { -1.0 } else { 1.0 };
@@ -72,7 +82,7 @@ impl LocalEmbedder {
 
 impl Embedder for LocalEmbedder {
     fn id(&self) -> String {
-        format!("local-hash-v1/{LOCAL_DIM}")
+        format!("local-hash-v2/{LOCAL_DIM}")
     }
 
     fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, StoreError> {
@@ -207,9 +217,7 @@ fn features(text: &str, f: &mut dyn FnMut(u64, f32)) {
             // are strong evidence on their own.
             f(feature_hash(b'w', &lower), 1.5);
         }
-        let mut parts = 0;
         split_identifier(tok, |part| {
-            parts += 1;
             if part.len() < 2 {
                 return;
             }
@@ -217,32 +225,67 @@ fn features(text: &str, f: &mut dyn FnMut(u64, f32)) {
             if is_stopword(&p) || p.bytes().all(|b| b.is_ascii_digit()) {
                 return;
             }
-            f(feature_hash(b'w', &p), 1.0);
-            if p.len() >= 5 && p.as_bytes()[..4].iter().all(|b| b.is_ascii_alphabetic()) {
-                // Joins inflections: initialise / initialization / init.
-                f(feature_hash(b'p', &p[..4]), 0.35);
-            } else if p.len() == 4 && p.bytes().all(|b| b.is_ascii_alphabetic()) {
-                f(feature_hash(b'p', &p), 0.35);
-            }
+            let n = normalize_word(&p);
+            f(feature_hash(b'w', n), 1.0);
         });
-        let _ = parts;
     });
 }
 
-/// Words of `text` for the full-text index: identifiers split into their parts, so
-/// that `GicDistributor` is found by `distributor`.
+/// Folds inflections and the abbreviations common in systems code onto one form:
+/// `initialise`, `initialization`, `init` → `init`; `controller`, `ctlr` → `ctrl`;
+/// `registers`, `reg` → `reg`.
+pub(crate) fn normalize_word(w: &str) -> &str {
+    let mut s = w;
+    for suffix in [
+        "isations", "izations", "isation", "ization", "ising", "izing", "ised", "ized",
+        "ises", "izes", "ise", "ize", "ations", "ation",
+    ] {
+        if s.len() > suffix.len() + 3 {
+            if let Some(stem) = s.strip_suffix(suffix) {
+                s = stem;
+                break;
+            }
+        }
+    }
+    if s == w && s.len() > 4 && s.ends_with('s') && !s.ends_with("ss") {
+        s = &s[..s.len() - 1];
+    }
+    match s {
+        "initial" | "initialis" | "initializ" => "init",
+        "controller" | "control" | "ctlr" | "ctl" | "cntl" => "ctrl",
+        "register" | "regs" => "reg",
+        "address" => "addr",
+        "memory" => "mem",
+        "configure" | "configur" | "configuration" | "config" => "cfg",
+        "interrupt" | "irqs" => "irq",
+        "acknowledge" => "ack",
+        "allocate" | "allocator" | "allocat" => "alloc",
+        "virtual" => "virt",
+        other => other,
+    }
+}
+
+/// Extra words of `text` for the full-text index: the parts of identifiers (so that
+/// `GicDistributor` is found by `distributor`) and the folded forms of words (so that
+/// `initialisation` finds `init`).
 pub(crate) fn split_words(text: &str) -> String {
     let mut out = String::new();
     tokens(text, |tok| {
         let compound = tok.contains('_')
             || tok.bytes().any(|b| b.is_ascii_uppercase())
                 && tok.bytes().any(|b| b.is_ascii_lowercase());
-        if !compound {
-            return;
-        }
         split_identifier(tok, |p| {
-            if p.len() >= 2 && !tok.contains('_') {
-                out.push_str(p);
+            if p.len() < 2 {
+                return;
+            }
+            let lower = p.to_ascii_lowercase();
+            if compound && !tok.contains('_') {
+                out.push_str(&lower);
+                out.push(' ');
+            }
+            let n = normalize_word(&lower);
+            if n != lower {
+                out.push_str(n);
                 out.push(' ');
             }
         });
@@ -460,6 +503,22 @@ mod tests {
             parts,
             ["Gic", "Distributor", "ICH", "LR0", "EL2", "HTTP", "Server"]
         );
+    }
+
+    #[test]
+    fn words_fold_onto_one_form() {
+        for (w, n) in [
+            ("initialisation", "init"),
+            ("initialize", "init"),
+            ("init", "init"),
+            ("controller", "ctrl"),
+            ("ctlr", "ctrl"),
+            ("registers", "reg"),
+            ("interrupts", "irq"),
+            ("class", "class"),
+        ] {
+            assert_eq!(normalize_word(w), n, "{w}");
+        }
     }
 
     #[test]

@@ -63,10 +63,16 @@ pub struct SourceFile {
     pub component: Option<String>,
 }
 
+/// Version of the chunking and of the text chunks are embedded from: part of every
+/// source hash, so a new version re-chunks every source (unchanged chunks still keep
+/// their vectors).
+const CHUNK_FORMAT: &str = "chunks-v4";
+
 impl SourceFile {
     fn hash(&self) -> String {
         let mut h = blake3::Hasher::new();
         for part in [
+            CHUNK_FORMAT,
             self.kind.as_str(),
             self.module_path.as_deref().unwrap_or(""),
             self.component.as_deref().unwrap_or(""),
@@ -104,29 +110,25 @@ impl SourceFile {
     }
 }
 
-/// The text a chunk is embedded and hashed from: its metadata and its content.
+/// The text a chunk is embedded and hashed from: title, path, module path and
+/// content. The component is not part of it (it would make every chunk of a
+/// component look alike); searches that name a component prefer its chunks instead.
 pub(crate) fn embed_text(
     path: &str,
     module_path: Option<&str>,
-    component: Option<&str>,
     title: &str,
     content: &str,
 ) -> String {
-    format!(
-        "{title}\n{path}\n{}\n{}\n{content}",
-        module_path.unwrap_or(""),
-        component.unwrap_or("").replace('-', " ")
-    )
+    format!("{title}\n{path}\n{}\n{content}", module_path.unwrap_or(""))
 }
 
-/// The full-text body: content plus identifier parts, module path and component words.
+/// The full-text body: content plus identifier parts and module path words.
 fn fts_body(c: &Prepared) -> String {
     format!(
-        "{}\n{}\n{} {}",
+        "{}\n{}\n{}",
         c.chunk.content,
         split_words(&format!("{} {}", c.chunk.title, c.chunk.content)),
         c.chunk.module_path.as_deref().unwrap_or("").replace("::", " "),
-        c.chunk.component.as_deref().unwrap_or("").replace('-', " ")
     )
 }
 
@@ -571,7 +573,7 @@ impl Store {
             }
             let texts: Vec<String> = rows
                 .iter()
-                .map(|r| embed_text(&r.2, r.4.as_deref(), r.5.as_deref(), &r.3, &r.6))
+                .map(|r| embed_text(&r.2, r.4.as_deref(), &r.3, &r.6))
                 .collect();
             let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
             let vectors = embed_all(embedder, &refs)?;
@@ -618,7 +620,6 @@ fn prepare(src: &SourceFile) -> Vec<Prepared> {
             let text = embed_text(
                 &src.path,
                 chunk.module_path.as_deref(),
-                chunk.component.as_deref(),
                 &chunk.title,
                 &chunk.content,
             );

@@ -111,7 +111,7 @@ pub struct Stats {
     pub embedding_dim: Option<i64>,
     pub sources: i64,
     pub chunks: i64,
-    pub chunks_by_kind: Vec<(String, i64)>,
+    pub chunks_by_kind: std::collections::BTreeMap<String, i64>,
     pub vectors: i64,
     pub fts_rows: i64,
     pub unembedded: i64,
@@ -130,6 +130,15 @@ pub struct NewArtifact<'a> {
     pub content: &'a str,
     pub origin_agent: &'a str,
     pub model: Option<&'a str>,
+}
+
+/// A stored version of a generated file.
+#[derive(Debug, Clone)]
+pub struct Artifact {
+    pub id: i64,
+    pub module: String,
+    pub path: String,
+    pub content: String,
 }
 
 /// Current UTC time as RFC 3339 (SQLite computes it, so no time crate is needed).
@@ -276,7 +285,7 @@ impl Store {
         } else {
             0
         };
-        let mut by_kind = Vec::new();
+        let mut by_kind = std::collections::BTreeMap::new();
         {
             let mut st = self
                 .conn
@@ -286,7 +295,8 @@ impl Store {
                 .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
                 .map_err(|e| self.err("count chunks", e))?;
             for r in rows {
-                by_kind.push(r.map_err(|e| self.err("count chunks", e))?);
+                let (k, n) = r.map_err(|e| self.err("count chunks", e))?;
+                by_kind.insert(k, n);
             }
         }
         Ok(Stats {
@@ -419,6 +429,29 @@ impl Store {
         let id = tx.last_insert_rowid();
         tx.commit().map_err(|e| self.err("commit", e))?;
         Ok(id)
+    }
+
+    /// The newest version of every generated file.
+    pub fn latest_artifacts(&self) -> Result<Vec<Artifact>> {
+        let mut st = self
+            .conn
+            .prepare(
+                "SELECT id, module, path, content FROM code_artifacts
+                 WHERE id IN (SELECT max(id) FROM code_artifacts GROUP BY path) ORDER BY path",
+            )
+            .map_err(|e| self.err("read artifacts", e))?;
+        let rows = st
+            .query_map([], |r| {
+                Ok(Artifact {
+                    id: r.get(0)?,
+                    module: r.get(1)?,
+                    path: r.get(2)?,
+                    content: r.get(3)?,
+                })
+            })
+            .map_err(|e| self.err("read artifacts", e))?;
+        rows.collect::<rusqlite::Result<_>>()
+            .map_err(|e| self.err("read artifacts", e))
     }
 
     /// Looks up a cached LLM response by its request key.

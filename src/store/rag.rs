@@ -12,13 +12,16 @@ use std::collections::HashMap;
 use rusqlite::types::Value;
 use serde::Serialize;
 
-use super::embed::{dot, from_blob, is_stopword, quantize, Embedder};
+use super::embed::{dot, from_blob, is_stopword, normalize_word, quantize, Embedder};
 use super::index::Kind;
 use super::{Result, Store, StoreError};
 use crate::plan::ModulePlan;
 
 /// The RRF constant.
 const RRF_K: f64 = 60.0;
+/// Added to the fused score of chunks of a component the query names: about what a
+/// 10th place in one list is worth.
+const COMPONENT_BONUS: f64 = 1.0 / (RRF_K + 10.0);
 
 /// Restricts a search.
 #[derive(Debug, Clone, Default)]
@@ -27,6 +30,10 @@ pub struct Filters {
     /// Source paths starting with this (workspace-relative, `/`-separated).
     pub path_prefix: Option<String>,
     pub component: Option<String>,
+    /// Components the query is about (soft: their chunks rank higher, others stay).
+    pub prefer_components: Vec<String>,
+    /// At most this many results from one source file (more varied results).
+    pub max_per_source: Option<usize>,
 }
 
 /// One search result.
@@ -65,7 +72,11 @@ fn fts_query(query: &str) -> Option<String> {
         if lw.is_empty() || is_stopword(&lw) || words.contains(&lw) {
             continue;
         }
+        let folded = normalize_word(&lw).to_string();
         words.push(lw);
+        if !words.contains(&folded) {
+            words.push(folded);
+        }
     }
     if words.is_empty() {
         return None;
@@ -106,6 +117,23 @@ impl Store {
             e.0 += 1.0 / (RRF_K + (i + 1) as f64);
             e.2 = Some(i + 1);
         }
+        if !filters.prefer_components.is_empty() && !fused.is_empty() {
+            let ids: Vec<i64> = fused.keys().copied().collect();
+            let mut st = self
+                .conn()
+                .prepare_cached("SELECT component FROM agent_memory WHERE id = ?1")
+                .map_err(|e| self.err("read chunks", e))?;
+            for id in ids {
+                let c: Option<String> = st
+                    .query_row([id], |r| r.get(0))
+                    .unwrap_or(None);
+                if c.is_some_and(|c| filters.prefer_components.contains(&c)) {
+                    if let Some(e) = fused.get_mut(&id) {
+                        e.0 += COMPONENT_BONUS;
+                    }
+                }
+            }
+        }
         let mut order: Vec<(i64, (f64, Option<usize>, Option<usize>))> =
             fused.into_iter().collect();
         order.sort_by(|a, b| {
@@ -114,6 +142,26 @@ impl Store {
                 .unwrap_or(std::cmp::Ordering::Equal)
                 .then(a.0.cmp(&b.0))
         });
+        if let Some(max) = filters.max_per_source.filter(|m| *m > 0) {
+            let mut per: HashMap<String, usize> = HashMap::new();
+            let mut st = self
+                .conn()
+                .prepare_cached("SELECT source_path FROM agent_memory WHERE id = ?1")
+                .map_err(|e| self.err("read chunks", e))?;
+            let mut kept = Vec::with_capacity(n);
+            for o in order {
+                if kept.len() == n {
+                    break;
+                }
+                let path: String = st.query_row([o.0], |r| r.get(0)).unwrap_or_default();
+                let c = per.entry(path).or_default();
+                if *c < max {
+                    *c += 1;
+                    kept.push(o);
+                }
+            }
+            order = kept;
+        }
         order.truncate(n);
 
         let mut out = Vec::with_capacity(order.len());
@@ -293,6 +341,31 @@ impl Store {
     }
 }
 
+/// The components a query names: by component name (`interrupt controller`), alias
+/// (`gic`, `vmcs`, `ept`) or x86_64 name (`apic`).
+pub fn query_components(query: &str, knowledge: &crate::knowledge::Knowledge) -> Vec<String> {
+    let words: Vec<String> = query
+        .split(|c: char| !(c.is_alphanumeric() || c == '-' || c == '_'))
+        .filter(|w| !w.is_empty())
+        .map(|w| w.to_lowercase())
+        .collect();
+    let joined = format!(" {} ", words.join(" ").replace('-', " "));
+    let mut out = Vec::new();
+    for c in &knowledge.components {
+        if c.name == crate::knowledge::ARCH_NEUTRAL {
+            continue;
+        }
+        let named = joined.contains(&format!(" {} ", c.name.replace('-', " ")))
+            || words.iter().any(|w| {
+                w == &c.name || w == &c.x86_name || c.aliases.iter().any(|a| a == w)
+            });
+        if named && !out.contains(&c.name) {
+            out.push(c.name.clone());
+        }
+    }
+    out
+}
+
 /// The query that describes a planned module: its component, module path, public
 /// items and the ARM64 evidence (system registers, instructions) it uses.
 pub fn module_query(m: &ModulePlan) -> String {
@@ -317,7 +390,12 @@ pub fn context_for_module(
     embedder: &dyn Embedder,
     budget_tokens: usize,
 ) -> Result<Vec<RankedChunk>> {
-    let found = store.search(&module_query(module), 40, &Filters::default(), embedder)?;
+    let filters = Filters {
+        prefer_components: vec![module.component.clone()],
+        max_per_source: Some(4),
+        ..Filters::default()
+    };
+    let found = store.search(&module_query(module), 40, &filters, embedder)?;
     let mut used = 0;
     let mut out = Vec::new();
     for c in found {
