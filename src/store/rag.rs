@@ -63,31 +63,60 @@ impl RankedChunk {
     }
 }
 
-/// The FTS5 query for free text: every word quoted (no query syntax from the user),
-/// joined with OR; BM25 rewards chunks that match more and rarer words.
-fn fts_query(query: &str) -> Option<String> {
-    let mut words: Vec<String> = Vec::new();
+/// FTS5 queries for free text, every word quoted (no query syntax from the user),
+/// each word together with its folded form (`initialisation` / `init`): the first
+/// requires every word, then (for three words or more) every word but one, in turn,
+/// and the last any word. BM25 ranks within each.
+fn fts_queries(query: &str) -> Option<(String, Vec<String>, String)> {
+    let mut groups: Vec<Vec<String>> = Vec::new();
     for w in query.split(|c: char| !(c.is_alphanumeric() || c == '_')) {
         let lw = w.to_lowercase();
-        if lw.is_empty() || is_stopword(&lw) || words.contains(&lw) {
+        if lw.is_empty() || is_stopword(&lw) || groups.iter().any(|g| g[0] == lw) {
             continue;
         }
         let folded = normalize_word(&lw).to_string();
-        words.push(lw);
-        if !words.contains(&folded) {
-            words.push(folded);
+        let mut g = vec![lw];
+        if folded != g[0] {
+            g.push(folded);
         }
+        groups.push(g);
     }
-    if words.is_empty() {
+    if groups.is_empty() {
         return None;
     }
-    Some(
-        words
-            .iter()
-            .map(|w| format!("\"{}\"", w.replace('"', "")))
-            .collect::<Vec<_>>()
-            .join(" OR "),
-    )
+    let quote = |w: &String| format!("\"{}\"", w.replace('"', ""));
+    let terms: Vec<String> = groups
+        .iter()
+        .map(|g| {
+            let alts: Vec<String> = g.iter().map(quote).collect();
+            if alts.len() == 1 {
+                alts[0].clone()
+            } else {
+                format!("({})", alts.join(" OR "))
+            }
+        })
+        .collect();
+    let all = terms.join(" AND ");
+    let mut most = Vec::new();
+    if terms.len() >= 3 {
+        for skip in (0..terms.len()).rev() {
+            let t: Vec<&str> = terms
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| *i != skip)
+                .map(|(_, t)| t.as_str())
+                .collect();
+            most.push(t.join(" AND "));
+        }
+    }
+    let mut any: Vec<String> = Vec::new();
+    for w in groups.iter().flatten() {
+        let q = quote(w);
+        if !any.contains(&q) {
+            any.push(q);
+        }
+    }
+    Some((all, most, any.join(" OR ")))
 }
 
 impl Store {
@@ -102,9 +131,14 @@ impl Store {
         if n == 0 {
             return Ok(Vec::new());
         }
-        let depth = (n * 4).max(48);
+        // Candidates per list: enough for the fusion and the per-file cap, few enough
+        // that the k-NN stays fast (its cost grows with k).
+        let depth = (n * 3).max(30);
+        let t0 = std::time::Instant::now();
         let vector = self.vector_candidates(query, depth, filters, embedder)?;
+        let t1 = std::time::Instant::now();
         let text = self.text_candidates(query, depth, filters)?;
+        tracing::debug!(vector = ?(t1 - t0), text = ?t1.elapsed(), query, "search timings");
 
         let mut fused: HashMap<i64, (f64, Option<usize>, Option<usize>)> = HashMap::new();
         for (i, id) in vector.iter().enumerate() {
@@ -300,35 +334,71 @@ impl Store {
 
     /// Chunk ids by BM25, best first.
     fn text_candidates(&self, query: &str, depth: usize, filters: &Filters) -> Result<Vec<i64>> {
-        let Some(m) = fts_query(query) else {
+        let Some((all, most, any)) = fts_queries(query) else {
             return Ok(Vec::new());
         };
-        let mut sql = String::from(
-            "SELECT agent_memory_fts.rowid FROM agent_memory_fts
-             JOIN agent_memory m ON m.id = agent_memory_fts.rowid
-             WHERE agent_memory_fts MATCH ?1",
-        );
-        let mut args: Vec<Value> = vec![Value::Text(m)];
-        if let Some(kind) = filters.kind {
-            args.push(Value::Text(kind.as_str().into()));
-            sql.push_str(&format!(" AND m.kind = ?{}", args.len()));
+        // Chunks with every word first: usually enough, and far fewer rows to rank than
+        // with any word on a large index. When short: chunks with all words but one
+        // (three words or more), else chunks with any word.
+        let mut ids = self.fts_ranked(&all, depth, filters)?;
+        let add = |more: Vec<i64>, ids: &mut Vec<i64>| {
+            for id in more {
+                if ids.len() == depth {
+                    break;
+                }
+                if !ids.contains(&id) {
+                    ids.push(id);
+                }
+            }
+        };
+        for q in &most {
+            if ids.len() >= depth {
+                break;
+            }
+            let more = self.fts_ranked(q, depth, filters)?;
+            add(more, &mut ids);
         }
-        if let Some(c) = &filters.component {
-            args.push(Value::Text(c.clone()));
-            sql.push_str(&format!(" AND m.component = ?{}", args.len()));
+        if ids.len() < depth && most.is_empty() && all != any {
+            let more = self.fts_ranked(&any, depth, filters)?;
+            add(more, &mut ids);
         }
-        if let Some(p) = &filters.path_prefix {
-            args.push(Value::Text(p.clone()));
-            sql.push_str(&format!(
-                " AND substr(m.source_path, 1, length(?{0})) = ?{0}",
-                args.len()
-            ));
-        }
-        args.push(Value::Integer(depth as i64));
-        sql.push_str(&format!(
-            " ORDER BY bm25(agent_memory_fts, 2.0, 1.0) LIMIT ?{}",
-            args.len()
-        ));
+        Ok(ids)
+    }
+
+    fn fts_ranked(&self, m: &str, depth: usize, filters: &Filters) -> Result<Vec<i64>> {
+        let filtered =
+            filters.kind.is_some() || filters.component.is_some() || filters.path_prefix.is_some();
+        let mut args: Vec<Value> = vec![Value::Text(m.to_string())];
+        let sql = if !filtered {
+            // `rank` is bm25 with the title weighted 2 (set when the table is created).
+            args.push(Value::Integer(depth as i64));
+            "SELECT rowid FROM agent_memory_fts WHERE agent_memory_fts MATCH ?1 ORDER BY rank LIMIT ?2"
+                .to_string()
+        } else {
+            let mut sql = String::from(
+                "SELECT agent_memory_fts.rowid FROM agent_memory_fts
+                 JOIN agent_memory m ON m.id = agent_memory_fts.rowid
+                 WHERE agent_memory_fts MATCH ?1",
+            );
+            if let Some(kind) = filters.kind {
+                args.push(Value::Text(kind.as_str().into()));
+                sql.push_str(&format!(" AND m.kind = ?{}", args.len()));
+            }
+            if let Some(c) = &filters.component {
+                args.push(Value::Text(c.clone()));
+                sql.push_str(&format!(" AND m.component = ?{}", args.len()));
+            }
+            if let Some(p) = &filters.path_prefix {
+                args.push(Value::Text(p.clone()));
+                sql.push_str(&format!(
+                    " AND substr(m.source_path, 1, length(?{0})) = ?{0}",
+                    args.len()
+                ));
+            }
+            args.push(Value::Integer(depth as i64));
+            sql.push_str(&format!(" ORDER BY rank LIMIT ?{}", args.len()));
+            sql
+        };
         let mut st = self
             .conn()
             .prepare_cached(&sql)
@@ -420,15 +490,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn fts_query_quotes_words_and_drops_syntax() {
-        assert_eq!(
-            fts_query("the VMCS \"launch\" OR -x NEAR(").as_deref(),
-            Some("\"vmcs\" OR \"launch\" OR \"x\" OR \"near\"")
-        );
-        assert_eq!(fts_query("the of"), None);
-        assert_eq!(
-            fts_query("ICH_LR0_EL2").as_deref(),
-            Some("\"ich_lr0_el2\"")
-        );
+    fn fts_queries_quote_words_and_drop_syntax() {
+        let (all, most, any) = fts_queries("the VMCS \"launch\" OR -x NEAR(").unwrap();
+        assert_eq!(all, "\"vmcs\" AND \"launch\" AND \"x\" AND \"near\"");
+        assert_eq!(most.len(), 4);
+        assert_eq!(most[0], "\"vmcs\" AND \"launch\" AND \"x\"");
+        assert_eq!(any, "\"vmcs\" OR \"launch\" OR \"x\" OR \"near\"");
+        assert_eq!(fts_queries("the of"), None);
+        let (all, most, any) = fts_queries("interrupt controllers").unwrap();
+        assert!(most.is_empty());
+        assert_eq!(all, "(\"interrupt\" OR \"irq\") AND (\"controllers\" OR \"ctrl\")");
+        assert_eq!(any, "\"interrupt\" OR \"irq\" OR \"controllers\" OR \"ctrl\"");
+        assert_eq!(fts_queries("ICH_LR0_EL2").unwrap().0, "\"ich_lr0_el2\"");
     }
 }

@@ -93,6 +93,7 @@ CREATE INDEX IF NOT EXISTS agent_memory_unembedded ON agent_memory(id) WHERE emb
 CREATE VIRTUAL TABLE IF NOT EXISTS agent_memory_fts USING fts5(
     title, body, tokenize = 'porter unicode61 remove_diacritics 2'
 );
+INSERT INTO agent_memory_fts (agent_memory_fts, rank) VALUES ('rank', 'bm25(2.0, 1.0)');
 ";
 
 const V2: &str = "
