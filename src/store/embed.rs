@@ -48,10 +48,13 @@ impl LocalEmbedder {
         let mut feats: Vec<(u64, f32)> = Vec::with_capacity(64);
         // The first lines of a chunk's text are its title, path and module path (see
         // `index::embed_text`): names say more about code than its body does.
-        for (i, line) in text.splitn(4, '\n').enumerate() {
+        // Comments and headings say what code does in the words people search with.
+        for (i, line) in text.lines().enumerate() {
+            let t = line.trim_start();
             let boost = match i {
                 0 => 3.0,
                 1 | 2 => 1.5,
+                _ if t.starts_with("//") || t.starts_with('#') => 2.0,
                 _ => 1.0,
             };
             features(line, &mut |h, w| feats.push((h, w * boost)));
@@ -82,7 +85,7 @@ impl LocalEmbedder {
 
 impl Embedder for LocalEmbedder {
     fn id(&self) -> String {
-        format!("local-hash-v2/{LOCAL_DIM}")
+        format!("local-hash-v3/{LOCAL_DIM}")
     }
 
     fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, StoreError> {

@@ -339,7 +339,7 @@ impl Store {
         };
         // Chunks with every word first: usually enough, and far fewer rows to rank than
         // with any word on a large index. When short: chunks with all words but one
-        // (three words or more), else chunks with any word.
+        // (three words or more), then chunks with any word.
         let mut ids = self.fts_ranked(&all, depth, filters)?;
         let add = |more: Vec<i64>, ids: &mut Vec<i64>| {
             for id in more {
@@ -358,7 +358,7 @@ impl Store {
             let more = self.fts_ranked(q, depth, filters)?;
             add(more, &mut ids);
         }
-        if ids.len() < depth && most.is_empty() && all != any {
+        if ids.len() < depth && all != any {
             let more = self.fts_ranked(&any, depth, filters)?;
             add(more, &mut ids);
         }
@@ -439,7 +439,8 @@ pub fn query_components(query: &str, knowledge: &crate::knowledge::Knowledge) ->
 /// The query that describes a planned module: its component, module path, public
 /// items and the ARM64 evidence (system registers, instructions) it uses.
 pub fn module_query(m: &ModulePlan) -> String {
-    let mut q = format!("{} {}", m.component.replace('-', " "), m.module_path.replace("::", " "));
+    let name = m.module_path.rsplit("::").next().unwrap_or("");
+    let mut q = format!("{} {name}", m.component.replace('-', " "));
     for e in m.evidence.iter().take(24) {
         q.push(' ');
         q.push_str(&e.name);
