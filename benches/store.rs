@@ -16,17 +16,72 @@ use cargo_eterna_port::store::index::Kind;
 use cargo_eterna_port::store::{Filters, LocalEmbedder, SourceFile, Store};
 
 const WORDS: [&str; 48] = [
-    "interrupt", "controller", "distributor", "redistributor", "vcpu", "guest", "trap",
-    "exception", "vector", "table", "stage", "translation", "page", "descriptor", "timer",
-    "counter", "uart", "serial", "psci", "power", "secondary", "boot", "cache", "tlb",
-    "invalidate", "barrier", "hypercall", "smc", "hvc", "mmio", "device", "memory",
-    "region", "mapping", "context", "switch", "save", "restore", "register", "virtual",
-    "physical", "address", "fault", "syndrome", "inject", "pending", "priority", "group",
+    "interrupt",
+    "controller",
+    "distributor",
+    "redistributor",
+    "vcpu",
+    "guest",
+    "trap",
+    "exception",
+    "vector",
+    "table",
+    "stage",
+    "translation",
+    "page",
+    "descriptor",
+    "timer",
+    "counter",
+    "uart",
+    "serial",
+    "psci",
+    "power",
+    "secondary",
+    "boot",
+    "cache",
+    "tlb",
+    "invalidate",
+    "barrier",
+    "hypercall",
+    "smc",
+    "hvc",
+    "mmio",
+    "device",
+    "memory",
+    "region",
+    "mapping",
+    "context",
+    "switch",
+    "save",
+    "restore",
+    "register",
+    "virtual",
+    "physical",
+    "address",
+    "fault",
+    "syndrome",
+    "inject",
+    "pending",
+    "priority",
+    "group",
 ];
 const SYSREGS: [&str; 16] = [
-    "HCR_EL2", "VTTBR_EL2", "VTCR_EL2", "ESR_EL2", "FAR_EL2", "HPFAR_EL2", "ICH_LR0_EL2",
-    "ICH_HCR_EL2", "ICC_IAR1_EL1", "CNTHP_CTL_EL2", "CNTV_CVAL_EL0", "SCTLR_EL2",
-    "TCR_EL2", "MAIR_EL2", "VBAR_EL2", "SPSR_EL2",
+    "HCR_EL2",
+    "VTTBR_EL2",
+    "VTCR_EL2",
+    "ESR_EL2",
+    "FAR_EL2",
+    "HPFAR_EL2",
+    "ICH_LR0_EL2",
+    "ICH_HCR_EL2",
+    "ICC_IAR1_EL1",
+    "CNTHP_CTL_EL2",
+    "CNTV_CVAL_EL0",
+    "SCTLR_EL2",
+    "TCR_EL2",
+    "MAIR_EL2",
+    "VBAR_EL2",
+    "SPSR_EL2",
 ];
 const MNEMONICS: [&str; 8] = ["msr", "mrs", "eret", "tlbi", "dsb", "isb", "hvc", "dc"];
 
@@ -98,7 +153,10 @@ fn main() {
     let stats = store.index(&sources, &embedder, &|_, _| {}).unwrap();
     let index_time = t.elapsed();
     let indexed = stats.chunks_added;
-    assert!(indexed >= chunks, "{indexed} chunks indexed, expected {chunks}");
+    assert!(
+        indexed >= chunks,
+        "{indexed} chunks indexed, expected {chunks}"
+    );
     let rate = indexed as f64 / index_time.as_secs_f64();
 
     // Unchanged re-index of the same sources (library call).
@@ -132,7 +190,8 @@ fn main() {
     let (p50, p99) = (percentile(&times, 0.5), percentile(&times, 0.99));
 
     // The fixture: `cargo eterna-port index` twice, timing the second (unchanged) run.
-    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/eterna-arm64");
+    let fixture =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/eterna-arm64");
     let ws = tempfile::tempdir().unwrap();
     let status = Command::new("cp")
         .arg("-R")
@@ -151,7 +210,11 @@ fn main() {
             .env_remove("ETERNA_PORT_EMBEDDER")
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     };
     run_index();
     let mut fixture_times: Vec<Duration> = (0..if full { 5 } else { 1 })
@@ -164,7 +227,9 @@ fn main() {
     fixture_times.sort();
     let fixture_reindex = fixture_times[fixture_times.len() / 2];
 
-    println!("store benchmark: {indexed} chunks in {files} files, local embedder, {queries} searches");
+    println!(
+        "store benchmark: {indexed} chunks in {files} files, local embedder, {queries} searches"
+    );
     println!(
         "  index                     : {:>8.2} s  ({rate:>8.0} chunks/s; target ≥ 2000)",
         index_time.as_secs_f64()

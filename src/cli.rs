@@ -173,8 +173,8 @@ mod tests {
 
     #[test]
     fn store_commands_parse() {
-        let cli = Cli::try_parse_from(["x", "search", "VMCS", "-n", "3", "--kind", "knowledge"])
-            .unwrap();
+        let cli =
+            Cli::try_parse_from(["x", "search", "VMCS", "-n", "3", "--kind", "knowledge"]).unwrap();
         match cli.command {
             Some(Command::Search(a)) => {
                 assert_eq!((a.query.as_str(), a.limit), ("VMCS", 3));
@@ -183,6 +183,11 @@ mod tests {
             other => panic!("{other:?}"),
         }
         let cli = Cli::try_parse_from(["x", "index", "--rebuild-index"]).unwrap();
-        assert!(matches!(cli.command, Some(Command::Index(IndexArgs { rebuild_index: true }))));
+        assert!(matches!(
+            cli.command,
+            Some(Command::Index(IndexArgs {
+                rebuild_index: true
+            }))
+        ));
     }
 }

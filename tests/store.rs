@@ -50,6 +50,9 @@ fn index_json(ws: &Path, extra: &[&str]) -> Value {
     json(&out)["index"].clone()
 }
 
+/// What a labeled query must find.
+type Pred = Box<dyn Fn(&Value) -> bool>;
+
 /// 1-based rank of the first result matching `pred`.
 fn rank_of(results: &[Value], pred: impl Fn(&Value) -> bool) -> Option<usize> {
     results.iter().position(pred).map(|i| i + 1)
@@ -77,7 +80,16 @@ fn retrieval_quality_on_the_fixture_and_knowledge() {
     // Among the modules (code), the GIC driver's initialisation is in the top 3; in
     // everything, the interrupt-controller knowledge comes first and the GIC module is
     // still on the first page.
-    let results = search(ws, &["interrupt controller initialisation", "--kind", "code", "-n", "5"]);
+    let results = search(
+        ws,
+        &[
+            "interrupt controller initialisation",
+            "--kind",
+            "code",
+            "-n",
+            "5",
+        ],
+    );
     assert!(
         rank_of(&results, gic).is_some_and(|r| r <= 3),
         "{}",
@@ -85,8 +97,13 @@ fn retrieval_quality_on_the_fixture_and_knowledge() {
     );
     let results = search(ws, &["interrupt controller initialisation", "-n", "10"]);
     assert!(rank_of(&results, gic).is_some(), "{}", show(&results));
-    assert_eq!(results[0]["component"], "interrupt-controller", "{}", show(&results));
-    let labeled: Vec<(&str, Box<dyn Fn(&Value) -> bool>, usize)> = vec![
+    assert_eq!(
+        results[0]["component"],
+        "interrupt-controller",
+        "{}",
+        show(&results)
+    );
+    let labeled: Vec<(&str, Pred, usize)> = vec![
         (
             "VMCS",
             Box::new(|r: &Value| r["kind"] == "knowledge" && r["component"] == "vm-control"),
@@ -140,11 +157,17 @@ fn retrieval_quality_on_the_fixture_and_knowledge() {
     // Filters.
     let results = search(ws, &["interrupt", "-n", "8", "--kind", "knowledge"]);
     assert!(!results.is_empty());
-    assert!(results.iter().all(|r| r["kind"] == "knowledge"), "{}", show(&results));
+    assert!(
+        results.iter().all(|r| r["kind"] == "knowledge"),
+        "{}",
+        show(&results)
+    );
     let results = search(ws, &["interrupt", "-n", "8", "--component", "gic"]);
     assert!(!results.is_empty());
     assert!(
-        results.iter().all(|r| r["component"] == "interrupt-controller"),
+        results
+            .iter()
+            .all(|r| r["component"] == "interrupt-controller"),
         "{}",
         show(&results)
     );
@@ -170,7 +193,11 @@ fn retrieval_quality_on_the_fixture_and_knowledge() {
     // Bad input: unknown component, empty query, unknown kind.
     let out = run(ws, &["search", "x", "--component", "floppy"]);
     assert_code(&out, 2);
-    assert!(stderr(&out).contains("--component floppy"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("--component floppy"),
+        "{}",
+        stderr(&out)
+    );
     let out = run(ws, &["search", "  "]);
     assert_code(&out, 2);
     let out = run(ws, &["search", "x", "--kind", "poem"]);
@@ -180,8 +207,8 @@ fn retrieval_quality_on_the_fixture_and_knowledge() {
 #[test]
 fn context_for_a_planned_module_fits_the_budget() {
     use cargo_eterna_port::plan::{ModulePlan, Status};
-    use cargo_eterna_port::workspace::{Evidence, EvidenceKind};
     use cargo_eterna_port::store::{context_for_module, LocalEmbedder, Store};
+    use cargo_eterna_port::workspace::{Evidence, EvidenceKind};
     let ws = indexed_fixture();
     let store = Store::open(&db_path(ws.path())).unwrap();
     let module = ModulePlan {
@@ -212,16 +239,18 @@ fn context_for_a_planned_module_fits_the_budget() {
     assert!(tokens <= 1500, "{tokens} tokens");
     assert!(ctx.iter().all(|c| c.path != module.source));
     assert!(
-        ctx.iter()
-            .take(5)
-            .any(|c| c.kind == "knowledge" && c.component.as_deref() == Some("interrupt-controller")),
+        ctx.iter().take(5).any(
+            |c| c.kind == "knowledge" && c.component.as_deref() == Some("interrupt-controller")
+        ),
         "{:#?}",
         ctx.iter().map(|c| (&c.path, &c.title)).collect::<Vec<_>>()
     );
     // A budget smaller than every chunk gives nothing rather than too much.
-    assert!(context_for_module(&store, &module, &LocalEmbedder::new(), 1)
-        .unwrap()
-        .is_empty());
+    assert!(
+        context_for_module(&store, &module, &LocalEmbedder::new(), 1)
+            .unwrap()
+            .is_empty()
+    );
 }
 
 #[test]
@@ -318,20 +347,35 @@ fn migrates_a_version_1_store_and_keeps_its_data() {
     assert_eq!(st["stats"]["code_artifacts"], 1);
     assert_eq!(st["stats"]["agent_tasks"], 1);
     assert_eq!(st["stats"]["llm_cache"], 1);
-    assert_eq!(st["stats"]["chunks"], 0, "old chunks are derived data: dropped");
+    assert_eq!(
+        st["stats"]["chunks"], 0,
+        "old chunks are derived data: dropped"
+    );
 
     let s = index_json(ws.path(), &[]);
     assert!(s["chunks_added"].as_u64().unwrap() > 300);
     // The artifact is indexed as kind `artifact`.
-    let r = search(ws.path(), &["lapic_enable_for_migration_test", "--kind", "artifact"]);
-    assert_eq!(r[0]["path"], "@artifact/eterna/src/arch/x86_64/apic.rs", "{}", show(&r));
+    let r = search(
+        ws.path(),
+        &["lapic_enable_for_migration_test", "--kind", "artifact"],
+    );
+    assert_eq!(
+        r[0]["path"],
+        "@artifact/eterna/src/arch/x86_64/apic.rs",
+        "{}",
+        show(&r)
+    );
     let conn = rusqlite::Connection::open(&db).unwrap();
     let (version, app): (i64, i64) = conn
         .query_row("SELECT (SELECT user_version FROM pragma_user_version), (SELECT application_id FROM pragma_application_id)", [], |r| Ok((r.get(0)?, r.get(1)?)))
         .unwrap();
     assert_eq!((version, app), (2, 0x4554_5054));
     let tokens: i64 = conn
-        .query_row("SELECT tokens_in FROM agent_tasks WHERE task_id = 't1'", [], |r| r.get(0))
+        .query_row(
+            "SELECT tokens_in FROM agent_tasks WHERE task_id = 't1'",
+            [],
+            |r| r.get(0),
+        )
         .unwrap();
     assert_eq!(tokens, 1200);
 }
@@ -348,7 +392,10 @@ fn assert_refused(ws: &Path, db: &Path, args: &[&str], needle: &str) {
     assert!(err.contains(needle), "{err}");
     assert!(err.contains("nothing was changed"), "{err}");
     assert_eq!(std::fs::read(db).unwrap(), before, "the file was modified");
-    assert!(!db.with_extension("db-wal").exists(), "a WAL file was created");
+    assert!(
+        !db.with_extension("db-wal").exists(),
+        "a WAL file was created"
+    );
 }
 
 #[test]
@@ -413,7 +460,7 @@ fn rebuild_index_keeps_artifacts_and_tasks() {
     let ws = indexed_fixture();
     let db = db_path(ws.path());
     {
-        use cargo_eterna_port::store::{NewArtifact, Store};
+        use cargo_eterna_port::store::{NewArtifact, Store, TaskRecord};
         let store = Store::open(&db).unwrap();
         let first = store
             .record_artifact(&NewArtifact {
@@ -435,14 +482,38 @@ fn rebuild_index_keeps_artifacts_and_tasks() {
             .unwrap();
         let conn = rusqlite::Connection::open(&db).unwrap();
         let parent: Option<i64> = conn
-            .query_row("SELECT parent_id FROM code_artifacts WHERE id = ?1", [second], |r| r.get(0))
+            .query_row(
+                "SELECT parent_id FROM code_artifacts WHERE id = ?1",
+                [second],
+                |r| r.get(0),
+            )
             .unwrap();
         assert_eq!(parent, Some(first));
-        conn.execute(
-            "INSERT INTO agent_tasks (task_id, module, agent, status) VALUES ('t', 'm', 'code', 'done')",
-            [],
-        )
-        .unwrap();
+        let mut task = TaskRecord {
+            task_id: "t",
+            run_id: None,
+            module: "eterna::arch::aarch64::gic",
+            agent: "eterna-port",
+            status: "running",
+            attempts: 1,
+            tokens_in: 10,
+            tokens_out: 0,
+            cost: 0.0,
+            error: None,
+        };
+        store.record_task(&task).unwrap();
+        task.status = "done";
+        task.tokens_out = 99;
+        store.record_task(&task).unwrap();
+        let (status, out, finished): (String, i64, Option<String>) = conn
+            .query_row(
+                "SELECT status, tokens_out, finished_at FROM agent_tasks WHERE task_id = 't'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .unwrap();
+        assert_eq!((status.as_str(), out), ("done", 99));
+        assert!(finished.is_some());
         store.cache_put("req", "m", "resp").unwrap();
     }
     let before = status(ws.path(), &[])["stats"].clone();
@@ -454,10 +525,19 @@ fn rebuild_index_keeps_artifacts_and_tasks() {
     assert_eq!(a["code_artifacts"], 2);
     assert_eq!(a["agent_tasks"], 1);
     assert_eq!(a["llm_cache"], 1);
-    assert_eq!(a["runs"].as_i64().unwrap(), before["runs"].as_i64().unwrap() + 1);
+    assert_eq!(
+        a["runs"].as_i64().unwrap(),
+        before["runs"].as_i64().unwrap() + 1
+    );
     // Only the newest artifact version is indexed (one more source than before).
-    assert_eq!(a["sources"].as_i64().unwrap(), before["sources"].as_i64().unwrap() + 1);
-    let r = search(ws.path(), &["apic_version_two_marker", "--kind", "artifact"]);
+    assert_eq!(
+        a["sources"].as_i64().unwrap(),
+        before["sources"].as_i64().unwrap() + 1
+    );
+    let r = search(
+        ws.path(),
+        &["apic_version_two_marker", "--kind", "artifact"],
+    );
     assert_eq!(r.len(), 1, "{}", show(&r));
 }
 
@@ -535,14 +615,28 @@ fn search_works_while_index_writes() {
     // Change every file so the next index rewrites everything.
     for f in 0..150 {
         let p = ws.path().join(format!("src/m{f}.rs"));
-        let t = std::fs::read_to_string(&p).unwrap().replace("Programs", "Sets up");
+        let t = std::fs::read_to_string(&p)
+            .unwrap()
+            .replace("Programs", "Sets up");
         std::fs::write(&p, t).unwrap();
     }
     let mut index = command(ws.path(), &["index", "-q"]).spawn().unwrap();
     let mut searches: Vec<Output> = Vec::new();
     let t = Instant::now();
-    while searches.len() < 3 || (index.try_wait().unwrap().is_none() && t.elapsed() < Duration::from_secs(60)) {
-        searches.push(run(ws.path(), &["search", "stage 2 tables unit 7", "-n", "3", "--message-format", "json"]));
+    while searches.len() < 3
+        || (index.try_wait().unwrap().is_none() && t.elapsed() < Duration::from_secs(60))
+    {
+        searches.push(run(
+            ws.path(),
+            &[
+                "search",
+                "stage 2 tables unit 7",
+                "-n",
+                "3",
+                "--message-format",
+                "json",
+            ],
+        ));
         if searches.len() >= 12 {
             break;
         }
@@ -573,7 +667,10 @@ fn a_killed_index_leaves_a_consistent_store_that_the_next_run_completes() {
             child.try_wait().unwrap().is_none(),
             "index finished before it could be killed; make the workspace bigger"
         );
-        assert!(t.elapsed() < Duration::from_secs(120), "index made no progress");
+        assert!(
+            t.elapsed() < Duration::from_secs(120),
+            "index made no progress"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     let killed_early = child.try_wait().unwrap().is_none();
@@ -586,7 +683,10 @@ fn a_killed_index_leaves_a_consistent_store_that_the_next_run_completes() {
     assert!(partial >= 5, "{st:#}");
 
     let s = index_json(ws.path(), &[]);
-    assert!(s["sources_unchanged"].as_i64().unwrap() >= partial - 1, "{s:#}");
+    assert!(
+        s["sources_unchanged"].as_i64().unwrap() >= partial - 1,
+        "{s:#}"
+    );
     assert!(s["sources_indexed"].as_i64().unwrap() > 0, "{s:#}");
     let st = assert_consistent(ws.path());
     assert_eq!(st["stats"]["unembedded"], 0);
@@ -663,7 +763,9 @@ mod remote {
         let u = url.clone();
         let w = wsp.clone();
         let out = tokio::task::spawn_blocking(move || {
-            remote_cmd(&w, &u, &["index", "--message-format", "json"]).output().unwrap()
+            remote_cmd(&w, &u, &["index", "--message-format", "json"])
+                .output()
+                .unwrap()
         })
         .await
         .unwrap();
@@ -692,7 +794,9 @@ mod remote {
 
         let (u, w) = (url.clone(), wsp.clone());
         let out = tokio::task::spawn_blocking(move || {
-            remote_cmd(&w, &u, &["status", "--message-format", "json"]).output().unwrap()
+            remote_cmd(&w, &u, &["status", "--message-format", "json"])
+                .output()
+                .unwrap()
         })
         .await
         .unwrap();
@@ -708,7 +812,9 @@ mod remote {
         let before = server.received_requests().await.unwrap().len();
         let (u, w) = (url.clone(), wsp.clone());
         let out = tokio::task::spawn_blocking(move || {
-            remote_cmd(&w, &u, &["search", "gic", "--message-format", "json"]).output().unwrap()
+            remote_cmd(&w, &u, &["search", "gic", "--message-format", "json"])
+                .output()
+                .unwrap()
         })
         .await
         .unwrap();
@@ -728,12 +834,19 @@ mod remote {
         .await
         .unwrap();
         assert_code(&out, 2);
-        assert!(stderr(&out).contains("cargo eterna-port index"), "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains("cargo eterna-port index"),
+            "{}",
+            stderr(&out)
+        );
         assert_code(&idx, 0);
         let v = json(&idx);
         assert_eq!(v["index"]["reembedded_all"], true, "{v:#}");
         let st = status(&wsp, &[]);
-        assert_eq!(v["index"]["chunks_embedded"], st["stats"]["chunks"], "{v:#}");
+        assert_eq!(
+            v["index"]["chunks_embedded"], st["stats"]["chunks"],
+            "{v:#}"
+        );
         assert_eq!(st["stats"]["embedding_dim"], 256);
         assert_eq!(st["consistent"], true);
     }
@@ -755,8 +868,12 @@ mod remote {
         let wsp = ws.path().to_path_buf();
         let base = server.uri();
         let outs = tokio::task::spawn_blocking(move || {
-            let unauth = remote_cmd(&wsp, &format!("{base}/unauth"), &["index"]).output().unwrap();
-            let down = remote_cmd(&wsp, &format!("{base}/down"), &["index"]).output().unwrap();
+            let unauth = remote_cmd(&wsp, &format!("{base}/unauth"), &["index"])
+                .output()
+                .unwrap();
+            let down = remote_cmd(&wsp, &format!("{base}/down"), &["index"])
+                .output()
+                .unwrap();
             let nokey = {
                 let mut c = remote_cmd(&wsp, &format!("{base}/down"), &["index"]);
                 c.env_remove("OPENAI_API_KEY");
@@ -768,12 +885,19 @@ mod remote {
         .unwrap();
         assert_code(&outs.0, 2);
         let e = stderr(&outs.0);
-        assert!(e.contains("401") && e.contains("check OPENAI_API_KEY"), "{e}");
+        assert!(
+            e.contains("401") && e.contains("check OPENAI_API_KEY"),
+            "{e}"
+        );
         assert!(!e.contains(KEY), "{e}");
         assert_code(&outs.1, 2);
         let e = stderr(&outs.1);
         assert!(e.contains("503") && e.contains("embeddings server"), "{e}");
         assert_code(&outs.2, 2);
-        assert!(stderr(&outs.2).contains("OPENAI_API_KEY is not set"), "{}", stderr(&outs.2));
+        assert!(
+            stderr(&outs.2).contains("OPENAI_API_KEY is not set"),
+            "{}",
+            stderr(&outs.2)
+        );
     }
 }

@@ -310,7 +310,11 @@ pub(super) fn cmd_search(g: &GlobalArgs, args: &SearchArgs) -> Result<u8> {
         component,
         prefer_components: crate::store::rag::query_components(&args.query, &s.knowledge),
         // Varied results, unless the search is about one file anyway.
-        max_per_source: if args.path_prefix.is_some() { None } else { Some(2) },
+        max_per_source: if args.path_prefix.is_some() {
+            None
+        } else {
+            Some(2)
+        },
     };
     let embedder = make_embedder(&s.config)?;
     let store = open_store(&s.config)?;

@@ -229,7 +229,13 @@ fn items(
     flush(&mut group, out);
 }
 
-fn impl_items(imp: &syn::ItemImpl, lines: &[&str], module_path: &str, head: &str, out: &mut Vec<Chunk>) {
+fn impl_items(
+    imp: &syn::ItemImpl,
+    lines: &[&str],
+    module_path: &str,
+    head: &str,
+    out: &mut Vec<Chunk>,
+) {
     let mut group: Option<(usize, usize, Vec<String>)> = None;
     let push_group = |group: &mut Option<(usize, usize, Vec<String>)>, out: &mut Vec<Chunk>| {
         if let Some((s, e, names)) = group.take() {
@@ -461,7 +467,10 @@ mod tests {
         let md = "# Title\nintro\n## A\ntext a\n```\n# not a heading\n```\n## B\ntext b\n";
         let c = chunk_markdown(md, "doc.md");
         let titles: Vec<&str> = c.iter().map(|c| c.title.as_str()).collect();
-        assert_eq!(titles, ["doc.md > Title", "doc.md > Title > A", "doc.md > Title > B"]);
+        assert_eq!(
+            titles,
+            ["doc.md > Title", "doc.md > Title > A", "doc.md > Title > B"]
+        );
         assert_eq!((c[1].start_line, c[1].end_line), (3, 7));
     }
 

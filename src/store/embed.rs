@@ -145,13 +145,13 @@ fn feature_hash(prefix: u8, word: &str) -> u64 {
 
 /// Words too common in Rust code and English prose to say anything about a chunk.
 const STOPWORDS: &[&str] = &[
-    "a", "an", "and", "are", "as", "at", "be", "by", "for", "from", "if", "in", "into", "is",
-    "it", "its", "of", "on", "or", "that", "the", "this", "to", "with", "fn", "let", "pub",
-    "mut", "self", "use", "crate", "super", "impl", "struct", "enum", "const", "static",
-    "return", "else", "match", "unsafe", "where", "true", "false", "u8", "u16", "u32", "u64",
-    "usize", "i32", "i64", "bool", "some", "none", "ok", "err", "mod", "type", "ref", "while",
-    "loop", "break", "continue", "we", "when", "which", "can", "not", "no", "so", "but",
-    "all", "any", "one", "has", "have", "was", "will", "then", "than", "also", "only",
+    "a", "an", "and", "are", "as", "at", "be", "by", "for", "from", "if", "in", "into", "is", "it",
+    "its", "of", "on", "or", "that", "the", "this", "to", "with", "fn", "let", "pub", "mut",
+    "self", "use", "crate", "super", "impl", "struct", "enum", "const", "static", "return", "else",
+    "match", "unsafe", "where", "true", "false", "u8", "u16", "u32", "u64", "usize", "i32", "i64",
+    "bool", "some", "none", "ok", "err", "mod", "type", "ref", "while", "loop", "break",
+    "continue", "we", "when", "which", "can", "not", "no", "so", "but", "all", "any", "one", "has",
+    "have", "was", "will", "then", "than", "also", "only",
 ];
 
 pub(crate) fn is_stopword(w: &str) -> bool {
@@ -240,8 +240,8 @@ fn features(text: &str, f: &mut dyn FnMut(u64, f32)) {
 pub(crate) fn normalize_word(w: &str) -> &str {
     let mut s = w;
     for suffix in [
-        "isations", "izations", "isation", "ization", "ising", "izing", "ised", "ized",
-        "ises", "izes", "ise", "ize", "ations", "ation",
+        "isations", "izations", "isation", "ization", "ising", "izing", "ised", "ized", "ises",
+        "izes", "ise", "ize", "ations", "ation",
     ] {
         if s.len() > suffix.len() + 3 {
             if let Some(stem) = s.strip_suffix(suffix) {
@@ -485,7 +485,10 @@ mod tests {
         assert_eq!(a.len(), LOCAL_DIM);
         let n: f32 = a.iter().map(|x| x * x).sum();
         assert!((n - 1.0).abs() < 1e-4, "norm² {n}");
-        assert_eq!(a, e.embed_one("fn init_gic() { write_sysreg!(ICH_HCR_EL2, 1) }"));
+        assert_eq!(
+            a,
+            e.embed_one("fn init_gic() { write_sysreg!(ICH_HCR_EL2, 1) }")
+        );
         assert!(e.embed_one("").iter().all(|x| *x == 0.0));
     }
 
@@ -526,6 +529,9 @@ mod tests {
 
     #[test]
     fn quantize_sets_sign_bits() {
-        assert_eq!(quantize(&[1.0, -1.0, 0.5, 0.0, 0.1, -0.1, 2.0, 3.0, 1.0]), [0b1101_0101, 1]);
+        assert_eq!(
+            quantize(&[1.0, -1.0, 0.5, 0.0, 0.1, -0.1, 2.0, 3.0, 1.0]),
+            [0b1101_0101, 1]
+        );
     }
 }

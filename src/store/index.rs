@@ -128,7 +128,11 @@ fn fts_body(c: &Prepared) -> String {
         "{}\n{}\n{}",
         c.chunk.content,
         split_words(&format!("{} {}", c.chunk.title, c.chunk.content)),
-        c.chunk.module_path.as_deref().unwrap_or("").replace("::", " "),
+        c.chunk
+            .module_path
+            .as_deref()
+            .unwrap_or("")
+            .replace("::", " "),
     )
 }
 
@@ -208,7 +212,10 @@ impl Store {
             }
         }
         let given: HashSet<&str> = sources.iter().map(|s| s.path.as_str()).collect();
-        let removed: Vec<&String> = known.keys().filter(|p| !given.contains(p.as_str())).collect();
+        let removed: Vec<&String> = known
+            .keys()
+            .filter(|p| !given.contains(p.as_str()))
+            .collect();
         if !removed.is_empty() {
             let tx = self
                 .conn()
@@ -543,26 +550,25 @@ impl Store {
     fn embed_missing(&self, embedder: &dyn Embedder) -> Result<usize> {
         let mut total = 0;
         loop {
-            let rows: Vec<(i64, String, String, String, Option<String>, Option<String>, String, String)> = {
+            let rows: Vec<Unembedded> = {
                 let mut st = self
                     .conn()
                     .prepare_cached(
-                        "SELECT id, kind, source_path, title, module_path, component, content, content_hash
+                        "SELECT id, kind, source_path, title, module_path, component, content
                          FROM agent_memory WHERE embedding IS NULL ORDER BY id LIMIT ?1",
                     )
                     .map_err(|e| self.err("read chunks", e))?;
                 let rows = st
                     .query_map([BATCH_CHUNKS as i64], |r| {
-                        Ok((
-                            r.get(0)?,
-                            r.get(1)?,
-                            r.get(2)?,
-                            r.get(3)?,
-                            r.get(4)?,
-                            r.get(5)?,
-                            r.get(6)?,
-                            r.get(7)?,
-                        ))
+                        Ok(Unembedded {
+                            id: r.get(0)?,
+                            kind: r.get(1)?,
+                            path: r.get(2)?,
+                            title: r.get(3)?,
+                            module_path: r.get(4)?,
+                            component: r.get(5)?,
+                            content: r.get(6)?,
+                        })
                     })
                     .map_err(|e| self.err("read chunks", e))?;
                 rows.collect::<rusqlite::Result<_>>()
@@ -573,7 +579,7 @@ impl Store {
             }
             let texts: Vec<String> = rows
                 .iter()
-                .map(|r| embed_text(&r.2, r.4.as_deref(), &r.3, &r.6))
+                .map(|r| embed_text(&r.path, r.module_path.as_deref(), &r.title, &r.content))
                 .collect();
             let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
             let vectors = embed_all(embedder, &refs)?;
@@ -587,13 +593,13 @@ impl Store {
             for (r, v) in rows.iter().zip(&vectors) {
                 self.conn()
                     .prepare_cached("UPDATE agent_memory SET embedding = ?2 WHERE id = ?1")
-                    .and_then(|mut s| s.execute(params![r.0, to_blob(v)]))
+                    .and_then(|mut s| s.execute(params![r.id, to_blob(v)]))
                     .map_err(|e| self.err("store a vector", e))?;
                 self.conn()
                     .prepare_cached("DELETE FROM agent_memory_vec WHERE rowid = ?1")
-                    .and_then(|mut s| s.execute([r.0]))
+                    .and_then(|mut s| s.execute([r.id]))
                     .map_err(|e| self.err("store a vector", e))?;
-                self.insert_vec(r.0, &r.1, r.5.as_deref(), v)?;
+                self.insert_vec(r.id, &r.kind, r.component.as_deref(), v)?;
             }
             tx.commit().map_err(|e| self.err("commit", e))?;
             total += rows.len();
@@ -649,4 +655,15 @@ fn embed_all(embedder: &dyn Embedder, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
         )));
     }
     Ok(out)
+}
+
+/// A chunk waiting for its vector.
+struct Unembedded {
+    id: i64,
+    kind: String,
+    path: String,
+    title: String,
+    module_path: Option<String>,
+    component: Option<String>,
+    content: String,
 }

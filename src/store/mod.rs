@@ -49,7 +49,11 @@ pub enum StoreError {
         expected: i32,
     },
     #[error("the store {path} has schema version {found}, newer than this cargo-eterna-port knows ({known}); nothing was changed. Upgrade cargo-eterna-port, or point ETERNA_PORT_DB at another file")]
-    Newer { path: PathBuf, found: i64, known: i64 },
+    Newer {
+        path: PathBuf,
+        found: i64,
+        known: i64,
+    },
     #[error("cannot create the store {path}: {message}. Set ETERNA_PORT_DB (or `db` in [workspace.metadata.eterna-port]) to a path in a writable directory")]
     Location { path: PathBuf, message: String },
     #[error("the store {path} is damaged ({message}); nothing was deleted. Run `cargo eterna-port index --rebuild-index` to rebuild the search index (artifacts and tasks are kept), or move the file away")]
@@ -87,9 +91,8 @@ fn register_sqlite_vec() {
         // the signature SQLite expects of an auto extension; the crate declares it
         // without arguments only because it is an extern "C" symbol.
         unsafe {
-            let init = std::mem::transmute::<*const (), Init>(
-                sqlite_vec::sqlite3_vec_init as *const (),
-            );
+            let init =
+                std::mem::transmute::<*const (), Init>(sqlite_vec::sqlite3_vec_init as *const ());
             rusqlite::ffi::sqlite3_auto_extension(Some(init));
         }
     });
@@ -130,6 +133,22 @@ pub struct NewArtifact<'a> {
     pub content: &'a str,
     pub origin_agent: &'a str,
     pub model: Option<&'a str>,
+}
+
+/// One agent task's state, for `agent_tasks`.
+#[derive(Debug, Clone)]
+pub struct TaskRecord<'a> {
+    pub task_id: &'a str,
+    pub run_id: Option<&'a str>,
+    pub module: &'a str,
+    pub agent: &'a str,
+    /// `queued`, `running`, `done`, `failed`.
+    pub status: &'a str,
+    pub attempts: i64,
+    pub tokens_in: i64,
+    pub tokens_out: i64,
+    pub cost: f64,
+    pub error: Option<&'a str>,
 }
 
 /// A stored version of a generated file.
@@ -429,6 +448,40 @@ impl Store {
         let id = tx.last_insert_rowid();
         tx.commit().map_err(|e| self.err("commit", e))?;
         Ok(id)
+    }
+
+    /// Inserts or updates an agent task. `started_at` is set when the task is first
+    /// recorded, `finished_at` when its status becomes `done` or `failed`.
+    pub fn record_task(&self, t: &TaskRecord<'_>) -> Result<()> {
+        self.conn
+            .execute(
+                &format!(
+                    "INSERT INTO agent_tasks (task_id, run_id, module, agent, status, attempts,
+                         tokens_in, tokens_out, cost, started_at, finished_at, error)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, {NOW},
+                         CASE WHEN ?5 IN ('done', 'failed') THEN {NOW} END, ?10)
+                     ON CONFLICT (task_id) DO UPDATE SET
+                         status = excluded.status, attempts = excluded.attempts,
+                         tokens_in = excluded.tokens_in, tokens_out = excluded.tokens_out,
+                         cost = excluded.cost, error = excluded.error,
+                         finished_at = CASE WHEN excluded.status IN ('done', 'failed')
+                                            THEN {NOW} ELSE finished_at END"
+                ),
+                params![
+                    t.task_id,
+                    t.run_id,
+                    t.module,
+                    t.agent,
+                    t.status,
+                    t.attempts,
+                    t.tokens_in,
+                    t.tokens_out,
+                    t.cost,
+                    t.error
+                ],
+            )
+            .map_err(|e| self.err("record the task", e))?;
+        Ok(())
     }
 
     /// The newest version of every generated file.

@@ -23,6 +23,9 @@ const RRF_K: f64 = 60.0;
 /// 10th place in one list is worth.
 const COMPONENT_BONUS: f64 = 1.0 / (RRF_K + 10.0);
 
+/// A fused score with the ranks in the vector and the text list.
+type Fused = (f64, Option<usize>, Option<usize>);
+
 /// Restricts a search.
 #[derive(Debug, Clone, Default)]
 pub struct Filters {
@@ -140,7 +143,7 @@ impl Store {
         let text = self.text_candidates(query, depth, filters)?;
         tracing::debug!(vector = ?(t1 - t0), text = ?t1.elapsed(), query, "search timings");
 
-        let mut fused: HashMap<i64, (f64, Option<usize>, Option<usize>)> = HashMap::new();
+        let mut fused: HashMap<i64, Fused> = HashMap::new();
         for (i, id) in vector.iter().enumerate() {
             let e = fused.entry(*id).or_default();
             e.0 += 1.0 / (RRF_K + (i + 1) as f64);
@@ -158,9 +161,7 @@ impl Store {
                 .prepare_cached("SELECT component FROM agent_memory WHERE id = ?1")
                 .map_err(|e| self.err("read chunks", e))?;
             for id in ids {
-                let c: Option<String> = st
-                    .query_row([id], |r| r.get(0))
-                    .unwrap_or(None);
+                let c: Option<String> = st.query_row([id], |r| r.get(0)).unwrap_or(None);
                 if c.is_some_and(|c| filters.prefer_components.contains(&c)) {
                     if let Some(e) = fused.get_mut(&id) {
                         e.0 += COMPONENT_BONUS;
@@ -168,8 +169,7 @@ impl Store {
                 }
             }
         }
-        let mut order: Vec<(i64, (f64, Option<usize>, Option<usize>))> =
-            fused.into_iter().collect();
+        let mut order: Vec<(i64, Fused)> = fused.into_iter().collect();
         order.sort_by(|a, b| {
             b.1 .0
                 .partial_cmp(&a.1 .0)
@@ -302,13 +302,12 @@ impl Store {
             .map_err(|e| self.err("read vectors", e))?;
         let mut scored: Vec<(f32, i64)> = Vec::with_capacity(ids.len());
         for id in ids {
-            let row: Option<(Option<Vec<u8>>, String)> = match st
-                .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))
-            {
-                Ok(r) => Some(r),
-                Err(rusqlite::Error::QueryReturnedNoRows) => None,
-                Err(e) => return Err(self.err("read vectors", e)),
-            };
+            let row: Option<(Option<Vec<u8>>, String)> =
+                match st.query_row([id], |r| Ok((r.get(0)?, r.get(1)?))) {
+                    Ok(r) => Some(r),
+                    Err(rusqlite::Error::QueryReturnedNoRows) => None,
+                    Err(e) => return Err(self.err("read vectors", e)),
+                };
             let Some((Some(blob), path)) = row else {
                 continue;
             };
@@ -426,9 +425,9 @@ pub fn query_components(query: &str, knowledge: &crate::knowledge::Knowledge) ->
             continue;
         }
         let named = joined.contains(&format!(" {} ", c.name.replace('-', " ")))
-            || words.iter().any(|w| {
-                w == &c.name || w == &c.x86_name || c.aliases.iter().any(|a| a == w)
-            });
+            || words
+                .iter()
+                .any(|w| w == &c.name || w == &c.x86_name || c.aliases.iter().any(|a| a == w));
         if named && !out.contains(&c.name) {
             out.push(c.name.clone());
         }
@@ -500,8 +499,14 @@ mod tests {
         assert_eq!(fts_queries("the of"), None);
         let (all, most, any) = fts_queries("interrupt controllers").unwrap();
         assert!(most.is_empty());
-        assert_eq!(all, "(\"interrupt\" OR \"irq\") AND (\"controllers\" OR \"ctrl\")");
-        assert_eq!(any, "\"interrupt\" OR \"irq\" OR \"controllers\" OR \"ctrl\"");
+        assert_eq!(
+            all,
+            "(\"interrupt\" OR \"irq\") AND (\"controllers\" OR \"ctrl\")"
+        );
+        assert_eq!(
+            any,
+            "\"interrupt\" OR \"irq\" OR \"controllers\" OR \"ctrl\""
+        );
         assert_eq!(fts_queries("ICH_LR0_EL2").unwrap().0, "\"ich_lr0_el2\"");
     }
 }
