@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job on the bundled reference workspace, with no API key (README "Set up").
 # Works on a fresh copy of tests/fixtures/eterna-arm64; the checked-in fixture is never
-# touched. Today the chain is: plan. Later stages (port, check, qemu) join here.
+# touched. Today the chain is: plan, then index and search the workspace with the local
+# embedder (no network). Later stages (port, check, qemu) join here.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 work="$(mktemp -d "${TMPDIR:-/tmp}/eterna-demo.XXXXXX")"
@@ -15,3 +16,11 @@ bin="target/release/cargo-eterna-port"
 
 echo "== cargo eterna-port plan (fixture copy in $work)"
 "$bin" eterna-port plan --manifest-path "$manifest"
+
+echo
+echo "== cargo eterna-port index"
+"$bin" eterna-port index --manifest-path "$manifest"
+
+echo
+echo "== cargo eterna-port search \"interrupt controller initialisation\" -n 5"
+"$bin" eterna-port search "interrupt controller initialisation" -n 5 --manifest-path "$manifest"

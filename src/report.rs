@@ -196,7 +196,11 @@ pub fn search_human(results: &[crate::store::RankedChunk], verbose: bool) -> Str
         let lines: Vec<&str> = r
             .content
             .lines()
-            .filter(|l| !l.trim().is_empty())
+            .filter(|l| {
+                // Knowledge entries: the table header and name are in the title already.
+                let t = l.trim();
+                !t.is_empty() && !t.starts_with("[[") && !t.starts_with("name = ")
+            })
             .take(if verbose { 12 } else { 2 })
             .collect();
         for l in lines {
