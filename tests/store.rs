@@ -901,3 +901,41 @@ mod remote {
         );
     }
 }
+
+#[test]
+fn a_new_component_moves_chunks_without_re_embedding() {
+    use cargo_eterna_port::store::index::Kind;
+    use cargo_eterna_port::store::{Filters, LocalEmbedder, SourceFile, Store};
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("s.db")).unwrap();
+    let e = LocalEmbedder::new();
+    let src = |component: &str| {
+        SourceFile {
+        path: "hv/src/irq.rs".into(),
+        kind: Kind::Code,
+        text: "/// Routes a physical interrupt.\npub fn route_interrupt(intid: u32) -> u32 {\n    let x = intid;\n    x + 1\n}\n".into(),
+        module_path: Some("hv::irq".into()),
+        component: Some(component.into()),
+    }
+    };
+    let s = store.index(&[src("timer")], &e, &|_, _| {}).unwrap();
+    assert_eq!((s.chunks_added, s.chunks_embedded), (1, 1));
+    let s = store
+        .index(&[src("interrupt-controller")], &e, &|_, _| {})
+        .unwrap();
+    assert_eq!((s.chunks_updated, s.chunks_embedded), (1, 0), "{s:?}");
+    let only = |c: &str| Filters {
+        component: Some(c.into()),
+        ..Filters::default()
+    };
+    let hits = store
+        .search("route interrupt", 5, &only("interrupt-controller"), &e)
+        .unwrap();
+    assert_eq!(hits.len(), 1);
+    assert_eq!(hits[0].vector_rank, Some(1), "{hits:?}");
+    assert!(store
+        .search("route interrupt", 5, &only("timer"), &e)
+        .unwrap()
+        .is_empty());
+    assert_eq!(store.check_consistency().unwrap(), None);
+}

@@ -16,7 +16,7 @@ use rusqlite::{params, OptionalExtension};
 use serde::Serialize;
 
 use super::chunk::{chunk_knowledge_toml, chunk_lines, chunk_markdown, chunk_rust, Chunk};
-use super::embed::{quantize, split_words, to_blob, Embedder};
+use super::embed::{from_blob, quantize, split_words, to_blob, Embedder};
 use super::{Result, Store, StoreError};
 
 /// What a chunk was cut from.
@@ -400,7 +400,8 @@ impl Store {
             source: usize,
             hash: String,
             new: Vec<Prepared>,
-            keep: Vec<(i64, Prepared, bool)>,
+            /// (chunk id, chunk, span/title moved, component changed)
+            keep: Vec<(i64, Prepared, bool, bool)>,
             gone: Vec<i64>,
         }
         let mut plans = Vec::new();
@@ -424,7 +425,8 @@ impl Store {
                             || e.title != p.chunk.title
                             || e.module_path != p.chunk.module_path
                             || e.component != p.chunk.component;
-                        plan.keep.push((e.id, p, moved));
+                        let recomponent = e.component != p.chunk.component;
+                        plan.keep.push((e.id, p, moved, recomponent));
                     }
                     None => plan.new.push(p),
                 }
@@ -455,7 +457,7 @@ impl Store {
                 self.delete_chunk(*id)?;
             }
             stats.chunks_removed += plan.gone.len();
-            for (id, p, moved) in &plan.keep {
+            for (id, p, moved, recomponent) in &plan.keep {
                 if *moved {
                     self.conn()
                         .prepare_cached(
@@ -473,6 +475,9 @@ impl Store {
                             ])
                         })
                         .map_err(|e| self.err("update a chunk", e))?;
+                    if *recomponent {
+                        self.refile_vector(*id, src.kind.as_str(), p.chunk.component.as_deref())?;
+                    }
                     stats.chunks_updated += 1;
                 } else {
                     stats.chunks_unchanged += 1;
@@ -544,6 +549,25 @@ impl Store {
             .and_then(|mut s| s.execute(params![id, quantize(v), kind, component.unwrap_or("")]))
             .map_err(|e| self.err("insert a vector", e))?;
         Ok(())
+    }
+
+    /// Re-inserts a chunk's vector with a new component (the vector index filters on it).
+    fn refile_vector(&self, id: i64, kind: &str, component: Option<&str>) -> Result<()> {
+        let blob: Option<Vec<u8>> = self
+            .conn()
+            .query_row(
+                "SELECT embedding FROM agent_memory WHERE id = ?1",
+                [id],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.err("read a vector", e))?;
+        let Some(blob) = blob else {
+            return Ok(()); // not embedded yet: embed_missing files it
+        };
+        self.conn()
+            .execute("DELETE FROM agent_memory_vec WHERE rowid = ?1", [id])
+            .map_err(|e| self.err("update a vector", e))?;
+        self.insert_vec(id, kind, component, &from_blob(&blob))
     }
 
     /// Embeds chunks that have no vector yet, in batches. Returns how many.
