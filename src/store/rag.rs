@@ -23,6 +23,9 @@ const RRF_K: f64 = 60.0;
 /// 10th place in one list is worth.
 const COMPONENT_BONUS: f64 = 1.0 / (RRF_K + 10.0);
 
+/// Above this many chunks, full-text search avoids ranking every chunk with any word.
+const LARGE_INDEX: i64 = 20_000;
+
 /// A fused score with the ranks in the vector and the text list.
 type Fused = (f64, Option<usize>, Option<usize>);
 
@@ -70,7 +73,13 @@ impl RankedChunk {
 /// each word together with its folded form (`initialisation` / `init`): the first
 /// requires every word, then (for three words or more) every word but one, in turn,
 /// and the last any word. BM25 ranks within each.
+#[cfg(test)]
 fn fts_queries(query: &str) -> Option<(String, Vec<String>, String)> {
+    fts_queries_of(&query_groups(query))
+}
+
+/// The words of a query, each with its folded form.
+fn query_groups(query: &str) -> Vec<Vec<String>> {
     let mut groups: Vec<Vec<String>> = Vec::new();
     for w in query.split(|c: char| !(c.is_alphanumeric() || c == '_')) {
         let lw = w.to_lowercase();
@@ -84,21 +93,27 @@ fn fts_queries(query: &str) -> Option<(String, Vec<String>, String)> {
         }
         groups.push(g);
     }
+    groups
+}
+
+fn quote_group(g: &[String]) -> String {
+    let alts: Vec<String> = g
+        .iter()
+        .map(|w| format!("\"{}\"", w.replace('"', "")))
+        .collect();
+    if alts.len() == 1 {
+        alts[0].clone()
+    } else {
+        format!("({})", alts.join(" OR "))
+    }
+}
+
+fn fts_queries_of(groups: &[Vec<String>]) -> Option<(String, Vec<String>, String)> {
     if groups.is_empty() {
         return None;
     }
     let quote = |w: &String| format!("\"{}\"", w.replace('"', ""));
-    let terms: Vec<String> = groups
-        .iter()
-        .map(|g| {
-            let alts: Vec<String> = g.iter().map(quote).collect();
-            if alts.len() == 1 {
-                alts[0].clone()
-            } else {
-                format!("({})", alts.join(" OR "))
-            }
-        })
-        .collect();
+    let terms: Vec<String> = groups.iter().map(|g| quote_group(g)).collect();
     let all = terms.join(" AND ");
     let mut most = Vec::new();
     if terms.len() >= 3 {
@@ -135,10 +150,10 @@ impl Store {
             return Ok(Vec::new());
         }
         // Candidates per list: enough for the fusion and the per-file cap, few enough
-        // that the k-NN stays fast (its cost grows with k).
+        // that the k-NN stays fast (sqlite-vec's cost grows with k).
         let depth = (n * 3).max(30);
         let t0 = std::time::Instant::now();
-        let vector = self.vector_candidates(query, depth, filters, embedder)?;
+        let vector = self.vector_candidates(query, (n * 2).max(20), filters, embedder)?;
         let t1 = std::time::Instant::now();
         let text = self.text_candidates(query, depth, filters)?;
         tracing::debug!(vector = ?(t1 - t0), text = ?t1.elapsed(), query, "search timings");
@@ -333,7 +348,9 @@ impl Store {
 
     /// Chunk ids by BM25, best first.
     fn text_candidates(&self, query: &str, depth: usize, filters: &Filters) -> Result<Vec<i64>> {
-        let Some((all, most, any)) = fts_queries(query) else {
+        let groups = query_groups(query);
+        let chunks = self.approx_chunks()?;
+        let Some((all, most, any)) = fts_queries_of(&groups) else {
             return Ok(Vec::new());
         };
         // Chunks with every word first: usually enough, and far fewer rows to rank than
@@ -357,11 +374,24 @@ impl Store {
             let more = self.fts_ranked(q, depth, filters)?;
             add(more, &mut ids);
         }
-        if ids.len() < depth && all != any {
+        // Any word: on a large index a common word matches tens of thousands of chunks,
+        // all of which BM25 must score; there it is only worth it when the stricter
+        // queries found almost nothing (the vector list still brings the rest).
+        let large = chunks > LARGE_INDEX;
+        if all != any && (ids.len() < depth.min(10) || (!large && ids.len() < depth)) {
             let more = self.fts_ranked(&any, depth, filters)?;
             add(more, &mut ids);
         }
         Ok(ids)
+    }
+
+    /// About how many chunks there are (the largest id; O(1)).
+    fn approx_chunks(&self) -> Result<i64> {
+        self.conn()
+            .query_row("SELECT coalesce(max(id), 0) FROM agent_memory", [], |r| {
+                r.get(0)
+            })
+            .map_err(|e| self.err("count chunks", e))
     }
 
     fn fts_ranked(&self, m: &str, depth: usize, filters: &Filters) -> Result<Vec<i64>> {
