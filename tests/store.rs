@@ -131,6 +131,13 @@ fn retrieval_quality_on_the_fixture_and_knowledge() {
             3,
         ),
         (
+            "EL2 entry point _start",
+            Box::new(|r: &Value| {
+                r["path"] == "eterna/src/arch/aarch64/boot.S" && r["component"] == "boot"
+            }),
+            3,
+        ),
+        (
             "PL011 uart",
             Box::new(|r: &Value| r["component"] == "uart"),
             1,

@@ -166,6 +166,33 @@ fn collect_sources(s: &Session, store: &Store, quiet: bool) -> Result<(Vec<Sourc
             module_path: Some(module_path),
         });
     }
+    // Assembly files the planned modules include (`boot.S`): code of their module.
+    for m in &plan.modules {
+        let dir = Path::new(&m.source).parent().unwrap_or(Path::new(""));
+        let mut files: Vec<&str> = m
+            .evidence
+            .iter()
+            .filter_map(|e| e.file.as_deref())
+            .collect();
+        files.sort_unstable();
+        files.dedup();
+        for f in files {
+            let abs = s.ws.root.join(dir).join(f);
+            let Ok(text) = std::fs::read_to_string(&abs) else {
+                continue;
+            };
+            let rel = relative_to(&s.ws.root, &abs);
+            if seen.insert(abs) {
+                sources.push(SourceFile {
+                    path: rel,
+                    kind: Kind::Code,
+                    text,
+                    module_path: Some(m.module_path.clone()),
+                    component: Some(m.component.clone()),
+                });
+            }
+        }
+    }
     let mut docs = Vec::new();
     markdown_files(
         &s.ws.root,
