@@ -946,3 +946,40 @@ fn a_new_component_moves_chunks_without_re_embedding() {
         .is_empty());
     assert_eq!(store.check_consistency().unwrap(), None);
 }
+
+#[test]
+fn embedder_settings_come_from_metadata_and_environment() {
+    let ws = workspace(&[
+        (
+            "Cargo.toml",
+            "[package]\nname = \"e\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[package.metadata.eterna-port]\nembedder = \"remote\"\nembedding-model = \"my-embed\"\n",
+        ),
+        ("src/lib.rs", "pub fn f() {}\n"),
+    ]);
+    let out = command(ws.path(), &["config", "--message-format", "json"])
+        .env("ETERNA_PORT_EMBEDDINGS_BASE_URL", "http://127.0.0.1:9/v1")
+        .env("OPENAI_API_KEY", "sk-never-shown-123")
+        .output()
+        .unwrap();
+    assert_code(&out, 0);
+    assert!(!stdout(&out).contains("sk-never-shown-123"));
+    let c = json(&out);
+    assert_eq!(c["embedder"]["value"], "remote");
+    assert_eq!(c["embedder"]["source"]["kind"], "package-metadata");
+    assert_eq!(c["embedding_model"]["value"], "my-embed");
+    assert_eq!(c["embeddings_base_url"]["value"], "http://127.0.0.1:9/v1");
+    assert_eq!(c["embeddings_base_url"]["source"]["kind"], "env");
+    // The environment wins over metadata; a bad value is a clear error.
+    let out = command(ws.path(), &["config"])
+        .env("ETERNA_PORT_EMBEDDER", "gpu")
+        .output()
+        .unwrap();
+    assert_code(&out, 2);
+    assert!(stderr(&out).contains("embedder `gpu`"), "{}", stderr(&out));
+    let out = command(ws.path(), &["config", "--message-format", "json"])
+        .env("ETERNA_PORT_EMBEDDER", "local")
+        .output()
+        .unwrap();
+    assert_code(&out, 0);
+    assert_eq!(json(&out)["embedder"]["value"], "local");
+}
