@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The main job on the bundled reference workspace, with no API key (README "Set up").
 # Works on a fresh copy of tests/fixtures/eterna-arm64; the checked-in fixture is never
-# touched. The chain so far: plan, port (offline engine), then cargo check of the
-# port for x86_64-unknown-none. Later stages (the fix loop, booting) join here.
+# touched. The chain so far: plan; index and search the workspace with the local
+# embedder (no network); port (offline engine); cargo check of the port for
+# x86_64-unknown-none. Later stages (the fix loop, booting) join here.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 work="$(mktemp -d "${TMPDIR:-/tmp}/eterna-demo.XXXXXX")"
@@ -16,6 +17,14 @@ bin="target/release/cargo-eterna-port"
 
 echo "== cargo eterna-port plan (fixture copy in $work)"
 "$bin" eterna-port plan --manifest-path "$manifest"
+
+echo
+echo "== cargo eterna-port index"
+"$bin" eterna-port index --manifest-path "$manifest"
+
+echo
+echo "== cargo eterna-port search \"interrupt controller initialisation\" -n 5"
+"$bin" eterna-port search "interrupt controller initialisation" -n 5 --manifest-path "$manifest"
 
 echo
 echo "== cargo eterna-port (offline port of the copy; it is not a git repository)"

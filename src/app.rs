@@ -1,5 +1,7 @@
 //! Command dispatch: turns parsed arguments into work and an exit code.
 
+mod memory;
+
 use anyhow::Result;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -11,7 +13,7 @@ use crate::engine::{self, templates::Templates};
 use crate::knowledge::Knowledge;
 use crate::plan::{self, Plan};
 use crate::report;
-use crate::workspace::{scan_packages, ScanLimits, Severity, Workspace};
+use crate::workspace::{scan_packages, Diagnostic, ScanLimits, ScannedModule, Severity, Workspace};
 use crate::writer;
 
 /// Exit codes (DESIGN.md): success, problems found, usage/configuration/environment error.
@@ -73,6 +75,9 @@ fn dispatch(cli: Cli) -> Result<u8> {
         Some(Command::Plan(t)) => cmd_plan(&g, &t.targets),
         Some(Command::Port(p)) => cmd_port(&g, &p.targets, &p.flags),
         Some(Command::Config) => cmd_config(&g),
+        Some(Command::Index(a)) => memory::cmd_index(&g, &a),
+        Some(Command::Search(a)) => memory::cmd_search(&g, &a),
+        Some(Command::Status) => memory::cmd_status(&g),
         None => cmd_port(&g, &cli.targets, &cli.port),
     }
 }
@@ -120,13 +125,12 @@ fn open(g: &GlobalArgs) -> Result<Session> {
     })
 }
 
-/// Scans the workspace and builds the whole plan. `use_cache`: read and update the
-/// scan cache (off for `--dry-run`, which writes nothing).
-fn full_plan(s: &Session, use_cache: bool) -> Plan {
+/// Scans the workspace, with a spinner on stderr when it is a terminal. `use_cache`:
+/// read and update the scan cache (off for `--dry-run`, which writes nothing).
+fn scan(s: &Session, use_cache: bool) -> (Vec<ScannedModule>, Vec<Diagnostic>) {
     let limits = ScanLimits {
         max_file_size: s.config.max_file_size.value,
     };
-    // A spinner on stderr, drawn only when stderr is a terminal.
     let bar = if s.quiet {
         indicatif::ProgressBar::hidden()
     } else {
@@ -142,26 +146,28 @@ fn full_plan(s: &Session, use_cache: bool) -> Plan {
     let started = std::time::Instant::now();
     let cache = s.ws.target_dir.join("eterna-port").join("scan-cache");
     let cache = use_cache.then_some(cache.as_path());
-    let (modules, diagnostics) = scan_packages(&s.ws, &s.knowledge, limits, cache, &|n| {
+    let scanned = scan_packages(&s.ws, &s.knowledge, limits, cache, &|n| {
         bar.set_message(format!("scanning the workspace: {n} files"))
     });
     bar.finish_and_clear();
-    let scanned = started.elapsed();
-    let plan = plan::build(
+    tracing::debug!(
+        files = scanned.0.len(),
+        ms = started.elapsed().as_millis() as u64,
+        "workspace scanned"
+    );
+    scanned
+}
+
+/// Scans the workspace and builds the whole plan.
+fn full_plan(s: &Session, use_cache: bool) -> Plan {
+    let (modules, diagnostics) = scan(s, use_cache);
+    plan::build(
         &s.ws.root,
         &s.config.target.value,
         &modules,
         diagnostics,
         &s.knowledge,
-    );
-    tracing::debug!(
-        files = modules.len(),
-        planned = plan.modules.len(),
-        scan_ms = scanned.as_millis() as u64,
-        plan_ms = (started.elapsed() - scanned).as_millis() as u64,
-        "workspace planned"
-    );
-    plan
+    )
 }
 
 fn make_plan(s: &Session, targets: &[String]) -> Result<Plan> {

@@ -13,6 +13,9 @@ Examples:
   cargo eterna-port vmcs --dry-run       show the port of one component as a diff (aliases:
                                          vmcs, ept, apic, gic, vmexit, trap, serial)
   cargo eterna-port config               show the effective configuration
+  cargo eterna-port index                index code, docs and knowledge for retrieval
+  cargo eterna-port search \"VMCS\" -n 5   hybrid (vector + full-text) search of the index
+  cargo eterna-port status               store statistics
 
 Exit status: 0 success; 1 the work was done and found problems; 2 usage, configuration
 or environment error.";
@@ -129,6 +132,52 @@ pub enum Command {
     Port(PortArgs),
     /// Show the effective configuration and where each value comes from
     Config,
+    /// Index the workspace's code and docs and the porting knowledge for retrieval
+    Index(IndexArgs),
+    /// Search the index (vector k-NN and BM25, fused by reciprocal rank)
+    Search(SearchArgs),
+    /// Show the store: its file, schema, embedder and row counts
+    Status,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct IndexArgs {
+    /// Drop and rebuild the derived tables (chunks, vectors, full-text index) first;
+    /// artifacts, tasks, runs and the LLM cache are kept
+    #[arg(long)]
+    pub rebuild_index: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ChunkKind {
+    Code,
+    Doc,
+    Knowledge,
+    Artifact,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct SearchArgs {
+    /// What to look for (words, identifiers, register names)
+    #[arg(value_name = "QUERY")]
+    pub query: String,
+
+    /// Number of results
+    #[arg(short = 'n', long = "limit", value_name = "N", default_value_t = 10)]
+    pub limit: usize,
+
+    /// Only chunks of this kind
+    #[arg(long, value_enum, value_name = "KIND")]
+    pub kind: Option<ChunkKind>,
+
+    /// Only chunks of this component (or alias: vmcs, ept, gic, …)
+    #[arg(long, value_name = "COMPONENT")]
+    pub component: Option<String>,
+
+    /// Only chunks whose source path starts with this (workspace-relative; `@knowledge/`
+    /// for the built-in knowledge)
+    #[arg(long = "path", value_name = "PREFIX")]
+    pub path_prefix: Option<String>,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -169,5 +218,25 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert_eq!(cli.global.message_format, MessageFormat::Json);
+    }
+
+    #[test]
+    fn store_commands_parse() {
+        let cli =
+            Cli::try_parse_from(["x", "search", "VMCS", "-n", "3", "--kind", "knowledge"]).unwrap();
+        match cli.command {
+            Some(Command::Search(a)) => {
+                assert_eq!((a.query.as_str(), a.limit), ("VMCS", 3));
+                assert_eq!(a.kind, Some(ChunkKind::Knowledge));
+            }
+            other => panic!("{other:?}"),
+        }
+        let cli = Cli::try_parse_from(["x", "index", "--rebuild-index"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Some(Command::Index(IndexArgs {
+                rebuild_index: true
+            }))
+        ));
     }
 }

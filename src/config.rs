@@ -14,6 +14,9 @@ pub const DEFAULT_TARGET: &str = "x86_64-unknown-none";
 pub const DEFAULT_MODEL: &str = "x-ai/grok-4-fast";
 pub const DEFAULT_BASE_URL: &str = "https://openrouter.ai/api/v1";
 pub const DEFAULT_MAX_FILE_SIZE: u64 = 8 * 1024 * 1024;
+pub const DEFAULT_EMBEDDER: &str = "local";
+pub const DEFAULT_EMBEDDINGS_BASE_URL: &str = "https://api.openai.com/v1";
+pub const DEFAULT_EMBEDDING_MODEL: &str = "text-embedding-3-small";
 
 /// API key variables, in load-balancing order.
 pub const KEY_VARS: [&str; 4] = [
@@ -24,7 +27,16 @@ pub const KEY_VARS: [&str; 4] = [
 ];
 
 /// Keys accepted in `[workspace.metadata.eterna-port]` / `[package.metadata.eterna-port]`.
-const METADATA_KEYS: [&str; 5] = ["target", "model", "base-url", "db", "max-file-size"];
+const METADATA_KEYS: [&str; 8] = [
+    "target",
+    "model",
+    "base-url",
+    "db",
+    "max-file-size",
+    "embedder",
+    "embeddings-base-url",
+    "embedding-model",
+];
 
 /// Where a value came from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -133,6 +145,10 @@ pub struct Config {
     pub backend: Setting<Backend>,
     pub db: Setting<PathBuf>,
     pub max_file_size: Setting<u64>,
+    /// `local` (built in, no network) or `remote` (OpenAI-compatible `/embeddings`).
+    pub embedder: Setting<String>,
+    pub embeddings_base_url: Setting<String>,
+    pub embedding_model: Setting<String>,
 }
 
 /// Looks up an environment variable; injectable for tests.
@@ -401,7 +417,45 @@ impl Config {
             }
         }
 
+        let embedder = pick(
+            None,
+            Some("ETERNA_PORT_EMBEDDER"),
+            "embedder",
+            DEFAULT_EMBEDDER,
+        )?;
+        if !matches!(embedder.value.as_str(), "local" | "remote") {
+            bail!(
+                "embedder `{}` ({}) is not `local` or `remote`",
+                embedder.value,
+                embedder.source
+            );
+        }
+        let embeddings_base_url = pick(
+            None,
+            Some("ETERNA_PORT_EMBEDDINGS_BASE_URL"),
+            "embeddings-base-url",
+            DEFAULT_EMBEDDINGS_BASE_URL,
+        )?;
+        if !(embeddings_base_url.value.starts_with("http://")
+            || embeddings_base_url.value.starts_with("https://"))
+        {
+            bail!(
+                "embeddings base URL `{}` ({}) must start with http:// or https://, e.g. {DEFAULT_EMBEDDINGS_BASE_URL}",
+                embeddings_base_url.value,
+                embeddings_base_url.source
+            );
+        }
+        let embedding_model = pick(
+            None,
+            Some("ETERNA_PORT_EMBEDDING_MODEL"),
+            "embedding-model",
+            DEFAULT_EMBEDDING_MODEL,
+        )?;
+
         Ok(Config {
+            embedder,
+            embeddings_base_url,
+            embedding_model,
             target,
             model,
             base_url,
@@ -464,6 +518,23 @@ impl Config {
             self.db.value.display().to_string(),
             self.db.source.to_string(),
         ));
+        rows.push((
+            "embedder".into(),
+            self.embedder.value.clone(),
+            self.embedder.source.to_string(),
+        ));
+        if self.embedder.value == "remote" {
+            rows.push((
+                "embeddings-base-url".into(),
+                self.embeddings_base_url.value.clone(),
+                self.embeddings_base_url.source.to_string(),
+            ));
+            rows.push((
+                "embedding-model".into(),
+                self.embedding_model.value.clone(),
+                self.embedding_model.source.to_string(),
+            ));
+        }
         rows.push((
             "max-file-size".into(),
             self.max_file_size.value.to_string(),

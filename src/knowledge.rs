@@ -137,7 +137,7 @@ pub struct AsmTranslation {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct AsmFile {
-    translation: Vec<AsmTranslation>,
+    statement: Vec<AsmTranslation>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -200,7 +200,7 @@ impl Knowledge {
             file: "asm.toml",
             source,
         })?;
-        k.asm_translations = asm.translation;
+        k.asm_translations = asm.statement;
         Ok(k)
     }
 

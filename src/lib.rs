@@ -11,5 +11,6 @@ pub mod knowledge;
 pub mod llm;
 pub mod plan;
 pub mod report;
+pub mod store;
 pub mod workspace;
 pub mod writer;

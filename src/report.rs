@@ -330,3 +330,127 @@ pub fn port_human(s: &PortSummary, verbose: bool) -> String {
     }
     out
 }
+
+/// What `index` did.
+pub fn index_human(store: &std::path::Path, st: &crate::store::IndexStats) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "{BOLD}indexed{BOLD:#} {} sources into {} in {:.2}s",
+        st.sources,
+        store.display(),
+        st.seconds
+    );
+    let _ = writeln!(
+        s,
+        "  sources: {} changed, {} unchanged, {} removed",
+        st.sources_indexed, st.sources_unchanged, st.sources_removed
+    );
+    let _ = writeln!(
+        s,
+        "  chunks:  {} added, {} updated, {} unchanged, {} removed",
+        st.chunks_added, st.chunks_updated, st.chunks_unchanged, st.chunks_removed
+    );
+    let _ = writeln!(
+        s,
+        "  embedded {} chunk{} with {}{}",
+        st.chunks_embedded,
+        if st.chunks_embedded == 1 { "" } else { "s" },
+        st.embedder,
+        if st.reembedded_all {
+            " (embedder changed: everything re-embedded)"
+        } else {
+            ""
+        }
+    );
+    s
+}
+
+/// Search results, best first.
+pub fn search_human(results: &[crate::store::RankedChunk], verbose: bool) -> String {
+    let mut s = String::new();
+    if results.is_empty() {
+        let _ = writeln!(s, "no results");
+        return s;
+    }
+    for r in results {
+        let comp = r.component.as_deref().unwrap_or("-");
+        let _ = writeln!(
+            s,
+            "{BOLD}{:>3}.{BOLD:#} {}:{}-{}  {DIM}{} · {} · {:.4}{DIM:#}",
+            r.rank, r.path, r.start_line, r.end_line, r.kind, comp, r.score
+        );
+        let _ = writeln!(s, "     {}", r.title);
+        let lines: Vec<&str> = r
+            .content
+            .lines()
+            .filter(|l| {
+                // Knowledge entries: the table header and name are in the title already.
+                let t = l.trim();
+                !t.is_empty() && !t.starts_with("[[") && !t.starts_with("name = ")
+            })
+            .take(if verbose { 12 } else { 2 })
+            .collect();
+        for l in lines {
+            let l: String = l.chars().take(96).collect();
+            let _ = writeln!(s, "     {DIM}│ {l}{DIM:#}");
+        }
+    }
+    s
+}
+
+/// The store's statistics.
+pub fn status_human(st: &crate::store::Stats, problem: Option<&str>) -> String {
+    let mut rows: Vec<(String, String)> = vec![
+        ("store".into(), st.path.clone()),
+        ("schema".into(), format!("version {}", st.schema_version)),
+        ("size".into(), format!("{} bytes", st.file_bytes)),
+        (
+            "embedder".into(),
+            match (&st.embedder, st.embedding_dim) {
+                (Some(e), Some(d)) => format!("{e} ({d} dimensions)"),
+                (Some(e), None) => e.clone(),
+                _ => "(none yet)".into(),
+            },
+        ),
+        ("sources".into(), st.sources.to_string()),
+        ("chunks".into(), {
+            let kinds: Vec<String> = st
+                .chunks_by_kind
+                .iter()
+                .map(|(k, n)| format!("{k} {n}"))
+                .collect();
+            if kinds.is_empty() {
+                st.chunks.to_string()
+            } else {
+                format!("{} ({})", st.chunks, kinds.join(", "))
+            }
+        }),
+        ("vectors".into(), st.vectors.to_string()),
+        ("full-text rows".into(), st.fts_rows.to_string()),
+        ("code artifacts".into(), st.code_artifacts.to_string()),
+        ("agent tasks".into(), st.agent_tasks.to_string()),
+        ("runs".into(), st.runs.to_string()),
+        ("llm cache".into(), st.llm_cache.to_string()),
+        (
+            "last indexed".into(),
+            st.last_indexed.clone().unwrap_or_else(|| "never".into()),
+        ),
+        (
+            "consistent".into(),
+            match problem {
+                None => "yes".into(),
+                Some(p) => format!("no: {p}; run `cargo eterna-port index`"),
+            },
+        ),
+    ];
+    if st.unembedded > 0 {
+        rows.push(("not embedded".into(), st.unembedded.to_string()));
+    }
+    let kw = rows.iter().map(|r| r.0.len()).max().unwrap_or(0);
+    let mut s = String::new();
+    for (k, v) in rows {
+        let _ = writeln!(s, "{BOLD}{k:<kw$}{BOLD:#}  {v}");
+    }
+    s
+}

@@ -703,6 +703,9 @@ fn settings_from_config() {
             value: 1,
             source: Source::Default,
         },
+        embedder: setting("local"),
+        embeddings_base_url: setting("https://api.openai.com/v1"),
+        embedding_model: setting("text-embedding-3-small"),
     };
     let s = LlmSettings::from_config(&config);
     assert_eq!(s.endpoint(), "http://127.0.0.1:11434/v1/chat/completions");

@@ -43,6 +43,9 @@ pub fn command(dir: &Path, args: &[&str]) -> Command {
         "ETERNA_PORT_LLM_BASE_URL",
         "ETERNA_PORT_MODEL",
         "ETERNA_PORT_DB",
+        "ETERNA_PORT_EMBEDDER",
+        "ETERNA_PORT_EMBEDDINGS_BASE_URL",
+        "ETERNA_PORT_EMBEDDING_MODEL",
         "CARGO_TERM_COLOR",
     ] {
         cmd.env_remove(var);

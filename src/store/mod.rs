@@ -1,0 +1,565 @@
+//! The project's memory: one SQLite file (default `target/eterna-port/eterna.db`).
+//!
+//! It holds what a run produces and must keep — `runs`, `agent_tasks`, `code_artifacts`
+//! (every version of every generated file) and the LLM response cache `llm_cache` — and
+//! what can always be rebuilt from the workspace, the *derived* tables: the RAG chunks
+//! `agent_memory`, their full-text index `agent_memory_fts` (FTS5), their vector index
+//! `agent_memory_vec` (sqlite-vec `vec0`) and the per-file bookkeeping `memory_sources`.
+//!
+//! Safety rules: the file is only ever written by this binary (`PRAGMA application_id`
+//! marks it); a file that is not ours, not SQLite, or from a newer schema is refused and
+//! left untouched. The schema is versioned with `PRAGMA user_version` and migrated
+//! forward in one transaction. Writers use WAL with a busy timeout, so `search` works
+//! while `index` writes, and every write is a transaction, so a killed `index` leaves
+//! a consistent store that the next run completes.
+
+pub mod chunk;
+pub mod embed;
+pub mod index;
+pub mod rag;
+mod schema;
+
+use std::path::{Path, PathBuf};
+use std::sync::Once;
+use std::time::Duration;
+
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+use serde::Serialize;
+
+pub use embed::{Embedder, LocalEmbedder, RemoteEmbedder};
+pub use index::{IndexStats, SourceFile};
+pub use rag::{context_for_module, Filters, RankedChunk};
+pub use schema::SCHEMA_VERSION;
+
+/// `PRAGMA application_id` of an eterna-port store ("ETPT").
+pub const APPLICATION_ID: i32 = 0x4554_5054;
+
+/// How long a connection waits for another writer before giving up.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Errors of the store. Each says which file and what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("the store {path} is not a SQLite database (it may be corrupt or another kind of file); nothing was changed. Move it away or point ETERNA_PORT_DB (or `db` in [workspace.metadata.eterna-port]) at another file")]
+    NotADatabase { path: PathBuf },
+    #[error("the store {path} is a SQLite database of another program (application_id {found:#x}, expected {expected:#x}); nothing was changed. Point ETERNA_PORT_DB (or `db` in [workspace.metadata.eterna-port]) at another file")]
+    Foreign {
+        path: PathBuf,
+        found: i32,
+        expected: i32,
+    },
+    #[error("the store {path} has schema version {found}, newer than this cargo-eterna-port knows ({known}); nothing was changed. Upgrade cargo-eterna-port, or point ETERNA_PORT_DB at another file")]
+    Newer {
+        path: PathBuf,
+        found: i64,
+        known: i64,
+    },
+    #[error("cannot create the store {path}: {message}. Set ETERNA_PORT_DB (or `db` in [workspace.metadata.eterna-port]) to a path in a writable directory")]
+    Location { path: PathBuf, message: String },
+    #[error("the store {path} is damaged ({message}); nothing was deleted. Run `cargo eterna-port index --rebuild-index` to rebuild the search index (artifacts and tasks are kept), or move the file away")]
+    Damaged { path: PathBuf, message: String },
+    #[error("store {path}: {what}: {source}")]
+    Sqlite {
+        path: PathBuf,
+        what: String,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("{0}")]
+    Embed(String),
+    #[error("the index in {path} was built with the embedder `{indexed}`, but `{configured}` is configured; run `cargo eterna-port index` to re-embed with it")]
+    EmbedderMismatch {
+        path: PathBuf,
+        indexed: String,
+        configured: String,
+    },
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+static REGISTER_VEC: Once = Once::new();
+
+/// Makes sqlite-vec available to every connection opened afterwards.
+fn register_sqlite_vec() {
+    REGISTER_VEC.call_once(|| {
+        type Init = unsafe extern "C" fn(
+            *mut rusqlite::ffi::sqlite3,
+            *mut *mut std::os::raw::c_char,
+            *const rusqlite::ffi::sqlite3_api_routines,
+        ) -> std::os::raw::c_int;
+        // SAFETY: `sqlite3_vec_init` is the extension's entry point, which has exactly
+        // the signature SQLite expects of an auto extension; the crate declares it
+        // without arguments only because it is an extern "C" symbol.
+        unsafe {
+            let init =
+                std::mem::transmute::<*const (), Init>(sqlite_vec::sqlite3_vec_init as *const ());
+            rusqlite::ffi::sqlite3_auto_extension(Some(init));
+        }
+    });
+}
+
+/// An open store.
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+}
+
+/// Row counts and settings shown by `cargo eterna-port status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Stats {
+    pub path: String,
+    pub schema_version: i64,
+    pub file_bytes: u64,
+    pub embedder: Option<String>,
+    pub embedding_dim: Option<i64>,
+    pub sources: i64,
+    pub chunks: i64,
+    pub chunks_by_kind: std::collections::BTreeMap<String, i64>,
+    pub vectors: i64,
+    pub fts_rows: i64,
+    pub unembedded: i64,
+    pub code_artifacts: i64,
+    pub agent_tasks: i64,
+    pub runs: i64,
+    pub llm_cache: i64,
+    pub last_indexed: Option<String>,
+}
+
+/// A generated file version to record in `code_artifacts`.
+#[derive(Debug, Clone)]
+pub struct NewArtifact<'a> {
+    pub module: &'a str,
+    pub path: &'a str,
+    pub content: &'a str,
+    pub origin_agent: &'a str,
+    pub model: Option<&'a str>,
+}
+
+/// One agent task's state, for `agent_tasks`.
+#[derive(Debug, Clone)]
+pub struct TaskRecord<'a> {
+    pub task_id: &'a str,
+    pub run_id: Option<&'a str>,
+    pub module: &'a str,
+    pub agent: &'a str,
+    /// `queued`, `running`, `done`, `failed`.
+    pub status: &'a str,
+    pub attempts: i64,
+    pub tokens_in: i64,
+    pub tokens_out: i64,
+    pub cost: f64,
+    pub error: Option<&'a str>,
+}
+
+/// A stored version of a generated file.
+#[derive(Debug, Clone)]
+pub struct Artifact {
+    pub id: i64,
+    pub module: String,
+    pub path: String,
+    pub content: String,
+}
+
+/// Current UTC time as RFC 3339 (SQLite computes it, so no time crate is needed).
+const NOW: &str = "strftime('%Y-%m-%dT%H:%M:%fZ','now')";
+
+impl Store {
+    /// Opens (creating when missing) the store at `path` and migrates it to the current
+    /// schema. A file that is not an eterna-port store is refused before anything is
+    /// written to it.
+    pub fn open(path: &Path) -> Result<Store> {
+        register_sqlite_vec();
+        let path = path.to_path_buf();
+        if path.is_dir() {
+            return Err(StoreError::Location {
+                message: "it is a directory".into(),
+                path,
+            });
+        }
+        let exists = path.exists();
+        if !exists {
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).map_err(|e| StoreError::Location {
+                    path: path.clone(),
+                    message: format!("cannot create the directory {}: {e}", dir.display()),
+                })?;
+            }
+        }
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+            | OpenFlags::SQLITE_OPEN_URI;
+        let conn = Connection::open_with_flags(&path, flags).map_err(|e| {
+            if exists {
+                StoreError::Sqlite {
+                    path: path.clone(),
+                    what: "cannot open".into(),
+                    source: e,
+                }
+            } else {
+                StoreError::Location {
+                    path: path.clone(),
+                    message: e.to_string(),
+                }
+            }
+        })?;
+        let store = Store { conn, path };
+        store
+            .conn
+            .busy_timeout(BUSY_TIMEOUT)
+            .map_err(|e| store.err("set the busy timeout", e))?;
+        // Read-only checks first: nothing is written to a file that is not ours.
+        store.check_identity()?;
+        store
+            .conn
+            .pragma_update(None, "journal_mode", "WAL")
+            .map_err(|e| store.location_or("enable WAL", e))?;
+        store
+            .conn
+            .pragma_update(None, "synchronous", "NORMAL")
+            .map_err(|e| store.err("set synchronous", e))?;
+        store
+            .conn
+            .pragma_update(None, "foreign_keys", "ON")
+            .map_err(|e| store.err("enable foreign keys", e))?;
+        // The vector k-NN reads every code: keep the index in memory (64 MiB, about
+        // twice the vector and full-text index of 100,000 chunks).
+        store
+            .conn
+            .pragma_update(None, "cache_size", -65536)
+            .map_err(|e| store.err("set the cache size", e))?;
+        schema::migrate(&store)?;
+        Ok(store)
+    }
+
+    /// The file this store lives in.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub(crate) fn conn(&self) -> &Connection {
+        &self.conn
+    }
+
+    pub(crate) fn err(&self, what: &str, source: rusqlite::Error) -> StoreError {
+        classify(&self.path, what, source)
+    }
+
+    fn location_or(&self, what: &str, source: rusqlite::Error) -> StoreError {
+        use rusqlite::ErrorCode::*;
+        match source.sqlite_error_code() {
+            Some(ReadOnly) | Some(CannotOpen) | Some(PermissionDenied) => StoreError::Location {
+                path: self.path.clone(),
+                message: source.to_string(),
+            },
+            _ => self.err(what, source),
+        }
+    }
+
+    /// Refuses files that are not SQLite, belong to another program or come from a newer
+    /// schema. Only reads.
+    fn check_identity(&self) -> Result<()> {
+        let app_id: i32 = self
+            .conn
+            .query_row("PRAGMA application_id", [], |r| r.get(0))
+            .map_err(|e| self.err("read the application id", e))?;
+        let version: i64 = self
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(|e| self.err("read the schema version", e))?;
+        let tables: i64 = self
+            .conn
+            .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
+            .map_err(|e| self.err("read the schema", e))?;
+        if app_id == 0 && version == 0 && tables == 0 {
+            return Ok(()); // a new, empty file: ours to initialise
+        }
+        if app_id != APPLICATION_ID {
+            return Err(StoreError::Foreign {
+                path: self.path.clone(),
+                found: app_id,
+                expected: APPLICATION_ID,
+            });
+        }
+        if version > SCHEMA_VERSION {
+            return Err(StoreError::Newer {
+                path: self.path.clone(),
+                found: version,
+                known: SCHEMA_VERSION,
+            });
+        }
+        Ok(())
+    }
+
+    pub(crate) fn meta(&self, key: &str) -> Result<Option<String>> {
+        self.conn
+            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+            .optional()
+            .map_err(|e| self.err("read meta", e))
+    }
+
+    /// Counts and settings for `status`.
+    pub fn stats(&self) -> Result<Stats> {
+        let count = |sql: &str| -> Result<i64> {
+            self.conn
+                .query_row(sql, [], |r| r.get(0))
+                .map_err(|e| self.err("count rows", e))
+        };
+        let vectors = if self.has_table("agent_memory_vec")? {
+            count("SELECT count(*) FROM agent_memory_vec")?
+        } else {
+            0
+        };
+        let mut by_kind = std::collections::BTreeMap::new();
+        {
+            let mut st = self
+                .conn
+                .prepare("SELECT kind, count(*) FROM agent_memory GROUP BY kind ORDER BY kind")
+                .map_err(|e| self.err("count chunks", e))?;
+            let rows = st
+                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+                .map_err(|e| self.err("count chunks", e))?;
+            for r in rows {
+                let (k, n) = r.map_err(|e| self.err("count chunks", e))?;
+                by_kind.insert(k, n);
+            }
+        }
+        Ok(Stats {
+            path: self.path.display().to_string(),
+            schema_version: count("PRAGMA user_version")?,
+            file_bytes: std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0),
+            embedder: self.meta("embedder")?,
+            embedding_dim: self.meta("embedding_dim")?.and_then(|d| d.parse().ok()),
+            sources: count("SELECT count(*) FROM memory_sources")?,
+            chunks: count("SELECT count(*) FROM agent_memory")?,
+            chunks_by_kind: by_kind,
+            vectors,
+            fts_rows: count("SELECT count(*) FROM agent_memory_fts")?,
+            unembedded: count("SELECT count(*) FROM agent_memory WHERE embedding IS NULL")?,
+            code_artifacts: count("SELECT count(*) FROM code_artifacts")?,
+            agent_tasks: count("SELECT count(*) FROM agent_tasks")?,
+            runs: count("SELECT count(*) FROM runs")?,
+            llm_cache: count("SELECT count(*) FROM llm_cache")?,
+            last_indexed: self.meta("last_indexed")?,
+        })
+    }
+
+    pub(crate) fn has_table(&self, name: &str) -> Result<bool> {
+        self.conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE name = ?1",
+                [name],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n > 0)
+            .map_err(|e| self.err("read the schema", e))
+    }
+
+    /// Drops and recreates the derived tables (chunks, full-text and vector index,
+    /// per-file bookkeeping). `code_artifacts`, `agent_tasks`, `runs` and the LLM cache
+    /// are kept. The next `index` fills them again.
+    pub fn rebuild_derived(&self) -> Result<()> {
+        let tx = self
+            .conn
+            .unchecked_transaction()
+            .map_err(|e| self.err("begin", e))?;
+        tx.execute_batch(
+            "DROP TABLE IF EXISTS agent_memory_vec;
+             DROP TABLE IF EXISTS agent_memory_fts;
+             DROP TABLE IF EXISTS agent_memory;
+             DROP TABLE IF EXISTS memory_sources;
+             DELETE FROM meta WHERE key IN ('embedder', 'embedding_dim', 'last_indexed');",
+        )
+        .map_err(|e| self.err("drop the derived tables", e))?;
+        tx.execute_batch(schema::DERIVED_TABLES)
+            .map_err(|e| self.err("create the derived tables", e))?;
+        tx.commit().map_err(|e| self.err("commit", e))
+    }
+
+    /// Checks that the derived tables agree (every chunk has one full-text row and, once
+    /// embedded, one vector). Returns a description of the first disagreement.
+    pub fn check_consistency(&self) -> Result<Option<String>> {
+        let s = self.stats()?;
+        if s.fts_rows != s.chunks {
+            return Ok(Some(format!(
+                "{} chunks but {} full-text rows",
+                s.chunks, s.fts_rows
+            )));
+        }
+        if s.vectors != s.chunks - s.unembedded {
+            return Ok(Some(format!(
+                "{} embedded chunks but {} vectors",
+                s.chunks - s.unembedded,
+                s.vectors
+            )));
+        }
+        Ok(None)
+    }
+
+    /// Records one command run; returns its id.
+    pub fn begin_run(&self, command: &str) -> Result<String> {
+        let run_id = format!(
+            "{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0)
+        );
+        self.conn
+            .execute(
+                &format!(
+                    "INSERT INTO runs (run_id, command, status, started_at) VALUES (?1, ?2, 'running', {NOW})"
+                ),
+                params![run_id, command],
+            )
+            .map_err(|e| self.err("record the run", e))?;
+        Ok(run_id)
+    }
+
+    /// Marks a run finished with `status` (`ok`, `failed`, …).
+    pub fn finish_run(&self, run_id: &str, status: &str) -> Result<()> {
+        self.conn
+            .execute(
+                &format!("UPDATE runs SET status = ?2, finished_at = {NOW} WHERE run_id = ?1"),
+                params![run_id, status],
+            )
+            .map_err(|e| self.err("record the run", e))?;
+        Ok(())
+    }
+
+    /// Records a generated file version; its parent is the newest earlier version of the
+    /// same path. Returns the new row id.
+    pub fn record_artifact(&self, a: &NewArtifact<'_>) -> Result<i64> {
+        let hash = blake3::hash(a.content.as_bytes()).to_hex().to_string();
+        let tx = self
+            .conn
+            .unchecked_transaction()
+            .map_err(|e| self.err("begin", e))?;
+        let parent: Option<i64> = tx
+            .query_row(
+                "SELECT max(id) FROM code_artifacts WHERE path = ?1",
+                [a.path],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.err("read artifacts", e))?;
+        tx.execute(
+            &format!(
+                "INSERT INTO code_artifacts (module, path, content, content_hash, parent_id, origin_agent, model, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, {NOW})"
+            ),
+            params![a.module, a.path, a.content, hash, parent, a.origin_agent, a.model],
+        )
+        .map_err(|e| self.err("record the artifact", e))?;
+        let id = tx.last_insert_rowid();
+        tx.commit().map_err(|e| self.err("commit", e))?;
+        Ok(id)
+    }
+
+    /// Inserts or updates an agent task. `started_at` is set when the task is first
+    /// recorded, `finished_at` when its status becomes `done` or `failed`.
+    pub fn record_task(&self, t: &TaskRecord<'_>) -> Result<()> {
+        self.conn
+            .execute(
+                &format!(
+                    "INSERT INTO agent_tasks (task_id, run_id, module, agent, status, attempts,
+                         tokens_in, tokens_out, cost, started_at, finished_at, error)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, {NOW},
+                         CASE WHEN ?5 IN ('done', 'failed') THEN {NOW} END, ?10)
+                     ON CONFLICT (task_id) DO UPDATE SET
+                         status = excluded.status, attempts = excluded.attempts,
+                         tokens_in = excluded.tokens_in, tokens_out = excluded.tokens_out,
+                         cost = excluded.cost, error = excluded.error,
+                         finished_at = CASE WHEN excluded.status IN ('done', 'failed')
+                                            THEN {NOW} ELSE finished_at END"
+                ),
+                params![
+                    t.task_id,
+                    t.run_id,
+                    t.module,
+                    t.agent,
+                    t.status,
+                    t.attempts,
+                    t.tokens_in,
+                    t.tokens_out,
+                    t.cost,
+                    t.error
+                ],
+            )
+            .map_err(|e| self.err("record the task", e))?;
+        Ok(())
+    }
+
+    /// The newest version of every generated file.
+    pub fn latest_artifacts(&self) -> Result<Vec<Artifact>> {
+        let mut st = self
+            .conn
+            .prepare(
+                "SELECT id, module, path, content FROM code_artifacts
+                 WHERE id IN (SELECT max(id) FROM code_artifacts GROUP BY path) ORDER BY path",
+            )
+            .map_err(|e| self.err("read artifacts", e))?;
+        let rows = st
+            .query_map([], |r| {
+                Ok(Artifact {
+                    id: r.get(0)?,
+                    module: r.get(1)?,
+                    path: r.get(2)?,
+                    content: r.get(3)?,
+                })
+            })
+            .map_err(|e| self.err("read artifacts", e))?;
+        rows.collect::<rusqlite::Result<_>>()
+            .map_err(|e| self.err("read artifacts", e))
+    }
+
+    /// Looks up a cached LLM response by its request key.
+    pub fn cache_get(&self, key: &str) -> Result<Option<String>> {
+        self.conn
+            .query_row(
+                "SELECT response FROM llm_cache WHERE key = ?1",
+                [key],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.err("read the LLM cache", e))
+    }
+
+    /// Stores an LLM response under its request key.
+    pub fn cache_put(&self, key: &str, model: &str, response: &str) -> Result<()> {
+        self.conn
+            .execute(
+                &format!(
+                    "INSERT OR REPLACE INTO llm_cache (key, model, response, created_at) VALUES (?1, ?2, ?3, {NOW})"
+                ),
+                params![key, model, response],
+            )
+            .map_err(|e| self.err("write the LLM cache", e))?;
+        Ok(())
+    }
+}
+
+/// Maps SQLite's error codes to the errors users can act on.
+pub(crate) fn classify(path: &Path, what: &str, source: rusqlite::Error) -> StoreError {
+    use rusqlite::ErrorCode::*;
+    match source.sqlite_error_code() {
+        Some(NotADatabase) => StoreError::NotADatabase {
+            path: path.to_path_buf(),
+        },
+        Some(DatabaseCorrupt) => StoreError::Damaged {
+            path: path.to_path_buf(),
+            message: format!("{what}: {source}"),
+        },
+        Some(ReadOnly) | Some(CannotOpen) | Some(PermissionDenied) | Some(DiskFull) => {
+            StoreError::Location {
+                path: path.to_path_buf(),
+                message: format!("{what}: {source}"),
+            }
+        }
+        _ => StoreError::Sqlite {
+            path: path.to_path_buf(),
+            what: what.to_string(),
+            source,
+        },
+    }
+}
