@@ -207,3 +207,18 @@ fn unported_workspace_and_bad_flags_are_usage_errors() {
     common::assert_code(&out, 2);
     assert!(common::stderr(&out).contains("--bin"));
 }
+
+#[test]
+fn build_errors_are_shown_and_exit_1() {
+    let dir = ported();
+    break_entry(dir.path(), "    not_an_instruction eax\n");
+    let out = common::run(dir.path(), &["qemu", "--accel", "tcg"]);
+    common::assert_code(&out, 1);
+    let stderr = common::stderr(&out);
+    assert!(stderr.contains("not_an_instruction"), "{stderr}");
+    assert!(
+        stderr
+            .contains("cargo build --release --target x86_64-unknown-none -p eterna --bin eterna"),
+        "{stderr}"
+    );
+}

@@ -574,3 +574,42 @@ pub fn boot(req: &Request<'_>) -> Result<Report, EmulateError> {
         success,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aarch64_runner_comes_from_cargo_config_else_the_default() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(
+            aarch64_runner(dir.path()).unwrap()[0],
+            "qemu-system-aarch64"
+        );
+        std::fs::create_dir_all(dir.path().join(".cargo")).unwrap();
+        let config = dir.path().join(".cargo/config.toml");
+        std::fs::write(
+            &config,
+            "[target.aarch64-unknown-none]\nrunner = [\"my-qemu\", \"-kernel\"]\n",
+        )
+        .unwrap();
+        assert_eq!(aarch64_runner(dir.path()).unwrap(), ["my-qemu", "-kernel"]);
+        std::fs::write(
+            &config,
+            "[target.aarch64-unknown-none]\nrunner = \"q -M virt\"\n",
+        )
+        .unwrap();
+        assert_eq!(aarch64_runner(dir.path()).unwrap(), ["q", "-M", "virt"]);
+        std::fs::write(&config, "not = [toml").unwrap();
+        let err = aarch64_runner(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("config.toml"), "{err}");
+    }
+
+    #[test]
+    fn missing_tools_name_their_debian_package() {
+        let tools = required_tools(Emulator::Bochs, true, "qemu-system-aarch64");
+        assert!(tools.contains(&("bochs".to_string(), "bochs bochsbios vgabios bochs-term")));
+        assert!(tools.contains(&("qemu-system-aarch64".to_string(), "qemu-system-arm")));
+        assert!(find_tool("/nonexistent/qemu").is_none());
+    }
+}
