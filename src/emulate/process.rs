@@ -91,12 +91,8 @@ pub fn run(mut run: Run<'_>) -> std::io::Result<Outcome> {
         if run.echo {
             echo_lines(&bytes, &mut echoed, false);
         }
-        if verdict_at.is_none() {
-            let text = String::from_utf8_lossy(&bytes);
-            let (failure, success) = run.patterns.scan(&text);
-            if failure.is_some() || success.is_some() {
-                verdict_at = Some(Instant::now());
-            }
+        if verdict_at.is_none() && run.patterns.decided(&String::from_utf8_lossy(&bytes)) {
+            verdict_at = Some(Instant::now());
         }
         if let Some(status) = exited {
             break Ending::Exited(status.code());

@@ -17,9 +17,9 @@ pub const QEMU_VMX_UNAVAILABLE_STATUS: i32 = 33;
 
 /// Default success patterns: a finished guest run, or the VMX-unavailable report.
 pub const DEFAULT_SUCCESS: &[&str] = &[GUEST_EXITED_OK, VMX_UNAVAILABLE_LINE];
-/// Default failure patterns: the port's panic line, a Rust panic message, a nonzero
-/// guest exit.
-pub const DEFAULT_FAILURE: &[&str] = &["[eterna] panic", "panicked at", "guest exited code=-"];
+/// Default failure patterns: the port's panic line, a Rust panic message. (A nonzero
+/// `[eterna] guest exited code=N` is a failure whatever the patterns.)
+pub const DEFAULT_FAILURE: &[&str] = &["[eterna] panic", "panicked at"];
 
 /// What to look for in the serial console.
 #[derive(Debug, Clone)]
@@ -42,6 +42,13 @@ impl Patterns {
             success: pick(success, DEFAULT_SUCCESS),
             failure: pick(failure, DEFAULT_FAILURE),
         }
+    }
+
+    /// Whether `serial` already holds a verdict (a failure or success pattern, or a
+    /// nonzero guest exit).
+    pub fn decided(&self, serial: &str) -> bool {
+        let (failure, success) = self.scan(serial);
+        failure.is_some() || success.is_some() || nonzero_guest_exit(serial).is_some()
     }
 
     /// The first failure pattern found in `serial`, then the first success pattern.
@@ -114,6 +121,9 @@ pub fn judge(emulator: Emulator, serial: &str, ending: Ending, patterns: &Patter
             "the serial console matched the failure pattern `{p}`"
         ));
     }
+    if let Some(code) = nonzero_guest_exit(serial) {
+        return fail(format!("the guest exited with code {code}"));
+    }
     let status =
         match ending {
             Ending::Exited(status) => status,
@@ -160,6 +170,15 @@ pub fn judge(emulator: Emulator, serial: &str, ending: Ending, patterns: &Patter
             reason: format!("`{pattern}` appeared on the serial console"),
         },
     }
+}
+
+/// The code of a `[eterna] guest exited code=N` line with N other than 0.
+pub fn nonzero_guest_exit(serial: &str) -> Option<String> {
+    serial
+        .lines()
+        .filter_map(|l| l.trim_end_matches('\r').strip_prefix(GUEST_EXITED_PREFIX))
+        .find(|code| code.trim() != "0")
+        .map(|code| code.trim().to_string())
 }
 
 /// The guest-visible trace: `[guest] ` lines and the closing `guest exited` line.
@@ -234,6 +253,9 @@ mod tests {
         let panic = "[guest] x\n[eterna] panic: boom\n[eterna] guest exited code=0\n";
         let j = judge(Emulator::Bochs, panic, Ending::Exited(Some(1)), &p);
         assert!(j.reason.contains("[eterna] panic"), "{j:?}");
+        let code = "[eterna] guest exited code=3\n";
+        let j = judge(Emulator::Bochs, code, Ending::Exited(Some(1)), &p);
+        assert!(j.reason.contains("code 3"), "{j:?}");
         let wrong = "[eterna] vmx unavailable\n";
         assert!(!judge(Emulator::Qemu, wrong, Ending::Exited(Some(3)), &p).passed());
     }
