@@ -222,3 +222,20 @@ fn build_errors_are_shown_and_exit_1() {
         "{stderr}"
     );
 }
+
+#[test]
+fn compare_reports_differing_traces_as_a_unified_diff() {
+    // Under QEMU TCG the port has no guest, so its trace is empty: the ARM64 original's
+    // lines all show as removed, and the run fails.
+    let dir = ported();
+    let out = common::run(dir.path(), &["qemu", "--accel", "tcg", "--compare"]);
+    common::assert_code(&out, 1);
+    let stdout = common::stdout(&out);
+    assert!(stdout.contains("traces differ"), "{stdout}");
+    assert!(stdout.contains("--- aarch64 (original)"), "{stdout}");
+    assert!(
+        stdout.contains("-[guest] vcpu0: print \"hello from the eterna guest\""),
+        "{stdout}"
+    );
+    assert!(common::stderr(&out).contains("use --emulator bochs"));
+}
