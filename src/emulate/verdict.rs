@@ -124,20 +124,11 @@ pub fn judge(emulator: Emulator, serial: &str, ending: Ending, patterns: &Patter
     if let Some(code) = nonzero_guest_exit(serial) {
         return fail(format!("the guest exited with code {code}"));
     }
-    let status =
-        match ending {
-            Ending::Exited(status) => status,
-            Ending::StoppedAfterVerdict => None,
-            Ending::TimedOut => return fail(match success {
-                Some(p) => {
-                    format!("`{p}` appeared but the emulator did not stop before the timeout")
-                }
-                None => {
-                    "no success line before the timeout (the boot hangs); the emulator was killed"
-                        .to_string()
-                }
-            }),
-        };
+    let status = match ending {
+        Ending::Exited(status) => status,
+        Ending::StoppedAfterVerdict => None,
+        Ending::TimedOut => return fail(timeout_reason(success)),
+    };
     let Some(pattern) = success else {
         return fail(match ending {
             Ending::Exited(Some(s)) => format!(
@@ -169,6 +160,14 @@ pub fn judge(emulator: Emulator, serial: &str, ending: Ending, patterns: &Patter
             verdict: Verdict::Success,
             reason: format!("`{pattern}` appeared on the serial console"),
         },
+    }
+}
+
+fn timeout_reason(success: Option<&str>) -> String {
+    match success {
+        Some(p) => format!("`{p}` appeared but the emulator did not stop before the timeout"),
+        None => "no success line before the timeout (the boot hangs); the emulator was killed"
+            .to_string(),
     }
 }
 
