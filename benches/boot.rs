@@ -11,6 +11,15 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+/// The tool in `dir`, with the copy's own target directory.
+fn run(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
+    common::command(dir, args)
+        .env_remove("CARGO_TARGET_DIR")
+        .env_remove("CARGO_BUILD_TARGET_DIR")
+        .output()
+        .expect("run cargo-eterna-port")
+}
+
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v[v.len() / 2]
@@ -21,7 +30,7 @@ fn boot(root: &std::path::Path, args: &[&str]) -> (Duration, Duration) {
     let mut all = vec!["qemu", "--message-format", "json"];
     all.extend_from_slice(args);
     let started = Instant::now();
-    let out = common::run(root, &all);
+    let out = run(root, &all);
     let wall = started.elapsed();
     assert_eq!(
         out.status.code(),
@@ -39,7 +48,7 @@ fn main() {
     let full = std::env::args().any(|a| a == "--bench");
     let (qemu_runs, bochs_runs) = if full { (10, 3) } else { (1, 1) };
     let dir = common::copy_tree(&common::fixture_dir());
-    let out = common::run(dir.path(), &["--allow-no-vcs", "--quiet"]);
+    let out = run(dir.path(), &["--allow-no-vcs", "--quiet"]);
     assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
 
     let (_, first) = boot(dir.path(), &["--accel", "tcg"]);

@@ -12,10 +12,20 @@ use std::fs;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+/// Runs the tool in `dir` with the copy's own target directory (a `CARGO_TARGET_DIR`
+/// of the caller would send images and serial logs elsewhere).
+fn run(dir: &Path, args: &[&str]) -> std::process::Output {
+    common::command(dir, args)
+        .env_remove("CARGO_TARGET_DIR")
+        .env_remove("CARGO_BUILD_TARGET_DIR")
+        .output()
+        .expect("run cargo-eterna-port")
+}
+
 /// The fixture ported by the tool (offline engine) in a temp copy.
 fn ported() -> tempfile::TempDir {
     let dir = common::copy_tree(&common::fixture_dir());
-    let out = common::run(dir.path(), &["--allow-no-vcs", "--quiet"]);
+    let out = run(dir.path(), &["--allow-no-vcs", "--quiet"]);
     common::assert_code(&out, 0);
     assert!(dir.path().join("eterna/linker-x86_64.ld").is_file());
     dir
@@ -28,7 +38,7 @@ fn serial_log(root: &Path) -> String {
 #[test]
 fn qemu_boots_the_port_to_the_vmx_unavailable_verdict() {
     let dir = ported();
-    let out = common::run(dir.path(), &["qemu", "--accel", "tcg"]);
+    let out = run(dir.path(), &["qemu", "--accel", "tcg"]);
     common::assert_code(&out, 0);
     let stdout = common::stdout(&out);
     assert!(stdout.contains("vmx unavailable"), "{stdout}");
@@ -41,7 +51,7 @@ fn qemu_boots_the_port_to_the_vmx_unavailable_verdict() {
     assert!(!log.contains("[guest] "), "no guest without VMX:\n{log}");
 
     // The same run as one JSON verdict document (default accelerator: auto).
-    let out = common::run(dir.path(), &["qemu", "--message-format", "json"]);
+    let out = run(dir.path(), &["qemu", "--message-format", "json"]);
     common::assert_code(&out, 0);
     let doc = common::json(&out);
     assert_eq!(doc["success"], true, "{doc:#}");
@@ -57,7 +67,7 @@ fn qemu_boots_the_port_to_the_vmx_unavailable_verdict() {
 #[test]
 fn bochs_runs_the_guest_with_the_arm64_trace() {
     let dir = ported();
-    let out = common::run(
+    let out = run(
         dir.path(),
         &[
             "qemu",
@@ -111,7 +121,7 @@ fn broken_boots_fail_with_the_serial_tail_within_the_timeout() {
         "    push 0\n    push 0\n    lidt [esp]\n    ud2\n",
     );
     let started = Instant::now();
-    let out = common::run(dir.path(), &["qemu", "--accel", "tcg", "--timeout", "20"]);
+    let out = run(dir.path(), &["qemu", "--accel", "tcg", "--timeout", "20"]);
     common::assert_code(&out, 1);
     assert!(started.elapsed() < Duration::from_secs(120));
     let stdout = common::stdout(&out);
@@ -121,11 +131,11 @@ fn broken_boots_fail_with_the_serial_tail_within_the_timeout() {
 
     // A hang (interrupts off, HLT): killed at the timeout, reported, not waited on.
     break_entry(dir.path(), "1:  hlt\n    jmp 1b\n");
-    let out = common::run(dir.path(), &["qemu", "--accel", "tcg", "--timeout", "3"]);
+    let out = run(dir.path(), &["qemu", "--accel", "tcg", "--timeout", "3"]);
     common::assert_code(&out, 1);
     let stdout = common::stdout(&out);
     assert!(stdout.contains("timeout"), "{stdout}");
-    let out = common::run(
+    let out = run(
         dir.path(),
         &[
             "qemu",
@@ -150,7 +160,7 @@ fn broken_boots_fail_with_the_serial_tail_within_the_timeout() {
 #[test]
 fn custom_patterns_decide_the_verdict() {
     let dir = ported();
-    let out = common::run(
+    let out = run(
         dir.path(),
         &[
             "qemu",
@@ -177,6 +187,7 @@ fn missing_emulator_names_the_debian_package() {
     ] {
         // cargo itself is found through $CARGO, which cargo sets for tests.
         let out = common::command(dir.path(), &args)
+            .env_remove("CARGO_TARGET_DIR")
             .env("PATH", empty.path())
             .env("CARGO", env!("CARGO"))
             .output()
@@ -193,17 +204,17 @@ fn missing_emulator_names_the_debian_package() {
 #[test]
 fn unported_workspace_and_bad_flags_are_usage_errors() {
     let dir = common::copy_tree(&common::fixture_dir());
-    let out = common::run(dir.path(), &["qemu"]);
+    let out = run(dir.path(), &["qemu"]);
     common::assert_code(&out, 2);
     assert!(
         common::stderr(&out).contains("run `cargo eterna-port` first to port"),
         "{}",
         common::stderr(&out)
     );
-    let out = common::run(dir.path(), &["qemu", "--timeout", "0"]);
+    let out = run(dir.path(), &["qemu", "--timeout", "0"]);
     common::assert_code(&out, 2);
     assert!(common::stderr(&out).contains("--timeout"));
-    let out = common::run(dir.path(), &["qemu", "--bin", "nope"]);
+    let out = run(dir.path(), &["qemu", "--bin", "nope"]);
     common::assert_code(&out, 2);
     assert!(common::stderr(&out).contains("--bin"));
 }
@@ -212,7 +223,7 @@ fn unported_workspace_and_bad_flags_are_usage_errors() {
 fn build_errors_are_shown_and_exit_1() {
     let dir = ported();
     break_entry(dir.path(), "    not_an_instruction eax\n");
-    let out = common::run(dir.path(), &["qemu", "--accel", "tcg"]);
+    let out = run(dir.path(), &["qemu", "--accel", "tcg"]);
     common::assert_code(&out, 1);
     let stderr = common::stderr(&out);
     assert!(stderr.contains("not_an_instruction"), "{stderr}");
@@ -228,7 +239,7 @@ fn compare_reports_differing_traces_as_a_unified_diff() {
     // Under QEMU TCG the port has no guest, so its trace is empty: the ARM64 original's
     // lines all show as removed, and the run fails.
     let dir = ported();
-    let out = common::run(dir.path(), &["qemu", "--accel", "tcg", "--compare"]);
+    let out = run(dir.path(), &["qemu", "--accel", "tcg", "--compare"]);
     common::assert_code(&out, 1);
     let stdout = common::stdout(&out);
     assert!(stdout.contains("traces differ"), "{stdout}");
