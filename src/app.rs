@@ -7,8 +7,12 @@ use anyhow::Result;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
-use crate::cli::{BackendArg, Cli, ColorWhen, Command, GlobalArgs, MessageFormat, PortFlags};
+use crate::cli::{
+    AccelArg, BackendArg, Cli, ColorWhen, Command, EmulatorArg, GlobalArgs, MessageFormat,
+    PortFlags, QemuArgs,
+};
 use crate::config::{process_env, Backend, Config, Flags};
+use crate::emulate;
 use crate::engine::{self, templates::Templates};
 use crate::knowledge::Knowledge;
 use crate::plan::{self, Plan};
@@ -78,6 +82,7 @@ fn dispatch(cli: Cli) -> Result<u8> {
         Some(Command::Index(a)) => memory::cmd_index(&g, &a),
         Some(Command::Search(a)) => memory::cmd_search(&g, &a),
         Some(Command::Status) => memory::cmd_status(&g),
+        Some(Command::Qemu(q)) => cmd_qemu(&g, &q),
         None => cmd_port(&g, &cli.targets, &cli.port),
     }
 }
@@ -341,4 +346,130 @@ fn cmd_config(g: &GlobalArgs) -> Result<u8> {
         MessageFormat::Human => report::print_stdout(&report::config_human(&s.config))?,
     }
     Ok(EXIT_OK)
+}
+
+/// The bin target to boot: `--bin`/`-p` if given, else the bin of the package that holds
+/// the planned platform module (falling back to packages with an x86_64 linker script).
+fn boot_target(s: &Session, g: &GlobalArgs, bin: Option<&str>) -> Result<emulate::BootTarget> {
+    let mut names: BTreeSet<String> = BTreeSet::new();
+    if g.packages.is_empty() {
+        let plan = full_plan(s, true);
+        names.extend(
+            plan.modules
+                .iter()
+                .filter(|m| m.component == "platform")
+                .map(|m| m.package.clone()),
+        );
+        if names.is_empty() {
+            names.extend(
+                s.ws.packages()
+                    .filter(|p| {
+                        p.manifest_path
+                            .parent()
+                            .is_some_and(|d| d.join(emulate::LINKER_SCRIPT).is_file())
+                    })
+                    .map(|p| p.name.to_string()),
+            );
+        }
+    } else {
+        names.extend(s.ws.packages().map(|p| p.name.to_string()));
+    }
+    let mut found = Vec::new();
+    for p in s.ws.packages().filter(|p| names.contains(p.name.as_str())) {
+        let Some(dir) = p.manifest_path.parent() else {
+            continue;
+        };
+        for t in p.targets.iter().filter(|t| t.is_bin()) {
+            if bin.map_or(true, |b| b == t.name) {
+                found.push(emulate::BootTarget {
+                    package: p.name.to_string(),
+                    bin: t.name.clone(),
+                    crate_dir: dir.as_std_path().to_path_buf(),
+                });
+            }
+        }
+    }
+    match found.len() {
+        1 => Ok(found.remove(0)),
+        0 if names.is_empty() => anyhow::bail!(
+            "no package of {} has a platform module or an x86_64 layer ({}); run `cargo eterna-port` first to port, or pass -p",
+            s.ws.root.display(),
+            emulate::LINKER_SCRIPT
+        ),
+        0 => anyhow::bail!(
+            "no bin target{} in {}; pass --bin NAME",
+            bin.map(|b| format!(" named `{b}`")).unwrap_or_default(),
+            names.into_iter().collect::<Vec<_>>().join(", ")
+        ),
+        _ => anyhow::bail!(
+            "several bin targets could be the hypervisor ({}); pick one with -p PACKAGE and --bin NAME",
+            found
+                .iter()
+                .map(|t| format!("{}/{}", t.package, t.bin))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
+fn cmd_qemu(g: &GlobalArgs, q: &QemuArgs) -> Result<u8> {
+    if !(q.timeout.is_finite() && q.timeout > 0.0 && q.timeout <= 86_400.0) {
+        anyhow::bail!(
+            "--timeout {}: give a number of seconds between 0 and 86400",
+            q.timeout
+        );
+    }
+    if q.success_pattern
+        .iter()
+        .chain(&q.failure_pattern)
+        .any(String::is_empty)
+    {
+        anyhow::bail!("--success-pattern/--failure-pattern: a pattern must not be empty");
+    }
+    let s = open(g)?;
+    let target = boot_target(&s, g, q.bin.as_deref())?;
+    let json = g.message_format == MessageFormat::Json;
+    let emulator = match q.emulator {
+        EmulatorArg::Qemu => emulate::Emulator::Qemu,
+        EmulatorArg::Bochs => emulate::Emulator::Bochs,
+    };
+    if q.compare && emulator == emulate::Emulator::Qemu && !g.quiet {
+        report::stderr_message(
+            "warning",
+            "--compare under QEMU: TCG has no VT-x, so the port prints no guest trace; use --emulator bochs",
+        );
+    }
+    let req = emulate::Request {
+        root: &s.ws.root,
+        target_dir: &s.ws.target_dir,
+        target: &target,
+        emulator,
+        accel: match q.accel {
+            AccelArg::Auto => emulate::Accel::Auto,
+            AccelArg::Tcg => emulate::Accel::Tcg,
+            AccelArg::Kvm => emulate::Accel::Kvm,
+        },
+        timeout: std::time::Duration::from_secs_f64(q.timeout),
+        compare: q.compare,
+        patterns: emulate::Patterns::new(&q.success_pattern, &q.failure_pattern),
+        echo: !json && !g.quiet,
+        quiet: g.quiet,
+    };
+    let outcome = match emulate::boot(&req) {
+        Ok(r) => r,
+        Err(e) => {
+            report::stderr_message("error", &e.to_string());
+            return Ok(e.exit_code());
+        }
+    };
+    if json {
+        report::print_json(&outcome)?;
+    } else {
+        report::print_stdout(&report::boot_human(&outcome, g.quiet))?;
+    }
+    Ok(if outcome.success {
+        EXIT_OK
+    } else {
+        EXIT_PROBLEMS
+    })
 }

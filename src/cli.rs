@@ -138,6 +138,9 @@ pub enum Command {
     Search(SearchArgs),
     /// Show the store: its file, schema, embedder and row counts
     Status,
+    /// Build the x86_64 port and boot it (QEMU, or Bochs with VT-x); judge the serial console
+    #[command(after_help = QEMU_AFTER_HELP)]
+    Qemu(QemuArgs),
 }
 
 #[derive(Debug, Args, Clone)]
@@ -178,6 +181,64 @@ pub struct SearchArgs {
     /// for the built-in knowledge)
     #[arg(long = "path", value_name = "PREFIX")]
     pub path_prefix: Option<String>,
+}
+
+const QEMU_AFTER_HELP: &str = "\
+Verdicts: `[eterna] guest exited code=0` on the serial console is success; under QEMU TCG
+(no VT-x) the port prints `[eterna] vmx unavailable: …` and QEMU exits with status 33
+((0x10 << 1) | 1 through isa-debug-exit): success too, the VMX-unavailable verdict. A panic
+line, a triple fault (QEMU exits without a success line), another exit status or the
+timeout is a failure: exit 1 with the last serial lines. Files: target/eterna-port/serial.log
+(target/eterna-port/serial-aarch64.log with --compare; Bochs work files in
+target/eterna-port/bochs/).";
+
+/// Emulator for `qemu`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum EmulatorArg {
+    /// qemu-system-x86_64 (TCG has no VMX: the port reports VMX unavailable)
+    Qemu,
+    /// Bochs with VMX (corei7_skylake_x), booting a GRUB ISO: runs the guest
+    Bochs,
+}
+
+/// QEMU accelerator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AccelArg {
+    /// KVM when /dev/kvm is usable, else TCG
+    Auto,
+    Tcg,
+    Kvm,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct QemuArgs {
+    /// Emulator to boot the port in
+    #[arg(long, value_enum, default_value_t = EmulatorArg::Qemu, value_name = "EMULATOR")]
+    pub emulator: EmulatorArg,
+
+    /// QEMU accelerator
+    #[arg(long, value_enum, default_value_t = AccelArg::Auto, value_name = "ACCEL")]
+    pub accel: AccelArg,
+
+    /// Seconds before the emulator is killed and the boot reported as failed
+    #[arg(long, default_value_t = 60.0, value_name = "SECS")]
+    pub timeout: f64,
+
+    /// Also boot the ARM64 original (qemu-system-aarch64) and diff the `[guest]` traces
+    #[arg(long)]
+    pub compare: bool,
+
+    /// Serial text that means success (repeatable; replaces the defaults)
+    #[arg(long, value_name = "TEXT")]
+    pub success_pattern: Vec<String>,
+
+    /// Serial text that means failure (repeatable; replaces the defaults)
+    #[arg(long, value_name = "TEXT")]
+    pub failure_pattern: Vec<String>,
+
+    /// Binary target to boot [default: the bin of the package with the platform module]
+    #[arg(long, value_name = "NAME")]
+    pub bin: Option<String>,
 }
 
 #[derive(Debug, Args, Clone)]

@@ -6,6 +6,7 @@
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod emulate;
 pub mod engine;
 pub mod knowledge;
 pub mod llm;

@@ -15,6 +15,7 @@ const DIM: Style = Style::new().dimmed();
 const ERROR: Style = AnsiColor::Red.on_default().bold();
 const WARNING: Style = AnsiColor::Yellow.on_default().bold();
 const NOTE: Style = AnsiColor::Cyan.on_default().bold();
+const NOTE_OK: Style = AnsiColor::Green.on_default().bold();
 
 fn status_style(s: Status) -> Style {
     match s {
@@ -451,6 +452,68 @@ pub fn status_human(st: &crate::store::Stats, problem: Option<&str>) -> String {
     let mut s = String::new();
     for (k, v) in rows {
         let _ = writeln!(s, "{BOLD}{k:<kw$}{BOLD:#}  {v}");
+    }
+    s
+}
+
+/// The verdict of `qemu` for a person: verdict line, serial tail on failure, trace diff.
+pub fn boot_human(r: &crate::emulate::Report, quiet: bool) -> String {
+    use crate::emulate::{BootRun, Emulator, Verdict};
+    let mut s = String::new();
+    let name = |run: &BootRun| match run.emulator {
+        Emulator::Qemu => format!("QEMU ({})", run.accel.as_deref().unwrap_or("tcg")),
+        Emulator::Bochs => "Bochs (VMX)".to_string(),
+        Emulator::QemuAarch64 => "qemu-system-aarch64 (ARM64 original)".to_string(),
+    };
+    let status = |run: &BootRun| match run.status {
+        Some(code) => format!("status {code}"),
+        None => run.ending.clone(),
+    };
+    let one = |run: &BootRun, s: &mut String| {
+        let (style, word) = match run.verdict {
+            Verdict::Success => (NOTE_OK, "ok"),
+            Verdict::VmxUnavailable => (NOTE_OK, "ok (vmx unavailable)"),
+            Verdict::Failure => (ERROR, "FAILED"),
+        };
+        s.push_str(&format!(
+            "{style}boot {word}{style:#}: {} {}/{} in {:.1} s, {}: {}\n",
+            name(run),
+            r.package,
+            r.bin,
+            run.elapsed_ms as f64 / 1000.0,
+            status(run),
+            run.reason
+        ));
+        if run.verdict == Verdict::Failure {
+            s.push_str(&format!(
+                "last serial lines ({}):\n",
+                run.serial_log.display()
+            ));
+            for line in &run.serial_tail {
+                s.push_str(&format!("  | {line}\n"));
+            }
+        } else if !quiet {
+            s.push_str(&format!("serial log: {}\n", run.serial_log.display()));
+        }
+    };
+    one(&r.port, &mut s);
+    if let Some(c) = &r.compare {
+        one(&c.original, &mut s);
+        if c.identical {
+            s.push_str(&format!(
+                "{NOTE_OK}traces identical{NOTE_OK:#}: {} guest trace lines, x86_64 = ARM64\n",
+                c.original.trace.len()
+            ));
+        } else if c.diff.is_empty() {
+            s.push_str(&format!(
+                "{ERROR}traces not compared{ERROR:#}: the ARM64 original did not boot\n"
+            ));
+        } else {
+            s.push_str(&format!(
+                "{ERROR}traces differ{ERROR:#} (- ARM64 original, + x86_64 port):\n{}",
+                c.diff
+            ));
+        }
     }
     s
 }

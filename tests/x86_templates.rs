@@ -7,31 +7,20 @@
 //!   replaces (the engine's coverage check);
 //! * a temporary copy of the reference fixture with the templates written
 //!   to their targets and the engine's wiring applied as text edits checks
-//!   cleanly for `x86_64-unknown-none` and still for `aarch64-unknown-none`;
-//! * the linked image boots under QEMU (TCG, no VMX), reports that VT-x is
-//!   unavailable on a hypervisor line and exits with the documented status;
-//! * under Bochs with VMX (corei7_skylake_x, 2 CPUs) it runs the guest and
-//!   prints exactly the ARM64 fixture's expected trace.
+//!   cleanly for `x86_64-unknown-none` and still for `aarch64-unknown-none`.
 //!
-//! The boot tests need `qemu-system-x86`, `bochs bochsbios vgabios
-//! bochs-term`, `grub-pc-bin grub-common xorriso mtools` (Debian) and fail
-//! with the missing command's name otherwise.
+//! Booting the port (QEMU TCG, Bochs with VMX, the trace comparison) is the
+//! tool's job now: `cargo eterna-port qemu`, tested in `tests/boot.rs`.
 
 mod common;
 
 use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::sync::OnceLock;
-use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
 const TEMPLATE_TRIPLE: &str = "x86_64-unknown-none";
-/// QEMU exit status for `smp::VMX_UNAVAILABLE_EXIT` (0x10) through
-/// isa-debug-exit: `(0x10 << 1) | 1`.
-const VMX_UNAVAILABLE_STATUS: i32 = 33;
 
 #[derive(Deserialize)]
 struct Manifest {
@@ -329,10 +318,6 @@ fn instantiate() -> Port {
     Port { dir }
 }
 
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
 #[test]
 fn plan_reports_the_instantiated_port_complete() {
     let port = instantiate();
@@ -370,173 +355,4 @@ fn plan_reports_the_instantiated_port_complete() {
             }
         }
     }
-}
-
-/// The instantiated port, linked once for the boot tests.
-struct Image {
-    port: Port,
-    elf: PathBuf,
-}
-
-fn image() -> &'static Image {
-    static IMAGE: OnceLock<Image> = OnceLock::new();
-    IMAGE.get_or_init(|| {
-        let port = instantiate();
-        let linker_script = port.crate_dir().join("linker-x86_64.ld");
-        // The image needs absolute addresses (multiboot header, 32-bit
-        // entry) and the x86 layout; the fixture's build.rs only links for
-        // aarch64.
-        let build = Command::new(env!("CARGO"))
-            .args(["build", "--target", "x86_64-unknown-none", "-p", "eterna"])
-            .current_dir(port.root())
-            .env("CARGO_TARGET_DIR", port.root().join("target"))
-            .env("CARGO_NET_OFFLINE", "true")
-            .env(
-                "RUSTFLAGS",
-                format!(
-                    "-C relocation-model=static -C link-arg=-T{}",
-                    linker_script.display()
-                ),
-            )
-            .output()
-            .expect("run cargo build");
-        assert!(
-            build.status.success(),
-            "x86_64 build failed:\n{}",
-            stderr(&build)
-        );
-        let elf = port.root().join("target/x86_64-unknown-none/debug/eterna");
-        Image { port, elf }
-    })
-}
-
-/// Fails with the Debian package to install when `tool` is not on PATH.
-fn require_tool(tool: &str, package: &str) {
-    let found = std::env::var_os("PATH")
-        .map(|paths| std::env::split_paths(&paths).any(|dir| dir.join(tool).is_file()))
-        .unwrap_or(false);
-    assert!(
-        found,
-        "`{tool}` not found on PATH; install it: apt-get install {package}"
-    );
-}
-
-/// Runs `command` until it exits or `timeout` passes (then kills it).
-fn run_bounded(mut command: Command, timeout: Duration, what: &str) -> Output {
-    command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = command.spawn().unwrap_or_else(|e| {
-        panic!("{what}: {e} (see templates/x86_64/README.md for the packages)")
-    });
-    let start = Instant::now();
-    loop {
-        if child.try_wait().expect("wait").is_some() {
-            break;
-        }
-        if start.elapsed() > timeout {
-            let _ = child.kill();
-            let output = child.wait_with_output().expect("output");
-            panic!(
-                "{what} did not finish within {timeout:?}\nstdout:\n{}\nstderr:\n{}",
-                String::from_utf8_lossy(&output.stdout),
-                stderr(&output)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    child.wait_with_output().expect("output")
-}
-
-#[test]
-fn x86_64_image_reports_missing_vmx_under_qemu_tcg() {
-    require_tool("qemu-system-x86_64", "qemu-system-x86");
-    let image = image();
-    let mut qemu = Command::new("qemu-system-x86_64");
-    qemu.args(["-M", "pc", "-m", "128M", "-smp", "2", "-display", "none"])
-        .args(["-serial", "stdio", "-no-reboot", "-monitor", "none"])
-        .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
-        .arg("-kernel")
-        .arg(&image.elf);
-    let output = run_bounded(qemu, Duration::from_secs(60), "qemu-system-x86_64");
-    let console = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        console.contains("[eterna] vmx unavailable: CPUID.1:ECX.VMX is clear"),
-        "console:\n{console}\nstderr:\n{}",
-        stderr(&output)
-    );
-    assert!(
-        !console.contains("[guest] "),
-        "no guest line without VMX:\n{console}"
-    );
-    assert_eq!(
-        output.status.code(),
-        Some(VMX_UNAVAILABLE_STATUS),
-        "console:\n{console}"
-    );
-}
-
-#[test]
-fn x86_64_image_runs_the_guest_under_bochs_vmx_with_the_arm64_trace() {
-    require_tool("bochs", "bochs bochsbios vgabios bochs-term");
-    require_tool("grub-mkrescue", "grub-pc-bin grub-common");
-    require_tool("xorriso", "xorriso");
-    require_tool("mformat", "mtools");
-    require_tool("script", "bsdutils");
-    let image = image();
-    let work = image.port.root().join("bochs");
-    let iso_root = work.join("iso");
-    fs::create_dir_all(iso_root.join("boot/grub")).unwrap();
-    fs::copy(&image.elf, iso_root.join("boot/eterna")).unwrap();
-    fs::copy(
-        templates_dir().join("boot/grub.cfg"),
-        iso_root.join("boot/grub/grub.cfg"),
-    )
-    .unwrap();
-    fs::copy(templates_dir().join("boot/bochsrc"), work.join("bochsrc")).unwrap();
-    fs::write(work.join("cmds"), "c\n").unwrap();
-    let mut mkrescue = Command::new("grub-mkrescue");
-    mkrescue
-        .arg("-o")
-        .arg(work.join("eterna.iso"))
-        .arg(&iso_root)
-        .current_dir(&work);
-    let output = run_bounded(mkrescue, Duration::from_secs(120), "grub-mkrescue");
-    assert!(
-        output.status.success(),
-        "grub-mkrescue:\n{}",
-        stderr(&output)
-    );
-
-    // Bochs' term display needs a terminal: run it under script(1).
-    let mut bochs = Command::new("script");
-    bochs
-        .args(["-qec", "bochs -q -f bochsrc -rc cmds", "/dev/null"])
-        .current_dir(&work);
-    run_bounded(bochs, Duration::from_secs(300), "bochs (under script)");
-    let serial = fs::read_to_string(work.join("serial.txt")).unwrap_or_default();
-    let trace: Vec<&str> = serial
-        .lines()
-        .map(|line| line.trim_end_matches('\r'))
-        .filter(|line| line.starts_with("[guest] ") || line.starts_with("[eterna] guest exited"))
-        .collect();
-    let expected = fs::read_to_string(common::fixture_dir().join("expected-trace.txt")).unwrap();
-    let expected: Vec<&str> = expected.lines().collect();
-    assert_eq!(
-        trace,
-        expected,
-        "serial console:\n{serial}\nbochs.log tail:\n{}",
-        fs::read_to_string(work.join("bochs.log"))
-            .unwrap_or_default()
-            .lines()
-            .rev()
-            .take(20)
-            .collect::<Vec<_>>()
-            .join("\n")
-    );
-    assert!(
-        serial.contains("[cpu1] online"),
-        "cpu1 came up through INIT-SIPI-SIPI:\n{serial}"
-    );
 }

@@ -1,0 +1,615 @@
+//! Boots the port: builds the x86_64 image with the ported boot code and linker script,
+//! packages it (QEMU `-kernel` takes the multiboot ELF directly — its header uses the
+//! a.out kludge; Bochs boots a GRUB ISO made by `grub-mkrescue`), runs the emulator
+//! with a bounded timeout, judges the serial console, and with `compare` boots the ARM64
+//! original under qemu-system-aarch64 and diffs the two `[guest]` traces.
+
+pub mod process;
+pub mod verdict;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde::Serialize;
+
+pub use verdict::{Emulator, Judgement, Patterns, Verdict};
+
+/// RUSTFLAGS the x86_64 image needs (absolute addresses for the multiboot header and
+/// the 32-bit entry), before `-C link-arg=-T<linker-x86_64.ld>`.
+pub const X86_RUSTFLAGS: &str = "-C relocation-model=static";
+/// Linker script the port writes into the crate directory.
+pub const LINKER_SCRIPT: &str = "linker-x86_64.ld";
+/// Default runner of the ARM64 original (the fixture's `.cargo/config.toml`).
+pub const DEFAULT_AARCH64_RUNNER: &str = "qemu-system-aarch64 -M virt,virtualization=on,gic-version=3 -cpu max -smp 2 -m 128M -nographic -no-reboot -semihosting-config enable=off -kernel";
+
+#[derive(Debug, thiserror::Error)]
+pub enum EmulateError {
+    #[error("`{tool}` not found on PATH; install it: apt-get install {package}")]
+    MissingTool { tool: String, package: String },
+    #[error("{path} is missing; install it: apt-get install {package}")]
+    MissingFile { path: String, package: String },
+    #[error("{0}")]
+    Usage(String),
+    #[error("`{command}` failed (status {status}); its errors are above")]
+    Build { command: String, status: String },
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl EmulateError {
+    /// Exit code: 1 when the work was done and failed (a build error), else 2.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            EmulateError::Build { .. } => 1,
+            _ => 2,
+        }
+    }
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> EmulateError {
+    let what = what.into();
+    move |source| EmulateError::Io { what, source }
+}
+
+/// The hypervisor binary to boot.
+#[derive(Debug, Clone)]
+pub struct BootTarget {
+    pub package: String,
+    pub bin: String,
+    pub crate_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accel {
+    Auto,
+    Tcg,
+    Kvm,
+}
+
+/// Everything one `qemu` command needs.
+pub struct Request<'a> {
+    pub root: &'a Path,
+    pub target_dir: &'a Path,
+    pub target: &'a BootTarget,
+    pub emulator: Emulator,
+    pub accel: Accel,
+    pub timeout: Duration,
+    pub compare: bool,
+    pub patterns: Patterns,
+    /// Echo serial consoles and cargo's progress (human output).
+    pub echo: bool,
+    pub quiet: bool,
+}
+
+/// One boot's result.
+#[derive(Debug, Clone, Serialize)]
+pub struct BootRun {
+    pub emulator: Emulator,
+    pub accel: Option<String>,
+    /// The emulator's exit status (`null` when it was stopped or killed).
+    pub status: Option<i32>,
+    pub ending: String,
+    pub verdict: Verdict,
+    pub reason: String,
+    pub elapsed_ms: u64,
+    pub trace: Vec<String>,
+    pub serial_log: PathBuf,
+    pub serial_tail: Vec<String>,
+    pub image: PathBuf,
+}
+
+impl BootRun {
+    pub fn passed(&self) -> bool {
+        self.verdict != Verdict::Failure
+    }
+}
+
+/// `--compare`: the ARM64 original's run and the trace diff.
+#[derive(Debug, Clone, Serialize)]
+pub struct Comparison {
+    pub original: BootRun,
+    pub identical: bool,
+    /// Unified diff original → port; empty when identical.
+    pub diff: String,
+}
+
+/// The JSON verdict document of `qemu`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub package: String,
+    pub bin: String,
+    pub port: BootRun,
+    pub compare: Option<Comparison>,
+    pub success: bool,
+}
+
+/// Tools (and the Debian package that has them) each mode needs.
+fn required_tools(
+    emulator: Emulator,
+    compare: bool,
+    aarch64_program: &str,
+) -> Vec<(String, &'static str)> {
+    let mut tools: Vec<(String, &'static str)> = Vec::new();
+    match emulator {
+        Emulator::Qemu | Emulator::QemuAarch64 => {
+            tools.push(("qemu-system-x86_64".into(), "qemu-system-x86"))
+        }
+        Emulator::Bochs => {
+            tools.push(("bochs".into(), "bochs bochsbios vgabios bochs-term"));
+            tools.push(("grub-mkrescue".into(), "grub-pc-bin grub-common"));
+            tools.push(("xorriso".into(), "xorriso"));
+            tools.push(("mformat".into(), "mtools"));
+            tools.push(("script".into(), "bsdutils"));
+        }
+    }
+    if compare {
+        tools.push((aarch64_program.to_string(), "qemu-system-arm"));
+    }
+    tools
+}
+
+/// `tool` on PATH (or an existing path when it has a slash).
+pub fn find_tool(tool: &str) -> Option<PathBuf> {
+    if tool.contains('/') {
+        let p = PathBuf::from(tool);
+        return p.is_file().then_some(p);
+    }
+    let paths = std::env::var_os("PATH")?;
+    std::env::split_paths(&paths)
+        .map(|dir| dir.join(tool))
+        .find(|p| p.is_file())
+}
+
+/// Fails with the Debian package to install for the first missing tool or data file.
+pub fn check_tools(
+    emulator: Emulator,
+    compare: bool,
+    aarch64_program: &str,
+) -> Result<(), EmulateError> {
+    for (tool, package) in required_tools(emulator, compare, aarch64_program) {
+        if find_tool(&tool).is_none() {
+            return Err(EmulateError::MissingTool {
+                tool,
+                package: package.to_string(),
+            });
+        }
+    }
+    if emulator == Emulator::Bochs {
+        for (path, package) in [
+            ("/usr/share/bochs/BIOS-bochs-latest", "bochsbios"),
+            ("/usr/share/vgabios/vgabios.bin", "vgabios"),
+            ("/usr/lib/grub/i386-pc", "grub-pc-bin"),
+        ] {
+            if !Path::new(path).exists() {
+                return Err(EmulateError::MissingFile {
+                    path: path.to_string(),
+                    package: package.to_string(),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The runner command of the ARM64 original: `[target.aarch64-unknown-none] runner`
+/// from the workspace's `.cargo/config.toml`, else [`DEFAULT_AARCH64_RUNNER`].
+pub fn aarch64_runner(root: &Path) -> Result<Vec<String>, EmulateError> {
+    let default = || {
+        DEFAULT_AARCH64_RUNNER
+            .split_whitespace()
+            .map(String::from)
+            .collect()
+    };
+    let mut found = None;
+    for name in [".cargo/config.toml", ".cargo/config"] {
+        let path = root.join(name);
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            continue;
+        };
+        let value: toml::Value = toml::from_str(&text).map_err(|e| {
+            EmulateError::Usage(format!(
+                "{}: not valid TOML ({e}); fix it or remove the file",
+                path.display()
+            ))
+        })?;
+        let runner = value
+            .get("target")
+            .and_then(|t| t.get("aarch64-unknown-none"))
+            .and_then(|t| t.get("runner"));
+        found = match runner {
+            Some(toml::Value::String(s)) => Some(s.split_whitespace().map(String::from).collect()),
+            Some(toml::Value::Array(a)) => Some(
+                a.iter()
+                    .filter_map(|v| v.as_str().map(String::from))
+                    .collect::<Vec<String>>(),
+            ),
+            _ => None,
+        };
+        break;
+    }
+    Ok(found
+        .filter(|r: &Vec<String>| !r.is_empty())
+        .unwrap_or_else(default))
+}
+
+/// Builds `target` for `triple` in release mode; returns the ELF.
+pub fn build(req: &Request<'_>, triple: &str) -> Result<PathBuf, EmulateError> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+    let t = req.target;
+    let mut cmd = Command::new(&cargo);
+    cmd.args([
+        "build",
+        "--release",
+        "--target",
+        triple,
+        "-p",
+        &t.package,
+        "--bin",
+        &t.bin,
+    ])
+    .current_dir(req.root)
+    .env("CARGO_TARGET_DIR", req.target_dir)
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(Stdio::inherit());
+    if req.quiet || !req.echo {
+        cmd.arg("--quiet");
+    }
+    if triple.starts_with("x86_64") {
+        let mut flags = std::env::var("RUSTFLAGS").unwrap_or_default();
+        if !flags.trim().is_empty() {
+            flags.push(' ');
+        }
+        flags.push_str(&format!(
+            "{X86_RUSTFLAGS} -C link-arg=-T{}",
+            t.crate_dir.join(LINKER_SCRIPT).display()
+        ));
+        cmd.env("RUSTFLAGS", flags);
+    }
+    let shown = format!(
+        "cargo build --release --target {triple} -p {} --bin {}",
+        t.package, t.bin
+    );
+    let status = cmd.status().map_err(io(format!("running `{cargo}`")))?;
+    if !status.success() {
+        return Err(EmulateError::Build {
+            command: shown,
+            status: status
+                .code()
+                .map_or_else(|| "killed".to_string(), |c| c.to_string()),
+        });
+    }
+    let elf = req.target_dir.join(triple).join("release").join(&t.bin);
+    if !elf.is_file() {
+        return Err(EmulateError::Usage(format!(
+            "`{shown}` succeeded but {} is missing",
+            elf.display()
+        )));
+    }
+    Ok(elf)
+}
+
+fn state_dir(req: &Request<'_>) -> Result<PathBuf, EmulateError> {
+    let dir = req.target_dir.join("eterna-port");
+    std::fs::create_dir_all(&dir).map_err(io(format!("creating {}", dir.display())))?;
+    Ok(dir)
+}
+
+fn kvm_usable() -> bool {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_ok()
+}
+
+fn finish(
+    emulator: Emulator,
+    accel: Option<String>,
+    outcome: process::Outcome,
+    patterns: &Patterns,
+    serial_log: PathBuf,
+    image: PathBuf,
+) -> Result<BootRun, EmulateError> {
+    std::fs::write(&serial_log, &outcome.serial)
+        .map_err(io(format!("writing {}", serial_log.display())))?;
+    let judgement = verdict::judge(emulator, &outcome.serial, outcome.ending, patterns);
+    let mut reason = judgement.reason;
+    if !outcome.stderr.trim().is_empty() && judgement.verdict == Verdict::Failure {
+        let last: Vec<String> = verdict::tail(&outcome.stderr, 5);
+        reason.push_str(&format!("; emulator stderr: {}", last.join(" | ")));
+    }
+    let (status, ending) = match outcome.ending {
+        verdict::Ending::Exited(s) => (s, "exited"),
+        verdict::Ending::StoppedAfterVerdict => (None, "stopped-after-verdict"),
+        verdict::Ending::TimedOut => (None, "timed-out"),
+    };
+    Ok(BootRun {
+        emulator,
+        accel,
+        status,
+        ending: ending.to_string(),
+        verdict: judgement.verdict,
+        reason,
+        elapsed_ms: outcome.elapsed.as_millis() as u64,
+        trace: verdict::extract_trace(&outcome.serial),
+        serial_tail: verdict::tail(&outcome.serial, 20),
+        serial_log,
+        image,
+    })
+}
+
+/// Boots the x86_64 image under QEMU; serial on stdout and in `serial.log`. `auto`
+/// tries KVM when /dev/kvm is accessible and falls back to TCG when QEMU cannot start
+/// with it (no serial output, a failing status: e.g. a host that refuses `-cpu host`).
+pub fn run_qemu(req: &Request<'_>, elf: &Path) -> Result<BootRun, EmulateError> {
+    let log = state_dir(req)?.join("serial.log");
+    let kvm = match req.accel {
+        Accel::Tcg => false,
+        Accel::Kvm => {
+            if !kvm_usable() {
+                return Err(EmulateError::Usage(
+                    "--accel kvm: /dev/kvm is missing or not accessible; use --accel tcg or add yourself to the `kvm` group".into(),
+                ));
+            }
+            true
+        }
+        Accel::Auto => kvm_usable(),
+    };
+    if kvm {
+        let outcome = qemu_once(req, elf, true)?;
+        let refused = req.accel == Accel::Auto
+            && outcome.serial.is_empty()
+            && matches!(outcome.ending, verdict::Ending::Exited(s) if s != Some(0));
+        if !refused {
+            return finish(
+                Emulator::Qemu,
+                Some("kvm".into()),
+                outcome,
+                &req.patterns,
+                log,
+                elf.to_path_buf(),
+            );
+        }
+        tracing::debug!(stderr = %outcome.stderr, "QEMU refused KVM; falling back to TCG");
+    }
+    let outcome = qemu_once(req, elf, false)?;
+    finish(
+        Emulator::Qemu,
+        Some("tcg".into()),
+        outcome,
+        &req.patterns,
+        log,
+        elf.to_path_buf(),
+    )
+}
+
+fn qemu_once(req: &Request<'_>, elf: &Path, kvm: bool) -> Result<process::Outcome, EmulateError> {
+    let mut cmd = Command::new("qemu-system-x86_64");
+    cmd.args(["-M", "pc", "-m", "128M", "-smp", "2", "-display", "none"])
+        .args(["-serial", "stdio", "-monitor", "none", "-no-reboot"])
+        .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"]);
+    if kvm {
+        cmd.args(["-accel", "kvm", "-cpu", "host"]);
+    } else {
+        cmd.args(["-accel", "tcg"]);
+    }
+    cmd.arg("-kernel").arg(elf);
+    process::run(process::Run {
+        command: cmd,
+        serial: process::Serial::Stdout,
+        timeout: req.timeout,
+        grace: Duration::from_secs(2),
+        patterns: &req.patterns,
+        echo: req.echo,
+        pid_file: None,
+    })
+    .map_err(io("starting qemu-system-x86_64"))
+}
+
+/// Packages `elf` as a GRUB ISO in `work` (`<work>/eterna.iso`).
+pub fn make_iso(req: &Request<'_>, elf: &Path, work: &Path) -> Result<PathBuf, EmulateError> {
+    let grub_cfg = req.target.crate_dir.join("boot/grub.cfg");
+    if !grub_cfg.is_file() {
+        return Err(EmulateError::Usage(format!(
+            "{} is missing; run `cargo eterna-port` first to port (it writes the boot files)",
+            grub_cfg.display()
+        )));
+    }
+    let iso_root = work.join("iso");
+    let _ = std::fs::remove_dir_all(&iso_root);
+    std::fs::create_dir_all(iso_root.join("boot/grub"))
+        .map_err(io(format!("creating {}", iso_root.display())))?;
+    // grub.cfg loads /boot/eterna whatever the binary is called.
+    std::fs::copy(elf, iso_root.join("boot/eterna"))
+        .map_err(io(format!("copying {}", elf.display())))?;
+    std::fs::copy(&grub_cfg, iso_root.join("boot/grub/grub.cfg"))
+        .map_err(io(format!("copying {}", grub_cfg.display())))?;
+    let iso = work.join("eterna.iso");
+    let out = Command::new("grub-mkrescue")
+        .arg("-o")
+        .arg(&iso)
+        .arg(&iso_root)
+        .current_dir(work)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(io("running grub-mkrescue"))?;
+    if !out.status.success() {
+        return Err(EmulateError::Usage(format!(
+            "grub-mkrescue failed: {}; it needs grub-pc-bin, grub-common, xorriso and mtools",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(iso)
+}
+
+/// Boots the GRUB ISO under Bochs (VMX, corei7_skylake_x) with the port's bochsrc.
+pub fn run_bochs(req: &Request<'_>, elf: &Path) -> Result<BootRun, EmulateError> {
+    let bochsrc = req.target.crate_dir.join("boot/bochsrc");
+    if !bochsrc.is_file() {
+        return Err(EmulateError::Usage(format!(
+            "{} is missing; run `cargo eterna-port` first to port (it writes the boot files)",
+            bochsrc.display()
+        )));
+    }
+    let work = state_dir(req)?.join("bochs");
+    std::fs::create_dir_all(&work).map_err(io(format!("creating {}", work.display())))?;
+    make_iso(req, elf, &work)?;
+    std::fs::copy(&bochsrc, work.join("bochsrc"))
+        .map_err(io(format!("copying {}", bochsrc.display())))?;
+    std::fs::write(work.join("cmds"), "c\n").map_err(io("writing the Bochs command file"))?;
+    for stale in ["serial.txt", "bochs.log", "bochs.pid", "bochsout.txt"] {
+        let _ = std::fs::remove_file(work.join(stale));
+    }
+    // Bochs' term display needs a terminal: script(1) gives it one. The pid file lets a
+    // timeout reach Bochs in the pseudo-terminal's own session.
+    let mut cmd = Command::new("script");
+    cmd.args([
+        "-qec",
+        "echo $$ > bochs.pid; exec bochs -q -f bochsrc -rc cmds",
+        "/dev/null",
+    ])
+    .current_dir(&work);
+    let outcome = process::run(process::Run {
+        command: cmd,
+        serial: process::Serial::File(work.join("serial.txt")),
+        timeout: req.timeout,
+        grace: Duration::from_secs(3),
+        patterns: &req.patterns,
+        echo: req.echo,
+        pid_file: Some(work.join("bochs.pid")),
+    })
+    .map_err(io("starting bochs under script"))?;
+    let log = state_dir(req)?.join("serial.log");
+    finish(
+        Emulator::Bochs,
+        None,
+        outcome,
+        &req.patterns,
+        log,
+        elf.to_path_buf(),
+    )
+}
+
+/// Boots the ARM64 original with its runner; serial in `serial-aarch64.log`.
+pub fn run_aarch64(
+    req: &Request<'_>,
+    runner: &[String],
+    elf: &Path,
+) -> Result<BootRun, EmulateError> {
+    let Some((program, args)) = runner.split_first() else {
+        return Err(EmulateError::Usage("the aarch64 runner is empty".into()));
+    };
+    let mut cmd = Command::new(program);
+    cmd.args(args).arg(elf).current_dir(req.root);
+    let outcome = process::run(process::Run {
+        command: cmd,
+        serial: process::Serial::Stdout,
+        timeout: req.timeout,
+        grace: Duration::from_secs(2),
+        patterns: &req.patterns,
+        echo: false,
+        pid_file: None,
+    })
+    .map_err(io(format!("starting {program}")))?;
+    let log = state_dir(req)?.join("serial-aarch64.log");
+    finish(
+        Emulator::QemuAarch64,
+        None,
+        outcome,
+        &req.patterns,
+        log,
+        elf.to_path_buf(),
+    )
+}
+
+/// Builds, boots and (with `compare`) diffs against the ARM64 original.
+pub fn boot(req: &Request<'_>) -> Result<Report, EmulateError> {
+    let runner = if req.compare {
+        aarch64_runner(req.root)?
+    } else {
+        Vec::new()
+    };
+    let program = runner
+        .first()
+        .map(String::as_str)
+        .unwrap_or("qemu-system-aarch64");
+    check_tools(req.emulator, req.compare, program)?;
+    let linker = req.target.crate_dir.join(LINKER_SCRIPT);
+    if !linker.is_file() {
+        return Err(EmulateError::Usage(format!(
+            "{} has no x86_64 layer ({} is missing): run `cargo eterna-port` first to port",
+            req.target.crate_dir.display(),
+            LINKER_SCRIPT
+        )));
+    }
+    let elf = build(req, "x86_64-unknown-none")?;
+    let port = match req.emulator {
+        Emulator::Bochs => run_bochs(req, &elf)?,
+        _ => run_qemu(req, &elf)?,
+    };
+    let compare = if req.compare {
+        let original_elf = build(req, "aarch64-unknown-none")?;
+        let original = run_aarch64(req, &runner, &original_elf)?;
+        let diff = verdict::diff_traces(&original.trace, &port.trace).unwrap_or_default();
+        Some(Comparison {
+            identical: diff.is_empty() && original.passed(),
+            original,
+            diff,
+        })
+    } else {
+        None
+    };
+    let success = port.passed() && compare.as_ref().map_or(true, |c| c.identical);
+    Ok(Report {
+        package: req.target.package.clone(),
+        bin: req.target.bin.clone(),
+        port,
+        compare,
+        success,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aarch64_runner_comes_from_cargo_config_else_the_default() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(
+            aarch64_runner(dir.path()).unwrap()[0],
+            "qemu-system-aarch64"
+        );
+        std::fs::create_dir_all(dir.path().join(".cargo")).unwrap();
+        let config = dir.path().join(".cargo/config.toml");
+        std::fs::write(
+            &config,
+            "[target.aarch64-unknown-none]\nrunner = [\"my-qemu\", \"-kernel\"]\n",
+        )
+        .unwrap();
+        assert_eq!(aarch64_runner(dir.path()).unwrap(), ["my-qemu", "-kernel"]);
+        std::fs::write(
+            &config,
+            "[target.aarch64-unknown-none]\nrunner = \"q -M virt\"\n",
+        )
+        .unwrap();
+        assert_eq!(aarch64_runner(dir.path()).unwrap(), ["q", "-M", "virt"]);
+        std::fs::write(&config, "not = [toml").unwrap();
+        let err = aarch64_runner(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("config.toml"), "{err}");
+    }
+
+    #[test]
+    fn missing_tools_name_their_debian_package() {
+        let tools = required_tools(Emulator::Bochs, true, "qemu-system-aarch64");
+        assert!(tools.contains(&("bochs".to_string(), "bochs bochsbios vgabios bochs-term")));
+        assert!(tools.contains(&("qemu-system-aarch64".to_string(), "qemu-system-arm")));
+        assert!(find_tool("/nonexistent/qemu").is_none());
+    }
+}
