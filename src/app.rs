@@ -300,7 +300,22 @@ fn cmd_port(g: &GlobalArgs, targets: &[String], flags: &PortFlags) -> Result<u8>
         .map(|c| c.rel.clone())
         .collect();
     let state = s.ws.target_dir.join("eterna-port");
-    let mut ledger = writer::Ledger::load(&state.join("written.json"))?;
+    // Every written version goes to the store's code_artifacts; a dry run only reads
+    // an existing store and never creates one.
+    let store = if flags.dry_run && !s.config.db.value.exists() {
+        None
+    } else {
+        Some(crate::store::Store::open(&s.config.db.value)?)
+    };
+    let mut ledger = writer::Ledger::new(store.as_ref(), "offline-engine")?;
+    for m in &output.modules {
+        ledger
+            .modules
+            .insert(m.target.clone(), m.module_path.clone());
+        ledger
+            .modules
+            .insert(m.source.clone(), m.module_path.clone());
+    }
     let planned = writer::decide(
         &s.ws.root,
         output
@@ -313,8 +328,31 @@ fn cmd_port(g: &GlobalArgs, targets: &[String], flags: &PortFlags) -> Result<u8>
         flags.force,
         &state.join("backup"),
     )?;
-    if !flags.dry_run {
+    if let (false, Some(store)) = (flags.dry_run, &store) {
+        let run = store.begin_run("port")?;
         writer::apply(&s.ws.root, &planned, &mut ledger, &state.join("tmp"))?;
+        for m in &output.modules {
+            let agent = match m.mode {
+                engine::port::Mode::InPlace => "CodeAgent",
+                _ => "EternaPortAgent",
+            };
+            let unported = m.unported.len();
+            store.record_task(&crate::store::TaskRecord {
+                task_id: &format!("{run}:{}", m.module_path),
+                run_id: Some(&run),
+                module: &m.module_path,
+                agent,
+                status: "done",
+                attempts: 1,
+                tokens_in: 0,
+                tokens_out: 0,
+                cost: 0.0,
+                error: (unported > 0)
+                    .then(|| format!("{unported} item(s) left as unimplemented!"))
+                    .as_deref(),
+            })?;
+        }
+        store.finish_run(&run, "done")?;
     }
     let summary = report::PortSummary::new(&selected, &output, &planned, flags.dry_run);
     match g.message_format {

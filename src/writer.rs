@@ -5,16 +5,13 @@
 //! `--force`, and then a backup is kept). Unchanged content is not written at all.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-/// Hash of file contents as recorded in the ledger.
-pub fn hash(text: &str) -> String {
-    format!("{:016x}", xxhash_rust::xxh3::xxh3_64(text.as_bytes()))
-}
+use crate::store::{NewArtifact, Store};
 
 /// What the writer does with one file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -42,41 +39,60 @@ pub struct Planned {
     pub action: Action,
 }
 
-/// Record of the files the tool wrote: path → hashes of content it wrote there.
-/// (Kept in `target/eterna-port/written.json`.)
-#[derive(Debug, Default, Serialize, Deserialize)]
-pub struct Ledger {
-    files: BTreeMap<String, BTreeSet<String>>,
-    #[serde(skip)]
-    path: PathBuf,
+/// What the tool wrote: every version of every generated file, kept in the store's
+/// `code_artifacts` (path, content, content hash, origin agent).
+pub struct Ledger<'s> {
+    /// `None` for a dry run with no store yet: nothing was written before, and
+    /// nothing will be recorded.
+    store: Option<&'s Store>,
+    /// Content hashes ever written, per path.
+    known: BTreeMap<String, BTreeSet<String>>,
+    /// Module path of each file, for the artifact records.
+    pub modules: BTreeMap<String, String>,
+    /// The agent recorded as the origin of the files.
+    pub origin_agent: &'static str,
 }
 
-impl Ledger {
-    pub fn load(path: &Path) -> Result<Ledger> {
-        let mut ledger = match std::fs::read(path) {
-            Ok(bytes) => serde_json::from_slice::<Ledger>(&bytes).with_context(|| {
-                format!(
-                    "{} is not a cargo-eterna-port ledger; move it away to start a new one (generated files will then count as hand-written)",
-                    path.display()
-                )
-            })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ledger::default(),
-            Err(e) => return Err(e).with_context(|| format!("could not read {}", path.display())),
-        };
-        ledger.path = path.to_path_buf();
-        Ok(ledger)
+impl<'s> Ledger<'s> {
+    pub fn new(store: Option<&'s Store>, origin_agent: &'static str) -> Result<Ledger<'s>> {
+        Ok(Ledger {
+            known: match store {
+                Some(s) => s.artifact_hashes()?,
+                None => BTreeMap::new(),
+            },
+            store,
+            modules: BTreeMap::new(),
+            origin_agent,
+        })
     }
 
-    /// Whether `text` at `rel` is content this tool wrote.
+    /// Whether `text` at `rel` is content this tool wrote (any version).
     pub fn wrote(&self, rel: &str, text: &str) -> bool {
-        self.files
+        self.known
             .get(rel)
-            .is_some_and(|hashes| hashes.contains(&hash(text)))
+            .is_some_and(|hashes| hashes.contains(&Store::content_hash(text)))
     }
 
-    fn save(&self) -> Result<()> {
-        let bytes = serde_json::to_vec_pretty(self)?;
-        atomic_write(&self.path, &bytes, self.path.parent())
+    fn has_path(&self, rel: &str) -> bool {
+        self.known.contains_key(rel)
+    }
+
+    fn record(&mut self, rel: &str, text: &str) -> Result<()> {
+        let Some(store) = self.store else {
+            bail!("internal: no store to record {rel} in");
+        };
+        store.record_artifact(&NewArtifact {
+            module: self.modules.get(rel).map(String::as_str).unwrap_or(""),
+            path: rel,
+            content: text,
+            origin_agent: self.origin_agent,
+            model: None,
+        })?;
+        self.known
+            .entry(rel.to_string())
+            .or_default()
+            .insert(Store::content_hash(text));
+        Ok(())
     }
 }
 
@@ -121,7 +137,7 @@ pub fn decide(
     root: &Path,
     changes: Vec<(String, String)>,
     generated: &BTreeSet<String>,
-    ledger: &Ledger,
+    ledger: &Ledger<'_>,
     force: bool,
     backup_dir: &Path,
 ) -> Result<Vec<Planned>> {
@@ -143,7 +159,7 @@ pub fn decide(
                 backup: crate::workspace::relative_to(root, &backup_dir.join(&rel)),
             },
             Some(_) => Action::SkipEdited {
-                reason: if ledger.files.contains_key(&rel) {
+                reason: if ledger.has_path(&rel) {
                     "edited since cargo-eterna-port wrote it".into()
                 } else {
                     "exists and was not written by cargo-eterna-port".into()
@@ -160,44 +176,29 @@ pub fn decide(
     Ok(out)
 }
 
-/// Writes the planned files. The ledger learns each new hash before the file is
-/// renamed into place, so a kill between the two never makes a tool-written file
-/// look hand-edited.
-pub fn apply(root: &Path, planned: &[Planned], ledger: &mut Ledger, tmp_dir: &Path) -> Result<()> {
-    let writes: Vec<&Planned> = planned
-        .iter()
-        .filter(|p| {
-            matches!(
-                p.action,
-                Action::Create | Action::Update | Action::ForceUpdate { .. }
-            )
-        })
-        .collect();
-    if writes.is_empty() {
-        return Ok(());
-    }
-    for p in &writes {
-        ledger
-            .files
-            .entry(p.rel.clone())
-            .or_default()
-            .insert(hash(&p.new));
-    }
-    ledger.save()?;
-    for p in &writes {
+/// Writes the planned files. Each new version is recorded in the store before its
+/// file is renamed into place, so a kill between the two never makes a tool-written
+/// file look hand-edited.
+pub fn apply(
+    root: &Path,
+    planned: &[Planned],
+    ledger: &mut Ledger<'_>,
+    tmp_dir: &Path,
+) -> Result<()> {
+    for p in planned {
+        if !matches!(
+            p.action,
+            Action::Create | Action::Update | Action::ForceUpdate { .. }
+        ) {
+            continue;
+        }
+        ledger.record(&p.rel, &p.new)?;
         if let (Action::ForceUpdate { backup }, Some(old)) = (&p.action, &p.old) {
-            let b = root.join(backup);
-            atomic_write(&b, old.as_bytes(), Some(tmp_dir))?;
+            atomic_write(&root.join(backup), old.as_bytes(), Some(tmp_dir))?;
         }
         atomic_write(&root.join(&p.rel), p.new.as_bytes(), Some(tmp_dir))?;
     }
-    // Only the current content of each file counts from now on.
-    for p in &writes {
-        ledger
-            .files
-            .insert(p.rel.clone(), BTreeSet::from([hash(&p.new)]));
-    }
-    ledger.save()
+    Ok(())
 }
 
 /// Writes `bytes` to `path` through a temp file renamed into place. The temp file is
@@ -273,13 +274,26 @@ mod tests {
         std::fs::write(root.join("edited.rs"), "theirs\n").unwrap();
         std::fs::write(root.join("same.rs"), "same\n").unwrap();
         std::fs::write(root.join("user.rs"), "user\n").unwrap();
-        let mut ledger = Ledger::load(&root.join("ledger.json")).unwrap();
-        ledger
-            .files
-            .insert("gen.rs".into(), BTreeSet::from([hash("ours\n")]));
-        ledger
-            .files
-            .insert("edited.rs".into(), BTreeSet::from([hash("ours\n")]));
+        let store = Store::open(&root.join("store.db")).unwrap();
+        store
+            .record_artifact(&NewArtifact {
+                module: "m",
+                path: "gen.rs",
+                content: "ours\n",
+                origin_agent: "test",
+                model: None,
+            })
+            .unwrap();
+        store
+            .record_artifact(&NewArtifact {
+                module: "m",
+                path: "edited.rs",
+                content: "ours\n",
+                origin_agent: "test",
+                model: None,
+            })
+            .unwrap();
+        let mut ledger = Ledger::new(Some(&store), "offline-engine").unwrap();
         let generated: BTreeSet<String> = ["gen.rs", "edited.rs", "same.rs", "new.rs"]
             .map(String::from)
             .into();
@@ -314,10 +328,11 @@ mod tests {
             std::fs::read_to_string(root.join("new.rs")).unwrap(),
             "new\n"
         );
-        // The ledger now owns the new content, and survives a reload.
-        let reloaded = Ledger::load(&root.join("ledger.json")).unwrap();
+        // The store now knows the new content, across a reload.
+        let reloaded = Ledger::new(Some(&store), "offline-engine").unwrap();
         assert!(reloaded.wrote("edited.rs", "v2\n"));
-        assert!(!reloaded.wrote("edited.rs", "ours\n"));
+        assert!(reloaded.wrote("new.rs", "new\n"));
+        assert!(!reloaded.wrote("edited.rs", "theirs\n"));
         // No temp files are left in the tree.
         let stray: Vec<_> = std::fs::read_dir(root)
             .unwrap()

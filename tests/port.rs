@@ -113,7 +113,10 @@ fn dry_run_prints_a_diff_and_writes_nothing() {
     );
     assert!(text.contains("dry run, nothing written"), "{text}");
     assert_eq!(snapshot(ws.path()), before);
-    assert!(!ws.path().join("target/eterna-port/written.json").exists());
+    assert!(
+        !ws.path().join("target/eterna-port/eterna.db").exists(),
+        "no store created"
+    );
 }
 
 #[test]
@@ -265,4 +268,39 @@ fn a_kill_during_the_port_leaves_no_partial_file() {
         );
         assert_eq!(snapshot(ws.path()), done);
     }
+}
+
+#[test]
+fn written_files_are_recorded_in_the_store() {
+    let ws = repo();
+    let out = run(ws.path(), &["port"]);
+    assert!(
+        matches!(out.status.code(), Some(0) | Some(1)),
+        "{}",
+        stderr(&out)
+    );
+    let out = run(ws.path(), &["status", "--message-format", "json"]);
+    assert_code(&out, 0);
+    let status = json(&out);
+    let text = status.to_string();
+    // One artifact per written file, one task per ported module, one run.
+    let written = std::fs::read_dir(ws.path().join("hv/src/arch/x86_64"))
+        .unwrap()
+        .count();
+    assert!(text.contains("code_artifacts"), "{text}");
+    let count = |table: &str| -> u64 {
+        fn find(v: &serde_json::Value, table: &str) -> Option<u64> {
+            match v {
+                serde_json::Value::Object(m) => m
+                    .get(table)
+                    .and_then(|x| x.as_u64())
+                    .or_else(|| m.values().find_map(|x| find(x, table))),
+                serde_json::Value::Array(a) => a.iter().find_map(|x| find(x, table)),
+                _ => None,
+            }
+        }
+        find(&status, table).unwrap_or_else(|| panic!("no {table} count in {text}"))
+    };
+    assert!(count("code_artifacts") as usize >= written, "{text}");
+    assert_eq!(count("agent_tasks"), 5, "{text}");
 }

@@ -431,7 +431,7 @@ impl Store {
     /// Records a generated file version; its parent is the newest earlier version of the
     /// same path. Returns the new row id.
     pub fn record_artifact(&self, a: &NewArtifact<'_>) -> Result<i64> {
-        let hash = blake3::hash(a.content.as_bytes()).to_hex().to_string();
+        let hash = Self::content_hash(a.content);
         let tx = self
             .conn
             .unchecked_transaction()
@@ -488,6 +488,31 @@ impl Store {
             )
             .map_err(|e| self.err("record the task", e))?;
         Ok(())
+    }
+
+    /// The content hash of a file's text as `code_artifacts` records it.
+    pub fn content_hash(text: &str) -> String {
+        blake3::hash(text.as_bytes()).to_hex().to_string()
+    }
+
+    /// Every content hash ever recorded for each generated path.
+    pub fn artifact_hashes(
+        &self,
+    ) -> Result<std::collections::BTreeMap<String, std::collections::BTreeSet<String>>> {
+        let mut st = self
+            .conn
+            .prepare("SELECT path, content_hash FROM code_artifacts")
+            .map_err(|e| self.err("read artifacts", e))?;
+        let rows = st
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+            .map_err(|e| self.err("read artifacts", e))?;
+        let mut out: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> =
+            Default::default();
+        for row in rows {
+            let (path, hash) = row.map_err(|e| self.err("read artifacts", e))?;
+            out.entry(path).or_default().insert(hash);
+        }
+        Ok(out)
     }
 
     /// The newest version of every generated file.
