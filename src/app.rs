@@ -166,13 +166,20 @@ fn scan(s: &Session, use_cache: bool) -> (Vec<ScannedModule>, Vec<Diagnostic>) {
 /// Scans the workspace and builds the whole plan.
 fn full_plan(s: &Session, use_cache: bool) -> Plan {
     let (modules, diagnostics) = scan(s, use_cache);
-    plan::build(
+    let started = std::time::Instant::now();
+    let plan = plan::build(
         &s.ws.root,
         &s.config.target.value,
         &modules,
         diagnostics,
         &s.knowledge,
-    )
+    );
+    tracing::debug!(
+        planned = plan.modules.len(),
+        ms = started.elapsed().as_millis() as u64,
+        "plan built"
+    );
+    plan
 }
 
 fn make_plan(s: &Session, targets: &[String]) -> Result<Plan> {
