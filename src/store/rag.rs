@@ -139,6 +139,30 @@ fn fts_queries_of(groups: &[Vec<String>]) -> Option<(String, Vec<String>, String
 
 impl Store {
     /// The `n` best chunks for `query`.
+    /// Puts the best result of each kind (code, doc, knowledge, artifact) first, in
+    /// score order, then the rest as ranked: a search over everything should show the
+    /// module's code next to the knowledge about it, not five knowledge entries.
+    fn diversify_kinds(&self, order: Vec<(i64, Fused)>) -> Result<Vec<(i64, Fused)>> {
+        let mut st = self
+            .conn()
+            .prepare_cached("SELECT kind FROM agent_memory WHERE id = ?1")
+            .map_err(|e| self.err("read chunks", e))?;
+        let mut seen_kinds: Vec<String> = Vec::new();
+        let mut heads = Vec::new();
+        let mut rest = Vec::with_capacity(order.len());
+        for o in order {
+            let kind: String = st.query_row([o.0], |r| r.get(0)).unwrap_or_default();
+            if seen_kinds.contains(&kind) {
+                rest.push(o);
+            } else {
+                seen_kinds.push(kind);
+                heads.push(o);
+            }
+        }
+        heads.extend(rest);
+        Ok(heads)
+    }
+
     pub fn search(
         &self,
         query: &str,
@@ -191,6 +215,9 @@ impl Store {
                 .unwrap_or(std::cmp::Ordering::Equal)
                 .then(a.0.cmp(&b.0))
         });
+        if filters.kind.is_none() && order.len() > 1 {
+            order = self.diversify_kinds(order)?;
+        }
         if let Some(max) = filters.max_per_source.filter(|m| *m > 0) {
             let mut per: HashMap<String, usize> = HashMap::new();
             let mut st = self
