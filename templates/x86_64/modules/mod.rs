@@ -148,6 +148,13 @@ pub unsafe fn init_primary() -> PlatformInfo {
     // SAFETY: boot CPU, once, interrupts disabled.
     let gic = unsafe { apic::init() };
     timer::init_el2();
+    boot_marker(format_args!("x86_64: long mode, paging, GDT/TSS and IDT up; 16550 console on COM1"));
+    // SAFETY: boot CPU, host IDT loaded, local APIC enabled, interrupts off.
+    let ticked = unsafe { timer::boot_tick_selftest() };
+    boot_marker(format_args!(
+        "x86_64: local APIC timer interrupt {}",
+        if ticked { "received" } else { "NOT received" }
+    ));
     apic::enable_ppi(timer::VIRTUAL_TIMER_INTID);
     apic::enable_ppi(timer::HYP_TIMER_INTID);
     if let Err(err) = vmcs::probe() {
@@ -165,6 +172,12 @@ pub unsafe fn init_primary() -> PlatformInfo {
         gic,
         psci,
     }
+}
+
+/// Prints a hypervisor-internal boot line.
+fn boot_marker(args: core::fmt::Arguments<'_>) {
+    let line = eterna_core::trace::prefixed_line(eterna_core::trace::HYP_PREFIX, args);
+    uart16550::write_locked(line.as_str());
 }
 
 /// Reports that VT-x cannot be used and powers off with a distinct status.

@@ -353,3 +353,45 @@ impl Deadline {
         }
     }
 }
+
+/// Vector of the boot-time timer self-test (free: below the watchdog's).
+pub const BOOT_TICK_VECTOR: u8 = 0xEE;
+
+/// Boot-time self-test of host interrupts: a one-shot LAPIC timer interrupt on
+/// [`BOOT_TICK_VECTOR`], taken with interrupts enabled for at most ~100 ms. Returns
+/// whether it arrived. Leaves the timer masked and interrupts disabled.
+///
+/// # Safety
+/// Boot CPU, after the host IDT and the local APIC are set up, interrupts off.
+pub unsafe fn boot_tick_selftest() -> bool {
+    // SAFETY: per this function's contract.
+    unsafe { super::vmexit::install_boot_tick_gate(BOOT_TICK_VECTOR) };
+    let before = super::vmexit::BOOT_TICKS.load(Ordering::Acquire);
+    // One-shot, divide by 16, a short count.
+    apic::write(apic::reg::TIMER_DIVIDE, 0x3);
+    apic::write(apic::reg::LVT_TIMER, u32::from(BOOT_TICK_VECTOR));
+    apic::write(apic::reg::TIMER_INITIAL_COUNT, 50_000);
+    let start = super::msr::rdtsc();
+    let limit = frequency().max(1_000_000) / 10;
+    let mut arrived = false;
+    // SAFETY: the gate is installed and the handler only counts; interrupts are
+    // enabled just for this wait.
+    unsafe { core::arch::asm!("sti", options(nomem, nostack)) };
+    while super::msr::rdtsc().wrapping_sub(start) < limit {
+        if super::vmexit::BOOT_TICKS.load(Ordering::Acquire) != before {
+            arrived = true;
+            break;
+        }
+        core::hint::spin_loop();
+    }
+    // SAFETY: back to interrupts off, as on entry.
+    unsafe { core::arch::asm!("cli", options(nomem, nostack)) };
+    apic::write(apic::reg::TIMER_INITIAL_COUNT, 0);
+    // Back to the watchdog's masked setting, as `init_el2` left it.
+    let mode = if USE_TSC_DEADLINE.load(Ordering::Relaxed) { LVT_TSC_DEADLINE as u32 } else { 0 };
+    apic::write(apic::reg::LVT_TIMER, mode | LVT_MASKED as u32 | HYP_TIMER_INTID);
+    if arrived {
+        apic::end_of_interrupt(u32::from(BOOT_TICK_VECTOR));
+    }
+    arrived
+}

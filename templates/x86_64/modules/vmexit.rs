@@ -501,6 +501,28 @@ pub unsafe fn install_host_idt(first: bool) {
     unsafe { core::arch::asm!("lidt [{0}]", in(reg) &pointer, options(nostack, preserves_flags)) };
 }
 
+/// Host interrupts taken by the boot-time timer self-test (see
+/// [`super::timer::boot_tick_selftest`]): counted by `eterna_host_boot_tick`.
+pub static BOOT_TICKS: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(0);
+
+unsafe extern "C" {
+    /// Host interrupt handler of the boot-time timer self-test (defined below).
+    static eterna_host_boot_tick: u8;
+}
+
+/// Points host IDT gate `vector` at the boot-time tick handler.
+///
+/// # Safety
+/// Boot CPU, interrupts off, after [`install_host_idt`].
+pub unsafe fn install_boot_tick_gate(vector: u8) {
+    let handler = &raw const eterna_host_boot_tick as u64;
+    // SAFETY: see `Idt`; nothing else touches the table now.
+    let idt = unsafe { &mut *HOST_IDT.0.get() };
+    idt[usize::from(vector)].0[0] =
+        (handler & 0xffff) | (u64::from(KERNEL_CS) << 16) | (0x8E << 40) | (((handler >> 16) & 0xffff) << 48);
+    idt[usize::from(vector)].0[1] = handler >> 32;
+}
+
 /// Rust side of the host exception stubs: the hypervisor faulted.
 #[unsafe(no_mangle)]
 extern "C" fn eterna_host_exception(vector: u64, error_code: u64, rip: u64, rsp: u64) -> ! {
@@ -526,6 +548,14 @@ eterna_host_vectors:
     jmp     eterna_host_exception_common
 .endr
 
+// Boot-time timer self-test: count the interrupt and return; the EOI is
+// written by the waiting code.
+.balign 16
+.global eterna_host_boot_tick
+eterna_host_boot_tick:
+    lock inc dword ptr [rip + {boot_ticks}]
+    iretq
+
 // Stack: vector, error code, RIP, CS, RFLAGS, RSP, SS.
 eterna_host_exception_common:
     mov     rdi, qword ptr [rsp]
@@ -538,5 +568,6 @@ eterna_host_exception_common:
     hlt
     jmp     1b
 .text
-"#
+"#,
+    boot_ticks = sym BOOT_TICKS,
 );
