@@ -13,6 +13,9 @@ Examples:
   cargo eterna-port vmcs --dry-run       show the port of one component as a diff (aliases:
                                          vmcs, ept, apic, gic, vmexit, trap, serial)
   cargo eterna-port config               show the effective configuration
+  cargo eterna-port qemu --emulator bochs --compare
+                                         boot the port with VT-x and diff its guest trace
+                                         against the ARM64 original's
   cargo eterna-port index                index code, docs and knowledge for retrieval
   cargo eterna-port search \"VMCS\" -n 5   hybrid (vector + full-text) search of the index
   cargo eterna-port status               store statistics
