@@ -770,30 +770,14 @@ async fn no_key_appears_in_errors_or_logs() {
                 )
         }
     };
-    Mock::given(method("POST"))
-        .and(header(
-            "authorization",
-            format!("Bearer {}", KEYS[0]).as_str(),
-        ))
-        .respond_with(echo(401))
-        .mount(&server)
-        .await;
-    Mock::given(method("POST"))
-        .and(header(
-            "authorization",
-            format!("Bearer {}", KEYS[1]).as_str(),
-        ))
-        .respond_with(echo(500))
-        .mount(&server)
-        .await;
-    Mock::given(method("POST"))
-        .and(header(
-            "authorization",
-            format!("Bearer {}", KEYS[2]).as_str(),
-        ))
-        .respond_with(echo(400))
-        .mount(&server)
-        .await;
+    // Each key gets a different error, and every error body echoes the key.
+    for (key, status) in KEYS.iter().zip([401, 500, 400]) {
+        Mock::given(method("POST"))
+            .and(header("authorization", format!("Bearer {key}").as_str()))
+            .respond_with(echo(status))
+            .mount(&server)
+            .await;
+    }
 
     let mut errors = Vec::new();
     let c = client(&server, &KEYS);
