@@ -151,6 +151,63 @@ pub struct TaskRecord<'a> {
     pub error: Option<&'a str>,
 }
 
+/// One agent's row of the swarm health table, for `agent_health`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct HealthRecord {
+    pub agent: String,
+    pub specialization: String,
+    /// Comma-separated, e.g. `rust,aarch64-asm,x86_64-asm`.
+    pub languages: String,
+    pub model: String,
+    /// `idle`, `busy`, `stopped`, `failed`, `unresponsive`.
+    pub status: String,
+    /// RFC 3339 (UTC) time of the last heartbeat, if any.
+    pub last_heartbeat: Option<String>,
+    pub tasks_done: i64,
+    pub tasks_failed: i64,
+    pub mean_latency_ms: Option<f64>,
+}
+
+/// One iteration of the fix loop, for `fix_iterations`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct FixIterationRecord {
+    pub iteration: i64,
+    pub errors: i64,
+    pub warnings: i64,
+    /// rustc MachineApplicable suggestions applied in this iteration.
+    pub rustfix_applied: i64,
+    /// Files the DebugAgent rewrote in this iteration.
+    pub agent_files: i64,
+    /// Hash of the diagnostic set (the no-progress test compares these).
+    pub diagnostics_hash: String,
+    pub check_ms: i64,
+    /// `fixing`, `clean`, `max-iterations`, `no-progress`, `failed`.
+    pub outcome: String,
+}
+
+/// A stored task of a run, as `status` shows it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct TaskRow {
+    pub module: String,
+    pub agent: String,
+    pub status: String,
+    pub attempts: i64,
+    pub tokens_in: i64,
+    pub tokens_out: i64,
+    pub cost: f64,
+    pub error: Option<String>,
+}
+
+/// A recorded run.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct RunRow {
+    pub run_id: String,
+    pub command: String,
+    pub status: String,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+}
+
 /// A stored version of a generated file.
 #[derive(Debug, Clone)]
 pub struct Artifact {
@@ -490,6 +547,167 @@ impl Store {
         Ok(())
     }
 
+    /// Replaces the health table of `run_id` with `rows`.
+    pub fn record_health(&self, run_id: &str, rows: &[HealthRecord]) -> Result<()> {
+        let tx = self
+            .conn
+            .unchecked_transaction()
+            .map_err(|e| self.err("begin", e))?;
+        tx.execute("DELETE FROM agent_health WHERE run_id = ?1", [run_id])
+            .map_err(|e| self.err("record agent health", e))?;
+        for h in rows {
+            tx.execute(
+                "INSERT INTO agent_health (run_id, agent, specialization, languages, model, status,
+                     last_heartbeat, tasks_done, tasks_failed, mean_latency_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                params![
+                    run_id,
+                    h.agent,
+                    h.specialization,
+                    h.languages,
+                    h.model,
+                    h.status,
+                    h.last_heartbeat,
+                    h.tasks_done,
+                    h.tasks_failed,
+                    h.mean_latency_ms
+                ],
+            )
+            .map_err(|e| self.err("record agent health", e))?;
+        }
+        tx.commit().map_err(|e| self.err("commit", e))
+    }
+
+    /// Records one fix-loop iteration of `run_id` (replacing an earlier record of it).
+    pub fn record_fix_iteration(&self, run_id: &str, it: &FixIterationRecord) -> Result<()> {
+        self.conn
+            .execute(
+                &format!(
+                    "INSERT OR REPLACE INTO fix_iterations (run_id, iteration, errors, warnings,
+                         rustfix_applied, agent_files, diagnostics_hash, check_ms, outcome, created_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, {NOW})"
+                ),
+                params![
+                    run_id,
+                    it.iteration,
+                    it.errors,
+                    it.warnings,
+                    it.rustfix_applied,
+                    it.agent_files,
+                    it.diagnostics_hash,
+                    it.check_ms,
+                    it.outcome
+                ],
+            )
+            .map_err(|e| self.err("record the fix iteration", e))?;
+        Ok(())
+    }
+
+    /// The newest run of `command` (any command when `None`).
+    pub fn last_run(&self, command: Option<&str>) -> Result<Option<RunRow>> {
+        self.conn
+            .query_row(
+                "SELECT run_id, command, status, started_at, finished_at FROM runs
+                 WHERE ?1 IS NULL OR command = ?1 ORDER BY id DESC LIMIT 1",
+                [command],
+                |r| {
+                    Ok(RunRow {
+                        run_id: r.get(0)?,
+                        command: r.get(1)?,
+                        status: r.get(2)?,
+                        started_at: r.get(3)?,
+                        finished_at: r.get(4)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(|e| self.err("read runs", e))
+    }
+
+    /// The tasks of a run, in the order they were recorded.
+    pub fn run_tasks(&self, run_id: &str) -> Result<Vec<TaskRow>> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT module, agent, status, attempts, tokens_in, tokens_out, cost, error
+                 FROM agent_tasks WHERE run_id = ?1 ORDER BY id",
+            )
+            .map_err(|e| self.err("read tasks", e))?;
+        let rows = stmt
+            .query_map([run_id], |r| {
+                Ok(TaskRow {
+                    module: r.get(0)?,
+                    agent: r.get(1)?,
+                    status: r.get(2)?,
+                    attempts: r.get(3)?,
+                    tokens_in: r.get(4)?,
+                    tokens_out: r.get(5)?,
+                    cost: r.get(6)?,
+                    error: r.get(7)?,
+                })
+            })
+            .map_err(|e| self.err("read tasks", e))?;
+        rows.collect::<rusqlite::Result<_>>()
+            .map_err(|e| self.err("read tasks", e))
+    }
+
+    /// The health table recorded for a run.
+    pub fn run_health(&self, run_id: &str) -> Result<Vec<HealthRecord>> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT agent, specialization, languages, model, status, last_heartbeat,
+                     tasks_done, tasks_failed, mean_latency_ms
+                 FROM agent_health WHERE run_id = ?1 ORDER BY id",
+            )
+            .map_err(|e| self.err("read agent health", e))?;
+        let rows = stmt
+            .query_map([run_id], |r| {
+                Ok(HealthRecord {
+                    agent: r.get(0)?,
+                    specialization: r.get(1)?,
+                    languages: r.get(2)?,
+                    model: r.get(3)?,
+                    status: r.get(4)?,
+                    last_heartbeat: r.get(5)?,
+                    tasks_done: r.get(6)?,
+                    tasks_failed: r.get(7)?,
+                    mean_latency_ms: r.get(8)?,
+                })
+            })
+            .map_err(|e| self.err("read agent health", e))?;
+        rows.collect::<rusqlite::Result<_>>()
+            .map_err(|e| self.err("read agent health", e))
+    }
+
+    /// The fix-loop iterations recorded for a run.
+    pub fn run_fix_iterations(&self, run_id: &str) -> Result<Vec<FixIterationRecord>> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT iteration, errors, warnings, rustfix_applied, agent_files,
+                     diagnostics_hash, check_ms, outcome
+                 FROM fix_iterations WHERE run_id = ?1 ORDER BY iteration",
+            )
+            .map_err(|e| self.err("read fix iterations", e))?;
+        let rows = stmt
+            .query_map([run_id], |r| {
+                Ok(FixIterationRecord {
+                    iteration: r.get(0)?,
+                    errors: r.get(1)?,
+                    warnings: r.get(2)?,
+                    rustfix_applied: r.get(3)?,
+                    agent_files: r.get(4)?,
+                    diagnostics_hash: r.get(5)?,
+                    check_ms: r.get(6)?,
+                    outcome: r.get(7)?,
+                })
+            })
+            .map_err(|e| self.err("read fix iterations", e))?;
+        rows.collect::<rusqlite::Result<_>>()
+            .map_err(|e| self.err("read fix iterations", e))
+    }
+
     /// The content hash of a file's text as `code_artifacts` records it.
     pub fn content_hash(text: &str) -> String {
         blake3::hash(text.as_bytes()).to_hex().to_string()
@@ -586,5 +804,85 @@ pub(crate) fn classify(path: &Path, what: &str, source: rusqlite::Error) -> Stor
             what: what.to_string(),
             source,
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn health_iterations_and_tasks_round_trip_per_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.db")).unwrap();
+        let old = store.begin_run("port").unwrap();
+        let run = store.begin_run("port").unwrap();
+        assert_ne!(old, run);
+        let row = |agent: &str, done| HealthRecord {
+            agent: agent.into(),
+            specialization: "spec".into(),
+            languages: "rust".into(),
+            model: "m".into(),
+            status: "stopped".into(),
+            last_heartbeat: Some("2026-11-26T00:00:00Z".into()),
+            tasks_done: done,
+            tasks_failed: 1,
+            mean_latency_ms: Some(12.5),
+        };
+        store.record_health(&old, &[row("OldAgent", 9)]).unwrap();
+        store
+            .record_health(&run, &[row("A", 1), row("B", 2)])
+            .unwrap();
+        // Recording again replaces the run's table instead of adding to it.
+        store
+            .record_health(&run, &[row("A", 3), row("B", 4)])
+            .unwrap();
+        let h = store.run_health(&run).unwrap();
+        assert_eq!(
+            h.iter()
+                .map(|r| (r.agent.as_str(), r.tasks_done))
+                .collect::<Vec<_>>(),
+            [("A", 3), ("B", 4)]
+        );
+        for (i, outcome) in [(1, "fixing"), (2, "no-progress")] {
+            store
+                .record_fix_iteration(
+                    &run,
+                    &FixIterationRecord {
+                        iteration: i,
+                        errors: 3 - i,
+                        warnings: 0,
+                        rustfix_applied: 0,
+                        agent_files: 1,
+                        diagnostics_hash: format!("h{i}"),
+                        check_ms: 10,
+                        outcome: outcome.into(),
+                    },
+                )
+                .unwrap();
+        }
+        let its = store.run_fix_iterations(&run).unwrap();
+        assert_eq!(its.len(), 2);
+        assert_eq!(its[1].outcome, "no-progress");
+        assert!(store.run_fix_iterations(&old).unwrap().is_empty());
+        store
+            .record_task(&TaskRecord {
+                task_id: "t",
+                run_id: Some(&run),
+                module: "eterna::arch::vmcs",
+                agent: "EternaPortAgent",
+                status: "done",
+                attempts: 2,
+                tokens_in: 10,
+                tokens_out: 5,
+                cost: 0.5,
+                error: None,
+            })
+            .unwrap();
+        let tasks = store.run_tasks(&run).unwrap();
+        assert_eq!(tasks.len(), 1);
+        assert_eq!((tasks[0].attempts, tasks[0].tokens_out), (2, 5));
+        assert_eq!(store.last_run(Some("port")).unwrap().unwrap().run_id, run);
+        assert!(store.last_run(Some("check")).unwrap().is_none());
     }
 }

@@ -7,13 +7,15 @@
 //! - 2: `meta`; `agent_memory` with spans, module path, component and content hash, its
 //!   FTS5 table `agent_memory_fts`, the sqlite-vec table `agent_memory_vec` (created on
 //!   the first embedding, when the dimension is known) and `memory_sources`.
+//! - 3: `agent_health` (the swarm's health table at the end of each run) and
+//!   `fix_iterations` (one row per iteration of the cargo check fix loop).
 //!
 //! Each step runs in one `BEGIN IMMEDIATE` transaction that re-reads the version, so two
 //! processes opening a new store at once migrate it exactly once.
 
 use super::{Result, Store, APPLICATION_ID};
 
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 const V1: &str = "
 CREATE TABLE IF NOT EXISTS runs (
@@ -104,6 +106,37 @@ CREATE TABLE IF NOT EXISTS meta (
 DROP TABLE IF EXISTS agent_memory;
 ";
 
+const V3: &str = "
+CREATE TABLE IF NOT EXISTS agent_health (
+    id              INTEGER PRIMARY KEY,
+    run_id          TEXT NOT NULL,
+    agent           TEXT NOT NULL,
+    specialization  TEXT NOT NULL,
+    languages       TEXT NOT NULL,
+    model           TEXT NOT NULL,
+    status          TEXT NOT NULL,
+    last_heartbeat  TEXT,
+    tasks_done      INTEGER NOT NULL DEFAULT 0,
+    tasks_failed    INTEGER NOT NULL DEFAULT 0,
+    mean_latency_ms REAL,
+    UNIQUE (run_id, agent)
+);
+CREATE TABLE IF NOT EXISTS fix_iterations (
+    id               INTEGER PRIMARY KEY,
+    run_id           TEXT NOT NULL,
+    iteration        INTEGER NOT NULL,
+    errors           INTEGER NOT NULL,
+    warnings         INTEGER NOT NULL,
+    rustfix_applied  INTEGER NOT NULL DEFAULT 0,
+    agent_files      INTEGER NOT NULL DEFAULT 0,
+    diagnostics_hash TEXT NOT NULL,
+    check_ms         INTEGER NOT NULL DEFAULT 0,
+    outcome          TEXT NOT NULL,
+    created_at       TEXT NOT NULL,
+    UNIQUE (run_id, iteration)
+);
+";
+
 pub(super) fn migrate(store: &Store) -> Result<()> {
     let conn = store.conn();
     let version: i64 = conn
@@ -146,6 +179,12 @@ fn migrate_in_transaction(store: &Store) -> Result<()> {
         tx.execute_batch(DERIVED_TABLES)
             .map_err(|e| store.err("migrate to schema version 2", e))?;
         version = 2;
+    }
+    if version == 2 {
+        tracing::debug!(path = %store.path().display(), "migrating the store to schema 3");
+        tx.execute_batch(V3)
+            .map_err(|e| store.err("migrate to schema version 3", e))?;
+        version = 3;
     }
     tx.pragma_update(None, "user_version", version)
         .map_err(|e| store.err("set the schema version", e))
