@@ -1,24 +1,21 @@
 //! Command dispatch: turns parsed arguments into work and an exit code.
 
 mod memory;
+mod port;
 
 use anyhow::Result;
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
+use std::collections::BTreeSet;
 
 use crate::cli::{
-    AccelArg, BackendArg, Cli, ColorWhen, Command, EmulatorArg, GlobalArgs, MessageFormat,
-    PortFlags, QemuArgs,
+    AccelArg, Cli, ColorWhen, Command, EmulatorArg, GlobalArgs, MessageFormat, QemuArgs,
 };
-use crate::config::{process_env, Backend, Config, Flags};
+use crate::config::{process_env, Config, Flags};
 use crate::emulate;
-use crate::engine::{self, templates::Templates};
 use crate::knowledge::Knowledge;
 use crate::plan::{self, Plan};
 use crate::report;
 use crate::workspace::{scan_packages, Diagnostic, ScanLimits, ScannedModule, Severity, Workspace};
-use crate::writer;
 
 /// Exit codes (DESIGN.md): success, problems found, usage/configuration/environment error.
 pub const EXIT_OK: u8 = 0;
@@ -77,13 +74,13 @@ fn dispatch(cli: Cli) -> Result<u8> {
     let g = cli.global;
     match cli.command {
         Some(Command::Plan(t)) => cmd_plan(&g, &t.targets),
-        Some(Command::Port(p)) => cmd_port(&g, &p.targets, &p.flags),
+        Some(Command::Port(p)) => port::cmd_port(&g, &p.targets, &p.flags),
         Some(Command::Config) => cmd_config(&g),
         Some(Command::Index(a)) => memory::cmd_index(&g, &a),
         Some(Command::Search(a)) => memory::cmd_search(&g, &a),
         Some(Command::Status) => memory::cmd_status(&g),
         Some(Command::Qemu(q)) => cmd_qemu(&g, &q),
-        None => cmd_port(&g, &cli.targets, &cli.port),
+        None => port::cmd_port(&g, &cli.targets, &cli.port),
     }
 }
 
@@ -228,160 +225,6 @@ fn cmd_plan(g: &GlobalArgs, targets: &[String]) -> Result<u8> {
         report::stderr_message("note", &format!("{what}; nothing to port"));
     }
     emit_plan(g, &plan)
-}
-
-fn cmd_port(g: &GlobalArgs, targets: &[String], flags: &PortFlags) -> Result<u8> {
-    let s = open(g)?;
-    let full = full_plan(&s, !flags.dry_run);
-    let scan_errors = full
-        .diagnostics
-        .iter()
-        .filter(|d| d.severity == Severity::Error)
-        .count();
-    if scan_errors > 0 {
-        report::print_diagnostics(&full.diagnostics, g.quiet);
-        anyhow::bail!(
-            "{scan_errors} source file(s) could not be scanned (listed above); fix them before porting"
-        );
-    }
-    let mut selected = full.clone();
-    plan::select(&mut selected, targets, &s.knowledge)?;
-    if selected.modules.is_empty() {
-        if !g.quiet {
-            report::stderr_message("note", "no ARM64 code to port");
-        }
-        return Ok(EXIT_OK);
-    }
-
-    let backend = match flags.backend {
-        Some(BackendArg::Offline) => Backend::Offline,
-        Some(BackendArg::Llm) => Backend::Llm,
-        None => s.config.backend.value,
-    };
-    if !g.quiet {
-        match (backend, flags.backend) {
-            (Backend::Offline, None) => report::stderr_message(
-                "note",
-                "no API key set (OPENROUTER_API_KEY…): porting with the offline engine",
-            ),
-            (Backend::Llm, _) => report::stderr_message(
-                "warning",
-                "the LLM backend is not in this version yet: porting with the offline engine",
-            ),
-            _ => {}
-        }
-    }
-
-    let templates = Templates::embedded()?;
-    if !flags.dry_run {
-        writer::check_vcs(&s.ws.root, flags.allow_dirty, flags.allow_no_vcs)?;
-    }
-    let package_dirs: BTreeMap<String, PathBuf> =
-        s.ws.packages()
-            .filter_map(|p| {
-                p.manifest_path
-                    .parent()
-                    .map(|d| (p.name.to_string(), d.as_std_path().to_path_buf()))
-            })
-            .collect();
-    let output = engine::port::port(&engine::port::PortJob {
-        root: &s.ws.root,
-        full: &full,
-        selected: &selected,
-        knowledge: &s.knowledge,
-        templates: &templates,
-        package_dirs: &package_dirs,
-    })?;
-
-    // Files the tool owns: everything but the sources it edits in place.
-    let user_files: BTreeSet<&str> = output
-        .modules
-        .iter()
-        .filter(|m| m.mode != engine::port::Mode::Mirrored)
-        .map(|m| m.source.as_str())
-        .collect();
-    let generated: BTreeSet<String> = output
-        .changes
-        .iter()
-        .filter(|c| !user_files.contains(c.rel.as_str()))
-        .map(|c| c.rel.clone())
-        .collect();
-    let state = s.ws.target_dir.join("eterna-port");
-    // Every written version goes to the store's code_artifacts; a dry run only reads
-    // an existing store and never creates one.
-    let store = if flags.dry_run && !s.config.db.value.exists() {
-        None
-    } else {
-        Some(crate::store::Store::open(&s.config.db.value)?)
-    };
-    let mut ledger = writer::Ledger::new(store.as_ref(), "offline-engine")?;
-    for m in &output.modules {
-        ledger
-            .modules
-            .insert(m.target.clone(), m.module_path.clone());
-        ledger
-            .modules
-            .insert(m.source.clone(), m.module_path.clone());
-    }
-    let planned = writer::decide(
-        &s.ws.root,
-        output
-            .changes
-            .iter()
-            .map(|c| (c.rel.clone(), c.new.clone()))
-            .collect(),
-        &generated,
-        &ledger,
-        flags.force,
-        &state.join("backup"),
-    )?;
-    if let (false, Some(store)) = (flags.dry_run, &store) {
-        let run = store.begin_run("port")?;
-        writer::apply(&s.ws.root, &planned, &mut ledger, &state.join("tmp"))?;
-        for m in &output.modules {
-            let agent = match m.mode {
-                engine::port::Mode::InPlace => "CodeAgent",
-                _ => "EternaPortAgent",
-            };
-            let unported = m.unported.len();
-            store.record_task(&crate::store::TaskRecord {
-                task_id: &format!("{run}:{}", m.module_path),
-                run_id: Some(&run),
-                module: &m.module_path,
-                agent,
-                status: "done",
-                attempts: 1,
-                tokens_in: 0,
-                tokens_out: 0,
-                cost: 0.0,
-                error: (unported > 0)
-                    .then(|| format!("{unported} item(s) left as unimplemented!"))
-                    .as_deref(),
-            })?;
-        }
-        store.finish_run(&run, "done")?;
-    }
-    let summary = report::PortSummary::new(&selected, &output, &planned, flags.dry_run);
-    match g.message_format {
-        MessageFormat::Json => report::print_json(&summary)?,
-        MessageFormat::Human => {
-            if flags.dry_run {
-                for p in &planned {
-                    if matches!(
-                        p.action,
-                        writer::Action::Create
-                            | writer::Action::Update
-                            | writer::Action::ForceUpdate { .. }
-                    ) {
-                        report::print_stdout(&writer::diff(p))?;
-                    }
-                }
-            }
-            report::print_stdout(&report::port_human(&summary, g.verbose > 0))?;
-        }
-    }
-    let incomplete = summary.coverage.unported > 0 || summary.files.iter().any(|f| f.skipped());
-    Ok(if incomplete { EXIT_PROBLEMS } else { EXIT_OK })
 }
 
 fn cmd_config(g: &GlobalArgs) -> Result<u8> {

@@ -71,6 +71,19 @@ pub struct PortFlags {
     /// Overwrite generated files that were edited by hand (a backup is kept)
     #[arg(long)]
     pub force: bool,
+
+    /// Agent tasks in flight at most (model requests at once)
+    #[arg(long, short = 'j', value_name = "N", default_value_t = 8,
+          value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub jobs: u16,
+
+    /// Ask the model again instead of reusing answers cached in the store
+    #[arg(long)]
+    pub no_cache: bool,
+
+    /// Accept model answers that change a package's Cargo.toml or add a build.rs
+    #[arg(long)]
+    pub allow_deps: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -13,5 +13,6 @@ pub mod llm;
 pub mod plan;
 pub mod report;
 pub mod store;
+pub mod swarm;
 pub mod workspace;
 pub mod writer;

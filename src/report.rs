@@ -184,15 +184,35 @@ impl FileResult {
     }
 }
 
-/// The outcome of `cargo eterna-port [port]` (also its JSON document).
+/// Token usage and cost of a run's model requests.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct UsageTotals {
+    pub requests: u32,
+    pub cache_hits: u32,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    /// In the provider's currency (OpenRouter: USD credits), when it reports one.
+    pub cost: Option<f64>,
+}
+
+/// The outcome of `cargo eterna-port [port]` (also its JSON document; with
+/// `--message-format json` it is the last line, after the swarm's events).
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct PortSummary {
+    /// `port-finished`: tells this line from the event lines before it.
+    pub reason: &'static str,
     pub schema_version: u32,
+    /// `offline` or `llm`.
     pub backend: &'static str,
+    /// The model the LLM backend used (`None` offline).
+    pub model: Option<String>,
     pub target_triple: String,
     pub dry_run: bool,
     pub coverage: Coverage,
     pub modules: Vec<crate::engine::port::ModuleReport>,
+    /// One per agent task, in plan order.
+    pub tasks: Vec<crate::swarm::TaskResult>,
+    pub usage: UsageTotals,
     pub files: Vec<FileResult>,
 }
 
@@ -206,8 +226,12 @@ impl PortSummary {
         let total = output.items_total();
         let ported = output.items_ported();
         PortSummary {
+            reason: "port-finished",
             schema_version: 1,
             backend: "offline",
+            model: None,
+            tasks: Vec::new(),
+            usage: UsageTotals::default(),
             target_triple: selected.target_triple.clone(),
             dry_run,
             coverage: Coverage {
@@ -237,9 +261,13 @@ pub fn port_human(s: &PortSummary, verbose: bool) -> String {
     use crate::writer::Action;
     let mut out = String::new();
     let verb = if s.dry_run { "Would port" } else { "Ported" };
+    let engine = match &s.model {
+        Some(m) => format!("agents on {m}"),
+        None => "offline engine".to_string(),
+    };
     let _ = writeln!(
         out,
-        "{BOLD}{verb} {} module{} to {}{BOLD:#} (offline engine)",
+        "{BOLD}{verb} {} module{} to {}{BOLD:#} ({engine})",
         s.modules.len(),
         if s.modules.len() == 1 { "" } else { "s" },
         s.target_triple
@@ -300,6 +328,38 @@ pub fn port_human(s: &PortSummary, verbose: bool) -> String {
         for (m, u) in unported {
             let _ = writeln!(out, "  {}::{} — {}", m.module_path, u.item, u.reason);
         }
+    }
+    let failed: Vec<_> = s
+        .tasks
+        .iter()
+        .filter(|t| t.status != crate::swarm::TaskStatus::Done)
+        .collect();
+    if !failed.is_empty() {
+        let _ = writeln!(out, "{WARNING}Agent tasks that did not finish{WARNING:#}:");
+        for t in failed {
+            let _ = writeln!(
+                out,
+                "  {} ({}, {}): {}",
+                t.module,
+                t.agent,
+                t.status.as_str(),
+                t.error.as_deref().unwrap_or("cancelled")
+            );
+        }
+    }
+    if s.model.is_some() {
+        let u = &s.usage;
+        let _ = writeln!(
+            out,
+            "Model: {} request{}, {} cached answer{}, {} prompt + {} completion tokens{}",
+            u.requests,
+            if u.requests == 1 { "" } else { "s" },
+            u.cache_hits,
+            if u.cache_hits == 1 { "" } else { "s" },
+            u.prompt_tokens,
+            u.completion_tokens,
+            u.cost.map(|c| format!(", cost {c:.4}")).unwrap_or_default()
+        );
     }
     let count = |f: &dyn Fn(&Action) -> bool| s.files.iter().filter(|x| f(&x.action)).count();
     let created = count(&|a| matches!(a, Action::Create));

@@ -51,6 +51,8 @@ pub struct Ledger<'s> {
     pub modules: BTreeMap<String, String>,
     /// The agent recorded as the origin of the files.
     pub origin_agent: &'static str,
+    /// Per-file origin (agent, model) overriding `origin_agent`: files a model wrote.
+    pub origins: BTreeMap<String, (String, Option<String>)>,
 }
 
 impl<'s> Ledger<'s> {
@@ -63,6 +65,7 @@ impl<'s> Ledger<'s> {
             store,
             modules: BTreeMap::new(),
             origin_agent,
+            origins: BTreeMap::new(),
         })
     }
 
@@ -81,12 +84,16 @@ impl<'s> Ledger<'s> {
         let Some(store) = self.store else {
             bail!("internal: no store to record {rel} in");
         };
+        let (agent, model) = match self.origins.get(rel) {
+            Some((a, m)) => (a.as_str(), m.as_deref()),
+            None => (self.origin_agent, None),
+        };
         store.record_artifact(&NewArtifact {
             module: self.modules.get(rel).map(String::as_str).unwrap_or(""),
             path: rel,
             content: text,
-            origin_agent: self.origin_agent,
-            model: None,
+            origin_agent: agent,
+            model,
         })?;
         self.known
             .entry(rel.to_string())

@@ -211,6 +211,15 @@ fn collect_sources(s: &Session, store: &Store, quiet: bool) -> Result<(Vec<Sourc
     Ok((sources, errors))
 }
 
+/// Brings the index up to date (incremental) without output: the LLM backend's
+/// retrieved context needs one.
+pub(super) fn refresh_index(s: &Session, store: &Store) -> Result<()> {
+    let embedder = make_embedder(&s.config)?;
+    let (sources, _) = collect_sources(s, store, true)?;
+    store.index(&sources, embedder.as_ref(), &|_, _| {})?;
+    Ok(())
+}
+
 pub(super) fn cmd_index(g: &GlobalArgs, args: &IndexArgs) -> Result<u8> {
     let s = open(g)?;
     let embedder = make_embedder(&s.config)?;

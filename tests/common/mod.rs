@@ -79,9 +79,30 @@ pub fn assert_code(o: &Output, code: i32) {
     );
 }
 
+/// The JSON document on stdout; for commands that stream JSON lines (`port` emits
+/// the swarm's events first), the last line.
 pub fn json(o: &Output) -> serde_json::Value {
     serde_json::from_slice(&o.stdout)
+        .or_else(|e| {
+            let text = String::from_utf8_lossy(&o.stdout);
+            match text.lines().rfind(|l| !l.trim().is_empty()) {
+                Some(last) if text.trim().lines().count() > 1 => serde_json::from_str(last),
+                _ => Err(e),
+            }
+        })
         .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}\n{}", stdout(o), stderr(o)))
+}
+
+/// Every line of stdout as JSON (`--message-format json` event streams).
+pub fn json_lines(o: &Output) -> Vec<serde_json::Value> {
+    stdout(o)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            serde_json::from_str(l)
+                .unwrap_or_else(|e| panic!("a stdout line is not JSON ({e}): {l}\n{}", stderr(o)))
+        })
+        .collect()
 }
 
 /// The reference fixture, if it is in this checkout.

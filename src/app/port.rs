@@ -1,0 +1,405 @@
+//! `cargo eterna-port [port]`: plan → offline drafts → the agent swarm → safe writes.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+
+use super::{full_plan, open, EXIT_OK, EXIT_PROBLEMS};
+use crate::cli::{BackendArg, GlobalArgs, MessageFormat, PortFlags};
+use crate::config::Backend;
+use crate::engine::{self, templates::Templates};
+use crate::llm::{LlmClient, LlmSettings};
+use crate::plan::{self, ModulePlan};
+use crate::report;
+use crate::store::Store;
+use crate::swarm::{self, primary, prompts::ContextChunk, Event, TaskStatus};
+use crate::workspace::Severity;
+use crate::writer;
+
+/// Exit code of a run stopped by Ctrl-C (the shell's 128 + SIGINT).
+pub const EXIT_INTERRUPTED: u8 = 130;
+
+/// Retrieved context per module, in tokens (about 4 characters each).
+const CONTEXT_BUDGET_TOKENS: usize = 3000;
+
+pub(super) fn cmd_port(g: &GlobalArgs, targets: &[String], flags: &PortFlags) -> Result<u8> {
+    let s = open(g)?;
+    let full = full_plan(&s, !flags.dry_run);
+    let scan_errors = full
+        .diagnostics
+        .iter()
+        .filter(|d| d.severity == Severity::Error)
+        .count();
+    if scan_errors > 0 {
+        report::print_diagnostics(&full.diagnostics, g.quiet);
+        bail!(
+            "{scan_errors} source file(s) could not be scanned (listed above); fix them before porting"
+        );
+    }
+    let mut selected = full.clone();
+    plan::select(&mut selected, targets, &s.knowledge)?;
+    if selected.modules.is_empty() {
+        if !g.quiet {
+            report::stderr_message("note", "no ARM64 code to port");
+        }
+        return Ok(EXIT_OK);
+    }
+
+    let backend = match flags.backend {
+        Some(BackendArg::Offline) => Backend::Offline,
+        Some(BackendArg::Llm) => Backend::Llm,
+        None => s.config.backend.value,
+    };
+    let settings = LlmSettings::from_config(&s.config);
+    if backend == Backend::Llm && settings.keys.is_empty() && settings.openrouter_usage {
+        bail!(
+            "--backend llm: no API key is set for {}; set OPENROUTER_API_KEY (or OPENROUTER_API_KEY1..3) in the environment or the workspace's .env, or point ETERNA_PORT_LLM_BASE_URL at a local OpenAI-compatible server",
+            settings.base_url
+        );
+    }
+    if !g.quiet && backend == Backend::Offline && flags.backend.is_none() {
+        report::stderr_message(
+            "note",
+            "no API key set (OPENROUTER_API_KEY…): porting with the offline engine",
+        );
+    }
+
+    let templates = Templates::embedded()?;
+    if !flags.dry_run {
+        writer::check_vcs(&s.ws.root, flags.allow_dirty, flags.allow_no_vcs)?;
+    }
+    let package_dirs: BTreeMap<String, PathBuf> =
+        s.ws.packages()
+            .filter_map(|p| {
+                p.manifest_path
+                    .parent()
+                    .map(|d| (p.name.to_string(), d.as_std_path().to_path_buf()))
+            })
+            .collect();
+    let mut output = engine::port::port(&engine::port::PortJob {
+        root: &s.ws.root,
+        full: &full,
+        selected: &selected,
+        knowledge: &s.knowledge,
+        templates: &templates,
+        package_dirs: &package_dirs,
+    })?;
+
+    let state = s.ws.target_dir.join("eterna-port");
+    // Every written version goes to the store's code_artifacts; a dry run only reads
+    // an existing store and never creates one.
+    let store = if flags.dry_run && !s.config.db.value.exists() {
+        None
+    } else {
+        Some(Store::open(&s.config.db.value)?)
+    };
+    let run = match (&store, flags.dry_run) {
+        (Some(store), false) => Some(store.begin_run("port")?),
+        _ => None,
+    };
+
+    // The PrimaryAgent: tasks with their prompts.
+    let llm = backend == Backend::Llm;
+    let prompts = swarm::prompts::Prompts::embedded()?;
+    let written: BTreeSet<String> = output.changes.iter().map(|c| c.rel.clone()).collect();
+    let embedder = if llm {
+        Some(super::memory::make_embedder(&s.config)?)
+    } else {
+        None
+    };
+    if let (true, Some(store)) = (llm, &store) {
+        if store.stats()?.chunks == 0 {
+            super::memory::refresh_index(&s, store)?;
+        }
+    }
+    let context = |m: &ModulePlan| -> Vec<ContextChunk> {
+        let (Some(store), Some(embedder)) = (&store, &embedder) else {
+            return Vec::new();
+        };
+        match crate::store::context_for_module(store, m, embedder.as_ref(), CONTEXT_BUDGET_TOKENS) {
+            // Nothing the port writes: a re-run must see the same prompt.
+            Ok(chunks) => chunks
+                .iter()
+                .filter(|c| !written.contains(&c.path) && !c.path.starts_with('@'))
+                .map(ContextChunk::from)
+                .collect(),
+            Err(e) => {
+                tracing::warn!("no retrieved context for {}: {e}", m.module_path);
+                Vec::new()
+            }
+        }
+    };
+    let tasks = primary::port_tasks(&primary::Inputs {
+        root: &s.ws.root,
+        full: &full,
+        selected: &selected,
+        output: &output,
+        package_dirs: &package_dirs,
+        knowledge: &s.knowledge,
+        prompts: &prompts,
+        context: &context,
+        allow_deps: flags.allow_deps,
+        triple: &s.config.target.value,
+        llm,
+    })?;
+
+    let swarm_backend = if llm {
+        let client = LlmClient::new(settings.clone())?;
+        let cache = match (&store, flags.no_cache) {
+            (Some(_), false) => Some(swarm::ResponseCache::new(
+                Store::open(&s.config.db.value)?,
+                settings.model.clone(),
+            )),
+            _ => None,
+        };
+        swarm::Backend::Llm(Arc::new(swarm::LlmBackend {
+            client,
+            cache,
+            stream: false,
+            max_answer_attempts: 2,
+            temperature: Some(0.2),
+        }))
+    } else {
+        swarm::Backend::Offline
+    };
+    let outcome = run_swarm(g, tasks, swarm_backend, flags)?;
+
+    if let Some(fatal) = &outcome.fatal {
+        finish(&store, &run, &outcome, "failed")?;
+        bail!("{fatal}; nothing was written");
+    }
+    if outcome.cancelled {
+        finish(&store, &run, &outcome, "cancelled")?;
+        if !g.quiet {
+            report::stderr_message(
+                "warning",
+                "interrupted: nothing was written; answers received so far are cached, so a re-run resumes where this one stopped",
+            );
+        }
+        return Ok(EXIT_INTERRUPTED);
+    }
+
+    let deps = primary::integrate(&mut output, &outcome.results);
+    // Files the tool owns: everything but the sources it edits in place and any
+    // manifest or build script an answer changed (with --allow-deps).
+    let user_files: BTreeSet<&str> = output
+        .modules
+        .iter()
+        .filter(|m| m.mode != engine::port::Mode::Mirrored)
+        .map(|m| m.source.as_str())
+        .chain(deps.iter().map(String::as_str))
+        .collect();
+    let generated: BTreeSet<String> = output
+        .changes
+        .iter()
+        .filter(|c| !user_files.contains(c.rel.as_str()))
+        .map(|c| c.rel.clone())
+        .collect();
+    let model = llm.then(|| settings.model.clone());
+    let mut ledger = writer::Ledger::new(store.as_ref(), "offline-engine")?;
+    for m in &output.modules {
+        ledger
+            .modules
+            .insert(m.target.clone(), m.module_path.clone());
+        ledger
+            .modules
+            .insert(m.source.clone(), m.module_path.clone());
+    }
+    for r in &outcome.results {
+        if r.files_from == swarm::FilesFrom::Model {
+            for (rel, _) in &r.files {
+                ledger.modules.insert(rel.clone(), r.module.clone());
+                ledger
+                    .origins
+                    .insert(rel.clone(), (r.role.name().to_string(), model.clone()));
+            }
+        }
+    }
+    let planned = writer::decide(
+        &s.ws.root,
+        output
+            .changes
+            .iter()
+            .map(|c| (c.rel.clone(), c.new.clone()))
+            .collect(),
+        &generated,
+        &ledger,
+        flags.force,
+        &state.join("backup"),
+    )?;
+    let failed_tasks = outcome
+        .results
+        .iter()
+        .filter(|r| r.status != TaskStatus::Done)
+        .count();
+    if let (Some(_), Some(_)) = (&store, &run) {
+        writer::apply(&s.ws.root, &planned, &mut ledger, &state.join("tmp"))?;
+        finish(
+            &store,
+            &run,
+            &outcome,
+            if failed_tasks > 0 { "failed" } else { "done" },
+        )?;
+    }
+    let mut summary = report::PortSummary::new(&selected, &output, &planned, flags.dry_run);
+    summary.backend = if llm { "llm" } else { "offline" };
+    summary.model = model;
+    for r in &outcome.results {
+        summary.usage.requests += r.requests;
+        summary.usage.cache_hits += r.cache_hits;
+        summary.usage.prompt_tokens += r.usage.prompt_tokens;
+        summary.usage.completion_tokens += r.usage.completion_tokens;
+        if let Some(c) = r.usage.cost {
+            summary.usage.cost = Some(summary.usage.cost.unwrap_or(0.0) + c);
+        }
+    }
+    summary.tasks = outcome.results;
+    match g.message_format {
+        MessageFormat::Json => print_json_line(&summary)?,
+        MessageFormat::Human => {
+            if flags.dry_run {
+                for p in &planned {
+                    if matches!(
+                        p.action,
+                        writer::Action::Create
+                            | writer::Action::Update
+                            | writer::Action::ForceUpdate { .. }
+                    ) {
+                        report::print_stdout(&writer::diff(p))?;
+                    }
+                }
+            }
+            report::print_stdout(&report::port_human(&summary, g.verbose > 0))?;
+        }
+    }
+    let incomplete = summary.coverage.unported > 0
+        || summary.files.iter().any(|f| f.skipped())
+        || failed_tasks > 0;
+    Ok(if incomplete { EXIT_PROBLEMS } else { EXIT_OK })
+}
+
+/// Records the run's tasks, health table and status.
+fn finish(
+    store: &Option<Store>,
+    run: &Option<String>,
+    outcome: &swarm::SwarmOutcome,
+    status: &str,
+) -> Result<()> {
+    let (Some(store), Some(run)) = (store, run) else {
+        return Ok(());
+    };
+    for r in &outcome.results {
+        store.record_task(&crate::store::TaskRecord {
+            task_id: &format!("{run}:{}", r.task),
+            run_id: Some(run),
+            module: &r.module,
+            agent: r.role.name(),
+            status: r.status.as_str(),
+            attempts: i64::from(r.attempts),
+            tokens_in: r.usage.prompt_tokens as i64,
+            tokens_out: r.usage.completion_tokens as i64,
+            cost: r.usage.cost.unwrap_or(0.0),
+            error: r.error.as_deref(),
+        })?;
+    }
+    store.record_health(run, &outcome.health)?;
+    store.finish_run(run, status)?;
+    Ok(())
+}
+
+/// One compact JSON document on one line of stdout.
+fn print_json_line<T: serde::Serialize>(value: &T) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer(&mut out, value)?;
+    out.write_all(b"\n")?;
+    out.flush()?;
+    Ok(())
+}
+
+/// Runs the swarm on a tokio runtime with Ctrl-C handling, progress on a terminal and
+/// JSON events with `--message-format json`.
+fn run_swarm(
+    g: &GlobalArgs,
+    tasks: Vec<swarm::Task>,
+    backend: swarm::Backend,
+    flags: &PortFlags,
+) -> Result<swarm::SwarmOutcome> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("could not start the async runtime")?;
+    let json = g.message_format == MessageFormat::Json;
+    let bar = if g.quiet || json {
+        indicatif::ProgressBar::hidden()
+    } else {
+        let bar = indicatif::ProgressBar::new(tasks.len() as u64);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} [{bar:30}] {pos}/{len} modules {elapsed} {wide_msg}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
+        );
+        bar.enable_steady_tick(Duration::from_millis(120));
+        bar
+    };
+    let cancel = crate::llm::CancellationToken::new();
+    let opts = swarm::SwarmOptions {
+        jobs: usize::from(flags.jobs.max(1)),
+        heartbeat: Duration::from_millis(
+            std::env::var("ETERNA_PORT_HEARTBEAT_MS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(1000),
+        ),
+        cancel: cancel.clone(),
+    };
+    let mut json_error: Option<anyhow::Error> = None;
+    let mut on_event = |e: &Event| {
+        match e {
+            Event::TaskStarted { module, agent, .. } => {
+                bar.set_message(format!("{module} ({agent})"));
+            }
+            Event::TaskFinished(r) => {
+                bar.inc(1);
+                if r.status == TaskStatus::Failed {
+                    bar.suspend(|| {
+                        report::stderr_message(
+                            "warning",
+                            &format!(
+                                "{} ({}): {}",
+                                r.module,
+                                r.agent,
+                                r.error.as_deref().unwrap_or("failed")
+                            ),
+                        )
+                    });
+                }
+            }
+            _ => {}
+        }
+        if json && json_error.is_none() {
+            json_error = print_json_line(e).err();
+        }
+    };
+    let outcome = runtime.block_on(async {
+        let watcher = cancel.clone();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                watcher.cancel();
+            }
+        });
+        swarm::run(tasks, backend, &opts, &mut on_event).await
+    });
+    bar.finish_and_clear();
+    runtime.shutdown_timeout(Duration::from_millis(200));
+    if let Some(e) = json_error {
+        return Err(e.context("could not write JSON events to stdout"));
+    }
+    Ok(outcome)
+}

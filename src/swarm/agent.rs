@@ -1,0 +1,302 @@
+//! One agent: a tokio task with a mailbox. It shakes hands, then runs the tasks it is
+//! sent on its backend while sending heartbeats, until its mailbox closes or the run
+//! is cancelled.
+
+use std::panic::AssertUnwindSafe;
+use std::time::{Duration, Instant};
+
+use futures_util::FutureExt;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use super::{Backend, FilesFrom, LlmBackend, Role, Task, TaskResult, TaskStatus};
+use crate::llm::{extract_files, ChatRequest, LlmError, Message, Usage};
+
+/// Messages from agents to the coordinator.
+pub(super) enum Report {
+    Hello {
+        agent: usize,
+        role: Role,
+        model: String,
+        ack: oneshot::Sender<()>,
+    },
+    Heartbeat {
+        agent: usize,
+    },
+    Started {
+        agent: usize,
+        task: usize,
+    },
+    Finished {
+        agent: usize,
+        task: usize,
+        result: Box<TaskResult>,
+    },
+    Stopped {
+        agent: usize,
+    },
+}
+
+pub(super) struct AgentHandle {
+    pub inbox: mpsc::Sender<(usize, Task)>,
+}
+
+/// Starts agent `index` of `role`; it introduces itself on `reports`.
+pub(super) fn spawn(
+    index: usize,
+    name: String,
+    role: Role,
+    backend: Backend,
+    reports: mpsc::UnboundedSender<Report>,
+    cancel: CancellationToken,
+    heartbeat: Duration,
+) -> AgentHandle {
+    let (tx, rx) = mpsc::channel(1);
+    tokio::spawn(async move {
+        run_agent(index, name, role, backend, rx, reports, cancel, heartbeat).await;
+    });
+    AgentHandle { inbox: tx }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_agent(
+    index: usize,
+    name: String,
+    role: Role,
+    backend: Backend,
+    mut inbox: mpsc::Receiver<(usize, Task)>,
+    reports: mpsc::UnboundedSender<Report>,
+    cancel: CancellationToken,
+    heartbeat: Duration,
+) {
+    let (ack_tx, ack_rx) = oneshot::channel();
+    if reports
+        .send(Report::Hello {
+            agent: index,
+            role,
+            model: backend.model(),
+            ack: ack_tx,
+        })
+        .is_err()
+    {
+        return;
+    }
+    // No work before the coordinator has acknowledged the handshake.
+    tokio::select! {
+        r = ack_rx => if r.is_err() { return },
+        _ = cancel.cancelled() => return,
+    }
+    let mut beat = tokio::time::interval(heartbeat);
+    beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            biased;
+            _ = cancel.cancelled() => break,
+            next = inbox.recv() => {
+                let Some((task_index, task)) = next else { break };
+                let _ = reports.send(Report::Started { agent: index, task: task_index });
+                let work = AssertUnwindSafe(execute(&name, &task, &backend, &cancel)).catch_unwind();
+                tokio::pin!(work);
+                let result = loop {
+                    tokio::select! {
+                        r = &mut work => break r,
+                        _ = beat.tick() => { let _ = reports.send(Report::Heartbeat { agent: index }); }
+                    }
+                };
+                let result = result.unwrap_or_else(|panic| {
+                    let what = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "unknown panic".into());
+                    failed(&name, &task, 0, 0, 0, Usage::default(), Duration::ZERO,
+                        format!("internal error in {name}: {what}; the offline draft is kept"))
+                });
+                if reports.send(Report::Finished { agent: index, task: task_index, result: Box::new(result) }).is_err() {
+                    break;
+                }
+            }
+            _ = beat.tick() => {
+                if reports.send(Report::Heartbeat { agent: index }).is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    let _ = reports.send(Report::Stopped { agent: index });
+}
+
+fn result(name: &str, task: &Task, status: TaskStatus) -> TaskResult {
+    TaskResult {
+        task: task.id.clone(),
+        module: task.module.clone(),
+        role: task.role,
+        agent: name.to_string(),
+        status,
+        files: task.draft.clone(),
+        files_from: FilesFrom::Draft,
+        attempts: 0,
+        requests: 0,
+        cache_hits: 0,
+        usage: Usage::default(),
+        latency: Duration::ZERO,
+        error: None,
+        fatal: false,
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn failed(
+    name: &str,
+    task: &Task,
+    attempts: u32,
+    requests: u32,
+    cache_hits: u32,
+    usage: Usage,
+    latency: Duration,
+    error: String,
+) -> TaskResult {
+    TaskResult {
+        attempts,
+        requests,
+        cache_hits,
+        usage,
+        latency,
+        error: Some(error),
+        ..result(name, task, TaskStatus::Failed)
+    }
+}
+
+async fn execute(
+    name: &str,
+    task: &Task,
+    backend: &Backend,
+    cancel: &CancellationToken,
+) -> TaskResult {
+    match backend {
+        Backend::Offline => TaskResult {
+            attempts: 1,
+            ..result(name, task, TaskStatus::Done)
+        },
+        Backend::Llm(llm) if task.ask_model => ask_model(name, task, llm, cancel).await,
+        Backend::Llm(_) => TaskResult {
+            attempts: 1,
+            ..result(name, task, TaskStatus::Done)
+        },
+    }
+}
+
+/// Asks the model until an answer passes validation or the attempts are used up.
+async fn ask_model(
+    name: &str,
+    task: &Task,
+    llm: &LlmBackend,
+    cancel: &CancellationToken,
+) -> TaskResult {
+    let started = Instant::now();
+    let mut messages = task.messages.clone();
+    let mut usage = Usage::default();
+    let (mut requests, mut hits) = (0u32, 0u32);
+    let mut last_error = String::new();
+    let attempts = llm.max_answer_attempts.max(1);
+    for attempt in 1..=attempts {
+        let req = ChatRequest {
+            messages: messages.clone(),
+            temperature: llm.temperature,
+            max_tokens: None,
+            model: None,
+        };
+        let key = llm.cache.as_ref().map(|c| c.key(&req));
+        let cached = match (&llm.cache, &key) {
+            (Some(c), Some(k)) => c.get(k),
+            _ => None,
+        };
+        let answer = match cached {
+            Some(a) => {
+                hits += 1;
+                a
+            }
+            None => {
+                requests += 1;
+                let r = if llm.stream {
+                    llm.client.chat_stream(&req, cancel, &mut |_| {}).await
+                } else {
+                    llm.client.chat(&req, cancel).await
+                };
+                match r {
+                    Ok(r) => {
+                        usage.add(&r.usage);
+                        if let (Some(c), Some(k)) = (&llm.cache, &key) {
+                            c.put(k, &r.content);
+                        }
+                        r.content
+                    }
+                    Err(LlmError::Cancelled { .. }) => {
+                        return TaskResult {
+                            attempts: attempt,
+                            requests,
+                            cache_hits: hits,
+                            usage,
+                            latency: started.elapsed(),
+                            ..result(name, task, TaskStatus::Cancelled)
+                        };
+                    }
+                    Err(e) => {
+                        let fatal =
+                            matches!(e, LlmError::AllKeysRefused { .. } | LlmError::Config { .. });
+                        let mut r = failed(
+                            name,
+                            task,
+                            attempt,
+                            requests,
+                            hits,
+                            usage,
+                            started.elapsed(),
+                            format!("{e}; the offline draft is kept"),
+                        );
+                        r.fatal = fatal;
+                        return r;
+                    }
+                }
+            }
+        };
+        match extract_files(&answer, &task.extract) {
+            Ok(files) => {
+                return TaskResult {
+                    files: files
+                        .into_iter()
+                        .map(|f| (format!("{}{}", task.package_dir, f.path), f.content))
+                        .collect(),
+                    files_from: FilesFrom::Model,
+                    attempts: attempt,
+                    requests,
+                    cache_hits: hits,
+                    usage,
+                    latency: started.elapsed(),
+                    ..result(name, task, TaskStatus::Done)
+                };
+            }
+            Err(e) => {
+                tracing::debug!(task = %task.id, attempt, "answer rejected: {e}");
+                last_error = e.to_string();
+                messages.push(Message::assistant(answer));
+                messages.push(Message::user(format!(
+                    "Your answer was rejected: {e}. Answer again with the complete file(s), \
+                     each in a ```rust block whose info string names its path."
+                )));
+            }
+        }
+    }
+    failed(
+        name,
+        task,
+        attempts,
+        requests,
+        hits,
+        usage,
+        started.elapsed(),
+        format!(
+            "the model's answer was rejected {attempts} time(s), last: {last_error}; the offline draft is kept"
+        ),
+    )
+}

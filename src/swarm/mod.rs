@@ -1,0 +1,218 @@
+//! The agent swarm: a coordinator that runs agents as tokio tasks with mailboxes.
+//!
+//! - Every agent introduces itself with a handshake (name, specialization, languages,
+//!   model) and gets no work before the coordinator acknowledges it.
+//! - Agents send heartbeats, busy or idle; the coordinator keeps a health table
+//!   (status, last heartbeat, tasks done/failed, mean latency) and marks an agent that
+//!   misses three heartbeats `unresponsive` until it is heard from again.
+//! - Tasks are routed by kind ([`Role`]) to an idle agent of that role, in plan order,
+//!   with at most `jobs` in flight; one failing module never stops the others.
+//! - Cancellation (Ctrl-C) stops dispatching, aborts requests in flight and returns what
+//!   finished; the caller then writes nothing.
+//!
+//! Agents have a backend: [`Backend::Offline`] hands back the offline engine's draft,
+//! [`Backend::Llm`] asks an OpenAI-compatible model (with the response cache) and
+//! accepts only answers that pass [`crate::llm::extract_files`].
+
+mod agent;
+pub mod cache;
+mod coordinator;
+pub mod primary;
+pub mod prompts;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+
+pub use cache::ResponseCache;
+pub use coordinator::{run, SwarmOptions, SwarmOutcome};
+
+use crate::llm::{ExtractOptions, LlmClient, Message, Usage};
+
+/// The kinds of agents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    /// Plan → ordered tasks; integrates the results into the run summary.
+    Primary,
+    /// The ARM64 → x86_64 port of one architecture-specific module.
+    EternaPort,
+    /// Architecture-neutral edits: cfg gates, `mod` wiring, build configuration.
+    Code,
+    /// Fixes the `cargo check` errors of one module.
+    Debug,
+}
+
+impl Role {
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Primary => "PrimaryAgent",
+            Role::EternaPort => "EternaPortAgent",
+            Role::Code => "CodeAgent",
+            Role::Debug => "DebugAgent",
+        }
+    }
+
+    pub fn specialization(self) -> &'static str {
+        match self {
+            Role::Primary => {
+                "planning: turns the port plan into ordered tasks and integrates their results"
+            }
+            Role::EternaPort => "ARM64 EL2 to x86_64 VT-x port of one architecture-specific module",
+            Role::Code => "architecture-neutral edits: cfg gates, mod wiring, re-exports",
+            Role::Debug => "fixing cargo check errors of one module",
+        }
+    }
+
+    pub fn languages(self) -> &'static [&'static str] {
+        match self {
+            Role::Primary => &["rust"],
+            Role::EternaPort => &["rust", "aarch64-asm", "x86_64-asm"],
+            Role::Code => &["rust", "toml"],
+            Role::Debug => &["rust", "rustc-diagnostics"],
+        }
+    }
+}
+
+/// One unit of work for one agent.
+#[derive(Debug, Clone)]
+pub struct Task {
+    /// Unique within a run, e.g. `eterna::arch::vmcs#port`.
+    pub id: String,
+    /// The module path the task is about.
+    pub module: String,
+    pub role: Role,
+    /// The prompt (LLM backend).
+    pub messages: Vec<Message>,
+    /// Which files the answer may contain, relative to the package root.
+    pub extract: ExtractOptions,
+    /// The package directory relative to the workspace root (`""` for the root package,
+    /// else ending in `/`): package-relative answer paths are joined to it.
+    pub package_dir: String,
+    /// The offline engine's result for this task (workspace-relative path, text).
+    pub draft: Vec<(String, String)>,
+    /// Ask the model (LLM backend); `false`: the agent hands back the draft.
+    pub ask_model: bool,
+}
+
+/// How a task ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TaskStatus {
+    Done,
+    Failed,
+    Cancelled,
+}
+
+impl TaskStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskStatus::Done => "done",
+            TaskStatus::Failed => "failed",
+            TaskStatus::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// Where a task's files came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FilesFrom {
+    /// The offline engine (offline backend, or the draft kept after a failed task).
+    Draft,
+    /// The model's answer.
+    Model,
+}
+
+/// The result of one task.
+#[derive(Debug, Clone, Serialize)]
+pub struct TaskResult {
+    pub task: String,
+    pub module: String,
+    pub role: Role,
+    /// The agent instance that ran it (`EternaPortAgent#2`).
+    pub agent: String,
+    pub status: TaskStatus,
+    /// Workspace-relative path and text of every file of the result.
+    #[serde(skip)]
+    pub files: Vec<(String, String)>,
+    pub files_from: FilesFrom,
+    /// Answers asked for (the first one plus rejected-answer retries).
+    pub attempts: u32,
+    /// HTTP requests made (0 when every answer came from the cache).
+    pub requests: u32,
+    pub cache_hits: u32,
+    pub usage: Usage,
+    #[serde(serialize_with = "ser_ms")]
+    pub latency: Duration,
+    pub error: Option<String>,
+    /// The error makes every other task fail too (refused keys, bad configuration).
+    #[serde(skip)]
+    pub fatal: bool,
+}
+
+fn ser_ms<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(d.as_millis() as u64)
+}
+
+/// The LLM side of the agents.
+pub struct LlmBackend {
+    pub client: LlmClient,
+    /// `None` with `--no-cache`.
+    pub cache: Option<ResponseCache>,
+    /// Stream answers (SSE) instead of waiting for the whole body.
+    pub stream: bool,
+    /// Answers asked for per task: a rejected answer (invalid Rust, a path outside the
+    /// targets) is sent back with the reason, up to this many times in all.
+    pub max_answer_attempts: u32,
+    pub temperature: Option<f32>,
+}
+
+/// What the agents run on.
+#[derive(Clone)]
+pub enum Backend {
+    Offline,
+    Llm(Arc<LlmBackend>),
+}
+
+impl Backend {
+    pub fn model(&self) -> String {
+        match self {
+            Backend::Offline => "offline-engine".into(),
+            Backend::Llm(l) => l.client.settings().model.clone(),
+        }
+    }
+}
+
+/// What the swarm reports while it works (`--message-format json`: one per line).
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "reason", rename_all = "kebab-case")]
+pub enum Event {
+    /// An agent's handshake.
+    AgentStarted {
+        agent: String,
+        role: Role,
+        specialization: String,
+        languages: Vec<String>,
+        model: String,
+    },
+    TaskStarted {
+        task: String,
+        module: String,
+        agent: String,
+    },
+    TaskFinished(TaskResult),
+    /// A change in an agent's health (and the whole table at the end).
+    AgentHealth(crate::store::HealthRecord),
+    /// Totals of the swarm run.
+    Usage {
+        tasks: usize,
+        failed: usize,
+        requests: u32,
+        cache_hits: u32,
+        prompt_tokens: u64,
+        completion_tokens: u64,
+        cost: Option<f64>,
+    },
+}

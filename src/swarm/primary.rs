@@ -1,0 +1,249 @@
+//! The PrimaryAgent: turns the plan and the offline engine's drafts into ordered tasks
+//! for the other agents, and integrates their results into the port's files and
+//! coverage.
+//!
+//! - Mirrored and split modules (a file of their own on x86_64) go to the
+//!   EternaPortAgent; on the LLM backend the model always sees the module.
+//! - Modules edited in place (`main.rs`, `arch/mod.rs`) go to the CodeAgent; the model
+//!   is asked only when the engine's draft still has stubs (the cfg twins are
+//!   mechanical, and an in-place file is also the next run's input).
+//!
+//! Prompts are built only from inputs an unchanged re-run sees again (the ARM64
+//! source, the engine's draft, the plan, retrieved context that excludes every file the
+//! port writes), so a re-run hits the response cache and makes no request.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+use super::prompts::{ContextChunk, PortPrompt, Prompts};
+use super::{FilesFrom, Role, Task, TaskResult, TaskStatus};
+use crate::engine::port::{Mode, PortOutput, Unported};
+use crate::knowledge::Knowledge;
+use crate::llm::ExtractOptions;
+use crate::plan::{ModulePlan, Plan};
+
+/// The marker the engine (and the prompts) use for what is not ported yet.
+pub const STUB_MARKER: &str = "unimplemented!(\"eterna-port";
+
+/// Inputs of the planning step.
+pub struct Inputs<'a> {
+    pub root: &'a Path,
+    pub full: &'a Plan,
+    pub selected: &'a Plan,
+    pub output: &'a PortOutput,
+    pub package_dirs: &'a BTreeMap<String, PathBuf>,
+    pub knowledge: &'a Knowledge,
+    pub prompts: &'a Prompts,
+    /// Retrieved context for a module (already without the files the port writes).
+    pub context: &'a dyn Fn(&ModulePlan) -> Vec<ContextChunk>,
+    pub allow_deps: bool,
+    pub triple: &'a str,
+    /// Whether prompts are needed at all (LLM backend).
+    pub llm: bool,
+}
+
+/// `dir` of `package` relative to the root, `""` or ending in `/`.
+pub fn package_prefix(root: &Path, dir: Option<&PathBuf>) -> String {
+    let rel = dir
+        .map(|d| crate::workspace::relative_to(root, d))
+        .unwrap_or_default();
+    if rel.is_empty() || rel == "." {
+        String::new()
+    } else {
+        format!("{}/", rel.trim_end_matches('/'))
+    }
+}
+
+/// One task per ported module, in plan (dependency) order.
+pub fn port_tasks(inp: &Inputs<'_>) -> Result<Vec<Task>> {
+    let by_path: BTreeMap<&str, &ModulePlan> = inp
+        .selected
+        .modules
+        .iter()
+        .map(|m| (m.module_path.as_str(), m))
+        .collect();
+    let changes: BTreeMap<&str, &str> = inp
+        .output
+        .changes
+        .iter()
+        .map(|c| (c.rel.as_str(), c.new.as_str()))
+        .collect();
+    let mut tasks = Vec::new();
+    for report in &inp.output.modules {
+        let Some(module) = by_path.get(report.module_path.as_str()).copied() else {
+            continue;
+        };
+        let role = match report.mode {
+            Mode::InPlace => Role::Code,
+            Mode::Mirrored | Mode::Split => Role::EternaPort,
+        };
+        let prefix = package_prefix(inp.root, inp.package_dirs.get(&module.package));
+        let target_rel = report.target.as_str();
+        let draft = match changes.get(target_rel) {
+            Some(t) => t.to_string(),
+            None => read(inp.root, target_rel)?,
+        };
+        let ask = inp.llm && (role == Role::EternaPort || draft.contains(STUB_MARKER));
+        let mut messages = Vec::new();
+        let in_pkg = |rel: &str| rel.strip_prefix(&prefix).unwrap_or(rel).to_string();
+        let target_pkg = in_pkg(target_rel);
+        if ask {
+            // What the model sees of the source must not depend on an earlier run's
+            // output: a split module's source is edited by the port, so it sees the
+            // engine's (idempotent) version of it.
+            let source_text = match (report.mode, changes.get(report.source.as_str())) {
+                (Mode::Split, Some(t)) => t.to_string(),
+                _ => read(inp.root, &report.source)?,
+            };
+            let dependents: Vec<String> = inp
+                .full
+                .modules
+                .iter()
+                .filter(|m| m.depends_on.iter().any(|d| d == &module.module_path))
+                .map(|m| m.module_path.clone())
+                .collect();
+            messages = inp.prompts.port(
+                role,
+                &PortPrompt {
+                    module,
+                    source: &in_pkg(&report.source),
+                    target: &target_pkg,
+                    source_text: &source_text,
+                    // In place, the draft is the whole file: no separate source.
+                    draft: (role == Role::EternaPort).then_some(draft.as_str()),
+                    dependents,
+                    context: (inp.context)(module),
+                    triple: inp.triple,
+                },
+                inp.knowledge,
+            )?;
+            if role == Role::Code {
+                // The CodeAgent edits the draft itself.
+                if let Some(user) = messages.last_mut() {
+                    user.content = user.content.replace(&source_text, &draft);
+                }
+            }
+        }
+        tasks.push(Task {
+            id: format!(
+                "{}#{}",
+                module.module_path,
+                match role {
+                    Role::Code => "code",
+                    _ => "port",
+                }
+            ),
+            module: module.module_path.clone(),
+            role,
+            messages,
+            extract: ExtractOptions {
+                allowed: vec![target_pkg.clone()],
+                default_target: Some(target_pkg),
+                allow_deps: inp.allow_deps,
+            },
+            package_dir: prefix,
+            draft: vec![(target_rel.to_string(), draft)],
+            ask_model: ask,
+        });
+    }
+    Ok(tasks)
+}
+
+fn read(root: &Path, rel: &str) -> Result<String> {
+    let path = root.join(rel);
+    std::fs::read_to_string(&path).with_context(|| format!("could not read {}", path.display()))
+}
+
+/// Puts the model's files into the port's changes and recomputes the coverage of the
+/// modules they belong to. Returns the workspace-relative paths of `Cargo.toml` and
+/// `build.rs` files the answers changed (only with `--allow-deps`).
+pub fn integrate(output: &mut PortOutput, results: &[TaskResult]) -> BTreeSet<String> {
+    let mut deps = BTreeSet::new();
+    for r in results {
+        if r.status != TaskStatus::Done || r.files_from != FilesFrom::Model {
+            continue;
+        }
+        for (rel, text) in &r.files {
+            if rel.ends_with("Cargo.toml") || rel.ends_with("build.rs") {
+                deps.insert(rel.clone());
+            }
+            match output.changes.iter_mut().find(|c| &c.rel == rel) {
+                Some(c) => c.new = text.clone(),
+                None => output.changes.push(crate::engine::port::FileChange {
+                    rel: rel.clone(),
+                    new: text.clone(),
+                }),
+            }
+        }
+        if let Some(m) = output
+            .modules
+            .iter_mut()
+            .find(|m| m.module_path == r.module)
+        {
+            if let Some((_, text)) = r.files.iter().find(|(rel, _)| *rel == m.target) {
+                let stubs = stubbed_fns(text);
+                m.items_ported = m.items_total.saturating_sub(stubs.len());
+                m.unported = stubs
+                    .into_iter()
+                    .map(|item| Unported {
+                        item,
+                        reason: "left unimplemented in the model's answer".into(),
+                    })
+                    .collect();
+                m.template = Some(format!("{} (model)", r.agent));
+            }
+        }
+    }
+    deps
+}
+
+/// Functions and methods whose body still holds an `eterna-port` stub.
+pub fn stubbed_fns(text: &str) -> Vec<String> {
+    use syn::visit::Visit;
+    struct V(Vec<String>);
+    impl<'ast> Visit<'ast> for V {
+        fn visit_item_fn(&mut self, f: &'ast syn::ItemFn) {
+            if has_stub(&f.block) {
+                self.0.push(f.sig.ident.to_string());
+            }
+        }
+        fn visit_impl_item_fn(&mut self, f: &'ast syn::ImplItemFn) {
+            if has_stub(&f.block) {
+                self.0.push(f.sig.ident.to_string());
+            }
+        }
+    }
+    fn has_stub(b: &syn::Block) -> bool {
+        let text = quote::quote!(#b).to_string();
+        text.contains("unimplemented !") && text.contains("eterna-port")
+    }
+    let Ok(file) = syn::parse_file(text) else {
+        return Vec::new();
+    };
+    let mut v = V(Vec::new());
+    v.visit_file(&file);
+    v.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_stubbed_functions_and_methods() {
+        let text = "fn a() { unimplemented!(\"eterna-port: no VMX\") }\nfn b() -> u32 { 1 }\nimpl X { fn c(&self) { if true { unimplemented!(\"eterna-port: later\") } } fn d() { unimplemented!() } }";
+        assert_eq!(stubbed_fns(text), ["a", "c"]);
+    }
+
+    #[test]
+    fn package_prefix_is_relative_with_a_slash() {
+        let root = Path::new("/ws");
+        assert_eq!(package_prefix(root, Some(&PathBuf::from("/ws"))), "");
+        assert_eq!(
+            package_prefix(root, Some(&PathBuf::from("/ws/crates/eterna"))),
+            "crates/eterna/"
+        );
+    }
+}
