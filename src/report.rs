@@ -516,6 +516,100 @@ pub fn status_human(st: &crate::store::Stats, problem: Option<&str>) -> String {
     s
 }
 
+/// The last run as `status` shows it: its tasks, its swarm health table and, for a run
+/// with a fix loop, its iterations.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LastRun {
+    #[serde(flatten)]
+    pub run: crate::store::RunRow,
+    pub tasks: Vec<crate::store::TaskRow>,
+    pub health: Vec<crate::store::HealthRecord>,
+    pub fix_iterations: Vec<crate::store::FixIterationRecord>,
+}
+
+/// The last run's swarm health and tasks for a person.
+pub fn last_run_human(r: &LastRun) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "\n{BOLD}Last run{BOLD:#}: {} ({}), started {}{}",
+        r.run.command,
+        r.run.status,
+        r.run.started_at,
+        r.run
+            .finished_at
+            .as_ref()
+            .map(|f| format!(", finished {f}"))
+            .unwrap_or_default()
+    );
+    if !r.health.is_empty() {
+        let w = r
+            .health
+            .iter()
+            .map(|h| h.agent.len())
+            .max()
+            .unwrap_or(5)
+            .max(5);
+        let _ = writeln!(
+            s,
+            "{BOLD}{:<w$}  {:<12}  {:>4}  {:>6}  {:>10}  LAST HEARTBEAT{BOLD:#}",
+            "AGENT", "STATUS", "DONE", "FAILED", "MEAN MS"
+        );
+        for h in &r.health {
+            let _ = writeln!(
+                s,
+                "{:<w$}  {:<12}  {:>4}  {:>6}  {:>10}  {}",
+                h.agent,
+                h.status,
+                h.tasks_done,
+                h.tasks_failed,
+                h.mean_latency_ms
+                    .map(|m| format!("{m:.0}"))
+                    .unwrap_or_else(|| "-".into()),
+                h.last_heartbeat.as_deref().unwrap_or("-")
+            );
+        }
+    }
+    if !r.tasks.is_empty() {
+        let w = r
+            .tasks
+            .iter()
+            .map(|t| t.module.len())
+            .max()
+            .unwrap_or(6)
+            .max(6);
+        let _ = writeln!(
+            s,
+            "{BOLD}{:<w$}  {:<16}  {:<9}  {:>8}  {:>8}  {:>8}{BOLD:#}",
+            "MODULE", "AGENT", "STATUS", "TOK IN", "TOK OUT", "COST"
+        );
+        for t in &r.tasks {
+            let _ = writeln!(
+                s,
+                "{:<w$}  {:<16}  {:<9}  {:>8}  {:>8}  {:>8.4}{}",
+                t.module,
+                t.agent,
+                t.status,
+                t.tokens_in,
+                t.tokens_out,
+                t.cost,
+                t.error
+                    .as_ref()
+                    .map(|e| format!("\n{:w$}  {DIM}{e}{DIM:#}", ""))
+                    .unwrap_or_default()
+            );
+        }
+    }
+    for it in &r.fix_iterations {
+        let _ = writeln!(
+            s,
+            "fix iteration {}: {} error(s), {} warning(s), {} rustfix, {} file(s) from the DebugAgent, {} ms in cargo check: {}",
+            it.iteration, it.errors, it.warnings, it.rustfix_applied, it.agent_files, it.check_ms, it.outcome
+        );
+    }
+    s
+}
+
 /// The verdict of `qemu` for a person: verdict line, serial tail on failure, trace diff.
 pub fn boot_human(r: &crate::emulate::Report, quiet: bool) -> String {
     use crate::emulate::{BootRun, Emulator, Verdict};

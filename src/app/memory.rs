@@ -393,6 +393,16 @@ pub(super) fn cmd_status(g: &GlobalArgs) -> Result<u8> {
     let store = open_store(&s.config)?;
     let stats = store.stats()?;
     let problem = store.check_consistency()?;
+    // The last run with agent work (port or the fix loop), with its tasks and health.
+    let last = match store.last_run(Some("port"))? {
+        Some(run) => Some(report::LastRun {
+            tasks: store.run_tasks(&run.run_id)?,
+            health: store.run_health(&run.run_id)?,
+            fix_iterations: store.run_fix_iterations(&run.run_id)?,
+            run,
+        }),
+        None => None,
+    };
     match g.message_format {
         MessageFormat::Json => {
             let v = serde_json::json!({
@@ -402,11 +412,15 @@ pub(super) fn cmd_status(g: &GlobalArgs) -> Result<u8> {
                 "consistent": problem.is_none(),
                 "problem": problem,
                 "stats": stats,
+                "last_run": last,
             });
             report::print_stdout(&format!("{}\n", serde_json::to_string_pretty(&v)?))?;
         }
         MessageFormat::Human => {
             report::print_stdout(&report::status_human(&stats, problem.as_deref()))?;
+            if let Some(last) = &last {
+                report::print_stdout(&report::last_run_human(last))?;
+            }
         }
     }
     Ok(EXIT_OK)

@@ -497,7 +497,14 @@ pub fn query_components(query: &str, knowledge: &crate::knowledge::Knowledge) ->
 pub fn module_query(m: &ModulePlan) -> String {
     let name = m.module_path.rsplit("::").next().unwrap_or("");
     let mut q = format!("{} {name}", m.component.replace('-', " "));
-    for e in m.evidence.iter().take(24) {
+    // Not the cfg evidence: porting in place adds cfg gates, and the query (hence an
+    // agent's prompt) must stay the same for an unchanged re-run.
+    for e in m
+        .evidence
+        .iter()
+        .filter(|e| e.kind != crate::workspace::EvidenceKind::Cfg)
+        .take(24)
+    {
         q.push(' ');
         q.push_str(&e.name);
     }

@@ -1,0 +1,737 @@
+//! The agent swarm and its LLM backend, end to end through the CLI on a temp copy of
+//! the fixture, against a local OpenAI-compatible server (wiremock on 127.0.0.1) that
+//! answers like a model would: it reads the prompt and sends back a file.
+
+mod common;
+
+use std::path::Path;
+use std::process::Output;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{assert_code, command, copy_tree, fixture_dir, json, json_lines, stderr, stdout};
+use serde_json::{json, Value};
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
+
+const KEY: &str = "sk-or-v1-swarm-test-secret-0123456789";
+const KEYS: [&str; 3] = [
+    "sk-or-v1-swarm-key-one-aaaa",
+    "sk-or-v1-swarm-key-two-bbbb",
+    "sk-or-v1-swarm-key-three-cccc",
+];
+const MARK: &str = "// ported-by: test-model";
+
+/// The target path and the draft of a port prompt.
+fn prompt_parts(body: &Value) -> (String, String) {
+    let user = body["messages"]
+        .as_array()
+        .and_then(|m| m.iter().rev().find(|m| m["role"] == "user"))
+        .and_then(|m| m["content"].as_str())
+        .unwrap_or_default()
+        .to_string();
+    // The first user message holds the task.
+    let first = body["messages"]
+        .as_array()
+        .and_then(|m| m.iter().find(|m| m["role"] == "user"))
+        .and_then(|m| m["content"].as_str())
+        .unwrap_or(&user)
+        .to_string();
+    let target = first
+        .split("Write exactly this file: `")
+        .nth(1)
+        .and_then(|r| r.split('`').next())
+        .unwrap_or_default()
+        .to_string();
+    let draft = first
+        .split("draft of `")
+        .nth(1)
+        .and_then(|r| r.split("```rust\n").nth(1))
+        .and_then(|r| r.split("\n```").next())
+        .unwrap_or_default()
+        .to_string();
+    (target, draft)
+}
+
+fn completion(content: &str) -> Value {
+    json!({
+        "id": "gen-test",
+        "object": "chat.completion",
+        "model": "x-ai/grok-4-fast",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 1000, "completion_tokens": 200, "total_tokens": 1200, "cost": 0.0005}
+    })
+}
+
+/// A model that answers every port prompt with the engine's draft plus a marker line,
+/// in a fenced block naming the file. `twist` may change the answer per target.
+struct Model {
+    calls: Arc<AtomicUsize>,
+    twist: fn(&str, &str, usize) -> Option<String>,
+}
+
+impl Respond for Model {
+    fn respond(&self, req: &Request) -> ResponseTemplate {
+        let n = self.calls.fetch_add(1, Ordering::SeqCst);
+        let body: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
+        let (target, draft) = prompt_parts(&body);
+        let answer = (self.twist)(&target, &draft, n).unwrap_or_else(|| {
+            format!("Here is the port.\n\n```rust {target}\n{draft}\n{MARK}\n```\n")
+        });
+        ResponseTemplate::new(200).set_body_json(completion(&answer))
+    }
+}
+
+async fn model_server(
+    twist: fn(&str, &str, usize) -> Option<String>,
+) -> (MockServer, Arc<AtomicUsize>) {
+    let server = MockServer::start().await;
+    let calls = Arc::new(AtomicUsize::new(0));
+    Mock::given(method("POST"))
+        .and(path("/api/v1/chat/completions"))
+        .respond_with(Model {
+            calls: calls.clone(),
+            twist,
+        })
+        .mount(&server)
+        .await;
+    (server, calls)
+}
+
+fn no_twist(_: &str, _: &str, _: usize) -> Option<String> {
+    None
+}
+
+fn llm_cmd(ws: &Path, server: &MockServer, args: &[&str]) -> std::process::Command {
+    let mut cmd = command(ws, args);
+    cmd.env("OPENROUTER_API_KEY", KEY).env(
+        "ETERNA_PORT_LLM_BASE_URL",
+        format!("{}/api/v1", server.uri()),
+    );
+    cmd
+}
+
+async fn run_async(mut cmd: std::process::Command) -> Output {
+    tokio::task::spawn_blocking(move || cmd.output().expect("run cargo-eterna-port"))
+        .await
+        .unwrap()
+}
+
+fn fixture_copy() -> tempfile::TempDir {
+    copy_tree(&fixture_dir())
+}
+
+fn events<'a>(lines: &'a [Value], reason: &str) -> Vec<&'a Value> {
+    lines.iter().filter(|l| l["reason"] == reason).collect()
+}
+
+fn read(ws: &Path, rel: &str) -> String {
+    std::fs::read_to_string(ws.join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
+}
+
+fn assert_no_secret(what: &str, bytes: &[u8]) {
+    let text = String::from_utf8_lossy(bytes);
+    for k in std::iter::once(KEY).chain(KEYS) {
+        assert!(!text.contains(k), "an API key appears in {what}");
+    }
+}
+
+/// The store's file, with its WAL, as bytes.
+fn store_bytes(ws: &Path) -> Vec<u8> {
+    let dir = ws.join("target/eterna-port");
+    let mut all = Vec::new();
+    for e in std::fs::read_dir(&dir).unwrap().flatten() {
+        if e.path().is_file() {
+            all.extend(std::fs::read(e.path()).unwrap_or_default());
+        }
+    }
+    all
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_llm_backend_ports_through_the_swarm_and_a_rerun_makes_no_request() {
+    let (server, calls) = model_server(no_twist).await;
+    let ws = fixture_copy();
+    let out = run_async(llm_cmd(
+        ws.path(),
+        &server,
+        &["--allow-no-vcs", "--message-format", "json", "-j", "3"],
+    ))
+    .await;
+    assert_code(&out, 0);
+    let lines = json_lines(&out);
+    let summary = lines.last().unwrap();
+    assert_eq!(summary["reason"], "port-finished");
+    assert_eq!(summary["backend"], "llm");
+    assert_eq!(summary["model"], "x-ai/grok-4-fast");
+
+    // Every module with a file of its own went to an EternaPortAgent and the model.
+    let tasks = summary["tasks"].as_array().unwrap();
+    let port_tasks: Vec<&Value> = tasks
+        .iter()
+        .filter(|t| t["role"] == "eterna-port")
+        .collect();
+    assert!(port_tasks.len() >= 8, "{summary:#}");
+    for t in &port_tasks {
+        assert_eq!(t["status"], "done", "{t:#}");
+        assert_eq!(t["files_from"], "model", "{t:#}");
+        assert_eq!(t["requests"], 1);
+    }
+    let requests = calls.load(Ordering::SeqCst);
+    assert_eq!(requests, port_tasks.len(), "one request per ported module");
+    assert_eq!(summary["usage"]["requests"], requests);
+    assert_eq!(summary["usage"]["prompt_tokens"], 1000 * requests);
+    // The prompt: concept map in the system message; source, draft, API and retrieved
+    // context in the user message.
+    let reqs = server.received_requests().await.unwrap();
+    let vm = reqs
+        .iter()
+        .map(|r| serde_json::from_slice::<Value>(&r.body).unwrap())
+        .find(|b| prompt_parts(b).0 == "src/arch/x86_64/vmcs.rs")
+        .expect("a request for vmcs.rs");
+    let system = vm["messages"][0]["content"].as_str().unwrap();
+    let user = vm["messages"][1]["content"].as_str().unwrap();
+    assert!(
+        system.contains("You are EternaPortAgent") && system.contains("- HCR_EL2 → "),
+        "{system}"
+    );
+    assert!(
+        user.contains("## ARM64 source: `src/arch/aarch64/vm.rs`"),
+        "{user}"
+    );
+    assert!(user.contains("The API the rest of the workspace expects") && user.contains("pub fn"));
+    assert!(user.contains("## Related code and notes from this workspace"));
+    assert!(
+        !prompt_parts(&vm).1.is_empty(),
+        "the draft is in the prompt"
+    );
+    // The model's files were written.
+    let vmcs = read(ws.path(), "eterna/src/arch/x86_64/vmcs.rs");
+    assert!(vmcs.trim_end().ends_with(MARK), "{vmcs}");
+
+    // Events: a handshake per agent, start and finish per task, health, usage.
+    let hello = events(&lines, "agent-started");
+    assert!(!hello.is_empty() && hello.len() <= 3 + 3, "{hello:?}");
+    for h in &hello {
+        assert!(h["agent"].as_str().unwrap().contains("Agent#"));
+        assert!(!h["specialization"].as_str().unwrap().is_empty());
+        assert!(h["languages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l == "rust"));
+        assert_eq!(h["model"], "x-ai/grok-4-fast");
+    }
+    assert_eq!(events(&lines, "task-started").len(), tasks.len());
+    assert_eq!(events(&lines, "task-finished").len(), tasks.len());
+    // Every task starts after its agent's handshake and finishes after it starts.
+    let pos = |reason: &str, key: &str, val: &Value| {
+        lines
+            .iter()
+            .position(|l| l["reason"] == reason && &l[key] == val)
+            .unwrap()
+    };
+    for t in events(&lines, "task-started") {
+        assert!(
+            pos("agent-started", "agent", &t["agent"]) < pos("task-started", "task", &t["task"])
+        );
+        assert!(pos("task-started", "task", &t["task"]) < pos("task-finished", "task", &t["task"]));
+    }
+    let health = events(&lines, "agent-health");
+    assert!(health.iter().any(|h| h["agent"] == "PrimaryAgent#1"));
+    let usage = events(&lines, "usage");
+    assert_eq!(usage.len(), 1);
+    assert_eq!(usage[0]["requests"], requests);
+
+    // The store: tasks with usage, the health table, artifacts by agent and model.
+    let st = run_async(llm_cmd(
+        ws.path(),
+        &server,
+        &["status", "--message-format", "json"],
+    ))
+    .await;
+    assert_code(&st, 0);
+    let st = json(&st);
+    let last = &st["last_run"];
+    assert_eq!(last["command"], "port", "{st:#}");
+    assert_eq!(last["status"], "done");
+    let stored: Vec<&Value> = last["tasks"].as_array().unwrap().iter().collect();
+    assert_eq!(stored.len(), tasks.len());
+    assert!(stored.iter().any(|t| t["agent"] == "EternaPortAgent"
+        && t["tokens_in"] == 1000
+        && t["tokens_out"] == 200));
+    let table = last["health"].as_array().unwrap();
+    assert!(table.iter().any(|h| h["agent"] == "EternaPortAgent#1"
+        && h["tasks_done"].as_i64().unwrap() >= 1
+        && h["mean_latency_ms"].as_f64().is_some()
+        && h["last_heartbeat"].as_str().is_some()));
+    let conn = rusqlite::Connection::open(ws.path().join("target/eterna-port/eterna.db")).unwrap();
+    let (agent, model): (String, Option<String>) = conn
+        .query_row(
+            "SELECT origin_agent, model FROM code_artifacts WHERE path = 'eterna/src/arch/x86_64/vmcs.rs' ORDER BY id DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(
+        (agent.as_str(), model.as_deref()),
+        ("EternaPortAgent", Some("x-ai/grok-4-fast"))
+    );
+    drop(conn);
+
+    // An unchanged re-run answers from the cache: no request, nothing rewritten.
+    let again = run_async(llm_cmd(
+        ws.path(),
+        &server,
+        &["--allow-no-vcs", "--message-format", "json"],
+    ))
+    .await;
+    assert_code(&again, 0);
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        requests,
+        "the re-run made requests"
+    );
+    let s2 = json(&again);
+    assert_eq!(s2["usage"]["requests"], 0);
+    assert_eq!(s2["usage"]["cache_hits"], requests);
+    assert!(
+        s2["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|f| f["action"] == "unchanged"),
+        "{s2:#}"
+    );
+
+    // --no-cache asks again.
+    let fresh = run_async(llm_cmd(
+        ws.path(),
+        &server,
+        &["vmcs", "--allow-no-vcs", "--no-cache", "-q"],
+    ))
+    .await;
+    assert_code(&fresh, 0);
+    assert_eq!(calls.load(Ordering::SeqCst), requests + 1);
+
+    // No key anywhere: output, events, the store.
+    for o in [&out, &again, &fresh] {
+        assert_no_secret("stdout", &o.stdout);
+        assert_no_secret("stderr", &o.stderr);
+    }
+    assert_no_secret("the store", &store_bytes(ws.path()));
+    for r in server.received_requests().await.unwrap() {
+        assert_eq!(
+            r.headers.get("authorization").unwrap().to_str().unwrap(),
+            format!("Bearer {KEY}")
+        );
+    }
+}
+
+fn bad_vmcs(target: &str, _: &str, n: usize) -> Option<String> {
+    let _ = n;
+    if target.ends_with("vmcs.rs") {
+        // Invalid Rust every time: the task fails and keeps the draft.
+        return Some(format!("```rust {target}\npub fn broken( {{\n```\n"));
+    }
+    if target.ends_with("ept.rs") {
+        // A path traversal attempt, then (after the rejection) a good answer.
+        return Some("```rust ../../../etc/evil.rs\npub fn x() {}\n```\n".to_string());
+    }
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejected_answers_are_retried_then_keep_the_draft_without_stopping_other_modules() {
+    let (server, _calls) = model_server(bad_vmcs).await;
+    let ws = fixture_copy();
+    let out = run_async(llm_cmd(
+        ws.path(),
+        &server,
+        &["--allow-no-vcs", "--message-format", "json"],
+    ))
+    .await;
+    // Done, with problems: two modules kept their drafts.
+    assert_code(&out, 1);
+    let summary = json(&out);
+    let task = |needle: &str| {
+        summary["tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["module"].as_str().unwrap().ends_with(needle))
+            .unwrap_or_else(|| panic!("no task for {needle}: {summary:#}"))
+            .clone()
+    };
+    let vmcs = task("::vm");
+    assert_eq!(vmcs["status"], "failed");
+    assert_eq!(vmcs["attempts"], 2, "the rejection is sent back once");
+    assert!(
+        vmcs["error"].as_str().unwrap().contains("not valid Rust"),
+        "{vmcs:#}"
+    );
+    let ept = task("::stage2");
+    assert_eq!(ept["status"], "failed");
+    assert!(
+        ept["error"].as_str().unwrap().contains("goes up with `..`"),
+        "{ept:#}"
+    );
+    assert!(!ws.path().join("../../../etc/evil.rs").exists());
+    // The failed modules got the offline draft; the others the model's file.
+    let vmcs_file = read(ws.path(), "eterna/src/arch/x86_64/vmcs.rs");
+    assert!(!vmcs_file.contains(MARK) && !vmcs_file.contains("broken"));
+    assert!(read(ws.path(), "eterna/src/arch/x86_64/apic.rs").contains(MARK));
+    let ok = summary["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["status"] == "done")
+        .count();
+    assert!(ok >= 6, "{summary:#}");
+    // The second attempt carried the rejection reason to the model.
+    let reqs = server.received_requests().await.unwrap();
+    assert!(reqs.iter().any(|r| {
+        let b: Value = serde_json::from_slice(&r.body).unwrap();
+        let msgs = b["messages"].as_array().unwrap();
+        msgs.len() == 4
+            && msgs[3]["content"]
+                .as_str()
+                .unwrap()
+                .contains("was rejected")
+    }));
+    // Human output names the failed tasks.
+    let human = run_async(llm_cmd(
+        ws.path(),
+        &server,
+        &["vmcs", "--allow-no-vcs", "--allow-dirty"],
+    ))
+    .await;
+    assert_code(&human, 1);
+    assert!(
+        stdout(&human).contains("did not finish"),
+        "{}",
+        stdout(&human)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_rotate_and_rate_limits_and_server_errors_are_survived() {
+    let server = MockServer::start().await;
+    let calls = Arc::new(AtomicUsize::new(0));
+    // First a 429 with Retry-After, then a 500, then answers.
+    Mock::given(method("POST"))
+        .respond_with(
+            ResponseTemplate::new(429)
+                .insert_header("retry-after", "1")
+                .set_body_string("{\"error\":{\"message\":\"slow down\"}}"),
+        )
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(500).set_body_string("upstream hiccup"))
+        .up_to_n_times(1)
+        .with_priority(2)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/api/v1/chat/completions"))
+        .respond_with(Model {
+            calls: calls.clone(),
+            twist: no_twist,
+        })
+        .with_priority(3)
+        .mount(&server)
+        .await;
+    let ws = fixture_copy();
+    let mut cmd = command(
+        ws.path(),
+        &["--allow-no-vcs", "--message-format", "json", "-j", "2"],
+    );
+    cmd.env(
+        "ETERNA_PORT_LLM_BASE_URL",
+        format!("{}/api/v1", server.uri()),
+    );
+    for (i, k) in KEYS.iter().enumerate() {
+        cmd.env(format!("OPENROUTER_API_KEY{}", i + 1), k);
+    }
+    let out = run_async(cmd).await;
+    assert_code(&out, 0);
+    let summary = json(&out);
+    assert!(
+        summary["tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t["status"] == "done"),
+        "{summary:#}"
+    );
+    let reqs = server.received_requests().await.unwrap();
+    assert_eq!(reqs.len(), calls.load(Ordering::SeqCst) + 2);
+    let used: std::collections::BTreeSet<String> = reqs
+        .iter()
+        .map(|r| {
+            r.headers
+                .get("authorization")
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(used.len(), 3, "all three keys are used");
+    let retried = summary["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["requests"].as_u64().unwrap())
+        .sum::<u64>();
+    assert_eq!(
+        retried as usize,
+        calls.load(Ordering::SeqCst),
+        "retries are inside one request"
+    );
+    assert_no_secret("stdout", &out.stdout);
+    assert_no_secret("stderr", &out.stderr);
+    assert_no_secret("the store", &store_bytes(ws.path()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_keys_stop_the_run_with_nothing_written() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(
+            ResponseTemplate::new(401)
+                .set_body_string(format!("{{\"error\":\"invalid key {KEY}\"}}")),
+        )
+        .mount(&server)
+        .await;
+    let ws = fixture_copy();
+    let out = run_async(llm_cmd(ws.path(), &server, &["--allow-no-vcs"])).await;
+    assert_code(&out, 2);
+    assert!(
+        stderr(&out).contains("refused") && stderr(&out).contains("nothing was written"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!ws.path().join("eterna/src/arch/x86_64").exists());
+    assert_no_secret("stderr", &out.stderr);
+    assert_no_secret("the store", &store_bytes(ws.path()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_answers_fail_only_their_module() {
+    let server = MockServer::start().await;
+    let calls = Arc::new(AtomicUsize::new(0));
+    // Not a chat completion at all, for every request about the timer.
+    Mock::given(method("POST"))
+        .and(wiremock::matchers::body_string_contains(
+            "Write exactly this file: `src/arch/x86_64/timer.rs`",
+        ))
+        .respond_with(ResponseTemplate::new(200).set_body_string("{\"choices\": [ {\"mess"))
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(Model {
+            calls: calls.clone(),
+            twist: no_twist,
+        })
+        .with_priority(2)
+        .mount(&server)
+        .await;
+    let ws = fixture_copy();
+    let out = run_async(llm_cmd(
+        ws.path(),
+        &server,
+        &["--allow-no-vcs", "--message-format", "json"],
+    ))
+    .await;
+    assert_code(&out, 1);
+    let summary = json(&out);
+    let failed: Vec<&Value> = summary["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["status"] != "done")
+        .collect();
+    assert_eq!(failed.len(), 1, "{summary:#}");
+    assert!(failed[0]["module"].as_str().unwrap().ends_with("timer"));
+    assert!(
+        failed[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("not an OpenAI-compatible"),
+        "{:#}",
+        failed[0]
+    );
+    assert!(read(ws.path(), "eterna/src/arch/x86_64/apic.rs").contains(MARK));
+}
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_stops_the_swarm_and_writes_nothing() {
+    use std::io::BufRead;
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(completion("```rust\nfn x() {}\n```"))
+                .set_delay(Duration::from_secs(60)),
+        )
+        .mount(&server)
+        .await;
+    let ws = fixture_copy();
+    let mut cmd = llm_cmd(
+        ws.path(),
+        &server,
+        &["--allow-no-vcs", "--message-format", "json"],
+    );
+    cmd.stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let started = std::time::Instant::now();
+    let stdout_pipe = child.stdout.take().unwrap();
+    let pid = child.id() as i32;
+    let out = tokio::task::spawn_blocking(move || {
+        let mut lines = std::io::BufReader::new(stdout_pipe).lines();
+        // Wait until the agents are at work, then press Ctrl-C.
+        for line in lines.by_ref() {
+            if line.unwrap().contains("\"task-started\"") {
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        unsafe { libc::kill(pid, libc::SIGINT) };
+        let rest: Vec<String> = lines.map_while(Result::ok).collect();
+        let status = child.wait().unwrap();
+        let mut err = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+        (status, rest, err)
+    })
+    .await
+    .unwrap();
+    let (status, rest, err) = out;
+    assert_eq!(status.code(), Some(130), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "it waited for the server"
+    );
+    assert!(err.contains("interrupted"), "{err}");
+    assert!(
+        rest.iter().any(|l| l.contains("\"status\":\"cancelled\"")),
+        "{rest:?}"
+    );
+    assert!(
+        !ws.path().join("eterna/src/arch/x86_64").exists(),
+        "a cancelled run wrote files"
+    );
+    let conn = rusqlite::Connection::open(ws.path().join("target/eterna-port/eterna.db")).unwrap();
+    let st: String = conn
+        .query_row(
+            "SELECT status FROM runs WHERE command = 'port' ORDER BY id DESC LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(st, "cancelled");
+}
+
+/// The coordinator through the library: bounded concurrency, handshakes, heartbeats
+/// and the health table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_coordinator_bounds_concurrency_and_keeps_a_health_table() {
+    use cargo_eterna_port::config::Secret;
+    use cargo_eterna_port::llm::{ExtractOptions, LlmClient, LlmSettings, Message};
+    use cargo_eterna_port::swarm::{self, Event, Role, Task};
+
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(completion("```rust\npub fn ported() {}\n```"))
+                .set_delay(Duration::from_millis(150)),
+        )
+        .mount(&server)
+        .await;
+    let mut settings = LlmSettings::new(
+        format!("{}/api/v1", server.uri()),
+        "test-model",
+        vec![Secret::new(KEY.to_string())],
+    );
+    settings.max_attempts = 1;
+    let backend = swarm::Backend::Llm(Arc::new(swarm::LlmBackend {
+        client: LlmClient::new(settings).unwrap(),
+        cache: None,
+        stream: false,
+        max_answer_attempts: 1,
+        temperature: None,
+    }));
+    let tasks: Vec<Task> = (0..12)
+        .map(|i| Task {
+            id: format!("m{i}#port"),
+            module: format!("hv::m{i}"),
+            role: Role::EternaPort,
+            messages: vec![Message::user(format!("port m{i}"))],
+            extract: ExtractOptions::for_targets([format!("src/m{i}.rs")]),
+            package_dir: "hv/".into(),
+            draft: vec![(format!("hv/src/m{i}.rs"), "// draft".into())],
+            ask_model: true,
+        })
+        .collect();
+    let opts = swarm::SwarmOptions {
+        jobs: 4,
+        heartbeat: Duration::from_millis(20),
+        cancel: Default::default(),
+    };
+    let mut seen: Vec<Event> = Vec::new();
+    let (mut now, mut max) = (0i32, 0i32);
+    let outcome = swarm::run(tasks, backend, &opts, &mut |e: &Event| {
+        match e {
+            Event::TaskStarted { .. } => {
+                now += 1;
+                max = max.max(now);
+            }
+            Event::TaskFinished(_) => now -= 1,
+            _ => {}
+        }
+        seen.push(e.clone());
+    })
+    .await;
+    assert_eq!(max, 4, "at most --jobs tasks in flight, and that many used");
+    assert!(!outcome.cancelled && outcome.fatal.is_none());
+    assert_eq!(outcome.results.len(), 12);
+    for (i, r) in outcome.results.iter().enumerate() {
+        assert_eq!(r.status, swarm::TaskStatus::Done, "{r:?}");
+        // Results come back in task order, with the package directory joined.
+        assert_eq!(
+            r.files,
+            [(
+                format!("hv/src/m{i}.rs"),
+                "pub fn ported() {}\n".to_string()
+            )]
+        );
+    }
+    let hellos = seen
+        .iter()
+        .filter(|e| matches!(e, Event::AgentStarted { .. }))
+        .count();
+    assert_eq!(hellos, 4, "one handshake per agent");
+    let agents: Vec<_> = outcome
+        .health
+        .iter()
+        .filter(|h| h.agent.starts_with("EternaPortAgent#"))
+        .collect();
+    assert_eq!(agents.len(), 4);
+    assert_eq!(agents.iter().map(|h| h.tasks_done).sum::<i64>(), 12);
+    for h in &agents {
+        assert_eq!(h.status, "stopped");
+        assert!(h.last_heartbeat.is_some());
+        // Each request took the server's 150 ms at least.
+        assert!(h.mean_latency_ms.unwrap() >= 150.0, "{h:?}");
+        assert_eq!(h.model, "test-model");
+    }
+    assert_eq!(outcome.health[0].agent, "PrimaryAgent#1");
+}
