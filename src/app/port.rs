@@ -116,23 +116,36 @@ pub(super) fn cmd_port(g: &GlobalArgs, targets: &[String], flags: &PortFlags) ->
             super::memory::refresh_index(&s, store)?;
         }
     }
-    let context = |m: &ModulePlan| -> Vec<ContextChunk> {
-        let (Some(store), Some(embedder)) = (&store, &embedder) else {
-            return Vec::new();
-        };
-        match crate::store::context_for_module(store, m, embedder.as_ref(), CONTEXT_BUDGET_TOKENS) {
-            // Nothing the port writes: a re-run must see the same prompt.
-            Ok(chunks) => chunks
-                .iter()
-                .filter(|c| !written.contains(&c.path) && !c.path.starts_with('@'))
-                .map(ContextChunk::from)
-                .collect(),
-            Err(e) => {
-                tracing::warn!("no retrieved context for {}: {e}", m.module_path);
-                Vec::new()
-            }
+    let retrieval = std::time::Instant::now();
+    // Retrieved context per module, in parallel (one store connection per worker).
+    let contexts: BTreeMap<String, Vec<ContextChunk>> = match (&store, &embedder) {
+        (Some(_), Some(embedder)) => {
+            use rayon::prelude::*;
+            let db = &s.config.db.value;
+            selected
+                .modules
+                .par_iter()
+                .map_init(
+                    || Store::open(db).ok(),
+                    |conn, m| {
+                        let chunks = match conn {
+                            Some(conn) => retrieve(conn, m, embedder.as_ref(), &written),
+                            None => Vec::new(),
+                        };
+                        (m.module_path.clone(), chunks)
+                    },
+                )
+                .collect()
         }
+        _ => BTreeMap::new(),
     };
+    tracing::debug!(
+        ms = retrieval.elapsed().as_millis() as u64,
+        "context retrieved for the modules"
+    );
+    let context =
+        |m: &ModulePlan| -> Vec<ContextChunk> { contexts.get(&m.module_path).cloned().unwrap_or_default() };
+    let planning = std::time::Instant::now();
     let tasks = primary::port_tasks(&primary::Inputs {
         root: &s.ws.root,
         full: &full,
@@ -146,6 +159,11 @@ pub(super) fn cmd_port(g: &GlobalArgs, targets: &[String], flags: &PortFlags) ->
         triple: &s.config.target.value,
         llm,
     })?;
+    tracing::debug!(
+        tasks = tasks.len(),
+        ms = planning.elapsed().as_millis() as u64,
+        "PrimaryAgent planned the tasks"
+    );
 
     let swarm_backend = if llm {
         let client = LlmClient::new(settings.clone())?;
@@ -280,6 +298,27 @@ pub(super) fn cmd_port(g: &GlobalArgs, targets: &[String], flags: &PortFlags) ->
         || summary.files.iter().any(|f| f.skipped())
         || failed_tasks > 0;
     Ok(if incomplete { EXIT_PROBLEMS } else { EXIT_OK })
+}
+
+/// The store's context for one module, without anything the port writes: a re-run
+/// must see the same prompt.
+fn retrieve(
+    store: &Store,
+    m: &ModulePlan,
+    embedder: &dyn crate::store::Embedder,
+    written: &BTreeSet<String>,
+) -> Vec<ContextChunk> {
+    match crate::store::context_for_module(store, m, embedder, CONTEXT_BUDGET_TOKENS) {
+        Ok(chunks) => chunks
+            .iter()
+            .filter(|c| !written.contains(&c.path) && !c.path.starts_with('@'))
+            .map(ContextChunk::from)
+            .collect(),
+        Err(e) => {
+            tracing::warn!("no retrieved context for {}: {e}", m.module_path);
+            Vec::new()
+        }
+    }
 }
 
 /// Records the run's tasks, health table and status.

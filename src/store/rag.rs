@@ -108,6 +108,9 @@ fn quote_group(g: &[String]) -> String {
     }
 }
 
+/// Queries longer than this skip the all-but-one-word pass.
+const MAX_MOST_TERMS: usize = 8;
+
 fn fts_queries_of(groups: &[Vec<String>]) -> Option<(String, Vec<String>, String)> {
     if groups.is_empty() {
         return None;
@@ -116,7 +119,9 @@ fn fts_queries_of(groups: &[Vec<String>]) -> Option<(String, Vec<String>, String
     let terms: Vec<String> = groups.iter().map(|g| quote_group(g)).collect();
     let all = terms.join(" AND ");
     let mut most = Vec::new();
-    if terms.len() >= 3 {
+    // All-but-one only for short queries: for a module's long query (dozens of item
+    // names) no chunk has all but one word, and each variant is an FTS query.
+    if (3..=MAX_MOST_TERMS).contains(&terms.len()) {
         for skip in (0..terms.len()).rev() {
             let t: Vec<&str> = terms
                 .iter()

@@ -123,6 +123,7 @@ pub async fn run(
     on_event: &mut (dyn FnMut(&Event) + Send),
 ) -> SwarmOutcome {
     let started = Instant::now();
+    let cpu_start = super::process_cpu();
     let jobs = opts.jobs.max(1);
     let heartbeat = opts.heartbeat.max(Duration::from_millis(10));
     let cancel = opts.cancel.child_token();
@@ -394,6 +395,10 @@ pub async fn run(
         prompt_tokens: usage.prompt_tokens,
         completion_tokens: usage.completion_tokens,
         cost: usage.cost,
+        wall_ms: started.elapsed().as_millis() as u64,
+        cpu_ms: super::process_cpu()
+            .zip(cpu_start)
+            .map(|(end, start)| end.saturating_sub(start).as_millis() as u64),
     });
     SwarmOutcome {
         results,

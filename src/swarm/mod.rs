@@ -214,5 +214,33 @@ pub enum Event {
         prompt_tokens: u64,
         completion_tokens: u64,
         cost: Option<f64>,
+        /// Wall time of the swarm, first handshake to last result.
+        wall_ms: u64,
+        /// CPU time (user + system) of this process during the swarm, where known.
+        cpu_ms: Option<u64>,
     },
+}
+
+/// User + system CPU time of this process so far.
+pub(crate) fn process_cpu() -> Option<Duration> {
+    #[cfg(unix)]
+    {
+        let mut u = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+        // SAFETY: getrusage fills the struct it is given; RUSAGE_SELF is always valid.
+        let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, u.as_mut_ptr()) };
+        if rc != 0 {
+            return None;
+        }
+        // SAFETY: initialised by the successful call above.
+        let u = unsafe { u.assume_init() };
+        let tv = |t: libc::timeval| {
+            Duration::from_secs(t.tv_sec.max(0) as u64)
+                + Duration::from_micros(t.tv_usec.max(0) as u64)
+        };
+        Some(tv(u.ru_utime) + tv(u.ru_stime))
+    }
+    #[cfg(not(unix))]
+    {
+        None
+    }
 }
