@@ -8,6 +8,7 @@ pub mod cli;
 pub mod config;
 pub mod emulate;
 pub mod engine;
+pub mod fixloop;
 pub mod knowledge;
 pub mod llm;
 pub mod plan;
