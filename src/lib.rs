@@ -4,6 +4,7 @@
 //! stages). The binary in `main.rs` is a thin shell around [`app::run`].
 
 pub mod app;
+pub mod check_report;
 pub mod cli;
 pub mod config;
 pub mod emulate;
