@@ -200,6 +200,8 @@ pub struct LoopOptions<'a> {
     pub apply_rustfix: bool,
     /// The cargo to run: `$CARGO` when set (as under `cargo eterna-port`), else `cargo`.
     pub cargo: OsString,
+    /// `--target-dir`; `None` keeps the user's (`CARGO_TARGET_DIR`, config, `target/`).
+    pub target_dir: Option<PathBuf>,
 }
 
 impl<'a> LoopOptions<'a> {
@@ -212,6 +214,7 @@ impl<'a> LoopOptions<'a> {
             max_iterations: DEFAULT_MAX_ITERATIONS,
             apply_rustfix: true,
             cargo: std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()),
+            target_dir: None,
         }
     }
 }
@@ -541,6 +544,9 @@ pub fn check(opts: &LoopOptions) -> Result<Check> {
         .arg("--message-format=json")
         .arg("--target")
         .arg(opts.target);
+    if let Some(dir) = &opts.target_dir {
+        cmd.arg("--target-dir").arg(dir);
+    }
     if opts.packages.is_empty() {
         cmd.arg("--workspace");
     } else {
