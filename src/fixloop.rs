@@ -302,6 +302,8 @@ pub struct Check {
     pub report: CheckReport,
     /// MachineApplicable suggestions of error/warning diagnostics, per module file.
     pub suggestions: BTreeMap<String, Vec<rustfix::Suggestion>>,
+    /// Wall time of the cargo process (spawn to exit).
+    pub cargo_time: Duration,
 }
 
 /// One iteration of the loop.
@@ -349,7 +351,8 @@ pub struct LoopOutcome {
     pub iterations: Vec<IterationSummary>,
     /// The report of the last check.
     pub final_report: CheckReport,
-    /// Sum of the `cargo check` wall times.
+    /// Sum of the `cargo check` process wall times (spawn to exit); everything else
+    /// in `total_time` is the loop's own work and the fixer's.
     pub check_time: Duration,
     /// Wall time of the whole loop.
     pub total_time: Duration,
@@ -382,9 +385,8 @@ pub fn run_loop(
     let mut iteration: u32 = 0;
     loop {
         iteration += 1;
-        let t = Instant::now();
         let check = check(opts)?;
-        let elapsed = t.elapsed();
+        let elapsed = check.cargo_time;
         check_time += elapsed;
         let report = &check.report;
         let hash = report.errors_hash();
@@ -558,6 +560,7 @@ pub fn check(opts: &LoopOptions) -> Result<Check> {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    let spawned = Instant::now();
     let mut child = cmd.spawn().with_context(|| {
         format!(
             "could not run `{} check`; is cargo installed and on PATH?",
@@ -595,6 +598,7 @@ pub fn check(opts: &LoopOptions) -> Result<Check> {
         }
     }
     let status = child.wait().context("waiting for cargo check")?;
+    let cargo_time = spawned.elapsed();
     let stderr = err_reader.join().unwrap_or_default();
 
     let spec_files = module_files(opts.root, opts.modules);
@@ -753,6 +757,7 @@ pub fn check(opts: &LoopOptions) -> Result<Check> {
             check_ms: started.elapsed().as_millis() as u64,
         },
         suggestions,
+        cargo_time,
     })
 }
 
