@@ -808,13 +808,10 @@ pub fn normalize_file(name: &str, root: &Path, pkg_dir: &Path) -> Option<String>
     } else {
         pkg_dir.join(p)
     };
-    let rel = abs.strip_prefix(root).ok().or_else(|| {
-        // The root may be spelled differently (symlinks): compare canonical forms.
-        None::<&Path>
-    });
-    let rel = match rel {
+    let rel = match abs.strip_prefix(root).ok() {
         Some(r) => normalize_rel(r)?,
         None => {
+            // The root may be spelled differently (symlinks): compare canonical forms.
             let canon_root = root.canonicalize().ok()?;
             let canon = abs.canonicalize().ok()?;
             normalize_rel(canon.strip_prefix(&canon_root).ok()?)?
@@ -1018,6 +1015,21 @@ mod tests {
         )
         .unwrap();
         assert_eq!(kept, [("b.rs".to_string(), "new".to_string())]);
+    }
+
+    #[test]
+    fn a_target_the_toolchain_lacks_falls_back_to_the_host() {
+        let dir = tempfile::tempdir().unwrap();
+        let (target, note) = resolve_target(dir.path(), "x86_64-unknown-nowhere").unwrap();
+        assert_ne!(target, "x86_64-unknown-nowhere");
+        let note = note.expect("the fallback is said");
+        assert!(
+            note.contains("rustup target add x86_64-unknown-nowhere"),
+            "{note}"
+        );
+        assert!(note.contains(&target), "{note}");
+        let (same, none) = resolve_target(dir.path(), &target).unwrap();
+        assert_eq!((same, none), (target, None), "the host needs no fallback");
     }
 
     #[test]
