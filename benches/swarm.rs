@@ -116,13 +116,19 @@ fn main() {
     ];
     let cmd = || {
         let mut c = common::command(ws.path(), &args);
-        c.env("OPENROUTER_API_KEY", "sk-bench-not-a-real-key")
-            .env("ETERNA_PORT_LLM_BASE_URL", format!("{}/api/v1", server.uri()));
+        c.env("OPENROUTER_API_KEY", "sk-bench-not-a-real-key").env(
+            "ETERNA_PORT_LLM_BASE_URL",
+            format!("{}/api/v1", server.uri()),
+        );
         c
     };
     // The first run creates the store and the search index: not timed.
     let first = cmd().output().unwrap();
-    assert!(first.status.code().is_some_and(|c| c <= 1), "{}", common::stderr(&first));
+    assert!(
+        first.status.code().is_some_and(|c| c <= 1),
+        "{}",
+        common::stderr(&first)
+    );
 
     let ideal = LATENCY * MODULES.div_ceil(JOBS) as u32;
     let (mut swarm, mut wall, mut cpu, mut swarm_cpu) =

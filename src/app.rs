@@ -1,5 +1,7 @@
 //! Command dispatch: turns parsed arguments into work and an exit code.
 
+mod check;
+mod hook;
 mod memory;
 mod port;
 
@@ -80,6 +82,8 @@ fn dispatch(cli: Cli) -> Result<u8> {
         Some(Command::Search(a)) => memory::cmd_search(&g, &a),
         Some(Command::Status) => memory::cmd_status(&g),
         Some(Command::Qemu(q)) => cmd_qemu(&g, &q),
+        Some(Command::Check(a)) => check::cmd_check(&g, &a),
+        Some(Command::Hook(h)) => hook::cmd_hook(&g, &h),
         None => port::cmd_port(&g, &cli.targets, &cli.port),
     }
 }

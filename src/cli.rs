@@ -19,6 +19,9 @@ Examples:
   cargo eterna-port index                index code, docs and knowledge for retrieval
   cargo eterna-port search \"VMCS\" -n 5   hybrid (vector + full-text) search of the index
   cargo eterna-port status               store statistics
+  cargo eterna-port check --format github --junit target/eterna-port-junit.xml
+                                         check the port; CI annotations and JUnit XML
+  cargo eterna-port hook install         run `check` before each git commit
 
 Exit status: 0 success; 1 the work was done and found problems; 2 usage, configuration
 or environment error.";
@@ -157,6 +160,57 @@ pub enum Command {
     /// Build the x86_64 port and boot it (QEMU, or Bochs with VT-x); judge the serial console
     #[command(after_help = QEMU_AFTER_HELP)]
     Qemu(QemuArgs),
+    /// Check the port target with cargo check (changes nothing); errors per module
+    #[command(after_help = CHECK_AFTER_HELP)]
+    Check(CheckArgs),
+    /// Install or remove the git pre-commit hook that runs `check`
+    #[command(subcommand)]
+    Hook(HookCommand),
+}
+
+const CHECK_AFTER_HELP: &str = "\
+Exit status: 0 the port checks without errors (warnings allowed); 1 cargo check reports
+errors; 2 setup error (cargo not runnable, bad manifest, unwritable --junit path).
+CI: cargo eterna-port check --format github --junit target/eterna-port-junit.xml";
+
+/// Output of `check` besides JSON.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CheckFormat {
+    /// A per-module summary
+    Human,
+    /// GitHub Actions annotations (::error file=…,line=…::…), then the summary
+    Github,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct CheckArgs {
+    /// Components, aliases (vmcs, ept, apic, …) or module paths to report; all when omitted
+    #[arg(value_name = "TARGET")]
+    pub targets: Vec<String>,
+
+    /// Report format (`--message-format json` gives one JSON document instead)
+    #[arg(long, value_enum, default_value_t = CheckFormat::Human, value_name = "FMT")]
+    pub format: CheckFormat,
+
+    /// Also write a JUnit XML report (one test case per planned module) to PATH
+    #[arg(long, value_name = "PATH")]
+    pub junit: Option<PathBuf>,
+
+    /// Exit 0 at once unless a file staged in git belongs to a planned module (for hooks)
+    #[arg(long)]
+    pub staged: bool,
+}
+
+#[derive(Debug, Subcommand, Clone)]
+pub enum HookCommand {
+    /// Write .git/hooks/pre-commit running `cargo-eterna-port check --staged`
+    Install {
+        /// Replace an existing pre-commit hook that is not ours (kept as pre-commit.bak)
+        #[arg(long)]
+        force: bool,
+    },
+    /// Remove the pre-commit hook if it is ours (restoring pre-commit.bak if any)
+    Uninstall,
 }
 
 #[derive(Debug, Args, Clone)]

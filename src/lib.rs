@@ -4,10 +4,12 @@
 //! stages). The binary in `main.rs` is a thin shell around [`app::run`].
 
 pub mod app;
+pub mod check_report;
 pub mod cli;
 pub mod config;
 pub mod emulate;
 pub mod engine;
+pub mod fixloop;
 pub mod knowledge;
 pub mod llm;
 pub mod plan;

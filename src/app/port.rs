@@ -143,8 +143,9 @@ pub(super) fn cmd_port(g: &GlobalArgs, targets: &[String], flags: &PortFlags) ->
         ms = retrieval.elapsed().as_millis() as u64,
         "context retrieved for the modules"
     );
-    let context =
-        |m: &ModulePlan| -> Vec<ContextChunk> { contexts.get(&m.module_path).cloned().unwrap_or_default() };
+    let context = |m: &ModulePlan| -> Vec<ContextChunk> {
+        contexts.get(&m.module_path).cloned().unwrap_or_default()
+    };
     let planning = std::time::Instant::now();
     let tasks = primary::port_tasks(&primary::Inputs {
         root: &s.ws.root,

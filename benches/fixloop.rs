@@ -1,0 +1,133 @@
+//! The fix loop's own cost: its wall time against the sum of the `cargo check` wall
+//! times it ran, on a ported copy of the fixture with an injected error.
+//!
+//! `cargo bench --bench fixloop`: 10 loops per case. Cases: a fixer answering at once
+//! with the fix (a zero-latency DebugAgent; check → fix → check), and an error rustc
+//! fixes itself (check → rustfix → check). Target: loop ≤ 1.05 × Σ cargo check. Without
+//! `--bench` (as `cargo test` runs it) one loop per case, as a smoke test.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use cargo_eterna_port::fixloop::{self, Fixer, LoopOptions, ModuleDiagnostics, ModuleSpec};
+
+const VMCS: &str = "eterna/src/arch/x86_64/vmcs.rs";
+
+/// Answers every request with the stored fix, at once.
+struct Instant(String);
+
+impl Fixer for Instant {
+    fn fix(&mut self, _: u32, _: &[ModuleDiagnostics]) -> anyhow::Result<Vec<(String, String)>> {
+        Ok(vec![(VMCS.to_string(), self.0.clone())])
+    }
+}
+
+fn specs(root: &Path) -> Vec<ModuleSpec> {
+    let out = common::command(root, &["plan", "--message-format", "json"])
+        .env_remove("CARGO_TARGET_DIR")
+        .output()
+        .unwrap();
+    common::json(&out)["modules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| ModuleSpec {
+            module_path: m["module_path"].as_str().unwrap().into(),
+            component: m["component"].as_str().unwrap().into(),
+            package: m["package"].as_str().unwrap().into(),
+            source: m["source"].as_str().unwrap().into(),
+            target: m["target"].as_str().unwrap().into(),
+        })
+        .collect()
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn case(
+    name: &str,
+    runs: usize,
+    root: &Path,
+    opts: &LoopOptions,
+    broken: &str,
+    fixed: &str,
+    fixer: bool,
+) {
+    let (mut loops, mut checks, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    let mut n_checks = 0;
+    for _ in 0..runs {
+        std::fs::write(root.join(VMCS), broken).unwrap();
+        let mut f = Instant(fixed.to_string());
+        let outcome = fixloop::run_loop(
+            opts,
+            fixer.then_some(&mut f as &mut dyn Fixer),
+            &mut |files| fixloop::write_files(root, files),
+            &mut |_| Ok(()),
+        )
+        .unwrap();
+        assert_eq!(
+            outcome.stop,
+            fixloop::StopReason::Clean,
+            "{:#?}",
+            outcome.iterations
+        );
+        n_checks = outcome.iterations.len();
+        loops.push(outcome.total_time);
+        checks.push(outcome.check_time);
+        ratios.push(outcome.total_time.as_secs_f64() / outcome.check_time.as_secs_f64());
+    }
+    ratios.sort_by(f64::total_cmp);
+    println!(
+        "{name}: loop median {:.1?}, Σ cargo check median {:.1?} ({n_checks} checks), ratio median {:.3} (max {:.3}; {runs} runs; target ≤ 1.05)",
+        median(loops),
+        median(checks),
+        ratios[ratios.len() / 2],
+        ratios[ratios.len() - 1],
+    );
+}
+
+fn main() {
+    let full = std::env::args().any(|a| a == "--bench");
+    let runs = if full { 10 } else { 1 };
+    let dir = common::copy_tree(&common::fixture_dir());
+    let root = dir.path();
+    let out = common::command(root, &["--allow-no-vcs", "--quiet"])
+        .env_remove("CARGO_TARGET_DIR")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
+    let modules = specs(root);
+    let packages = vec!["eterna".to_string()];
+    let mut opts = LoopOptions::new(root, "x86_64-unknown-none", &modules);
+    opts.packages = &packages;
+    opts.target_dir = Some(root.join("target"));
+    let original = std::fs::read_to_string(root.join(VMCS)).unwrap();
+    // Warm the build (dependencies, the first full check).
+    fixloop::check(&opts).unwrap();
+
+    let anchor = "pub fn capabilities() -> VmxCaps {\n";
+    let with = |line: &str| original.replacen(anchor, &format!("{anchor}    {line}\n"), 1);
+    case(
+        "zero-latency fixer",
+        runs,
+        root,
+        &opts,
+        &with("let x: u32 = \"s\";"),
+        &original,
+        true,
+    );
+    case(
+        "rustfix (MachineApplicable)",
+        runs,
+        root,
+        &opts,
+        &with("let _r: &u32 = 5u32;"),
+        &original,
+        false,
+    );
+}

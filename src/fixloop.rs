@@ -1,0 +1,1051 @@
+//! The `cargo check` fix loop: one `cargo check --message-format=json` per iteration for
+//! every module in flight, diagnostics attributed to planned modules by the file of
+//! their primary span, rustc's MachineApplicable suggestions applied first (rustfix),
+//! then the remaining errors handed, grouped per module, to a pluggable [`Fixer`] (the
+//! DebugAgent). The loop stops when the port is clean, when an iteration makes no
+//! progress (the same set of errors as the iteration before), at the iteration limit,
+//! or when errors remain and there is nobody to fix them — and says which.
+//!
+//! An *iteration* is one `cargo check` plus the fixes made after it (rustfix, or else
+//! the fixer). `max_iterations` bounds the fix rounds; the check after the last round
+//! decides between clean and [`StopReason::MaxIterations`], so a loop runs at most
+//! `max_iterations + 1` checks.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::ffi::OsString;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use cargo_metadata::diagnostic::{Diagnostic, DiagnosticLevel, DiagnosticSpan};
+use cargo_metadata::Message;
+use serde::Serialize;
+
+use crate::plan::ModulePlan;
+use crate::store::FixIterationRecord;
+
+/// The bucket of diagnostics in workspace files that belong to no planned module.
+pub const OTHER: &str = "(other)";
+
+/// Default bound on fix rounds (`--max-fix-iterations`).
+pub const DEFAULT_MAX_ITERATIONS: u32 = 5;
+
+/// One compiler diagnostic, attributed to a workspace file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Diag {
+    /// Workspace-relative, `/`-separated; empty for a diagnostic without a span.
+    pub file: String,
+    /// 1-based (0 without a span).
+    pub line: usize,
+    /// 1-based (0 without a span).
+    pub column: usize,
+    /// `error` or `warning`.
+    pub level: String,
+    /// `E0308`, `unused_mut`, …
+    pub code: Option<String>,
+    pub message: String,
+    /// rustc's rendering, as a person reads it.
+    pub rendered: String,
+}
+
+impl Diag {
+    pub fn is_error(&self) -> bool {
+        self.level == "error"
+    }
+}
+
+/// A module's remaining errors, as the fixer gets them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ModuleDiagnostics {
+    pub module_path: String,
+    /// Workspace-relative target files of the module (the files the fixer may rewrite).
+    pub files: Vec<String>,
+    pub diagnostics: Vec<Diag>,
+}
+
+/// Something that rewrites module files to fix errors (the DebugAgent).
+pub trait Fixer {
+    /// Returns new contents (ws-relative path, full text) for files of the given
+    /// modules. Returning nothing (or only unchanged contents) means "no fix".
+    fn fix(
+        &mut self,
+        iteration: u32,
+        modules: &[ModuleDiagnostics],
+    ) -> Result<Vec<(String, String)>>;
+}
+
+/// Why the loop stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StopReason {
+    /// `cargo check` reports no errors (and rustfix has nothing left to apply).
+    Clean,
+    /// The fix rounds ran out with errors left.
+    MaxIterations,
+    /// An iteration ended with the same set of errors as the one before, or the
+    /// fixer returned no change.
+    NoProgress,
+    /// Errors remain, rustc has no MachineApplicable fix for them and there is no fixer.
+    NoFixer,
+    /// Errors remain only in workspace files that belong to no planned module, which
+    /// the fixer is not given.
+    OutsideModules,
+}
+
+impl StopReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StopReason::Clean => "clean",
+            StopReason::MaxIterations => "max-iterations",
+            StopReason::NoProgress => "no-progress",
+            StopReason::NoFixer => "no-fixer",
+            StopReason::OutsideModules => "outside-modules",
+        }
+    }
+
+    /// One sentence for a person.
+    pub fn explain(self) -> &'static str {
+        match self {
+            StopReason::Clean => "cargo check reports no errors",
+            StopReason::MaxIterations => "the iteration limit was reached with errors left",
+            StopReason::NoProgress => {
+                "no progress: the last fix left the same errors as the iteration before"
+            }
+            StopReason::NoFixer => {
+                "errors remain that rustc cannot fix and no fixer (DebugAgent) is available"
+            }
+            StopReason::OutsideModules => {
+                "errors remain only in files that are not planned modules"
+            }
+        }
+    }
+}
+
+/// A planned module as the loop needs it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ModuleSpec {
+    pub module_path: String,
+    pub component: String,
+    pub package: String,
+    /// The ARM64 source, workspace-relative.
+    pub source: String,
+    /// The x86_64 target, workspace-relative (equal to `source` when edited in place).
+    pub target: String,
+}
+
+impl From<&ModulePlan> for ModuleSpec {
+    fn from(m: &ModulePlan) -> Self {
+        ModuleSpec {
+            module_path: m.module_path.clone(),
+            component: m.component.clone(),
+            package: m.package.clone(),
+            source: m.source.clone(),
+            target: m.target.clone(),
+        }
+    }
+}
+
+impl ModuleSpec {
+    pub fn from_plan(modules: &[ModulePlan]) -> Vec<ModuleSpec> {
+        modules.iter().map(ModuleSpec::from).collect()
+    }
+
+    /// The files the port owns for this module: the target, the files it pulls in with
+    /// `#[path = "…"]` (relative to the target's directory), and the source when the
+    /// module is edited in place.
+    pub fn files(&self, root: &Path) -> Vec<String> {
+        let mut files = vec![self.target.clone()];
+        if let Ok(text) = std::fs::read_to_string(root.join(&self.target)) {
+            let dir = Path::new(&self.target).parent().unwrap_or(Path::new(""));
+            for line in text.lines() {
+                let Some(rest) = line.trim().strip_prefix("#[path") else {
+                    continue;
+                };
+                let Some(p) = rest
+                    .trim_start()
+                    .strip_prefix('=')
+                    .map(str::trim_start)
+                    .and_then(|r| r.strip_prefix('"'))
+                    .and_then(|r| r.split('"').next())
+                else {
+                    continue;
+                };
+                if let Some(rel) = normalize_rel(&dir.join(p)) {
+                    if !files.contains(&rel) {
+                        files.push(rel);
+                    }
+                }
+            }
+        }
+        files
+    }
+}
+
+/// What to check and how to loop.
+#[derive(Debug, Clone)]
+pub struct LoopOptions<'a> {
+    /// Workspace root (where `cargo check` runs).
+    pub root: &'a Path,
+    /// Target triple for `--target` (resolve it with [`resolve_target`]).
+    pub target: &'a str,
+    /// Packages to check (`-p`); empty checks `--workspace`.
+    pub packages: &'a [String],
+    /// The planned modules diagnostics are attributed to.
+    pub modules: &'a [ModuleSpec],
+    /// Bound on fix rounds (default 5).
+    pub max_iterations: u32,
+    /// Apply rustc's MachineApplicable suggestions in module files.
+    pub apply_rustfix: bool,
+    /// The cargo to run: `$CARGO` when set (as under `cargo eterna-port`), else `cargo`.
+    pub cargo: OsString,
+    /// `--target-dir`; `None` keeps the user's (`CARGO_TARGET_DIR`, config, `target/`).
+    pub target_dir: Option<PathBuf>,
+}
+
+impl<'a> LoopOptions<'a> {
+    pub fn new(root: &'a Path, target: &'a str, modules: &'a [ModuleSpec]) -> Self {
+        LoopOptions {
+            root,
+            target,
+            packages: &[],
+            modules,
+            max_iterations: DEFAULT_MAX_ITERATIONS,
+            apply_rustfix: true,
+            cargo: std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()),
+            target_dir: None,
+        }
+    }
+}
+
+/// One module's result of a check.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModuleResult {
+    pub module_path: String,
+    /// `None` for the `(other)` bucket.
+    pub component: Option<String>,
+    pub package: Option<String>,
+    pub files: Vec<String>,
+    pub errors: usize,
+    pub warnings: usize,
+    pub diagnostics: Vec<Diag>,
+}
+
+impl ModuleResult {
+    pub fn first_error(&self) -> Option<&Diag> {
+        self.diagnostics.iter().find(|d| d.is_error())
+    }
+}
+
+/// The result of one `cargo check`, per planned module.
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckReport {
+    pub target_triple: String,
+    /// Every planned module, in plan order, then `(other)` when it holds diagnostics.
+    pub modules: Vec<ModuleResult>,
+    pub errors: usize,
+    pub warnings: usize,
+    pub check_ms: u64,
+}
+
+impl CheckReport {
+    pub fn clean(&self) -> bool {
+        self.errors == 0
+    }
+
+    /// Hash of the error set: sorted (file, line, code, message).
+    pub fn errors_hash(&self) -> String {
+        let mut keys: Vec<String> = self
+            .modules
+            .iter()
+            .flat_map(|m| &m.diagnostics)
+            .filter(|d| d.is_error())
+            .map(|d| {
+                format!(
+                    "{}\u{1f}{}\u{1f}{}\u{1f}{}",
+                    d.file,
+                    d.line,
+                    d.code.as_deref().unwrap_or(""),
+                    d.message
+                )
+            })
+            .collect();
+        keys.sort();
+        keys.dedup();
+        let hash = blake3::hash(keys.join("\u{1e}").as_bytes());
+        hash.to_hex()[..16].to_string()
+    }
+
+    /// Errors of planned modules, grouped per module (what the fixer gets).
+    pub fn module_errors(&self) -> Vec<ModuleDiagnostics> {
+        self.modules
+            .iter()
+            .filter(|m| m.component.is_some() && m.errors > 0)
+            .map(|m| ModuleDiagnostics {
+                module_path: m.module_path.clone(),
+                files: m.files.clone(),
+                diagnostics: m
+                    .diagnostics
+                    .iter()
+                    .filter(|d| d.is_error())
+                    .cloned()
+                    .collect(),
+            })
+            .collect()
+    }
+}
+
+/// A check plus what rustfix could do about it.
+#[derive(Debug, Clone)]
+pub struct Check {
+    pub report: CheckReport,
+    /// MachineApplicable suggestions of error/warning diagnostics, per module file.
+    pub suggestions: BTreeMap<String, Vec<rustfix::Suggestion>>,
+    /// Wall time of the cargo process (spawn to exit).
+    pub cargo_time: Duration,
+}
+
+/// One iteration of the loop.
+#[derive(Debug, Clone, Serialize)]
+pub struct IterationSummary {
+    /// 1-based: the n-th `cargo check`.
+    pub iteration: u32,
+    pub errors: usize,
+    pub warnings: usize,
+    pub diagnostics_hash: String,
+    /// MachineApplicable suggestions applied after this check.
+    pub rustfix_applied: usize,
+    /// Files rustfix rewrote.
+    pub rustfix_files: Vec<String>,
+    /// Whether the fixer was asked.
+    pub fixer_called: bool,
+    /// Files the fixer rewrote.
+    pub fixer_files: Vec<String>,
+    pub check_ms: u64,
+    /// Time spent in the fixer (the DebugAgent's latency).
+    pub fix_ms: u64,
+    /// `fixing`, `clean`, `max-iterations`, `no-progress`, `no-fixer`, `outside-modules`.
+    pub outcome: String,
+}
+
+impl IterationSummary {
+    pub fn to_record(&self) -> FixIterationRecord {
+        FixIterationRecord {
+            iteration: i64::from(self.iteration),
+            errors: self.errors as i64,
+            warnings: self.warnings as i64,
+            rustfix_applied: self.rustfix_applied as i64,
+            agent_files: self.fixer_files.len() as i64,
+            diagnostics_hash: self.diagnostics_hash.clone(),
+            check_ms: self.check_ms as i64,
+            outcome: self.outcome.clone(),
+        }
+    }
+}
+
+/// How the loop ended.
+#[derive(Debug, Clone)]
+pub struct LoopOutcome {
+    pub stop: StopReason,
+    pub iterations: Vec<IterationSummary>,
+    /// The report of the last check.
+    pub final_report: CheckReport,
+    /// Sum of the `cargo check` process wall times (spawn to exit); everything else
+    /// in `total_time` is the loop's own work and the fixer's.
+    pub check_time: Duration,
+    /// Wall time of the whole loop.
+    pub total_time: Duration,
+}
+
+impl LoopOutcome {
+    /// Fix rounds made (rustfix or fixer).
+    pub fn fix_rounds(&self) -> usize {
+        self.iterations
+            .iter()
+            .filter(|i| i.outcome == "fixing")
+            .count()
+    }
+}
+
+/// Runs the loop. `write` gets every set of new file contents (rustfix's and the
+/// fixer's) and writes them (through the safe writer; [`write_files`] for a plain
+/// atomic write); `record` gets every iteration (for the store's `fix_iterations`).
+pub fn run_loop(
+    opts: &LoopOptions,
+    mut fixer: Option<&mut dyn Fixer>,
+    write: &mut dyn FnMut(Vec<(String, String)>) -> Result<()>,
+    record: &mut dyn FnMut(&FixIterationRecord) -> Result<()>,
+) -> Result<LoopOutcome> {
+    let started = Instant::now();
+    let mut iterations: Vec<IterationSummary> = Vec::new();
+    let mut check_time = Duration::ZERO;
+    let mut previous_hash: Option<String> = None;
+    let mut rounds: u32 = 0;
+    let mut iteration: u32 = 0;
+    loop {
+        iteration += 1;
+        let check = check(opts)?;
+        let elapsed = check.cargo_time;
+        check_time += elapsed;
+        let report = &check.report;
+        let hash = report.errors_hash();
+        let mut it = IterationSummary {
+            iteration,
+            errors: report.errors,
+            warnings: report.warnings,
+            diagnostics_hash: hash.clone(),
+            rustfix_applied: 0,
+            rustfix_files: Vec::new(),
+            fixer_called: false,
+            fixer_files: Vec::new(),
+            check_ms: elapsed.as_millis() as u64,
+            fix_ms: 0,
+            outcome: "fixing".into(),
+        };
+        let mut stopped = None;
+        let rustfix_ready = opts.apply_rustfix && !check.suggestions.is_empty();
+        if report.clean() && !rustfix_ready {
+            stopped = Some(StopReason::Clean);
+        } else if !report.clean() && previous_hash.as_deref() == Some(hash.as_str()) {
+            stopped = Some(StopReason::NoProgress);
+        } else if rounds >= opts.max_iterations {
+            let reason = if report.clean() {
+                StopReason::Clean
+            } else {
+                StopReason::MaxIterations
+            };
+            stopped = Some(reason);
+        } else {
+            // rustfix first: no fixer call for what rustc can fix itself.
+            let fixed = if rustfix_ready {
+                apply_rustfix(opts.root, &check.suggestions)?
+            } else {
+                RustfixResult::default()
+            };
+            if !fixed.files.is_empty() {
+                it.rustfix_applied = fixed.applied;
+                it.rustfix_files = fixed.files.iter().map(|(p, _)| p.clone()).collect();
+                write(fixed.files)?;
+                rounds += 1;
+            } else if report.clean() {
+                stopped = Some(StopReason::Clean);
+            } else {
+                let modules = report.module_errors();
+                match fixer.as_deref_mut() {
+                    _ if modules.is_empty() => {
+                        stopped = Some(StopReason::OutsideModules);
+                    }
+                    None => {
+                        stopped = Some(StopReason::NoFixer);
+                    }
+                    Some(f) => {
+                        let t = Instant::now();
+                        let files = f.fix(iteration, &modules)?;
+                        it.fix_ms = t.elapsed().as_millis() as u64;
+                        it.fixer_called = true;
+                        let files = changed_files(opts.root, files)?;
+                        if files.is_empty() {
+                            stopped = Some(StopReason::NoProgress);
+                        } else {
+                            it.fixer_files = files.iter().map(|(p, _)| p.clone()).collect();
+                            write(files)?;
+                            rounds += 1;
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(reason) = stopped {
+            it.outcome = reason.as_str().into();
+            record(&it.to_record())?;
+            iterations.push(it);
+            return Ok(LoopOutcome {
+                stop: reason,
+                iterations,
+                final_report: check.report,
+                check_time,
+                total_time: started.elapsed(),
+            });
+        }
+        record(&it.to_record())?;
+        // "No progress" judges the fixer's work: after a rustfix round the same errors
+        // may remain while rustc's fixes went in.
+        previous_hash = it.fixer_called.then_some(hash);
+        iterations.push(it);
+    }
+}
+
+/// Writes files (workspace-relative) atomically: the plain writer for callers without
+/// a ledger.
+pub fn write_files(root: &Path, files: Vec<(String, String)>) -> Result<()> {
+    for (rel, text) in files {
+        crate::writer::atomic_write(&root.join(rel), text.as_bytes(), None)?;
+    }
+    Ok(())
+}
+
+/// Keeps the files whose content differs from what is on disk; rejects paths outside
+/// the workspace.
+fn changed_files(root: &Path, files: Vec<(String, String)>) -> Result<Vec<(String, String)>> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for (rel, text) in files {
+        let Some(norm) = normalize_rel(Path::new(&rel)) else {
+            bail!("the fixer returned `{rel}`, which is not a path inside the workspace");
+        };
+        let old = std::fs::read_to_string(root.join(&norm)).ok();
+        if old.as_deref() == Some(text.as_str()) {
+            continue;
+        }
+        out.retain(|(p, _)| *p != norm);
+        out.push((norm, text));
+    }
+    Ok(out)
+}
+
+#[derive(Default)]
+struct RustfixResult {
+    applied: usize,
+    files: Vec<(String, String)>,
+}
+
+/// Applies the suggestions to each file, skipping any that conflict with one already
+/// applied (the next check offers them again).
+fn apply_rustfix(
+    root: &Path,
+    suggestions: &BTreeMap<String, Vec<rustfix::Suggestion>>,
+) -> Result<RustfixResult> {
+    let mut out = RustfixResult::default();
+    for (rel, list) in suggestions {
+        let path = root.join(rel);
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("could not read {} to apply rustc's fixes", path.display()))?;
+        let mut fix = rustfix::CodeFix::new(&text);
+        let mut applied = 0;
+        for s in list.iter().rev() {
+            if fix.apply(s).is_ok() {
+                applied += 1;
+            }
+        }
+        let new = fix.finish().unwrap_or_else(|_| text.clone());
+        if applied > 0 && new != text {
+            out.applied += applied;
+            out.files.push((rel.clone(), new));
+        }
+    }
+    Ok(out)
+}
+
+/// Runs one `cargo check --message-format=json` and attributes its diagnostics.
+/// Fails (a setup error) when cargo cannot run, or fails without a compiler error in
+/// the workspace (bad manifest, missing target, unresolvable dependency).
+pub fn check(opts: &LoopOptions) -> Result<Check> {
+    let started = Instant::now();
+    let mut cmd = Command::new(&opts.cargo);
+    cmd.arg("check")
+        .arg("--message-format=json")
+        .arg("--target")
+        .arg(opts.target);
+    if let Some(dir) = &opts.target_dir {
+        cmd.arg("--target-dir").arg(dir);
+    }
+    if opts.packages.is_empty() {
+        cmd.arg("--workspace");
+    } else {
+        for p in opts.packages {
+            cmd.arg("-p").arg(p);
+        }
+    }
+    cmd.current_dir(opts.root)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let spawned = Instant::now();
+    let mut child = cmd.spawn().with_context(|| {
+        format!(
+            "could not run `{} check`; is cargo installed and on PATH?",
+            opts.cargo.to_string_lossy()
+        )
+    })?;
+    // Drain stderr on a thread so a chatty cargo cannot block on a full pipe.
+    let mut stderr = child.stderr.take().context("cargo's stderr")?;
+    let err_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s);
+        s
+    });
+    let stdout = child.stdout.take().context("cargo's stdout")?;
+    let mut diagnostics: Vec<Diagnostic> = Vec::new();
+    let mut fallback_dirs: Vec<PathBuf> = Vec::new();
+    for msg in Message::parse_stream(std::io::BufReader::new(stdout)) {
+        let Ok(Message::CompilerMessage(m)) = msg else {
+            continue;
+        };
+        if matches!(
+            m.message.level,
+            DiagnosticLevel::Error | DiagnosticLevel::Warning
+        ) {
+            fallback_dirs.push(
+                m.target
+                    .src_path
+                    .as_std_path()
+                    .ancestors()
+                    .find(|a| a.join("Cargo.toml").is_file())
+                    .map(Path::to_path_buf)
+                    .unwrap_or_default(),
+            );
+            diagnostics.push(m.message);
+        }
+    }
+    let status = child.wait().context("waiting for cargo check")?;
+    let cargo_time = spawned.elapsed();
+    let stderr = err_reader.join().unwrap_or_default();
+
+    let spec_files = module_files(opts.root, opts.modules);
+    let mut buckets: Vec<ModuleResult> = opts
+        .modules
+        .iter()
+        .zip(&spec_files)
+        .map(|(m, files)| ModuleResult {
+            module_path: m.module_path.clone(),
+            component: Some(m.component.clone()),
+            package: Some(m.package.clone()),
+            files: files.clone(),
+            errors: 0,
+            warnings: 0,
+            diagnostics: Vec::new(),
+        })
+        .collect();
+    let mut other = ModuleResult {
+        module_path: OTHER.into(),
+        component: None,
+        package: None,
+        files: Vec::new(),
+        errors: 0,
+        warnings: 0,
+        diagnostics: Vec::new(),
+    };
+    // File → module index: the module's own files, then the ARM64 sources (the port
+    // edits those to gate them).
+    let mut owner: BTreeMap<String, usize> = BTreeMap::new();
+    for (i, files) in spec_files.iter().enumerate() {
+        for f in files {
+            owner.entry(f.clone()).or_insert(i);
+        }
+    }
+    for (i, m) in opts.modules.iter().enumerate() {
+        owner.entry(m.source.clone()).or_insert(i);
+    }
+    let fixable: BTreeSet<&String> = spec_files.iter().flatten().collect();
+
+    let mut seen: HashSet<(String, usize, usize, String, String)> = HashSet::new();
+    let mut suggestions: BTreeMap<String, Vec<rustfix::Suggestion>> = BTreeMap::new();
+    let mut seen_suggestions: HashSet<rustfix::Suggestion> = HashSet::new();
+    let mut errors_in_workspace = 0;
+    for (diag, pkg_dir) in diagnostics.iter().zip(&fallback_dirs) {
+        let level = match diag.level {
+            DiagnosticLevel::Error => "error",
+            _ => "warning",
+        };
+        if diag.spans.is_empty() && is_summary(diag) {
+            continue;
+        }
+        let primary = primary_span(diag, opts.root, pkg_dir);
+        let (file, line, column) = match &primary {
+            Some((f, s)) => (f.clone(), s.line_start, s.column_start),
+            None if diag.spans.is_empty() && pkg_dir.starts_with(opts.root) => {
+                (String::new(), 0, 0)
+            }
+            // A diagnostic in a file outside the workspace: not ours.
+            None => continue,
+        };
+        let key = (
+            file.clone(),
+            line,
+            column,
+            level.to_string(),
+            diag.message.clone(),
+        );
+        if !seen.insert(key) {
+            continue;
+        }
+        if level == "error" {
+            errors_in_workspace += 1;
+        }
+        let d = Diag {
+            file: file.clone(),
+            line,
+            column,
+            level: level.into(),
+            code: diag.code.as_ref().map(|c| c.code.clone()),
+            message: diag.message.clone(),
+            rendered: diag
+                .rendered
+                .clone()
+                .unwrap_or_else(|| diag.message.clone()),
+        };
+        let bucket = match owner.get(&file) {
+            Some(&i) => &mut buckets[i],
+            None => &mut other,
+        };
+        if d.is_error() {
+            bucket.errors += 1;
+        } else {
+            bucket.warnings += 1;
+        }
+        bucket.diagnostics.push(d);
+
+        // rustfix: MachineApplicable suggestions whose every replacement is in one
+        // module file.
+        if let Ok(json) = serde_json::to_string(diag) {
+            let found = rustfix::get_suggestions_from_json(
+                &json,
+                &HashSet::<String>::new(),
+                rustfix::Filter::MachineApplicableOnly,
+            )
+            .unwrap_or_default();
+            for s in found {
+                let files: BTreeSet<Option<String>> = s
+                    .solutions
+                    .iter()
+                    .flat_map(|sol| &sol.replacements)
+                    .map(|r| normalize_file(&r.snippet.file_name, opts.root, pkg_dir))
+                    .collect();
+                let mut files = files.into_iter();
+                let (Some(Some(f)), None) = (files.next(), files.next()) else {
+                    continue;
+                };
+                if fixable.contains(&f) && seen_suggestions.insert(s.clone()) {
+                    suggestions.entry(f).or_default().push(s);
+                }
+            }
+        }
+    }
+    if !status.success() && errors_in_workspace == 0 {
+        let tail: Vec<&str> = stderr
+            .lines()
+            .filter(|l| !l.trim_start().starts_with("Compiling") && !l.trim().is_empty())
+            .collect();
+        let tail = tail[tail.len().saturating_sub(15)..].join("\n");
+        bail!(
+            "`cargo check --target {}` failed in {} without a compiler error in the workspace:\n{tail}",
+            opts.target,
+            opts.root.display()
+        );
+    }
+    // Keep each file's suggestions in source order (rustfix applies them in reverse).
+    for list in suggestions.values_mut() {
+        list.sort_by_key(|s| {
+            s.solutions
+                .first()
+                .and_then(|sol| sol.replacements.first())
+                .map(|r| r.snippet.range.start)
+                .unwrap_or(0)
+        });
+    }
+    if !other.diagnostics.is_empty() {
+        buckets.push(other);
+    }
+    let errors = buckets.iter().map(|m| m.errors).sum();
+    let warnings = buckets.iter().map(|m| m.warnings).sum();
+    Ok(Check {
+        report: CheckReport {
+            target_triple: opts.target.to_string(),
+            modules: buckets,
+            errors,
+            warnings,
+            check_ms: started.elapsed().as_millis() as u64,
+        },
+        suggestions,
+        cargo_time,
+    })
+}
+
+/// The files of each module (see [`ModuleSpec::files`]).
+pub fn module_files(root: &Path, modules: &[ModuleSpec]) -> Vec<Vec<String>> {
+    modules.iter().map(|m| m.files(root)).collect()
+}
+
+/// rustc's closing lines ("aborting due to 2 previous errors", "N warnings emitted").
+fn is_summary(d: &Diagnostic) -> bool {
+    let m = d.message.as_str();
+    m.starts_with("aborting due to")
+        || (m.ends_with("emitted") && m.contains("warning"))
+        || m.starts_with("Some errors have detailed explanations")
+        || m.starts_with("For more information about")
+}
+
+/// The primary span in a workspace file: the diagnostic's own primary span, or, for
+/// one inside a macro from elsewhere, the expansion site in the workspace.
+fn primary_span<'d>(
+    d: &'d Diagnostic,
+    root: &Path,
+    pkg_dir: &Path,
+) -> Option<(String, &'d DiagnosticSpan)> {
+    let first = d.spans.iter().find(|s| s.is_primary)?;
+    let mut span = first;
+    loop {
+        if let Some(f) = normalize_file(&span.file_name, root, pkg_dir) {
+            return Some((f, span));
+        }
+        span = &span.expansion.as_ref()?.span;
+    }
+}
+
+/// A span's file name as a workspace-relative `/` path, if the file is in the
+/// workspace (and not under its `target/`). rustc names workspace members' files
+/// relative to the workspace root, other files absolutely; a name relative to the
+/// package directory is tried too.
+pub fn normalize_file(name: &str, root: &Path, pkg_dir: &Path) -> Option<String> {
+    if name.starts_with('<') {
+        return None; // <anon>, <built-in>, …
+    }
+    let p = Path::new(name);
+    let abs = if p.is_absolute() {
+        p.to_path_buf()
+    } else if root.join(p).exists() || pkg_dir.as_os_str().is_empty() {
+        root.join(p)
+    } else {
+        pkg_dir.join(p)
+    };
+    let rel = match abs.strip_prefix(root).ok() {
+        Some(r) => normalize_rel(r)?,
+        None => {
+            // The root may be spelled differently (symlinks): compare canonical forms.
+            let canon_root = root.canonicalize().ok()?;
+            let canon = abs.canonicalize().ok()?;
+            normalize_rel(canon.strip_prefix(&canon_root).ok()?)?
+        }
+    };
+    if rel.starts_with("target/") {
+        return None;
+    }
+    Some(rel)
+}
+
+/// `a/./b/../c` → `a/c`; `None` when it leaves the root or is absolute.
+fn normalize_rel(p: &Path) -> Option<String> {
+    use std::path::Component;
+    let mut parts: Vec<String> = Vec::new();
+    for c in p.components() {
+        match c {
+            Component::Normal(s) => parts.push(s.to_string_lossy().into_owned()),
+            Component::CurDir => {}
+            Component::ParentDir => {
+                parts.pop()?;
+            }
+            Component::RootDir | Component::Prefix(_) => return None,
+        }
+    }
+    (!parts.is_empty()).then(|| parts.join("/"))
+}
+
+/// The target to check: `wanted` when the toolchain has it (its standard library is in
+/// the sysroot, or it is the host, or a custom target file), else the host target with
+/// a note to say so.
+pub fn resolve_target(root: &Path, wanted: &str) -> Result<(String, Option<String>)> {
+    let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+    let run = |args: &[&str]| -> Result<String> {
+        let out = Command::new(&rustc)
+            .args(args)
+            .current_dir(root)
+            .stdin(Stdio::null())
+            .output()
+            .with_context(|| {
+                format!(
+                    "could not run `{} {}`; is Rust installed?",
+                    rustc.to_string_lossy(),
+                    args.join(" ")
+                )
+            })?;
+        if !out.status.success() {
+            bail!(
+                "`{} {}` failed: {}",
+                rustc.to_string_lossy(),
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    if wanted.ends_with(".json") {
+        return Ok((wanted.to_string(), None));
+    }
+    let sysroot = run(&["--print", "sysroot"])?;
+    let lib = Path::new(sysroot.trim())
+        .join("lib/rustlib")
+        .join(wanted)
+        .join("lib");
+    if lib.is_dir() {
+        return Ok((wanted.to_string(), None));
+    }
+    let host = run(&["-vV"])?
+        .lines()
+        .find_map(|l| l.strip_prefix("host: "))
+        .map(|h| h.trim().to_string())
+        .context("`rustc -vV` did not name the host target")?;
+    if host == wanted {
+        return Ok((host, None));
+    }
+    Ok((
+        host.clone(),
+        Some(format!(
+            "the toolchain has no `{wanted}` target (`rustup target add {wanted}`); checking for the host target {host} instead"
+        )),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_paths_are_normalised() {
+        assert_eq!(
+            normalize_rel(Path::new("a/./b/../c.rs")).as_deref(),
+            Some("a/c.rs")
+        );
+        assert_eq!(normalize_rel(Path::new("../x.rs")), None);
+        assert_eq!(normalize_rel(Path::new("/abs")), None);
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("pkg/src")).unwrap();
+        std::fs::write(root.join("pkg/src/lib.rs"), "").unwrap();
+        let pkg = root.join("pkg");
+        assert_eq!(
+            normalize_file("pkg/src/lib.rs", root, &pkg).as_deref(),
+            Some("pkg/src/lib.rs")
+        );
+        assert_eq!(
+            normalize_file("src/lib.rs", root, &pkg).as_deref(),
+            Some("pkg/src/lib.rs"),
+            "relative to the package directory"
+        );
+        let abs = root.join("pkg/src/lib.rs");
+        assert_eq!(
+            normalize_file(abs.to_str().unwrap(), root, &pkg).as_deref(),
+            Some("pkg/src/lib.rs")
+        );
+        assert_eq!(normalize_file("/elsewhere/lib.rs", root, &pkg), None);
+        assert_eq!(normalize_file("<anon>", root, &pkg), None);
+    }
+
+    #[test]
+    fn module_files_follow_path_attributes() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("k/src/arch/x86_64")).unwrap();
+        std::fs::write(
+            root.join("k/src/arch/x86_64/vmcs.rs"),
+            "#[path = \"vmx_fields.rs\"]\nmod fields;\n#[path=\"../shared.rs\"] mod shared;\n",
+        )
+        .unwrap();
+        let spec = ModuleSpec {
+            module_path: "k::arch::aarch64::vm".into(),
+            component: "vm-control".into(),
+            package: "k".into(),
+            source: "k/src/arch/aarch64/vm.rs".into(),
+            target: "k/src/arch/x86_64/vmcs.rs".into(),
+        };
+        assert_eq!(
+            spec.files(root),
+            [
+                "k/src/arch/x86_64/vmcs.rs",
+                "k/src/arch/x86_64/vmx_fields.rs",
+                "k/src/arch/shared.rs"
+            ]
+        );
+    }
+
+    fn diag(file: &str, line: usize, message: &str) -> Diag {
+        Diag {
+            file: file.into(),
+            line,
+            column: 1,
+            level: "error".into(),
+            code: Some("E0308".into()),
+            message: message.into(),
+            rendered: message.into(),
+        }
+    }
+
+    fn report(diags: Vec<Diag>) -> CheckReport {
+        CheckReport {
+            target_triple: "x".into(),
+            errors: diags.iter().filter(|d| d.is_error()).count(),
+            warnings: 0,
+            modules: vec![ModuleResult {
+                module_path: "m".into(),
+                component: Some("vcpu".into()),
+                package: Some("p".into()),
+                files: vec!["a.rs".into()],
+                errors: diags.iter().filter(|d| d.is_error()).count(),
+                warnings: 0,
+                diagnostics: diags,
+            }],
+            check_ms: 0,
+        }
+    }
+
+    #[test]
+    fn the_error_hash_ignores_order_and_warnings() {
+        let a = report(vec![diag("a.rs", 1, "x"), diag("a.rs", 2, "y")]);
+        let b = report(vec![diag("a.rs", 2, "y"), diag("a.rs", 1, "x")]);
+        assert_eq!(a.errors_hash(), b.errors_hash());
+        let c = report(vec![diag("a.rs", 3, "y"), diag("a.rs", 1, "x")]);
+        assert_ne!(a.errors_hash(), c.errors_hash());
+        let mut w = diag("a.rs", 9, "unused");
+        w.level = "warning".into();
+        let d = report(vec![diag("a.rs", 2, "y"), diag("a.rs", 1, "x"), w]);
+        assert_eq!(a.errors_hash(), d.errors_hash());
+        assert_eq!(a.module_errors()[0].diagnostics.len(), 2);
+    }
+
+    #[test]
+    fn fixer_output_outside_the_workspace_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.rs"), "same").unwrap();
+        assert!(changed_files(dir.path(), vec![("../x.rs".into(), "x".into())]).is_err());
+        let kept = changed_files(
+            dir.path(),
+            vec![
+                ("a.rs".into(), "same".into()),
+                ("./b.rs".into(), "new".into()),
+            ],
+        )
+        .unwrap();
+        assert_eq!(kept, [("b.rs".to_string(), "new".to_string())]);
+    }
+
+    #[test]
+    fn a_target_the_toolchain_lacks_falls_back_to_the_host() {
+        let dir = tempfile::tempdir().unwrap();
+        let (target, note) = resolve_target(dir.path(), "x86_64-unknown-nowhere").unwrap();
+        assert_ne!(target, "x86_64-unknown-nowhere");
+        let note = note.expect("the fallback is said");
+        assert!(
+            note.contains("rustup target add x86_64-unknown-nowhere"),
+            "{note}"
+        );
+        assert!(note.contains(&target), "{note}");
+        let (same, none) = resolve_target(dir.path(), &target).unwrap();
+        assert_eq!((same, none), (target, None), "the host needs no fallback");
+    }
+
+    #[test]
+    fn stop_reasons_have_names() {
+        for r in [
+            StopReason::Clean,
+            StopReason::MaxIterations,
+            StopReason::NoProgress,
+            StopReason::NoFixer,
+            StopReason::OutsideModules,
+        ] {
+            assert!(!r.as_str().is_empty() && !r.explain().is_empty());
+            assert_eq!(
+                serde_json::to_value(r).unwrap(),
+                serde_json::json!(r.as_str())
+            );
+        }
+    }
+}
