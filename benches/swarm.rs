@@ -108,6 +108,8 @@ fn main() {
     let args = [
         "--allow-no-vcs",
         "--no-cache",
+        "--max-fix-iterations",
+        "0",
         "--jobs",
         jobs.as_str(),
         "--message-format",

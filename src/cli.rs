@@ -87,6 +87,11 @@ pub struct PortFlags {
     /// Accept model answers that change a package's Cargo.toml or add a build.rs
     #[arg(long)]
     pub allow_deps: bool,
+
+    /// Fix rounds of the cargo check loop after an LLM port (rustfix, then the
+    /// DebugAgent); 0 skips the loop
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    pub max_fix_iterations: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

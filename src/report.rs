@@ -214,6 +214,24 @@ pub struct PortSummary {
     pub tasks: Vec<crate::swarm::TaskResult>,
     pub usage: UsageTotals,
     pub files: Vec<FileResult>,
+    /// The cargo check fix loop after the writes (LLM backend), if it ran.
+    pub fix_loop: Option<FixLoopSummary>,
+}
+
+/// How the fix loop ended.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct FixLoopSummary {
+    /// `clean`, `max-iterations`, `no-progress`, `no-fixer`, `outside-modules`.
+    pub stop: &'static str,
+    pub explanation: &'static str,
+    pub target_triple: String,
+    pub fix_rounds: usize,
+    pub iterations: Vec<crate::fixloop::IterationSummary>,
+    pub errors_left: usize,
+    /// `file:line: message` of the first error left, if any.
+    pub first_error: Option<String>,
+    pub check_ms: u64,
+    pub total_ms: u64,
 }
 
 impl PortSummary {
@@ -232,6 +250,7 @@ impl PortSummary {
             model: None,
             tasks: Vec::new(),
             usage: UsageTotals::default(),
+            fix_loop: None,
             target_triple: selected.target_triple.clone(),
             dry_run,
             coverage: Coverage {
@@ -359,6 +378,20 @@ pub fn port_human(s: &PortSummary, verbose: bool) -> String {
             u.prompt_tokens,
             u.completion_tokens,
             u.cost.map(|c| format!(", cost {c:.4}")).unwrap_or_default()
+        );
+    }
+    if let Some(f) = &s.fix_loop {
+        let _ = writeln!(
+            out,
+            "Fix loop ({}): {} after {} check(s) and {} fix round(s){}",
+            f.target_triple,
+            f.explanation,
+            f.iterations.len(),
+            f.fix_rounds,
+            match (&f.first_error, f.errors_left) {
+                (Some(e), n) => format!("; {n} error(s) left, first: {e}"),
+                _ => String::new(),
+            }
         );
     }
     let count = |f: &dyn Fn(&Action) -> bool| s.files.iter().filter(|x| f(&x.action)).count();

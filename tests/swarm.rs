@@ -180,6 +180,16 @@ async fn the_llm_backend_ports_through_the_swarm_and_a_rerun_makes_no_request() 
     }
     let requests = calls.load(Ordering::SeqCst);
     assert_eq!(requests, port_tasks.len(), "one request per ported module");
+    // The model's port compiles: the fix loop ran one cargo check and stopped clean.
+    assert_eq!(
+        summary["fix_loop"]["stop"], "clean",
+        "{:#}",
+        summary["fix_loop"]
+    );
+    assert_eq!(
+        summary["fix_loop"]["iterations"].as_array().unwrap().len(),
+        1
+    );
     assert_eq!(summary["usage"]["requests"], requests);
     assert_eq!(summary["usage"]["prompt_tokens"], 1000 * requests);
     // The prompt: concept map in the system message; source, draft, API and retrieved
@@ -734,4 +744,222 @@ async fn the_coordinator_bounds_concurrency_and_keeps_a_health_table() {
         assert_eq!(h.model, "test-model");
     }
     assert_eq!(outcome.health[0].agent, "PrimaryAgent#1");
+}
+
+// ---------------------------------------------------------------------------
+// The cargo check fix loop driven by the DebugAgent.
+// ---------------------------------------------------------------------------
+
+/// The current file of a DebugAgent prompt, if the request is one.
+fn debug_file(body: &Value) -> Option<(String, String)> {
+    let user = body["messages"][1]["content"].as_str()?;
+    if !user.starts_with("`cargo check --target") {
+        return None;
+    }
+    let rest = user.split("## Current `").nth(1)?;
+    let path = rest.split('`').next()?.to_string();
+    let content = rest
+        .split("```rust\n")
+        .nth(1)?
+        .split("\n```")
+        .next()?
+        .to_string();
+    Some((path, content))
+}
+
+const TYPE_ERROR: &str = "pub fn broken_for_the_test() -> u32 {\n    \"not a number\"\n}";
+const FIXED: &str = "pub fn broken_for_the_test() -> u32 {\n    7\n}";
+
+/// Port answers put a type error into vmcs.rs; the DebugAgent's answer is chosen by
+/// `debug`.
+struct LoopModel {
+    port_calls: Arc<AtomicUsize>,
+    debug_calls: Arc<AtomicUsize>,
+    vmcs_extra: &'static str,
+    debug: fn(&str) -> String,
+}
+
+impl Respond for LoopModel {
+    fn respond(&self, req: &Request) -> ResponseTemplate {
+        let body: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
+        let answer = match debug_file(&body) {
+            Some((path, content)) => {
+                self.debug_calls.fetch_add(1, Ordering::SeqCst);
+                format!(
+                    "Fixed.\n\n```rust {path}\n{}\n```\n",
+                    (self.debug)(&content)
+                )
+            }
+            None => {
+                self.port_calls.fetch_add(1, Ordering::SeqCst);
+                let (target, draft) = prompt_parts(&body);
+                let extra = if target.ends_with("vmcs.rs") {
+                    self.vmcs_extra
+                } else {
+                    ""
+                };
+                format!("```rust {target}\n{draft}\n{extra}\n{MARK}\n```\n")
+            }
+        };
+        ResponseTemplate::new(200).set_body_json(completion(&answer))
+    }
+}
+
+async fn loop_server(
+    vmcs_extra: &'static str,
+    debug: fn(&str) -> String,
+) -> (MockServer, Arc<AtomicUsize>, Arc<AtomicUsize>) {
+    let server = MockServer::start().await;
+    let (port_calls, debug_calls) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    Mock::given(method("POST"))
+        .respond_with(LoopModel {
+            port_calls: port_calls.clone(),
+            debug_calls: debug_calls.clone(),
+            vmcs_extra,
+            debug,
+        })
+        .mount(&server)
+        .await;
+    (server, port_calls, debug_calls)
+}
+
+fn fix_the_error(content: &str) -> String {
+    content.replace(TYPE_ERROR, FIXED)
+}
+
+fn move_the_error_elsewhere(content: &str) -> String {
+    // Changes the file without fixing anything: the same error on the same line.
+    format!("{content}\n// DebugAgent: tried\n")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fix_loop_converges_in_one_iteration_with_a_fixing_debug_agent() {
+    let (server, _, debug_calls) = loop_server(TYPE_ERROR, fix_the_error).await;
+    let ws = fixture_copy();
+    let out = run_async(llm_cmd(
+        ws.path(),
+        &server,
+        &["--allow-no-vcs", "--message-format", "json"],
+    ))
+    .await;
+    assert_code(&out, 0);
+    let lines = json_lines(&out);
+    let summary = lines.last().unwrap();
+    let fl = &summary["fix_loop"];
+    assert_eq!(fl["stop"], "clean", "{fl:#}");
+    assert_eq!(fl["fix_rounds"], 1, "{fl:#}");
+    assert_eq!(fl["errors_left"], 0);
+    let its = fl["iterations"].as_array().unwrap();
+    assert_eq!(its.len(), 2);
+    assert!(
+        its[0]["errors"].as_u64().unwrap() >= 1 && its[0]["fixer_called"] == true,
+        "{its:#?}"
+    );
+    assert_eq!(its[0]["fixer_files"][0], "eterna/src/arch/x86_64/vmcs.rs");
+    assert_eq!(
+        debug_calls.load(Ordering::SeqCst),
+        1,
+        "one DebugAgent request, for the one broken module"
+    );
+    let vmcs = read(ws.path(), "eterna/src/arch/x86_64/vmcs.rs");
+    assert!(vmcs.contains(FIXED) && !vmcs.contains(TYPE_ERROR));
+    // The DebugAgent's task, its iteration events, and the store's record of both.
+    let debug_task = summary["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["role"] == "debug")
+        .expect("a DebugAgent task");
+    assert_eq!(debug_task["status"], "done");
+    assert_eq!(events(&lines, "fix-iteration").len(), 2);
+    let conn = rusqlite::Connection::open(ws.path().join("target/eterna-port/eterna.db")).unwrap();
+    let outcomes: Vec<String> = conn
+        .prepare("SELECT outcome FROM fix_iterations ORDER BY iteration")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(outcomes, ["fixing", "clean"]);
+    let agent: String = conn
+        .query_row(
+            "SELECT agent FROM agent_tasks WHERE task_id LIKE '%#debug1'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(agent, "DebugAgent");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fix_loop_stops_on_no_progress_before_the_limit() {
+    let (server, _, debug_calls) = loop_server(TYPE_ERROR, move_the_error_elsewhere).await;
+    let ws = fixture_copy();
+    let out = run_async(llm_cmd(
+        ws.path(),
+        &server,
+        &[
+            "--allow-no-vcs",
+            "--message-format",
+            "json",
+            "--max-fix-iterations",
+            "5",
+        ],
+    ))
+    .await;
+    assert_code(&out, 1);
+    let summary = json(&out);
+    let fl = &summary["fix_loop"];
+    assert_eq!(fl["stop"], "no-progress", "{fl:#}");
+    assert!(fl["fix_rounds"].as_u64().unwrap() < 5, "{fl:#}");
+    assert!(fl["errors_left"].as_u64().unwrap() >= 1);
+    assert!(
+        fl["first_error"]
+            .as_str()
+            .unwrap()
+            .starts_with("eterna/src/arch/x86_64/vmcs.rs:"),
+        "{fl:#}"
+    );
+    assert_eq!(
+        debug_calls.load(Ordering::SeqCst) as u64,
+        fl["fix_rounds"].as_u64().unwrap()
+    );
+    // Human output says why it stopped.
+    let human = run_async(llm_cmd(
+        ws.path(),
+        &server,
+        &["vmcs", "--allow-no-vcs", "--max-fix-iterations", "2"],
+    ))
+    .await;
+    assert_code(&human, 1);
+    assert!(stdout(&human).contains("no progress"), "{}", stdout(&human));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_machine_applicable_suggestion_is_applied_without_a_request() {
+    const RUSTFIXABLE: &str = "pub fn rustfix_me() -> u32 {\n    let r: &u32 = 5u32;\n    *r\n}";
+    let (server, port_calls, debug_calls) = loop_server(RUSTFIXABLE, fix_the_error).await;
+    let ws = fixture_copy();
+    let out = run_async(llm_cmd(
+        ws.path(),
+        &server,
+        &["--allow-no-vcs", "--message-format", "json"],
+    ))
+    .await;
+    assert_code(&out, 0);
+    let summary = json(&out);
+    let fl = &summary["fix_loop"];
+    assert_eq!(fl["stop"], "clean", "{fl:#}");
+    assert!(
+        fl["iterations"][0]["rustfix_applied"].as_u64().unwrap() >= 1,
+        "{fl:#}"
+    );
+    assert_eq!(
+        debug_calls.load(Ordering::SeqCst),
+        0,
+        "rustc's own fix needs no model"
+    );
+    let total = server.received_requests().await.unwrap().len();
+    assert_eq!(total, port_calls.load(Ordering::SeqCst));
+    assert!(read(ws.path(), "eterna/src/arch/x86_64/vmcs.rs").contains("let r: &u32 = &5u32;"));
 }

@@ -185,14 +185,52 @@ pub(super) fn cmd_port(g: &GlobalArgs, targets: &[String], flags: &PortFlags) ->
     } else {
         swarm::Backend::Offline
     };
-    let outcome = run_swarm(g, tasks, swarm_backend, flags)?;
+    let (runtime, cancel) = runtime()?;
+    let options = swarm::SwarmOptions {
+        jobs: usize::from(flags.jobs.max(1)),
+        heartbeat: Duration::from_millis(
+            std::env::var("ETERNA_PORT_HEARTBEAT_MS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .filter(|&ms| ms > 0)
+                .unwrap_or(1000),
+        ),
+        cancel: cancel.clone(),
+    };
+    let sink = std::sync::Mutex::new(EventSink::new(g, tasks.len()));
+    let event = |e: &Event| sink.lock().unwrap_or_else(|p| p.into_inner()).on(e);
+    let mut on_event = event;
+    let outcome = runtime.block_on(swarm::run(
+        tasks,
+        swarm_backend.clone(),
+        &options,
+        &mut on_event,
+    ));
 
     if let Some(fatal) = &outcome.fatal {
-        finish(&store, &run, &outcome, "failed")?;
+        sink.into_inner()
+            .unwrap_or_else(|p| p.into_inner())
+            .finish()?;
+        finish(
+            &store.as_ref(),
+            &run.as_ref(),
+            &outcome.results,
+            &outcome.health,
+            "failed",
+        )?;
         bail!("{fatal}; nothing was written");
     }
     if outcome.cancelled {
-        finish(&store, &run, &outcome, "cancelled")?;
+        sink.into_inner()
+            .unwrap_or_else(|p| p.into_inner())
+            .finish()?;
+        finish(
+            &store.as_ref(),
+            &run.as_ref(),
+            &outcome.results,
+            &outcome.health,
+            "cancelled",
+        )?;
         if !g.quiet {
             report::stderr_message(
                 "warning",
@@ -250,24 +288,144 @@ pub(super) fn cmd_port(g: &GlobalArgs, targets: &[String], flags: &PortFlags) ->
         flags.force,
         &state.join("backup"),
     )?;
-    let failed_tasks = outcome
-        .results
+    let mut results = outcome.results;
+    let mut health = outcome.health;
+    let mut fix_loop = None;
+    if let (Some(store), Some(run)) = (&store, &run) {
+        writer::apply(&s.ws.root, &planned, &mut ledger, &state.join("tmp"))?;
+
+        // The cargo check loop: rustfix, then the DebugAgent, until clean or stuck.
+        if llm && flags.max_fix_iterations > 0 {
+            let (target, note) =
+                crate::fixloop::resolve_target(&s.ws.root, &s.config.target.value)?;
+            if let (Some(note), false) = (note, g.quiet) {
+                report::stderr_message("warning", &note);
+            }
+            let specs = crate::fixloop::ModuleSpec::from_plan(&selected.modules);
+            let mut packages: Vec<String> = Vec::new();
+            for m in &selected.modules {
+                if !packages.contains(&m.package) {
+                    packages.push(m.package.clone());
+                }
+            }
+            let mut lopts = crate::fixloop::LoopOptions::new(&s.ws.root, &target, &specs);
+            lopts.packages = &packages;
+            lopts.max_iterations = flags.max_fix_iterations;
+            let mut fixer = super::fix::DebugFixer {
+                runtime: &runtime,
+                backend: swarm_backend.clone(),
+                options: options.clone(),
+                root: &s.ws.root,
+                modules: selected
+                    .modules
+                    .iter()
+                    .map(|m| (m.module_path.clone(), m))
+                    .collect(),
+                package_dirs: &package_dirs,
+                knowledge: &s.knowledge,
+                prompts: &prompts,
+                triple: &target,
+                context: &context,
+                on_event: &mut on_event,
+                results: Vec::new(),
+                health: BTreeMap::new(),
+            };
+            let mut write = |files: Vec<(String, String)>| -> Result<()> {
+                // rustfix's edits and the DebugAgent's answers come through here.
+                for (rel, _) in &files {
+                    ledger
+                        .origins
+                        .insert(rel.clone(), ("fix-loop".to_string(), model.clone()));
+                }
+                let planned = writer::decide(
+                    &s.ws.root,
+                    files,
+                    &generated,
+                    &ledger,
+                    false,
+                    &state.join("backup"),
+                )?;
+                writer::apply(&s.ws.root, &planned, &mut ledger, &state.join("tmp"))
+            };
+            let mut record = |rec: &crate::store::FixIterationRecord| -> Result<()> {
+                sink.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .line(&FixIterationEvent {
+                        reason: "fix-iteration",
+                        record: rec,
+                    });
+                store.record_fix_iteration(run, rec)?;
+                Ok(())
+            };
+            let looped =
+                crate::fixloop::run_loop(&lopts, Some(&mut fixer), &mut write, &mut record);
+            results.append(&mut fixer.results);
+            health.extend(fixer.health.into_values());
+            match looped {
+                Ok(l) => {
+                    let first = l
+                        .final_report
+                        .modules
+                        .iter()
+                        .find_map(|m| m.first_error())
+                        .map(|d| format!("{}:{}: {}", d.file, d.line, d.message));
+                    fix_loop = Some(report::FixLoopSummary {
+                        stop: l.stop.as_str(),
+                        explanation: l.stop.explain(),
+                        target_triple: target.clone(),
+                        fix_rounds: l.fix_rounds(),
+                        errors_left: l.final_report.errors,
+                        first_error: first,
+                        check_ms: l.check_time.as_millis() as u64,
+                        total_ms: l.total_time.as_millis() as u64,
+                        iterations: l.iterations,
+                    });
+                }
+                Err(e) if cancel.is_cancelled() => {
+                    sink.into_inner()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .finish()?;
+                    finish(&Some(store), &Some(run), &results, &health, "cancelled")?;
+                    if !g.quiet {
+                        report::stderr_message(
+                            "warning",
+                            &format!("interrupted during the fix loop ({e:#}); the port's files are written, every file whole"),
+                        );
+                    }
+                    return Ok(EXIT_INTERRUPTED);
+                }
+                Err(e) => {
+                    finish(&Some(store), &Some(run), &results, &health, "failed")?;
+                    return Err(
+                        e.context("the cargo check fix loop failed; the port's files are written")
+                    );
+                }
+            }
+        }
+    }
+    sink.into_inner()
+        .unwrap_or_else(|p| p.into_inner())
+        .finish()?;
+    let failed_tasks = results
         .iter()
         .filter(|r| r.status != TaskStatus::Done)
         .count();
-    if let (Some(_), Some(_)) = (&store, &run) {
-        writer::apply(&s.ws.root, &planned, &mut ledger, &state.join("tmp"))?;
-        finish(
-            &store,
-            &run,
-            &outcome,
-            if failed_tasks > 0 { "failed" } else { "done" },
-        )?;
-    }
+    let unfixed = fix_loop.as_ref().is_some_and(|f| f.errors_left > 0);
+    finish(
+        &store.as_ref(),
+        &run.as_ref(),
+        &results,
+        &health,
+        if failed_tasks > 0 || unfixed {
+            "failed"
+        } else {
+            "done"
+        },
+    )?;
     let mut summary = report::PortSummary::new(&selected, &output, &planned, flags.dry_run);
     summary.backend = if llm { "llm" } else { "offline" };
     summary.model = model;
-    for r in &outcome.results {
+    for r in &results {
         summary.usage.requests += r.requests;
         summary.usage.cache_hits += r.cache_hits;
         summary.usage.prompt_tokens += r.usage.prompt_tokens;
@@ -276,7 +434,8 @@ pub(super) fn cmd_port(g: &GlobalArgs, targets: &[String], flags: &PortFlags) ->
             summary.usage.cost = Some(summary.usage.cost.unwrap_or(0.0) + c);
         }
     }
-    summary.tasks = outcome.results;
+    summary.tasks = results;
+    summary.fix_loop = fix_loop;
     match g.message_format {
         MessageFormat::Json => print_json_line(&summary)?,
         MessageFormat::Human => {
@@ -297,8 +456,17 @@ pub(super) fn cmd_port(g: &GlobalArgs, targets: &[String], flags: &PortFlags) ->
     }
     let incomplete = summary.coverage.unported > 0
         || summary.files.iter().any(|f| f.skipped())
-        || failed_tasks > 0;
+        || failed_tasks > 0
+        || unfixed;
     Ok(if incomplete { EXIT_PROBLEMS } else { EXIT_OK })
+}
+
+/// A fix-loop iteration as a JSON event line.
+#[derive(serde::Serialize)]
+struct FixIterationEvent<'a> {
+    reason: &'static str,
+    #[serde(flatten)]
+    record: &'a crate::store::FixIterationRecord,
 }
 
 /// The store's context for one module, without anything the port writes: a re-run
@@ -324,15 +492,16 @@ fn retrieve(
 
 /// Records the run's tasks, health table and status.
 fn finish(
-    store: &Option<Store>,
-    run: &Option<String>,
-    outcome: &swarm::SwarmOutcome,
+    store: &Option<&Store>,
+    run: &Option<&String>,
+    results: &[swarm::TaskResult],
+    health: &[crate::store::HealthRecord],
     status: &str,
 ) -> Result<()> {
     let (Some(store), Some(run)) = (store, run) else {
         return Ok(());
     };
-    for r in &outcome.results {
+    for r in results {
         store.record_task(&crate::store::TaskRecord {
             task_id: &format!("{run}:{}", r.task),
             run_id: Some(run),
@@ -346,7 +515,7 @@ fn finish(
             error: r.error.as_deref(),
         })?;
     }
-    store.record_health(run, &outcome.health)?;
+    store.record_health(run, health)?;
     store.finish_run(run, status)?;
     Ok(())
 }
@@ -360,55 +529,55 @@ fn print_json_line<T: serde::Serialize>(value: &T) -> Result<()> {
     Ok(())
 }
 
-/// Runs the swarm on a tokio runtime with Ctrl-C handling, progress on a terminal and
-/// JSON events with `--message-format json`.
-fn run_swarm(
-    g: &GlobalArgs,
-    tasks: Vec<swarm::Task>,
-    backend: swarm::Backend,
-    flags: &PortFlags,
-) -> Result<swarm::SwarmOutcome> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("could not start the async runtime")?;
-    let json = g.message_format == MessageFormat::Json;
-    let bar = if g.quiet || json {
-        indicatif::ProgressBar::hidden()
-    } else {
-        let bar = indicatif::ProgressBar::new(tasks.len() as u64);
-        bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{spinner} [{bar:30}] {pos}/{len} modules {elapsed} {wide_msg}",
-            )
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-            .progress_chars("=> "),
-        );
-        bar.enable_steady_tick(Duration::from_millis(120));
-        bar
-    };
-    let cancel = crate::llm::CancellationToken::new();
-    let opts = swarm::SwarmOptions {
-        jobs: usize::from(flags.jobs.max(1)),
-        heartbeat: Duration::from_millis(
-            std::env::var("ETERNA_PORT_HEARTBEAT_MS")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(1000),
-        ),
-        cancel: cancel.clone(),
-    };
-    let mut json_error: Option<anyhow::Error> = None;
-    let mut on_event = |e: &Event| {
+/// Shows the swarm's events: a progress bar on a terminal, warnings for failed tasks,
+/// and with `--message-format json` one JSON line per event.
+struct EventSink {
+    bar: indicatif::ProgressBar,
+    json: bool,
+    error: Option<anyhow::Error>,
+}
+
+impl EventSink {
+    fn new(g: &GlobalArgs, tasks: usize) -> EventSink {
+        let json = g.message_format == MessageFormat::Json;
+        let bar = if g.quiet || json {
+            indicatif::ProgressBar::hidden()
+        } else {
+            let bar = indicatif::ProgressBar::new(tasks as u64);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{spinner} [{bar:30}] {pos}/{len} tasks {elapsed} {wide_msg}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                .progress_chars("=> "),
+            );
+            bar.enable_steady_tick(Duration::from_millis(120));
+            bar
+        };
+        EventSink {
+            bar,
+            json,
+            error: None,
+        }
+    }
+
+    fn on(&mut self, e: &Event) {
         match e {
-            Event::TaskStarted { module, agent, .. } => {
-                bar.set_message(format!("{module} ({agent})"));
+            Event::TaskStarted {
+                module,
+                agent,
+                task,
+                ..
+            } => {
+                if task.contains("#debug") {
+                    self.bar.inc_length(1);
+                }
+                self.bar.set_message(format!("{module} ({agent})"));
             }
             Event::TaskFinished(r) => {
-                bar.inc(1);
+                self.bar.inc(1);
                 if r.status == TaskStatus::Failed {
-                    bar.suspend(|| {
+                    self.bar.suspend(|| {
                         report::stderr_message(
                             "warning",
                             &format!(
@@ -423,23 +592,38 @@ fn run_swarm(
             }
             _ => {}
         }
-        if json && json_error.is_none() {
-            json_error = print_json_line(e).err();
-        }
-    };
-    let outcome = runtime.block_on(async {
-        let watcher = cancel.clone();
-        tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                watcher.cancel();
-            }
-        });
-        swarm::run(tasks, backend, &opts, &mut on_event).await
-    });
-    bar.finish_and_clear();
-    runtime.shutdown_timeout(Duration::from_millis(200));
-    if let Some(e) = json_error {
-        return Err(e.context("could not write JSON events to stdout"));
+        self.line(e);
     }
-    Ok(outcome)
+
+    /// A JSON line (any serializable event) when JSON is on.
+    fn line<T: serde::Serialize>(&mut self, e: &T) {
+        if self.json && self.error.is_none() {
+            self.error = print_json_line(e).err();
+        }
+    }
+
+    fn finish(&mut self) -> Result<()> {
+        self.bar.finish_and_clear();
+        match self.error.take() {
+            Some(e) => Err(e.context("could not write JSON events to stdout")),
+            None => Ok(()),
+        }
+    }
+}
+
+/// A tokio runtime for the swarm, and a token cancelled on Ctrl-C.
+fn runtime() -> Result<(tokio::runtime::Runtime, crate::llm::CancellationToken)> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("could not start the async runtime")?;
+    let cancel = crate::llm::CancellationToken::new();
+    let watcher = cancel.clone();
+    runtime.spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            watcher.cancel();
+        }
+    });
+    Ok((runtime, cancel))
 }
