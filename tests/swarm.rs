@@ -963,3 +963,133 @@ async fn a_machine_applicable_suggestion_is_applied_without_a_request() {
     assert_eq!(total, port_calls.load(Ordering::SeqCst));
     assert!(read(ws.path(), "eterna/src/arch/x86_64/vmcs.rs").contains("let r: &u32 = &5u32;"));
 }
+
+// ---------------------------------------------------------------------------
+// Streaming answers (ETERNA_PORT_LLM_STREAM=on) and dependency changes.
+// ---------------------------------------------------------------------------
+
+/// SSE events for `content`, in pieces; `complete: false` cuts the stream off.
+fn sse_body(content: &str, complete: bool) -> String {
+    let mut body = String::from(": OPENROUTER PROCESSING\n\n");
+    let chars: Vec<char> = content.chars().collect();
+    let pieces: Vec<String> = chars.chunks(64).map(|c| c.iter().collect()).collect();
+    let n = if complete {
+        pieces.len()
+    } else {
+        pieces.len() / 2
+    };
+    for p in &pieces[..n] {
+        let ev = json!({"choices": [{"index": 0, "delta": {"content": p}}]});
+        body.push_str(&format!("data: {ev}\n\n"));
+    }
+    if complete {
+        let last = json!({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}});
+        body.push_str(&format!("data: {last}\n\ndata: [DONE]\n\n"));
+    }
+    body
+}
+
+/// Streams the draft back; cuts the stream for the timer; answers the vmcs prompt with
+/// a build script as well.
+struct StreamingModel;
+
+impl Respond for StreamingModel {
+    fn respond(&self, req: &Request) -> ResponseTemplate {
+        let body: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
+        assert_eq!(body["stream"], true, "the client was asked to stream");
+        let (target, draft) = prompt_parts(&body);
+        let mut answer = format!("```rust {target}\n{draft}\n{MARK}\n```\n");
+        if target.ends_with("vmcs.rs") {
+            answer.push_str("```rust build.rs\nfn main() {}\n```\n");
+        }
+        let complete = !target.ends_with("timer.rs");
+        ResponseTemplate::new(200).set_body_raw(sse_body(&answer, complete), "text/event-stream")
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streamed_answers_are_assembled_and_a_cut_stream_fails_only_its_module() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(StreamingModel)
+        .mount(&server)
+        .await;
+    let ws = fixture_copy();
+    let mut cmd = llm_cmd(
+        ws.path(),
+        &server,
+        &[
+            "--allow-no-vcs",
+            "--message-format",
+            "json",
+            "--max-fix-iterations",
+            "0",
+        ],
+    );
+    cmd.env("ETERNA_PORT_LLM_STREAM", "on");
+    let out = run_async(cmd).await;
+    assert_code(&out, 1);
+    let summary = json(&out);
+    let status = |needle: &str| {
+        summary["tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["module"].as_str().unwrap().ends_with(needle))
+            .unwrap()
+            .clone()
+    };
+    let timer = status("::timer");
+    assert_eq!(timer["status"], "failed");
+    assert!(
+        timer["error"].as_str().unwrap().contains("cut off"),
+        "{timer:#}"
+    );
+    // Rewriting the build script needs --allow-deps: refused, the draft kept, the
+    // package's own build.rs untouched.
+    let vm = status("::vm");
+    assert_eq!(vm["status"], "failed");
+    assert!(
+        vm["error"].as_str().unwrap().contains("--allow-deps"),
+        "{vm:#}"
+    );
+    let original = std::fs::read_to_string(fixture_dir().join("eterna/build.rs")).unwrap();
+    assert_eq!(read(ws.path(), "eterna/build.rs"), original);
+    // The streamed answers of the others were assembled and written, usage counted.
+    let apic = status("::gic");
+    assert_eq!(apic["status"], "done", "{apic:#}");
+    assert_eq!(apic["usage"]["prompt_tokens"], 10);
+    assert!(read(ws.path(), "eterna/src/arch/x86_64/apic.rs").contains(MARK));
+    assert!(!read(ws.path(), "eterna/src/arch/x86_64/timer.rs").contains(MARK));
+
+    // With --allow-deps the build script is accepted and written (a user file: the
+    // git check guards it like the sources edited in place).
+    let mut cmd = llm_cmd(
+        ws.path(),
+        &server,
+        &[
+            "vmcs",
+            "--allow-no-vcs",
+            "--allow-deps",
+            "--max-fix-iterations",
+            "0",
+            "-q",
+        ],
+    );
+    cmd.env("ETERNA_PORT_LLM_STREAM", "on");
+    let out = run_async(cmd).await;
+    assert_code(&out, 0);
+    assert_eq!(read(ws.path(), "eterna/build.rs"), "fn main() {}\n");
+
+    // A bad value of the switch is a usage error.
+    let mut cmd = llm_cmd(ws.path(), &server, &["--allow-no-vcs"]);
+    cmd.env("ETERNA_PORT_LLM_STREAM", "sometimes");
+    let out = run_async(cmd).await;
+    assert_code(&out, 2);
+    assert!(
+        stderr(&out).contains("ETERNA_PORT_LLM_STREAM"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -167,6 +167,7 @@ pub(super) fn cmd_port(g: &GlobalArgs, targets: &[String], flags: &PortFlags) ->
     );
 
     let swarm_backend = if llm {
+        let stream = stream_setting(g)?;
         let client = LlmClient::new(settings.clone())?;
         let cache = match (&store, flags.no_cache) {
             (Some(_), false) => Some(swarm::ResponseCache::new(
@@ -178,7 +179,7 @@ pub(super) fn cmd_port(g: &GlobalArgs, targets: &[String], flags: &PortFlags) ->
         swarm::Backend::Llm(Arc::new(swarm::LlmBackend {
             client,
             cache,
-            stream: false,
+            stream,
             max_answer_attempts: 2,
             temperature: Some(0.2),
         }))
@@ -459,6 +460,20 @@ pub(super) fn cmd_port(g: &GlobalArgs, targets: &[String], flags: &PortFlags) ->
         || failed_tasks > 0
         || unfixed;
     Ok(if incomplete { EXIT_PROBLEMS } else { EXIT_OK })
+}
+
+/// Whether answers are streamed: `ETERNA_PORT_LLM_STREAM=on|off`, else on when the
+/// progress bar is shown (a terminal), where a stalled answer is visible sooner.
+fn stream_setting(g: &GlobalArgs) -> Result<bool> {
+    use std::io::IsTerminal;
+    match std::env::var("ETERNA_PORT_LLM_STREAM").ok().as_deref() {
+        None | Some("") => Ok(!g.quiet
+            && g.message_format == MessageFormat::Human
+            && std::io::stderr().is_terminal()),
+        Some("on" | "1" | "true") => Ok(true),
+        Some("off" | "0" | "false") => Ok(false),
+        Some(other) => bail!("ETERNA_PORT_LLM_STREAM={other}: use `on` or `off`"),
+    }
 }
 
 /// A fix-loop iteration as a JSON event line.
