@@ -189,13 +189,7 @@ pub(super) fn cmd_port(g: &GlobalArgs, targets: &[String], flags: &PortFlags) ->
     let (runtime, cancel) = runtime()?;
     let options = swarm::SwarmOptions {
         jobs: usize::from(flags.jobs.max(1)),
-        heartbeat: Duration::from_millis(
-            std::env::var("ETERNA_PORT_HEARTBEAT_MS")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .filter(|&ms| ms > 0)
-                .unwrap_or(1000),
-        ),
+        heartbeat: heartbeat_setting()?,
         cancel: cancel.clone(),
     };
     let sink = std::sync::Mutex::new(EventSink::new(g, tasks.len()));
@@ -460,6 +454,17 @@ pub(super) fn cmd_port(g: &GlobalArgs, targets: &[String], flags: &PortFlags) ->
         || failed_tasks > 0
         || unfixed;
     Ok(if incomplete { EXIT_PROBLEMS } else { EXIT_OK })
+}
+
+/// The agents' heartbeat period: `ETERNA_PORT_HEARTBEAT_MS`, default 1 s.
+fn heartbeat_setting() -> Result<Duration> {
+    match std::env::var("ETERNA_PORT_HEARTBEAT_MS").ok().as_deref() {
+        None | Some("") => Ok(Duration::from_secs(1)),
+        Some(v) => match v.parse::<u64>() {
+            Ok(ms) if (10..=600_000).contains(&ms) => Ok(Duration::from_millis(ms)),
+            _ => bail!("ETERNA_PORT_HEARTBEAT_MS={v}: give milliseconds between 10 and 600000"),
+        },
+    }
 }
 
 /// Whether answers are streamed: `ETERNA_PORT_LLM_STREAM=on|off`, else on when the
