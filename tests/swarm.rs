@@ -99,6 +99,16 @@ async fn model_server(
     (server, calls)
 }
 
+/// A server answering every POST with `template`.
+async fn server_answering(template: ResponseTemplate) -> MockServer {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(template)
+        .mount(&server)
+        .await;
+    server
+}
+
 fn no_twist(_: &str, _: &str, _: usize) -> Option<String> {
     None
 }
@@ -124,6 +134,29 @@ fn fixture_copy() -> tempfile::TempDir {
 
 fn events<'a>(lines: &'a [Value], reason: &str) -> Vec<&'a Value> {
     lines.iter().filter(|l| l["reason"] == reason).collect()
+}
+
+/// The task of the summary whose module path ends with `needle`.
+fn task_of(summary: &Value, needle: &str) -> Value {
+    summary["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["module"].as_str().unwrap().ends_with(needle))
+        .unwrap_or_else(|| panic!("no task for {needle}: {summary:#}"))
+        .clone()
+}
+
+/// The text column of every row `sql` selects from the workspace's store.
+fn store_strings(ws: &Path, sql: &str) -> Vec<String> {
+    let conn = rusqlite::Connection::open(ws.join("target/eterna-port/eterna.db")).unwrap();
+    let mut st = conn.prepare(sql).unwrap();
+    let rows: Vec<String> = st
+        .query_map([], |r| r.get::<_, Option<String>>(0))
+        .unwrap()
+        .map(|r| r.unwrap().unwrap_or_default())
+        .collect();
+    rows
 }
 
 fn read(ws: &Path, rel: &str) -> String {
@@ -276,19 +309,13 @@ async fn the_llm_backend_ports_through_the_swarm_and_a_rerun_makes_no_request() 
         && h["tasks_done"].as_i64().unwrap() >= 1
         && h["mean_latency_ms"].as_f64().is_some()
         && h["last_heartbeat"].as_str().is_some()));
-    let conn = rusqlite::Connection::open(ws.path().join("target/eterna-port/eterna.db")).unwrap();
-    let (agent, model): (String, Option<String>) = conn
-        .query_row(
-            "SELECT origin_agent, model FROM code_artifacts WHERE path = 'eterna/src/arch/x86_64/vmcs.rs' ORDER BY id DESC LIMIT 1",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .unwrap();
     assert_eq!(
-        (agent.as_str(), model.as_deref()),
-        ("EternaPortAgent", Some("x-ai/grok-4-fast"))
+        store_strings(
+            ws.path(),
+            "SELECT origin_agent || ' ' || model FROM code_artifacts WHERE path = 'eterna/src/arch/x86_64/vmcs.rs' ORDER BY id DESC LIMIT 1",
+        ),
+        ["EternaPortAgent x-ai/grok-4-fast"]
     );
-    drop(conn);
 
     // An unchanged re-run answers from the cache: no request, nothing rewritten.
     let again = run_async(llm_cmd(
@@ -346,7 +373,7 @@ fn bad_vmcs(target: &str, _: &str, n: usize) -> Option<String> {
         return Some(format!("```rust {target}\npub fn broken( {{\n```\n"));
     }
     if target.ends_with("ept.rs") {
-        // A path traversal attempt, then (after the rejection) a good answer.
+        // A path traversal attempt, every time.
         return Some("```rust ../../../etc/evil.rs\npub fn x() {}\n```\n".to_string());
     }
     None
@@ -365,15 +392,7 @@ async fn rejected_answers_are_retried_then_keep_the_draft_without_stopping_other
     // Done, with problems: two modules kept their drafts.
     assert_code(&out, 1);
     let summary = json(&out);
-    let task = |needle: &str| {
-        summary["tasks"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|t| t["module"].as_str().unwrap().ends_with(needle))
-            .unwrap_or_else(|| panic!("no task for {needle}: {summary:#}"))
-            .clone()
-    };
+    let task = |needle: &str| task_of(&summary, needle);
     let vmcs = task("::vm");
     assert_eq!(vmcs["status"], "failed");
     assert_eq!(vmcs["attempts"], 2, "the rejection is sent back once");
@@ -510,14 +529,10 @@ async fn keys_rotate_and_rate_limits_and_server_errors_are_survived() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_keys_stop_the_run_with_nothing_written() {
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(
-            ResponseTemplate::new(401)
-                .set_body_string(format!("{{\"error\":\"invalid key {KEY}\"}}")),
-        )
-        .mount(&server)
-        .await;
+    let server = server_answering(
+        ResponseTemplate::new(401).set_body_string(format!("{{\"error\":\"invalid key {KEY}\"}}")),
+    )
+    .await;
     let ws = fixture_copy();
     let out = run_async(llm_cmd(ws.path(), &server, &["--allow-no-vcs"])).await;
     assert_code(&out, 2);
@@ -584,15 +599,12 @@ async fn malformed_answers_fail_only_their_module() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ctrl_c_stops_the_swarm_and_writes_nothing() {
     use std::io::BufRead;
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(
-            ResponseTemplate::new(200)
-                .set_body_json(completion("```rust\nfn x() {}\n```"))
-                .set_delay(Duration::from_secs(60)),
-        )
-        .mount(&server)
-        .await;
+    let server = server_answering(
+        ResponseTemplate::new(200)
+            .set_body_json(completion("```rust\nfn x() {}\n```"))
+            .set_delay(Duration::from_secs(60)),
+    )
+    .await;
     let ws = fixture_copy();
     let mut cmd = llm_cmd(
         ws.path(),
@@ -638,15 +650,13 @@ async fn ctrl_c_stops_the_swarm_and_writes_nothing() {
         !ws.path().join("eterna/src/arch/x86_64").exists(),
         "a cancelled run wrote files"
     );
-    let conn = rusqlite::Connection::open(ws.path().join("target/eterna-port/eterna.db")).unwrap();
-    let st: String = conn
-        .query_row(
-            "SELECT status FROM runs WHERE command = 'port' ORDER BY id DESC LIMIT 1",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
-    assert_eq!(st, "cancelled");
+    assert_eq!(
+        store_strings(
+            ws.path(),
+            "SELECT status FROM runs WHERE command = 'port' ORDER BY id DESC LIMIT 1"
+        ),
+        ["cancelled"]
+    );
 }
 
 /// The coordinator through the library: bounded concurrency, handshakes, heartbeats
@@ -657,15 +667,12 @@ async fn the_coordinator_bounds_concurrency_and_keeps_a_health_table() {
     use cargo_eterna_port::llm::{ExtractOptions, LlmClient, LlmSettings, Message};
     use cargo_eterna_port::swarm::{self, Event, Role, Task};
 
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(
-            ResponseTemplate::new(200)
-                .set_body_json(completion("```rust\npub fn ported() {}\n```"))
-                .set_delay(Duration::from_millis(150)),
-        )
-        .mount(&server)
-        .await;
+    let server = server_answering(
+        ResponseTemplate::new(200)
+            .set_body_json(completion("```rust\npub fn ported() {}\n```"))
+            .set_delay(Duration::from_millis(150)),
+    )
+    .await;
     let mut settings = LlmSettings::new(
         format!("{}/api/v1", server.uri()),
         "test-model",
@@ -872,23 +879,20 @@ async fn the_fix_loop_converges_in_one_iteration_with_a_fixing_debug_agent() {
         .expect("a DebugAgent task");
     assert_eq!(debug_task["status"], "done");
     assert_eq!(events(&lines, "fix-iteration").len(), 2);
-    let conn = rusqlite::Connection::open(ws.path().join("target/eterna-port/eterna.db")).unwrap();
-    let outcomes: Vec<String> = conn
-        .prepare("SELECT outcome FROM fix_iterations ORDER BY iteration")
-        .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
-    assert_eq!(outcomes, ["fixing", "clean"]);
-    let agent: String = conn
-        .query_row(
-            "SELECT agent FROM agent_tasks WHERE task_id LIKE '%#debug1'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
-    assert_eq!(agent, "DebugAgent");
+    assert_eq!(
+        store_strings(
+            ws.path(),
+            "SELECT outcome FROM fix_iterations ORDER BY iteration"
+        ),
+        ["fixing", "clean"]
+    );
+    assert_eq!(
+        store_strings(
+            ws.path(),
+            "SELECT agent FROM agent_tasks WHERE task_id LIKE '%#debug1'"
+        ),
+        ["DebugAgent"]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1031,15 +1035,7 @@ async fn streamed_answers_are_assembled_and_a_cut_stream_fails_only_its_module()
     let out = run_async(cmd).await;
     assert_code(&out, 1);
     let summary = json(&out);
-    let status = |needle: &str| {
-        summary["tasks"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|t| t["module"].as_str().unwrap().ends_with(needle))
-            .unwrap()
-            .clone()
-    };
+    let status = |needle: &str| task_of(&summary, needle);
     let timer = status("::timer");
     assert_eq!(timer["status"], "failed");
     assert!(

@@ -202,30 +202,25 @@ pub(super) fn cmd_port(g: &GlobalArgs, targets: &[String], flags: &PortFlags) ->
         &mut on_event,
     ));
 
-    if let Some(fatal) = &outcome.fatal {
+    if outcome.fatal.is_some() || outcome.cancelled {
         sink.into_inner()
             .unwrap_or_else(|p| p.into_inner())
             .finish()?;
+        let status = if outcome.cancelled && outcome.fatal.is_none() {
+            "cancelled"
+        } else {
+            "failed"
+        };
         finish(
             &store.as_ref(),
             &run.as_ref(),
             &outcome.results,
             &outcome.health,
-            "failed",
+            status,
         )?;
-        bail!("{fatal}; nothing was written");
-    }
-    if outcome.cancelled {
-        sink.into_inner()
-            .unwrap_or_else(|p| p.into_inner())
-            .finish()?;
-        finish(
-            &store.as_ref(),
-            &run.as_ref(),
-            &outcome.results,
-            &outcome.health,
-            "cancelled",
-        )?;
+        if let Some(fatal) = &outcome.fatal {
+            bail!("{fatal}; nothing was written");
+        }
         if !g.quiet {
             report::stderr_message(
                 "warning",
