@@ -68,6 +68,13 @@ pub(super) fn cmd_port(g: &GlobalArgs, targets: &[String], flags: &PortFlags) ->
         );
     }
 
+    // Every setting is checked before anything is recorded or asked.
+    let heartbeat = heartbeat_setting()?;
+    let stream = stream_setting(g)?;
+    let client = match backend {
+        Backend::Llm => Some(LlmClient::new(settings.clone())?),
+        Backend::Offline => None,
+    };
     let templates = Templates::embedded()?;
     if !flags.dry_run {
         writer::check_vcs(&s.ws.root, flags.allow_dirty, flags.allow_no_vcs)?;
@@ -166,9 +173,7 @@ pub(super) fn cmd_port(g: &GlobalArgs, targets: &[String], flags: &PortFlags) ->
         "PrimaryAgent planned the tasks"
     );
 
-    let swarm_backend = if llm {
-        let stream = stream_setting(g)?;
-        let client = LlmClient::new(settings.clone())?;
+    let swarm_backend = if let Some(client) = client {
         let cache = match (&store, flags.no_cache) {
             (Some(_), false) => Some(swarm::ResponseCache::new(
                 Store::open(&s.config.db.value)?,
@@ -189,7 +194,7 @@ pub(super) fn cmd_port(g: &GlobalArgs, targets: &[String], flags: &PortFlags) ->
     let (runtime, cancel) = runtime()?;
     let options = swarm::SwarmOptions {
         jobs: usize::from(flags.jobs.max(1)),
-        heartbeat: heartbeat_setting()?,
+        heartbeat,
         cancel: cancel.clone(),
     };
     let sink = std::sync::Mutex::new(EventSink::new(g, tasks.len()));

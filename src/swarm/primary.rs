@@ -104,27 +104,26 @@ pub fn port_tasks(inp: &Inputs<'_>) -> Result<Vec<Task>> {
                 .filter(|m| m.depends_on.iter().any(|d| d == &module.module_path))
                 .map(|m| m.module_path.clone())
                 .collect();
+            // In place, the draft is the whole file (the ARM64 items gated, their
+            // x86_64 twins added): the CodeAgent edits it.
+            let (shown_source, shown_draft) = match role {
+                Role::Code => (draft.as_str(), None),
+                _ => (source_text.as_str(), Some(draft.as_str())),
+            };
             messages = inp.prompts.port(
                 role,
                 &PortPrompt {
                     module,
                     source: &in_pkg(&report.source),
                     target: &target_pkg,
-                    source_text: &source_text,
-                    // In place, the draft is the whole file: no separate source.
-                    draft: (role == Role::EternaPort).then_some(draft.as_str()),
+                    source_text: shown_source,
+                    draft: shown_draft,
                     dependents,
                     context: (inp.context)(module),
                     triple: inp.triple,
                 },
                 inp.knowledge,
             )?;
-            if role == Role::Code {
-                // The CodeAgent edits the draft itself.
-                if let Some(user) = messages.last_mut() {
-                    user.content = user.content.replace(&source_text, &draft);
-                }
-            }
         }
         tasks.push(Task {
             id: format!(
@@ -235,6 +234,148 @@ mod tests {
     fn finds_stubbed_functions_and_methods() {
         let text = "fn a() { unimplemented!(\"eterna-port: no VMX\") }\nfn b() -> u32 { 1 }\nimpl X { fn c(&self) { if true { unimplemented!(\"eterna-port: later\") } } fn d() { unimplemented!() } }";
         assert_eq!(stubbed_fns(text), ["a", "c"]);
+    }
+
+    fn module(path: &str, source: &str, target: &str) -> ModulePlan {
+        ModulePlan {
+            package: "hv".into(),
+            source: source.into(),
+            module_path: path.into(),
+            component: "vm-control".into(),
+            target: target.into(),
+            status: crate::plan::Status::New,
+            depends_on: Vec::new(),
+            evidence: Vec::new(),
+            items: vec![crate::workspace::Item {
+                kind: crate::workspace::ItemKind::Fn,
+                name: "enable".into(),
+                signature: "pub fn enable() -> u64".into(),
+                line: 1,
+            }],
+            missing: Vec::new(),
+        }
+    }
+
+    fn report(m: &ModulePlan, mode: Mode) -> crate::engine::port::ModuleReport {
+        crate::engine::port::ModuleReport {
+            module_path: m.module_path.clone(),
+            component: m.component.clone(),
+            source: m.source.clone(),
+            target: m.target.clone(),
+            mode,
+            template: None,
+            items_total: 1,
+            items_ported: 0,
+            unported: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn tasks_route_by_mode_and_ask_the_model_only_where_it_helps() {
+        let root = tempfile::tempdir().unwrap();
+        let write = |rel: &str, text: &str| {
+            let p = root.path().join(rel);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, text).unwrap();
+        };
+        write(
+            "hv/src/arch/aarch64/vm.rs",
+            "pub fn enable() -> u64 { 1 }\n",
+        );
+        write("hv/src/main.rs", "mod arch;\n");
+        write("hv/src/arch/mod.rs", "pub mod aarch64;\n");
+        let vm = module(
+            "hv::arch::aarch64::vm",
+            "hv/src/arch/aarch64/vm.rs",
+            "hv/src/arch/x86_64/vmcs.rs",
+        );
+        let main = module("hv", "hv/src/main.rs", "hv/src/main.rs");
+        let arch = module("hv::arch", "hv/src/arch/mod.rs", "hv/src/arch/mod.rs");
+        let plan = Plan {
+            schema_version: 1,
+            workspace_root: root.path().display().to_string(),
+            target_triple: "x86_64-unknown-none".into(),
+            modules: vec![vm.clone(), main.clone(), arch.clone()],
+            diagnostics: Vec::new(),
+        };
+        let change = |rel: &str, text: &str| crate::engine::port::FileChange {
+            rel: rel.into(),
+            new: text.into(),
+        };
+        let output = PortOutput {
+            changes: vec![
+                change(
+                    "hv/src/arch/x86_64/vmcs.rs",
+                    "pub fn enable() -> u64 { 0 }\n",
+                ),
+                // In place: one still has a stub, one is complete.
+                change(
+                    "hv/src/main.rs",
+                    "fn f() { unimplemented!(\"eterna-port: no twin\") }\n",
+                ),
+                change("hv/src/arch/mod.rs", "pub mod x86_64;\n"),
+            ],
+            modules: vec![
+                report(&vm, Mode::Mirrored),
+                report(&main, Mode::InPlace),
+                report(&arch, Mode::InPlace),
+            ],
+        };
+        let dirs = BTreeMap::from([("hv".to_string(), root.path().join("hv"))]);
+        let knowledge = Knowledge::embedded().unwrap();
+        let prompts = Prompts::embedded().unwrap();
+        let no_context = |_: &ModulePlan| Vec::new();
+        let inputs = |llm| Inputs {
+            root: root.path(),
+            full: &plan,
+            selected: &plan,
+            output: &output,
+            package_dirs: &dirs,
+            knowledge: &knowledge,
+            prompts: &prompts,
+            context: &no_context,
+            allow_deps: false,
+            triple: "x86_64-unknown-none",
+            llm,
+        };
+        let tasks = port_tasks(&inputs(true)).unwrap();
+        let summary: Vec<(Role, bool, &str)> = tasks
+            .iter()
+            .map(|t| (t.role, t.ask_model, t.extract.allowed[0].as_str()))
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                (Role::EternaPort, true, "src/arch/x86_64/vmcs.rs"),
+                (Role::Code, true, "src/main.rs"),
+                (Role::Code, false, "src/arch/mod.rs"),
+            ]
+        );
+        assert!(tasks.iter().all(|t| t.package_dir == "hv/"));
+        // The port prompt shows the ARM64 source and the draft; the CodeAgent's the
+        // in-place draft (with its stub) as the file to edit.
+        let user = &tasks[0].messages[1].content;
+        assert!(
+            user.contains("pub fn enable() -> u64 { 1 }")
+                && user.contains("pub fn enable() -> u64 { 0 }"),
+            "{user}"
+        );
+        assert!(user.contains("- `pub fn enable() -> u64`"), "{user}");
+        let code = &tasks[1].messages[1].content;
+        assert!(
+            code.contains("as the offline engine leaves it") && code.contains("no twin"),
+            "{code}"
+        );
+        assert!(
+            tasks[2].messages.is_empty(),
+            "no prompt for a task the model does not see"
+        );
+        // Offline: the same tasks, none asking the model, drafts as results.
+        let offline = port_tasks(&inputs(false)).unwrap();
+        assert!(offline
+            .iter()
+            .all(|t| !t.ask_model && t.messages.is_empty()));
+        assert_eq!(offline[0].draft[0].1, "pub fn enable() -> u64 { 0 }\n");
     }
 
     #[test]
