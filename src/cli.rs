@@ -54,6 +54,7 @@ pub struct Cli {
 
 /// How `port` writes.
 #[derive(Debug, Args, Clone, Default)]
+#[command(next_help_heading = "Port options")]
 pub struct PortFlags {
     /// Porting backend [default: llm when an API key is set, else offline]
     #[arg(long, value_enum, value_name = "BACKEND")]
