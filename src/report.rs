@@ -307,6 +307,9 @@ pub fn port_human(s: &PortSummary, verbose: bool) -> String {
     for (i, m) in s.modules.iter().enumerate() {
         let items = format!("{}/{}", m.items_ported, m.items_total);
         let how = match (&m.template, m.mode) {
+            _ if m.ported_by.is_some() => {
+                format!("by {} on the model", m.ported_by.as_deref().unwrap_or(""))
+            }
             (Some(t), _) => format!("template {t}"),
             (None, crate::engine::port::Mode::InPlace) => "cfg wiring in place".to_string(),
             (None, _) => "carried over".to_string(),
@@ -381,18 +384,24 @@ pub fn port_human(s: &PortSummary, verbose: bool) -> String {
         );
     }
     if let Some(f) = &s.fix_loop {
+        let checks = f.iterations.len();
         let _ = writeln!(
             out,
-            "Fix loop ({}): {} after {} check(s) and {} fix round(s){}",
+            "Fix loop ({}, {checks} cargo check{}, {} fix round{}): {}",
             f.target_triple,
-            f.explanation,
-            f.iterations.len(),
+            if checks == 1 { "" } else { "s" },
             f.fix_rounds,
-            match (&f.first_error, f.errors_left) {
-                (Some(e), n) => format!("; {n} error(s) left, first: {e}"),
-                _ => String::new(),
-            }
+            if f.fix_rounds == 1 { "" } else { "s" },
+            f.explanation
         );
+        if let Some(e) = &f.first_error {
+            let _ = writeln!(
+                out,
+                "  {} error{} left, the first: {e}",
+                f.errors_left,
+                if f.errors_left == 1 { "" } else { "s" }
+            );
+        }
     }
     let count = |f: &dyn Fn(&Action) -> bool| s.files.iter().filter(|x| f(&x.action)).count();
     let created = count(&|a| matches!(a, Action::Create));

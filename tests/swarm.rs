@@ -249,7 +249,17 @@ async fn the_llm_backend_ports_through_the_swarm_and_a_rerun_makes_no_request() 
         !prompt_parts(&vm).1.is_empty(),
         "the draft is in the prompt"
     );
-    // The model's files were written.
+    // The model's files were written, and the summary says which agent wrote them.
+    let vm_report = summary["modules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["target"] == "eterna/src/arch/x86_64/vmcs.rs")
+        .unwrap();
+    assert!(vm_report["ported_by"]
+        .as_str()
+        .unwrap()
+        .starts_with("EternaPortAgent#"));
     let vmcs = read(ws.path(), "eterna/src/arch/x86_64/vmcs.rs");
     assert!(vmcs.trim_end().ends_with(MARK), "{vmcs}");
 

@@ -47,6 +47,9 @@ pub struct ModuleReport {
     pub mode: Mode,
     /// The template used (`None`: items were carried over from the source).
     pub template: Option<String>,
+    /// The agent whose model answer replaced the engine's draft (LLM backend).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ported_by: Option<String>,
     pub items_total: usize,
     pub items_ported: usize,
     pub unported: Vec<Unported>,
@@ -329,6 +332,7 @@ fn port_to_target(
             target: m.target.clone(),
             mode: if split { Mode::Split } else { Mode::Mirrored },
             template: template.map(|t| t.file.clone()),
+            ported_by: None,
             items_total: total,
             items_ported: ported,
             unported,
@@ -398,6 +402,7 @@ fn carry_whole_module(
         target: m.target.clone(),
         mode: Mode::Mirrored,
         template: None,
+        ported_by: None,
         items_total: total,
         items_ported: ported,
         unported,
@@ -638,6 +643,7 @@ fn wire_in_place(
         target: m.target.clone(),
         mode: Mode::InPlace,
         template: None,
+        ported_by: None,
         items_total: total,
         items_ported: total,
         unported: Vec::new(),

@@ -191,7 +191,7 @@ pub fn integrate(output: &mut PortOutput, results: &[TaskResult]) -> BTreeSet<St
                         reason: "left unimplemented in the model's answer".into(),
                     })
                     .collect();
-                m.template = Some(format!("{} (model)", r.agent));
+                m.ported_by = Some(r.agent.clone());
             }
         }
     }
@@ -264,6 +264,7 @@ mod tests {
             target: m.target.clone(),
             mode,
             template: None,
+            ported_by: None,
             items_total: 1,
             items_ported: 0,
             unported: Vec::new(),
