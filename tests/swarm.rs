@@ -544,8 +544,16 @@ async fn refused_keys_stop_the_run_with_nothing_written() {
     )
     .await;
     let ws = fixture_copy();
-    let out = run_async(llm_cmd(ws.path(), &server, &["--allow-no-vcs"])).await;
+    // With debug logs and JSON events: the server's echo of the key is never shown.
+    let out = run_async(llm_cmd(
+        ws.path(),
+        &server,
+        &["--allow-no-vcs", "-vv", "--message-format", "json"],
+    ))
+    .await;
     assert_code(&out, 2);
+    assert!(stderr(&out).contains("DEBUG"), "debug logs are on");
+    assert_no_secret("stdout", &out.stdout);
     assert!(
         stderr(&out).contains("refused") && stderr(&out).contains("nothing was written"),
         "{}",
