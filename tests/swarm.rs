@@ -1114,7 +1114,11 @@ async fn llm_without_a_key_or_with_a_dry_run() {
     let ws = fixture_copy();
     let out = run_async(command(ws.path(), &["--backend", "llm", "--allow-no-vcs"])).await;
     assert_code(&out, 2);
-    assert!(stderr(&out).contains("OPENROUTER_API_KEY"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("OPENROUTER_API_KEY"),
+        "{}",
+        stderr(&out)
+    );
     assert!(!ws.path().join("target/eterna-port/eterna.db").exists());
 
     // A dry run asks the model and shows its files as diffs, writing nothing, not even
@@ -1123,7 +1127,11 @@ async fn llm_without_a_key_or_with_a_dry_run() {
     let out = run_async(llm_cmd(ws.path(), &server, &["vmcs", "--dry-run"])).await;
     assert_code(&out, 0);
     assert_eq!(calls.load(Ordering::SeqCst), 1);
-    assert!(stdout(&out).contains(&format!("+{MARK}")), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains(&format!("+{MARK}")),
+        "{}",
+        stdout(&out)
+    );
     assert!(!ws.path().join("eterna/src/arch/x86_64").exists());
     assert!(!ws.path().join("target/eterna-port/eterna.db").exists());
 }

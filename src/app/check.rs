@@ -96,7 +96,17 @@ pub(super) fn cmd_check(g: &GlobalArgs, a: &CheckArgs) -> Result<u8> {
     let mut opts = fixloop::LoopOptions::new(&root, &target, &specs);
     opts.packages = &packages;
     opts.apply_rustfix = false;
-    let check = fixloop::check(&opts)?;
+    let spinner = if g.quiet || json {
+        indicatif::ProgressBar::hidden()
+    } else {
+        let bar = indicatif::ProgressBar::new_spinner();
+        bar.set_message(format!("cargo check --target {target}"));
+        bar.enable_steady_tick(std::time::Duration::from_millis(120));
+        bar
+    };
+    let check = fixloop::check(&opts);
+    spinner.finish_and_clear();
+    let check = check?;
 
     // Diagnostics of planned modules outside the selection are not reported, but said.
     let hidden: usize = check

@@ -343,15 +343,28 @@ pub(super) fn cmd_port(g: &GlobalArgs, targets: &[String], flags: &PortFlags) ->
                 writer::apply(&s.ws.root, &planned, &mut ledger, &state.join("tmp"))
             };
             let mut record = |rec: &crate::store::FixIterationRecord| -> Result<()> {
-                sink.lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .line(&FixIterationEvent {
-                        reason: "fix-iteration",
-                        record: rec,
-                    });
+                let mut sink = sink.lock().unwrap_or_else(|p| p.into_inner());
+                sink.bar.set_message(format!(
+                    "fix loop: check {} found {} error(s); {}",
+                    rec.iteration,
+                    rec.errors,
+                    if rec.outcome == "fixing" {
+                        "fixing"
+                    } else {
+                        "done"
+                    }
+                ));
+                sink.line(&FixIterationEvent {
+                    reason: "fix-iteration",
+                    record: rec,
+                });
                 store.record_fix_iteration(run, rec)?;
                 Ok(())
             };
+            sink.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .bar
+                .set_message(format!("fix loop: cargo check --target {target}"));
             let looped =
                 crate::fixloop::run_loop(&lopts, Some(&mut fixer), &mut write, &mut record);
             results.append(&mut fixer.results);
