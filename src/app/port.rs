@@ -287,7 +287,10 @@ pub(super) fn cmd_port(g: &GlobalArgs, targets: &[String], flags: &PortFlags) ->
     let mut health = outcome.health;
     let mut fix_loop = None;
     if let (Some(store), Some(run)) = (&store, &run) {
-        writer::apply(&s.ws.root, &planned, &mut ledger, &state.join("tmp"))?;
+        if let Err(e) = writer::apply(&s.ws.root, &planned, &mut ledger, &state.join("tmp")) {
+            finish(&Some(store), &Some(run), &results, &health, "failed")?;
+            return Err(e);
+        }
 
         // The cargo check loop: rustfix, then the DebugAgent, until clean or stuck.
         if llm && flags.max_fix_iterations > 0 {
