@@ -70,6 +70,19 @@ pub struct Plan {
     pub diagnostics: Vec<Diagnostic>,
 }
 
+impl Plan {
+    /// The packages holding planned modules, in plan order, each once.
+    pub fn packages(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for m in &self.modules {
+            if !out.contains(&m.package) {
+                out.push(m.package.clone());
+            }
+        }
+        out
+    }
+}
+
 /// Builds the plan from the scanned modules.
 pub fn build(
     root: &Path,

@@ -81,12 +81,7 @@ pub(super) fn cmd_check(g: &GlobalArgs, a: &CheckArgs) -> Result<u8> {
         .iter()
         .map(|m| m.module_path.clone())
         .collect();
-    let mut packages: Vec<String> = Vec::new();
-    for m in &selected.modules {
-        if !packages.contains(&m.package) {
-            packages.push(m.package.clone());
-        }
-    }
+    let packages = selected.packages();
 
     let wanted = s.config.target.value.clone();
     let (target, note) = fixloop::resolve_target(&root, &wanted)?;

@@ -300,12 +300,7 @@ pub(super) fn cmd_port(g: &GlobalArgs, targets: &[String], flags: &PortFlags) ->
                 report::stderr_message("warning", &note);
             }
             let specs = crate::fixloop::ModuleSpec::from_plan(&selected.modules);
-            let mut packages: Vec<String> = Vec::new();
-            for m in &selected.modules {
-                if !packages.contains(&m.package) {
-                    packages.push(m.package.clone());
-                }
-            }
+            let packages = selected.packages();
             let mut lopts = crate::fixloop::LoopOptions::new(&s.ws.root, &target, &specs);
             lopts.packages = &packages;
             lopts.max_iterations = flags.max_fix_iterations;
@@ -436,15 +431,15 @@ pub(super) fn cmd_port(g: &GlobalArgs, targets: &[String], flags: &PortFlags) ->
     let mut summary = report::PortSummary::new(&selected, &output, &planned, flags.dry_run);
     summary.backend = if llm { "llm" } else { "offline" };
     summary.model = model;
+    let mut usage = crate::llm::Usage::default();
     for r in &results {
         summary.usage.requests += r.requests;
         summary.usage.cache_hits += r.cache_hits;
-        summary.usage.prompt_tokens += r.usage.prompt_tokens;
-        summary.usage.completion_tokens += r.usage.completion_tokens;
-        if let Some(c) = r.usage.cost {
-            summary.usage.cost = Some(summary.usage.cost.unwrap_or(0.0) + c);
-        }
+        usage.add(&r.usage);
     }
+    summary.usage.prompt_tokens = usage.prompt_tokens;
+    summary.usage.completion_tokens = usage.completion_tokens;
+    summary.usage.cost = usage.cost;
     summary.tasks = results;
     summary.fix_loop = fix_loop;
     match g.message_format {
