@@ -215,21 +215,21 @@ pub fn atomic_write(path: &Path, bytes: &[u8], tmp_dir: Option<&Path>) -> Result
     use std::io::Write;
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).with_context(|| format!("could not create {}", dir.display()))?;
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(".eterna-port-");
+    // A new file gets the mode any editor would give it (0666 less the umask), not the
+    // temp file's private 0600; an existing file keeps its own (restored below).
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        builder.permissions(std::fs::Permissions::from_mode(0o666));
+    }
     let mut tmp = match tmp_dir {
         Some(t) => {
             std::fs::create_dir_all(t).ok();
-            tempfile::Builder::new()
-                .prefix(".eterna-port-")
-                .tempfile_in(t)
-                .or_else(|_| {
-                    tempfile::Builder::new()
-                        .prefix(".eterna-port-")
-                        .tempfile_in(dir)
-                })
+            builder.tempfile_in(t).or_else(|_| builder.tempfile_in(dir))
         }
-        None => tempfile::Builder::new()
-            .prefix(".eterna-port-")
-            .tempfile_in(dir),
+        None => builder.tempfile_in(dir),
     }
     .with_context(|| format!("could not create a temporary file for {}", path.display()))?;
     tmp.write_all(bytes)
@@ -272,6 +272,26 @@ pub fn diff(p: &Planned) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(unix)]
+    #[test]
+    fn new_files_get_the_usual_mode_and_existing_files_keep_theirs() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        // Whatever the umask, a file created the usual way is the reference.
+        let reference = dir.path().join("reference");
+        std::fs::write(&reference, "x").unwrap();
+        let new = dir.path().join("sub/new.rs");
+        atomic_write(&new, b"new", Some(&dir.path().join("tmp"))).unwrap();
+        assert_eq!(mode(&new), mode(&reference));
+        assert_ne!(mode(&new), 0o600, "not the temp file's private mode");
+        let script = dir.path().join("script.sh");
+        std::fs::write(&script, "old").unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o750)).unwrap();
+        atomic_write(&script, b"new", None).unwrap();
+        assert_eq!(mode(&script), 0o750);
+    }
 
     #[test]
     fn decisions_protect_edited_generated_files() {
