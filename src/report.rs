@@ -306,13 +306,13 @@ pub fn port_human(s: &PortSummary, verbose: bool) -> String {
     );
     for (i, m) in s.modules.iter().enumerate() {
         let items = format!("{}/{}", m.items_ported, m.items_total);
-        let how = match (&m.template, m.mode) {
+        let how = match m.mode {
             _ if m.ported_by.is_some() => {
                 format!("by {} on the model", m.ported_by.as_deref().unwrap_or(""))
             }
-            (Some(t), _) => format!("template {t}"),
-            (None, crate::engine::port::Mode::InPlace) => "cfg wiring in place".to_string(),
-            (None, _) => "carried over".to_string(),
+            crate::engine::port::Mode::InPlace => "cfg wiring in place".to_string(),
+            crate::engine::port::Mode::Split => "x86_64 child, derived".to_string(),
+            crate::engine::port::Mode::Mirrored => "derived from the source".to_string(),
         };
         let _ = writeln!(
             out,

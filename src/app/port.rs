@@ -11,7 +11,7 @@ use anyhow::{bail, Context, Result};
 use super::{full_plan, open, EXIT_OK, EXIT_PROBLEMS};
 use crate::cli::{BackendArg, GlobalArgs, MessageFormat, PortFlags};
 use crate::config::Backend;
-use crate::engine::{self, templates::Templates};
+use crate::engine;
 use crate::llm::{LlmClient, LlmSettings};
 use crate::plan::{self, ModulePlan};
 use crate::report;
@@ -75,7 +75,6 @@ pub(super) fn cmd_port(g: &GlobalArgs, targets: &[String], flags: &PortFlags) ->
         Backend::Llm => Some(LlmClient::new(settings.clone())?),
         Backend::Offline => None,
     };
-    let templates = Templates::embedded()?;
     if !flags.dry_run {
         writer::check_vcs(&s.ws.root, flags.allow_dirty, flags.allow_no_vcs)?;
     }
@@ -87,13 +86,18 @@ pub(super) fn cmd_port(g: &GlobalArgs, targets: &[String], flags: &PortFlags) ->
                     .map(|d| (p.name.to_string(), d.as_std_path().to_path_buf()))
             })
             .collect();
+    let crate_roots: BTreeMap<String, String> = s
+        .ws
+        .packages()
+        .flat_map(crate::workspace::target_roots)
+        .map(|(name, root)| (name, s.ws.relative(&root)))
+        .collect();
     let mut output = engine::port::port(&engine::port::PortJob {
         root: &s.ws.root,
         full: &full,
         selected: &selected,
         knowledge: &s.knowledge,
-        templates: &templates,
-        package_dirs: &package_dirs,
+        crate_roots: &crate_roots,
     })?;
 
     let state = s.ws.target_dir.join("eterna-port");

@@ -19,7 +19,7 @@ use anyhow::{Context, Result};
 
 use super::prompts::{ContextChunk, PortPrompt, Prompts};
 use super::{FilesFrom, Role, Task, TaskResult, TaskStatus};
-use crate::engine::port::{Mode, PortOutput, Unported};
+use crate::engine::port::{Mode, PortOutput};
 use crate::knowledge::Knowledge;
 use crate::llm::ExtractOptions;
 use crate::plan::{ModulePlan, Plan};
@@ -182,15 +182,8 @@ pub fn integrate(output: &mut PortOutput, results: &[TaskResult]) -> BTreeSet<St
             .find(|m| m.module_path == r.module)
         {
             if let Some((_, text)) = r.files.iter().find(|(rel, _)| *rel == m.target) {
-                let stubs = stubbed_fns(text);
-                m.items_ported = m.items_total.saturating_sub(stubs.len());
-                m.unported = stubs
-                    .into_iter()
-                    .map(|item| Unported {
-                        item,
-                        reason: "left unimplemented in the model's answer".into(),
-                    })
-                    .collect();
+                // Counted from the text that will be written, like the engine's drafts.
+                m.set_items(crate::engine::coverage::items_of(text));
                 m.ported_by = Some(r.agent.clone());
             }
         }
@@ -198,43 +191,9 @@ pub fn integrate(output: &mut PortOutput, results: &[TaskResult]) -> BTreeSet<St
     deps
 }
 
-/// Functions and methods whose body still holds an `eterna-port` stub.
-pub fn stubbed_fns(text: &str) -> Vec<String> {
-    use syn::visit::Visit;
-    struct V(Vec<String>);
-    impl<'ast> Visit<'ast> for V {
-        fn visit_item_fn(&mut self, f: &'ast syn::ItemFn) {
-            if has_stub(&f.block) {
-                self.0.push(f.sig.ident.to_string());
-            }
-        }
-        fn visit_impl_item_fn(&mut self, f: &'ast syn::ImplItemFn) {
-            if has_stub(&f.block) {
-                self.0.push(f.sig.ident.to_string());
-            }
-        }
-    }
-    fn has_stub(b: &syn::Block) -> bool {
-        let text = quote::quote!(#b).to_string();
-        text.contains("unimplemented !") && text.contains("eterna-port")
-    }
-    let Ok(file) = syn::parse_file(text) else {
-        return Vec::new();
-    };
-    let mut v = V(Vec::new());
-    v.visit_file(&file);
-    v.0
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn finds_stubbed_functions_and_methods() {
-        let text = "fn a() { unimplemented!(\"eterna-port: no VMX\") }\nfn b() -> u32 { 1 }\nimpl X { fn c(&self) { if true { unimplemented!(\"eterna-port: later\") } } fn d() { unimplemented!() } }";
-        assert_eq!(stubbed_fns(text), ["a", "c"]);
-    }
 
     fn module(path: &str, source: &str, target: &str) -> ModulePlan {
         ModulePlan {
@@ -257,18 +216,16 @@ mod tests {
     }
 
     fn report(m: &ModulePlan, mode: Mode) -> crate::engine::port::ModuleReport {
-        crate::engine::port::ModuleReport {
-            module_path: m.module_path.clone(),
-            component: m.component.clone(),
-            source: m.source.clone(),
-            target: m.target.clone(),
+        crate::engine::port::ModuleReport::new(
+            m,
             mode,
-            template: None,
-            ported_by: None,
-            items_total: 1,
-            items_ported: 0,
-            unported: Vec::new(),
-        }
+            vec![crate::engine::coverage::ItemReport {
+                name: "enable".into(),
+                kind: "fn",
+                status: crate::engine::coverage::ItemStatus::Stubbed,
+                reason: None,
+            }],
+        )
     }
 
     #[test]

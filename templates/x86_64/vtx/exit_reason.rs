@@ -1,5 +1,5 @@
 //! VM-exit information decoding (SDM Vol. 3C chapter 28 and appendix C):
-//! the exit-reason field, exit qualifications of the exits eterna handles,
+//! the exit-reason field, exit qualifications of the exits a VT-x hypervisor handles,
 //! and the interruption-information format shared by VM-exit, IDT-vectoring
 //! and VM-entry event injection.
 //!
@@ -59,7 +59,7 @@ pub mod basic {
     pub const XSETBV: u16 = 55;
 }
 
-/// The exit reasons eterna distinguishes; the x86 counterpart of the
+/// The exit reasons this library distinguishes; the x86 counterpart of the
 /// AArch64 `ExceptionClass`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ExitReason {
@@ -75,7 +75,7 @@ pub enum ExitReason {
     Cpuid,
     /// HLT (HLT exiting).
     Hlt,
-    /// VMCALL: an eterna hypercall.
+    /// VMCALL: a hypercall.
     Vmcall,
     /// Any other VMX instruction executed by the guest.
     VmxInstruction(u16),

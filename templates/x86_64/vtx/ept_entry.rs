@@ -1,5 +1,5 @@
-//! Entry formats of the two kinds of x86_64 translation tables eterna
-//! builds: extended page tables (EPT, SDM Vol. 3C 29.3.2) for the guest's
+//! Entry formats of the two kinds of x86_64 translation tables a VT-x
+//! hypervisor builds: extended page tables (EPT, SDM Vol. 3C 29.3.2) for the guest's
 //! physical address space, and ordinary 4-level IA-32e paging entries
 //! (SDM Vol. 3A 4.5) for the hypervisor's own identity map and the guest's
 //! boot page tables.

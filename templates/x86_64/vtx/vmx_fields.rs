@@ -203,7 +203,7 @@ pub const fn field_kind(encoding: u32) -> FieldKind {
 }
 
 /// Whether software may VMWRITE the field (read-only data fields are not
-/// writable unless IA32_VMX_MISC bit 29 says so; eterna never relies on it).
+/// writable unless IA32_VMX_MISC bit 29 says so; this library never relies on it).
 pub const fn field_is_writable(encoding: u32) -> bool {
     !matches!(field_kind(encoding), FieldKind::ReadOnlyData)
 }
@@ -431,7 +431,7 @@ pub mod access_rights {
     pub const UNUSABLE: u32 = 1 << 16;
 }
 
-/// VM-instruction error numbers (SDM Vol. 3C, 31.4) that eterna reports by
+/// VM-instruction error numbers (SDM Vol. 3C, 31.4) reported by
 /// name.
 pub const fn vm_instruction_error_name(error: u32) -> &'static str {
     match error {
