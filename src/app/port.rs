@@ -86,12 +86,11 @@ pub(super) fn cmd_port(g: &GlobalArgs, targets: &[String], flags: &PortFlags) ->
                     .map(|d| (p.name.to_string(), d.as_std_path().to_path_buf()))
             })
             .collect();
-    let crate_roots: BTreeMap<String, String> = s
-        .ws
-        .packages()
-        .flat_map(crate::workspace::target_roots)
-        .map(|(name, root)| (name, s.ws.relative(&root)))
-        .collect();
+    let crate_roots: BTreeMap<String, String> =
+        s.ws.packages()
+            .flat_map(crate::workspace::target_roots)
+            .map(|(name, root)| (name, s.ws.relative(&root)))
+            .collect();
     let mut output = engine::port::port(&engine::port::PortJob {
         root: &s.ws.root,
         full: &full,

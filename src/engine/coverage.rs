@@ -114,9 +114,7 @@ fn collect(text: &str, items: &[syn::Item], prefix: &str, out: &mut Vec<ItemRepo
             syn::Item::Union(u) => push(out, named(&u.ident), "union", ""),
             syn::Item::Type(t) => push(out, named(&t.ident), "type", ""),
             syn::Item::Const(c) => push(out, named(&c.ident), "const", span_text(text, &c.expr)),
-            syn::Item::Static(s) => {
-                push(out, named(&s.ident), "static", span_text(text, &s.expr))
-            }
+            syn::Item::Static(s) => push(out, named(&s.ident), "static", span_text(text, &s.expr)),
             syn::Item::Macro(m) => {
                 if let Some(i) = &m.ident {
                     push(out, named(i), "macro", "");
@@ -195,7 +193,8 @@ mod tests {
     fn methods_trait_items_and_stubs_are_counted_from_the_text() {
         let text = "pub struct Gic;\nimpl Gic {\n    pub fn eoi(&self) { unimplemented!(\"eterna-port: `eoi` uses ARM64 ICC_EOIR1_EL1 with {{x}}\") }\n    pub const N: u32 = 4;\n}\nimpl core::fmt::Debug for Gic {\n    fn fmt(&self, f: &mut core::fmt::Formatter) -> core::fmt::Result { Ok(()) }\n}\nfn helper() {}\n// eterna-port: left out: global_asm! (boot.S: ARM64 assembly)\n";
         let items = items_of(text);
-        let got: Vec<(&str, ItemStatus)> = items.iter().map(|i| (i.name.as_str(), i.status)).collect();
+        let got: Vec<(&str, ItemStatus)> =
+            items.iter().map(|i| (i.name.as_str(), i.status)).collect();
         assert_eq!(
             got,
             [

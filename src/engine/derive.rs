@@ -45,7 +45,10 @@ pub fn mirror(text: &str, items: &[SourceItem], cx: &MirrorContext<'_>) -> Strin
             if names_core_arch_aarch64(&it.text) {
                 edits.push((
                     it.range.clone(),
-                    comment_out(&it.text, "eterna-port: AArch64 intrinsics have no x86_64 meaning"),
+                    comment_out(
+                        &it.text,
+                        "eterna-port: AArch64 intrinsics have no x86_64 meaning",
+                    ),
                 ));
             }
             continue;
@@ -107,9 +110,14 @@ pub fn is_use(text: &str) -> bool {
 
 fn names_core_arch_aarch64(text: &str) -> bool {
     let flat: String = text.split_whitespace().collect();
-    ["core::arch::aarch64", "std::arch::aarch64", "core::arch::arm", "std::arch::arm"]
-        .iter()
-        .any(|p| flat.contains(p))
+    [
+        "core::arch::aarch64",
+        "std::arch::aarch64",
+        "core::arch::arm",
+        "std::arch::arm",
+    ]
+    .iter()
+    .any(|p| flat.contains(p))
 }
 
 /// Every line of `text` as a comment, after a note line.
@@ -164,8 +172,14 @@ const CORE_ARCH_GUARD: &str = "__eterna_port_core_arch_";
 pub fn rename_arm64_paths(text: &str) -> String {
     let mut guarded = text.to_string();
     for (from, to) in [
-        ("core::arch::aarch64", "core::arch::__eterna_port_core_arch_aarch64"),
-        ("std::arch::aarch64", "std::arch::__eterna_port_core_arch_aarch64"),
+        (
+            "core::arch::aarch64",
+            "core::arch::__eterna_port_core_arch_aarch64",
+        ),
+        (
+            "std::arch::aarch64",
+            "std::arch::__eterna_port_core_arch_aarch64",
+        ),
     ] {
         guarded = guarded.replace(from, to);
     }
@@ -211,7 +225,10 @@ mod tests {
                 knowledge: &k,
             },
         );
-        assert!(out.starts_with("// x86_64 port of src/arch/aarch64/gic.rs"), "{out}");
+        assert!(
+            out.starts_with("// x86_64 port of src/arch/aarch64/gic.rs"),
+            "{out}"
+        );
         assert!(
             out.contains("#![allow(clippy::all)]\n#![allow(unused_imports"),
             "{out}"
@@ -230,8 +247,14 @@ mod tests {
             "{out}"
         );
         assert!(out.contains("pub fn base(&self) -> usize { self.base }"));
-        assert!(out.contains("#[cfg(target_arch = \"x86_64\")]\npub fn on_arm()"), "{out}");
-        assert!(out.contains("#[cfg(target_arch = \"aarch64\")]\npub fn on_x86()"), "{out}");
+        assert!(
+            out.contains("#[cfg(target_arch = \"x86_64\")]\npub fn on_arm()"),
+            "{out}"
+        );
+        assert!(
+            out.contains("#[cfg(target_arch = \"aarch64\")]\npub fn on_x86()"),
+            "{out}"
+        );
         syn::parse_file(&out).unwrap();
     }
 }

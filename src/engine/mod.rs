@@ -5,6 +5,7 @@
 //! from the text it writes.
 
 pub mod coverage;
+pub mod deps;
 pub mod derive;
 pub mod port;
 pub mod source;

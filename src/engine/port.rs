@@ -194,9 +194,7 @@ pub fn port(job: &PortJob<'_>) -> Result<PortOutput> {
                     .filter_map(|i| i.mod_decl.clone())
                     .filter_map(|name| {
                         let path = format!("{}::{name}", m.module_path);
-                        elsewhere
-                            .get(path.as_str())
-                            .map(|t| (name, t.to_string()))
+                        elsewhere.get(path.as_str()).map(|t| (name, t.to_string()))
                     })
                     .collect();
                 let wired = wiring::in_place(
@@ -243,8 +241,9 @@ pub fn port(job: &PortJob<'_>) -> Result<PortOutput> {
     }
     for krate in &x86_crates {
         if let Some(root_rel) = job.crate_roots.get(krate) {
-            super::support::install(job.root, root_rel, &mut pending)
-                .with_context(|| format!("installing the x86_64 support library into {root_rel}"))?;
+            super::support::install(job.root, root_rel, &mut pending).with_context(|| {
+                format!("installing the x86_64 support library into {root_rel}")
+            })?;
         }
     }
     for (rel, new) in pending {

@@ -248,7 +248,10 @@ mod tests {
             out.contains("    pub fn freq(&self) -> u64 {\n        unimplemented!(\"eterna-port: `freq` uses ARM64 "),
             "{out}"
         );
-        assert!(out.contains("translation\")\n    }\n    pub fn double"), "{out}");
+        assert!(
+            out.contains("translation\")\n    }\n    pub fn double"),
+            "{out}"
+        );
         assert!(out.contains("pub fn double(x: u64) -> u64 { x * 2 }"));
     }
 
@@ -283,6 +286,9 @@ mod tests {
         let (out, stubbed) = stub_arm64_bodies(text, &k);
         assert_eq!(stubbed, ["entry"]);
         assert!(!out.contains("naked"), "{out}");
-        assert!(out.starts_with("pub unsafe extern \"C\" fn entry() -> ! {"), "{out}");
+        assert!(
+            out.starts_with("pub unsafe extern \"C\" fn entry() -> ! {"),
+            "{out}"
+        );
     }
 }

@@ -16,9 +16,8 @@ fn ours(text: &str) -> bool {
 
 /// The library's files: (path below its directory, text).
 pub fn files() -> impl Iterator<Item = (&'static str, &'static str)> {
-    VTX.files().filter_map(|f| {
-        Some((f.path().to_str()?, f.contents_utf8()?))
-    })
+    VTX.files()
+        .filter_map(|f| Some((f.path().to_str()?, f.contents_utf8()?)))
 }
 
 /// Writes the library beside crate root `root_rel` (workspace-relative) into
@@ -87,26 +86,45 @@ mod tests {
     fn the_library_is_installed_once_beside_the_crate_root() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("hv/src")).unwrap();
-        std::fs::write(dir.path().join("hv/src/lib.rs"), "#![no_std]\npub mod arch;").unwrap();
+        std::fs::write(
+            dir.path().join("hv/src/lib.rs"),
+            "#![no_std]\npub mod arch;",
+        )
+        .unwrap();
         let mut pending = BTreeMap::new();
-        assert_eq!(install(dir.path(), "hv/src/lib.rs", &mut pending).unwrap(), "vtx");
+        assert_eq!(
+            install(dir.path(), "hv/src/lib.rs", &mut pending).unwrap(),
+            "vtx"
+        );
         assert!(pending["hv/src/vtx/mod.rs"].contains("pub mod instr;"));
         assert!(pending.contains_key("hv/src/vtx/vmx_fields.rs"));
         let root = pending["hv/src/lib.rs"].clone();
-        assert!(root.starts_with("#![no_std]\npub mod arch;\n\n// The x86_64"), "{root}");
+        assert!(
+            root.starts_with("#![no_std]\npub mod arch;\n\n// The x86_64"),
+            "{root}"
+        );
         // Installing again (a second run, or another module of the crate) adds nothing.
         install(dir.path(), "hv/src/lib.rs", &mut pending).unwrap();
         assert_eq!(pending["hv/src/lib.rs"], root);
         // A crate with a `vtx` module of its own gets `eterna_vtx`.
         std::fs::write(dir.path().join("hv/src/vtx.rs"), "").unwrap();
         let mut pending = BTreeMap::new();
-        assert_eq!(install(dir.path(), "hv/src/lib.rs", &mut pending).unwrap(), "eterna_vtx");
+        assert_eq!(
+            install(dir.path(), "hv/src/lib.rs", &mut pending).unwrap(),
+            "eterna_vtx"
+        );
     }
 
     #[test]
     fn the_library_names_nothing_of_a_particular_hypervisor() {
         for (file, text) in files() {
-            for word in ["eterna_core", "primary_main", "crate::sync", "[guest]", "GICD_BASE"] {
+            for word in [
+                "eterna_core",
+                "primary_main",
+                "crate::sync",
+                "[guest]",
+                "GICD_BASE",
+            ] {
                 assert!(!text.contains(word), "{file} names {word}");
             }
         }

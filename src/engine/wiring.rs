@@ -165,9 +165,7 @@ pub fn in_place(
                 let rel = relative(dir_of(source), target);
                 // After the item's own attributes, before its visibility.
                 let at = decl.find(&format!("mod {twin_name}")).unwrap_or(0);
-                let vis_at = decl[..at]
-                    .rfind(|c: char| c == '\n' || c == ']')
-                    .map_or(0, |i| i + 1);
+                let vis_at = decl[..at].rfind(['\n', ']']).map_or(0, |i| i + 1);
                 let vis_at = vis_at + decl[vis_at..].len() - decl[vis_at..].trim_start().len();
                 decl.insert_str(vis_at, &format!("#[path = \"{rel}\"]\n"));
             }
@@ -213,7 +211,12 @@ fn insert(text: &str, edits: Vec<(usize, String)>) -> String {
 
 /// The x86_64 child of a split module: its ARM64 items, stubbed or translated, visible
 /// to the parent.
-pub fn split_child(module_path: &str, source: &str, items: &[SourceItem], knowledge: &Knowledge) -> String {
+pub fn split_child(
+    module_path: &str,
+    source: &str,
+    items: &[SourceItem],
+    knowledge: &Knowledge,
+) -> String {
     let mut text = format!(
         "// x86_64 counterparts of the ARM64 items of `{module_path}` ({source}), derived by\n// cargo-eterna-port: same names and signatures; ARM64 code translated where the\n// porting knowledge has a mechanical mapping, stubbed elsewhere.\n{}\n\n#[allow(unused_imports)]\nuse super::*;\n#[allow(unused_imports)]\nuse core::arch::asm;\n",
         super::derive::ALLOW_LINE
@@ -242,7 +245,9 @@ pub fn split_child(module_path: &str, source: &str, items: &[SourceItem], knowle
         }
         let (stubbed, _) = stub_arm64_bodies(&it.text, knowledge);
         let renamed = mirror_cfgs(&rename_arm64_paths(&stubbed));
-        let visible = if it.public {
+        // Macros are not items with a visibility (`macro_rules!` scope is textual).
+        let is_macro = it.kind.is_none() || it.kind == Some(crate::workspace::ItemKind::Macro);
+        let visible = if it.public || is_macro {
             renamed
         } else {
             raise_to_pub_super(&renamed)
@@ -285,7 +290,9 @@ pub fn gate_and_delegate(text: &str, items: &[SourceItem], child: &str) -> Strin
         }
     }
     let mut new = insert(text, edits);
-    let delegated = items.iter().any(|i| i.mod_decl.as_deref() == Some("x86_64"));
+    let delegated = items
+        .iter()
+        .any(|i| i.mod_decl.as_deref() == Some("x86_64"));
     if !delegated {
         if !new.ends_with('\n') {
             new.push('\n');
@@ -401,7 +408,13 @@ mod tests {
         );
         assert_eq!(w.twins.len(), 2);
         // A second run adds nothing.
-        let again = in_place("src/lib.rs", &w.text, &items(&w.text, Path::new("src/lib.rs"), &k).unwrap(), &children, &k);
+        let again = in_place(
+            "src/lib.rs",
+            &w.text,
+            &items(&w.text, Path::new("src/lib.rs"), &k).unwrap(),
+            &children,
+            &k,
+        );
         assert_eq!(again.text, w.text);
     }
 
