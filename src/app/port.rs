@@ -91,12 +91,24 @@ pub(super) fn cmd_port(g: &GlobalArgs, targets: &[String], flags: &PortFlags) ->
             .flat_map(crate::workspace::target_roots)
             .map(|(name, root)| (name, s.ws.relative(&root)))
             .collect();
+    let manifests: BTreeMap<String, String> =
+        s.ws.packages()
+            .map(|p| {
+                (
+                    p.name.to_string(),
+                    s.ws.relative(p.manifest_path.as_std_path()),
+                )
+            })
+            .collect();
+    let arm_dependencies: Vec<engine::deps::ArmDependency> = Vec::new();
     let mut output = engine::port::port(&engine::port::PortJob {
         root: &s.ws.root,
         full: &full,
         selected: &selected,
         knowledge: &s.knowledge,
         crate_roots: &crate_roots,
+        manifests: &manifests,
+        arm_dependencies: &arm_dependencies,
     })?;
 
     let state = s.ws.target_dir.join("eterna-port");

@@ -95,3 +95,83 @@ mod tests {
         );
     }
 }
+
+/// An ARM-only dependency of a workspace package, as the plan found it.
+#[derive(Debug, Clone)]
+pub struct ArmDependency {
+    pub package: String,
+    /// The dependency's key in `[dependencies]` (the name code uses, `-` as `_`).
+    pub name: String,
+    /// Code outside the planned ARM64 modules uses it (it must stay for x86_64).
+    pub used_outside_arm64: bool,
+}
+
+/// The identifier code names a dependency by.
+pub fn ident_of(dependency: &str) -> String {
+    dependency.replace('-', "_")
+}
+
+/// Comments out the `use` and `extern crate` items of x86_64 text `text` that import
+/// from crate `ident`; returns the new text.
+pub fn drop_imports_of(text: &str, ident: &str) -> String {
+    let Ok(file) = syn::parse_file(text) else {
+        return text.to_string();
+    };
+    let mut edits = Vec::new();
+    for item in &file.items {
+        let root = match item {
+            syn::Item::Use(u) => match &u.tree {
+                syn::UseTree::Path(p) => Some(p.ident.to_string()),
+                syn::UseTree::Name(n) => Some(n.ident.to_string()),
+                syn::UseTree::Rename(r) => Some(r.ident.to_string()),
+                _ => None,
+            },
+            syn::Item::ExternCrate(e) => Some(e.ident.to_string()),
+            _ => None,
+        };
+        if root.as_deref() == Some(ident) {
+            use syn::spanned::Spanned;
+            let r = item.span().byte_range();
+            if let Some(t) = text.get(r.clone()) {
+                edits.push((
+                    r,
+                    super::derive::comment_out(
+                        t,
+                        &format!("eterna-port: `{ident}` is an ARM64-only dependency"),
+                    ),
+                ));
+            }
+        }
+    }
+    proc_macro2::extra::invalidate_current_thread_spans();
+    super::derive::splice(text, edits)
+}
+
+/// Whether code (not comments) in `text` still names crate `ident` as a path root.
+pub fn names_crate(text: &str, ident: &str) -> bool {
+    text.lines()
+        .map(|l| l.split("//").next().unwrap_or_default())
+        .any(|l| {
+            l.match_indices(ident).any(|(i, _)| {
+                let before = l[..i].chars().next_back();
+                let after = &l[i + ident.len()..];
+                !before.is_some_and(|c| c.is_alphanumeric() || c == '_')
+                    && (after.starts_with("::") || after.trim_start().starts_with(';'))
+            })
+        })
+}
+
+#[cfg(test)]
+mod import_tests {
+    use super::*;
+
+    #[test]
+    fn imports_of_an_arm_crate_are_dropped_and_remaining_uses_found() {
+        let text = "use aarch64_cpu::registers::*;\nuse core::fmt;\nextern crate aarch64_cpu;\npub fn f() { unimplemented!(\"eterna-port: x\") }\n";
+        let out = drop_imports_of(text, "aarch64_cpu");
+        assert!(out.starts_with("// eterna-port: `aarch64_cpu` is an ARM64-only dependency:\n// use aarch64_cpu::registers::*;\nuse core::fmt;"), "{out}");
+        assert!(!names_crate(&out, "aarch64_cpu"), "{out}");
+        assert!(names_crate("pub struct X(aarch64_cpu::registers::Reg);", "aarch64_cpu"));
+        assert!(!names_crate("pub struct X(my_aarch64_cpu::Reg);", "aarch64_cpu"));
+    }
+}

@@ -18,6 +18,7 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 
 use super::coverage::{items_of, ItemReport, ItemStatus};
+use super::deps::{drop_imports_of, gate_to_aarch64, ident_of, names_crate, ArmDependency};
 use super::derive::{mirror, MirrorContext};
 use super::source::items;
 use super::wiring;
@@ -111,6 +112,8 @@ pub struct FileChange {
 pub struct PortOutput {
     pub changes: Vec<FileChange>,
     pub modules: Vec<ModuleReport>,
+    /// ARM-only dependencies moved under the aarch64 target table: (package, name).
+    pub gated_dependencies: Vec<(String, String)>,
 }
 
 impl PortOutput {
@@ -132,6 +135,10 @@ pub struct PortJob<'a> {
     pub knowledge: &'a Knowledge,
     /// Crate name (`my_crate`) → its root file, workspace-relative.
     pub crate_roots: &'a BTreeMap<String, String>,
+    /// Package name → its `Cargo.toml`, workspace-relative.
+    pub manifests: &'a BTreeMap<String, String>,
+    /// The plan's ARM-only dependencies.
+    pub arm_dependencies: &'a [ArmDependency],
 }
 
 /// The shape of a module's port, from its source and target.
@@ -239,6 +246,7 @@ pub fn port(job: &PortJob<'_>) -> Result<PortOutput> {
         };
         out.modules.push(ModuleReport::new(m, mode, report_items));
     }
+    gate_arm_dependencies(job, &mut pending, &mut out)?;
     for krate in &x86_crates {
         if let Some(root_rel) = job.crate_roots.get(krate) {
             super::support::install(job.root, root_rel, &mut pending).with_context(|| {
@@ -250,4 +258,92 @@ pub fn port(job: &PortJob<'_>) -> Result<PortOutput> {
         out.changes.push(FileChange { rel, new });
     }
     Ok(out)
+}
+
+/// Drops the imports of ARM-only dependencies from the x86_64 code of each package
+/// whose planned modules all have their x86_64 side now, and moves each dependency
+/// that no x86_64 code names any more under the aarch64 target table.
+fn gate_arm_dependencies(
+    job: &PortJob<'_>,
+    pending: &mut BTreeMap<String, String>,
+    out: &mut PortOutput,
+) -> Result<()> {
+    let selected: BTreeSet<&str> = job
+        .selected
+        .modules
+        .iter()
+        .map(|m| m.module_path.as_str())
+        .collect();
+    let mut by_package: BTreeMap<&str, Vec<&ArmDependency>> = BTreeMap::new();
+    for d in job.arm_dependencies {
+        if !d.used_outside_arm64 {
+            by_package.entry(d.package.as_str()).or_default().push(d);
+        }
+    }
+    for (package, deps) in by_package {
+        let modules: Vec<&ModulePlan> = job
+            .full
+            .modules
+            .iter()
+            .filter(|m| m.package == package)
+            .collect();
+        // Every planned module of the package has its x86_64 side (this run or before).
+        let complete = modules.iter().all(|m| {
+            selected.contains(m.module_path.as_str())
+                || (mode_of(m) != Mode::InPlace && job.root.join(&m.target).is_file())
+        });
+        let Some(manifest) = job.manifests.get(package) else {
+            continue;
+        };
+        if !complete || modules.is_empty() {
+            continue;
+        }
+        let text_of = |rel: &str, pending: &BTreeMap<String, String>| {
+            pending
+                .get(rel)
+                .cloned()
+                .or_else(|| std::fs::read_to_string(job.root.join(rel)).ok())
+                .unwrap_or_default()
+        };
+        let mut gate = Vec::new();
+        for d in deps {
+            let ident = ident_of(&d.name);
+            let mut still = false;
+            for m in &modules {
+                if mode_of(m) == Mode::InPlace {
+                    // Only what the x86_64 build compiles: items not gated to aarch64.
+                    let text = text_of(&m.source, pending);
+                    let path = job.root.join(&m.source);
+                    if let Ok(items) = items(&text, &path, job.knowledge) {
+                        still |= items
+                            .iter()
+                            .filter(|i| !i.cfg_aarch64)
+                            .any(|i| names_crate(&i.text, &ident));
+                    }
+                    continue;
+                }
+                let text = text_of(&m.target, pending);
+                let dropped = drop_imports_of(&text, &ident);
+                still |= names_crate(&dropped, &ident);
+                if dropped != text {
+                    pending.insert(m.target.clone(), dropped);
+                }
+            }
+            if !still {
+                gate.push(d.name.clone());
+            }
+        }
+        if gate.is_empty() {
+            continue;
+        }
+        let text = text_of(manifest, pending);
+        let new = gate_to_aarch64(&text, &gate)
+            .with_context(|| format!("{manifest} is not valid TOML"))?;
+        if let Some(new) = new {
+            pending.insert(manifest.clone(), new);
+            out.gated_dependencies
+                .extend(gate.into_iter().map(|n| (package.to_string(), n)));
+        }
+    }
+    Ok(())
 }
