@@ -216,6 +216,15 @@ pub struct PortSummary {
     pub files: Vec<FileResult>,
     /// The cargo check fix loop after the writes (LLM backend), if it ran.
     pub fix_loop: Option<FixLoopSummary>,
+    /// ARM-only dependencies moved under `[target.'cfg(target_arch = "aarch64")'.dependencies]`.
+    pub gated_dependencies: Vec<GatedDependency>,
+}
+
+/// An ARM-only dependency the port moved under the aarch64 target table.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct GatedDependency {
+    pub package: String,
+    pub name: String,
 }
 
 /// How the fix loop ended.
@@ -264,6 +273,14 @@ impl PortSummary {
                 },
             },
             modules: output.modules.clone(),
+            gated_dependencies: output
+                .gated_dependencies
+                .iter()
+                .map(|(package, name)| GatedDependency {
+                    package: package.clone(),
+                    name: name.clone(),
+                })
+                .collect(),
             files: planned
                 .iter()
                 .map(|p| FileResult {
@@ -345,11 +362,30 @@ pub fn port_human(s: &PortSummary, verbose: bool) -> String {
     if !unported.is_empty() {
         let _ = writeln!(
             out,
-            "{WARNING}Not ported{WARNING:#} (left as `unimplemented!`):"
+            "{WARNING}Not ported{WARNING:#} (an `unimplemented!` stub, or ARM64 assembly left out):"
         );
-        for (m, u) in unported {
+        const SHOWN: usize = 20;
+        let count = unported.len();
+        for (m, u) in unported
+            .into_iter()
+            .take(if verbose { usize::MAX } else { SHOWN })
+        {
             let _ = writeln!(out, "  {}::{} — {}", m.module_path, u.item, u.reason);
         }
+        if !verbose && count > SHOWN {
+            let _ = writeln!(
+                out,
+                "  … and {} more (-v lists them all; --message-format json has every item with its status)",
+                count - SHOWN
+            );
+        }
+    }
+    for d in &s.gated_dependencies {
+        let _ = writeln!(
+            out,
+            "Moved ARM-only dependency `{}` of {} under [target.'cfg(target_arch = \"aarch64\")'.dependencies]",
+            d.name, d.package
+        );
     }
     let failed: Vec<_> = s
         .tasks

@@ -171,7 +171,13 @@ mod import_tests {
         let out = drop_imports_of(text, "aarch64_cpu");
         assert!(out.starts_with("// eterna-port: `aarch64_cpu` is an ARM64-only dependency:\n// use aarch64_cpu::registers::*;\nuse core::fmt;"), "{out}");
         assert!(!names_crate(&out, "aarch64_cpu"), "{out}");
-        assert!(names_crate("pub struct X(aarch64_cpu::registers::Reg);", "aarch64_cpu"));
-        assert!(!names_crate("pub struct X(my_aarch64_cpu::Reg);", "aarch64_cpu"));
+        assert!(names_crate(
+            "pub struct X(aarch64_cpu::registers::Reg);",
+            "aarch64_cpu"
+        ));
+        assert!(!names_crate(
+            "pub struct X(my_aarch64_cpu::Reg);",
+            "aarch64_cpu"
+        ));
     }
 }
