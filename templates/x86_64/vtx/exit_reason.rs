@@ -59,8 +59,7 @@ pub mod basic {
     pub const XSETBV: u16 = 55;
 }
 
-/// The exit reasons this library distinguishes; the x86 counterpart of the
-/// AArch64 `ExceptionClass`.
+/// The exit reasons this library distinguishes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ExitReason {
     /// Exception or NMI in the guest (exception bitmap / NMI exiting).
