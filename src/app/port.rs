@@ -253,17 +253,22 @@ pub(super) fn cmd_port(g: &GlobalArgs, targets: &[String], flags: &PortFlags) ->
     let deps = primary::integrate(&mut output, &outcome.results);
     // Files the tool owns: everything but the sources it edits in place and any
     // manifest or build script an answer changed (with --allow-deps).
-    let user_files: BTreeSet<&str> = output
+    // The tool's own files: x86_64 modules and the support library, plus module
+    // targets the model answered; manifests and build scripts (`--allow-deps`) and
+    // every file edited in place stay the user's.
+    let targets: BTreeSet<&str> = output
         .modules
         .iter()
-        .filter(|m| m.mode != engine::port::Mode::Mirrored)
-        .map(|m| m.source.as_str())
-        .chain(deps.iter().map(String::as_str))
+        .filter(|m| m.mode != engine::port::Mode::InPlace)
+        .map(|m| m.target.as_str())
         .collect();
     let generated: BTreeSet<String> = output
         .changes
         .iter()
-        .filter(|c| !user_files.contains(c.rel.as_str()))
+        .filter(|c| {
+            (output.generated.contains(&c.rel) || targets.contains(c.rel.as_str()))
+                && !deps.contains(&c.rel)
+        })
         .map(|c| c.rel.clone())
         .collect();
     let model = llm.then(|| settings.model.clone());

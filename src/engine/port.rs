@@ -114,6 +114,9 @@ pub struct PortOutput {
     pub modules: Vec<ModuleReport>,
     /// ARM-only dependencies moved under the aarch64 target table: (package, name).
     pub gated_dependencies: Vec<(String, String)>,
+    /// The files the tool owns (x86_64 modules and the support library), as opposed to
+    /// the user's files it edits (crate roots, wiring, manifests).
+    pub generated: BTreeSet<String>,
 }
 
 impl PortOutput {
@@ -230,6 +233,7 @@ pub fn port(job: &PortJob<'_>) -> Result<PortOutput> {
                 );
                 let report = items_of(&text);
                 pending.insert(m.target.clone(), text);
+                out.generated.insert(m.target.clone());
                 x86_crates.insert(crate_name.to_string());
                 report
             }
@@ -239,6 +243,7 @@ pub fn port(job: &PortJob<'_>) -> Result<PortOutput> {
                 let gated = wiring::gate_and_delegate(&source_text, &src_items, &child);
                 let report = items_of(&child);
                 pending.insert(m.target.clone(), child);
+                out.generated.insert(m.target.clone());
                 pending.insert(m.source.clone(), gated);
                 x86_crates.insert(crate_name.to_string());
                 report

@@ -21,13 +21,13 @@ pub fn files() -> impl Iterator<Item = (&'static str, &'static str)> {
 }
 
 /// Writes the library beside crate root `root_rel` (workspace-relative) into
-/// `pending`, and its `mod` line into the root. Returns the module name used (`vtx`,
-/// or `eterna_vtx` when the crate already has a `vtx` of its own).
+/// `pending`, and its `mod` line into the root (as `vtx`, or `eterna_vtx` when the
+/// crate already has a `vtx` of its own). Returns the library's files.
 pub fn install(
     workspace: &Path,
     root_rel: &str,
     pending: &mut BTreeMap<String, String>,
-) -> std::io::Result<String> {
+) -> std::io::Result<Vec<String>> {
     let dir = root_rel.rsplit_once('/').map_or("", |(d, _)| d);
     let at = |name: &str, file: &str| {
         if dir.is_empty() {
@@ -56,8 +56,10 @@ pub fn install(
     } else {
         "vtx"
     };
+    let mut written = Vec::new();
     for (file, text) in files() {
         pending.insert(at(name, file), text.to_string());
+        written.push(at(name, file));
     }
     let root = current(root_rel, pending).ok_or_else(|| {
         std::io::Error::new(
@@ -75,7 +77,7 @@ pub fn install(
         new.push_str(&decl);
         pending.insert(root_rel.to_string(), new);
     }
-    Ok(name.to_string())
+    Ok(written)
 }
 
 #[cfg(test)]
@@ -92,9 +94,10 @@ mod tests {
         )
         .unwrap();
         let mut pending = BTreeMap::new();
-        assert_eq!(
-            install(dir.path(), "hv/src/lib.rs", &mut pending).unwrap(),
-            "vtx"
+        let files = install(dir.path(), "hv/src/lib.rs", &mut pending).unwrap();
+        assert!(
+            files.contains(&"hv/src/vtx/mod.rs".to_string()),
+            "{files:?}"
         );
         assert!(pending["hv/src/vtx/mod.rs"].contains("pub mod instr;"));
         assert!(pending.contains_key("hv/src/vtx/vmx_fields.rs"));
@@ -109,10 +112,12 @@ mod tests {
         // A crate with a `vtx` module of its own gets `eterna_vtx`.
         std::fs::write(dir.path().join("hv/src/vtx.rs"), "").unwrap();
         let mut pending = BTreeMap::new();
-        assert_eq!(
-            install(dir.path(), "hv/src/lib.rs", &mut pending).unwrap(),
-            "eterna_vtx"
+        let files = install(dir.path(), "hv/src/lib.rs", &mut pending).unwrap();
+        assert!(
+            files.contains(&"hv/src/eterna_vtx/mod.rs".to_string()),
+            "{files:?}"
         );
+        assert!(pending["hv/src/lib.rs"].ends_with("mod eterna_vtx;\n"));
     }
 
     #[test]

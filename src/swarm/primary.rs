@@ -278,6 +278,7 @@ mod tests {
                 report(&main, Mode::InPlace),
                 report(&arch, Mode::InPlace),
             ],
+            ..PortOutput::default()
         };
         let dirs = BTreeMap::from([("hv".to_string(), root.path().join("hv"))]);
         let knowledge = Knowledge::embedded().unwrap();
