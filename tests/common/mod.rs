@@ -158,7 +158,10 @@ pub fn mini_hypervisor() -> TempDir {
             "hv/Cargo.toml",
             "[package]\nname = \"hv\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[dependencies]\nhv-core = { path = \"../core\" }\n",
         ),
-        ("hv/src/main.rs", "#![no_std]\n#![no_main]\nmod arch;\n"),
+        (
+            "hv/src/main.rs",
+            "#![no_std]\n#![no_main]\nmod arch;\n\n#[panic_handler]\nfn panic(_: &core::panic::PanicInfo) -> ! {\n    loop {}\n}\n",
+        ),
         (
             "hv/src/arch/mod.rs",
             "#[cfg(target_arch = \"aarch64\")]\npub mod aarch64;\n",
