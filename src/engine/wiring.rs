@@ -245,9 +245,12 @@ pub fn split_child(
         }
         let (stubbed, _) = stub_arm64_bodies(&it.text, knowledge);
         let renamed = mirror_cfgs(&rename_arm64_paths(&stubbed));
-        // Macros are not items with a visibility (`macro_rules!` scope is textual).
-        let is_macro = it.kind.is_none() || it.kind == Some(crate::workspace::ItemKind::Macro);
-        let visible = if it.public || is_macro {
+        // Macros and impl blocks have no visibility of their own.
+        let no_visibility = matches!(
+            it.kind,
+            None | Some(crate::workspace::ItemKind::Macro | crate::workspace::ItemKind::Impl)
+        );
+        let visible = if it.public || no_visibility {
             renamed
         } else {
             raise_to_pub_super(&renamed)
@@ -319,9 +322,21 @@ fn gated_items(items: &[SourceItem], child_words: &[String]) -> Vec<bool> {
             }
         })
         .collect();
+    // A `use` is gated for what it imports (an aarch64 module, AArch64 intrinsics), not
+    // for names that merely look like system registers (`cntp_ctl_el0::Device`);
+    // imports only gated items use follow below.
     let mut gated: Vec<bool> = items
         .iter()
-        .map(|i| (i.is_arm64() || i.cfg_aarch64) && !i.cfg_x86_64)
+        .map(|i| {
+            let arm = if super::derive::is_use(&i.text) {
+                identifiers(&i.text)
+                    .iter()
+                    .any(|w| w == "aarch64" || w == "arm64")
+            } else {
+                i.is_arm64()
+            };
+            (arm || i.cfg_aarch64) && !i.cfg_x86_64
+        })
         .collect();
     loop {
         let mut changed = false;
