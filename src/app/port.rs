@@ -312,19 +312,38 @@ pub(super) fn cmd_port(g: &GlobalArgs, targets: &[String], flags: &PortFlags) ->
             return Err(e);
         }
 
-        // The cargo check loop: rustfix, then the DebugAgent, until clean or stuck.
-        if llm && flags.max_fix_iterations > 0 {
-            let (target, note) =
-                crate::fixloop::resolve_target(&s.ws.root, &s.config.target.value)?;
-            if let (Some(note), false) = (note, g.quiet) {
-                report::stderr_message("warning", &note);
+        // The cargo check loop: rustfix, then the DebugAgent (LLM) or the stub fixer
+        // (offline), until clean or stuck.
+        let loop_target = if flags.max_fix_iterations == 0 {
+            None
+        } else {
+            match crate::fixloop::resolve_target(&s.ws.root, &s.config.target.value) {
+                Ok((target, note)) => {
+                    if let (Some(note), false) = (note, g.quiet) {
+                        report::stderr_message("warning", &note);
+                    }
+                    Some(target)
+                }
+                // Offline, a port that cannot be checked is still a port: say so.
+                Err(e) if !llm => {
+                    if !g.quiet {
+                        report::stderr_message(
+                            "warning",
+                            &format!("the port is written but not checked: {e:#}"),
+                        );
+                    }
+                    None
+                }
+                Err(e) => return Err(e),
             }
+        };
+        if let Some(target) = loop_target {
             let specs = crate::fixloop::ModuleSpec::from_plan(&selected.modules);
             let packages = selected.packages();
             let mut lopts = crate::fixloop::LoopOptions::new(&s.ws.root, &target, &specs);
             lopts.packages = &packages;
             lopts.max_iterations = flags.max_fix_iterations;
-            let mut fixer = super::fix::DebugFixer {
+            let mut debug = llm.then(|| super::fix::DebugFixer {
                 runtime: &runtime,
                 backend: swarm_backend.clone(),
                 options: options.clone(),
@@ -342,6 +361,14 @@ pub(super) fn cmd_port(g: &GlobalArgs, targets: &[String], flags: &PortFlags) ->
                 on_event: &mut on_event,
                 results: Vec::new(),
                 health: BTreeMap::new(),
+            });
+            let mut stubs = engine::fix::StubFixer {
+                root: &s.ws.root,
+                generated: &generated,
+            };
+            let fixer: &mut dyn crate::fixloop::Fixer = match debug.as_mut() {
+                Some(d) => d,
+                None => &mut stubs,
             };
             let mut write = |files: Vec<(String, String)>| -> Result<()> {
                 // rustfix's edits and the DebugAgent's answers come through here.
@@ -383,10 +410,11 @@ pub(super) fn cmd_port(g: &GlobalArgs, targets: &[String], flags: &PortFlags) ->
                 .unwrap_or_else(|p| p.into_inner())
                 .bar
                 .set_message(format!("fix loop: cargo check --target {target}"));
-            let looped =
-                crate::fixloop::run_loop(&lopts, Some(&mut fixer), &mut write, &mut record);
-            results.append(&mut fixer.results);
-            health.extend(fixer.health.into_values());
+            let looped = crate::fixloop::run_loop(&lopts, Some(fixer), &mut write, &mut record);
+            if let Some(mut d) = debug {
+                results.append(&mut d.results);
+                health.extend(d.health.into_values());
+            }
             match looped {
                 Ok(l) => {
                     let first = l
@@ -426,6 +454,18 @@ pub(super) fn cmd_port(g: &GlobalArgs, targets: &[String], flags: &PortFlags) ->
                         e.context("the cargo check fix loop failed; the port's files are written")
                     );
                 }
+            }
+        }
+    }
+    if fix_loop.is_some() {
+        // The loop may have stubbed or rewritten modules: count what is on disk now.
+        for m in output
+            .modules
+            .iter_mut()
+            .filter(|m| m.mode != engine::port::Mode::InPlace)
+        {
+            if let Ok(text) = std::fs::read_to_string(s.ws.root.join(&m.target)) {
+                m.set_items(engine::coverage::items_of(&text));
             }
         }
     }

@@ -7,6 +7,7 @@
 pub mod coverage;
 pub mod deps;
 pub mod derive;
+pub mod fix;
 pub mod port;
 pub mod source;
 pub mod stub;

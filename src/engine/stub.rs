@@ -68,7 +68,7 @@ pub fn stub_statement(name: &str, uses: &[String]) -> String {
 
 /// The `fn` bodies (name, byte range of the `{…}` block) in a piece of Rust, at any
 /// depth (free functions, methods of impl and trait blocks, nested modules).
-fn fn_bodies(text: &str) -> Vec<(String, Range<usize>)> {
+pub(crate) fn fn_bodies(text: &str) -> Vec<(String, Range<usize>)> {
     let Ok(tokens) = text.parse::<TokenStream>() else {
         return Vec::new();
     };

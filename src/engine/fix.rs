@@ -1,0 +1,156 @@
+//! The offline fixer of the cargo check loop: a function of a generated x86_64 module
+//! that does not compile for x86_64 (it calls an API its dependencies only have on
+//! aarch64, uses a type that differs by architecture, …) gets an `unimplemented!` stub
+//! naming the error, and an import that does not resolve is commented out. It never
+//! touches the user's files, and a stubbed function counts as not ported.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use anyhow::Result;
+
+use super::stub::{escape_message, fn_bodies, STUB_MARKER};
+use crate::fixloop::{Fixer, ModuleDiagnostics};
+
+/// Stubs what does not compile in the tool's own files.
+pub struct StubFixer<'a> {
+    pub root: &'a Path,
+    /// The files the tool owns (the port's x86_64 modules).
+    pub generated: &'a BTreeSet<String>,
+}
+
+/// Byte offset of 1-based `line`/`column` (columns count characters, as rustc's do).
+fn offset(text: &str, line: usize, column: usize) -> Option<usize> {
+    let start: usize = text
+        .split_inclusive('\n')
+        .take(line.checked_sub(1)?)
+        .map(str::len)
+        .sum();
+    let rest = text.get(start..)?;
+    let col = rest
+        .char_indices()
+        .nth(column.saturating_sub(1))
+        .map_or(rest.len(), |(i, _)| i);
+    Some(start + col)
+}
+
+/// Applies the fixes for `errors` (line, column, message) to `text`.
+pub fn stub_failing(text: &str, errors: &[(usize, usize, String)]) -> String {
+    let bodies = fn_bodies(text);
+    let uses: Vec<std::ops::Range<usize>> = syn::parse_file(text)
+        .map(|f| {
+            use syn::spanned::Spanned;
+            f.items
+                .iter()
+                .filter(|i| matches!(i, syn::Item::Use(_)))
+                .map(|i| i.span().byte_range())
+                .collect()
+        })
+        .unwrap_or_default();
+    proc_macro2::extra::invalidate_current_thread_spans();
+    let mut edits: Vec<(std::ops::Range<usize>, String)> = Vec::new();
+    for (line, column, message) in errors {
+        let Some(at) = offset(text, *line, *column) else {
+            continue;
+        };
+        // The innermost function body holding the error.
+        let body = bodies
+            .iter()
+            .filter(|(_, r)| r.start <= at && at < r.end)
+            .min_by_key(|(_, r)| r.len());
+        if let Some((name, r)) = body {
+            if edits
+                .iter()
+                .any(|(e, _)| e.start <= r.start && r.end <= e.end)
+                || text[r.clone()].contains(STUB_MARKER)
+            {
+                continue;
+            }
+            edits.retain(|(e, _)| !(r.start <= e.start && e.end <= r.end));
+            let reason = format!("`{name}` does not compile for x86_64: {message}");
+            let line_start = text[..r.start].rfind('\n').map_or(0, |i| i + 1);
+            let indent: String = text[line_start..]
+                .chars()
+                .take_while(|c| *c == ' ' || *c == '\t')
+                .collect();
+            edits.push((
+                r.clone(),
+                format!(
+                    "{{\n{indent}    {STUB_MARKER}{}\")\n{indent}}}",
+                    escape_message(&reason)
+                ),
+            ));
+        } else if let Some(u) = uses.iter().find(|u| u.start <= at && at < u.end) {
+            if edits.iter().any(|(e, _)| e == u) {
+                continue;
+            }
+            let note = format!(
+                "eterna-port: import does not resolve for x86_64 ({})",
+                message.replace('\n', " ")
+            );
+            edits.push((
+                u.clone(),
+                super::derive::comment_out(&text[u.clone()], &note),
+            ));
+        }
+    }
+    super::derive::splice(text, edits)
+}
+
+impl Fixer for StubFixer<'_> {
+    fn fix(
+        &mut self,
+        _iteration: u32,
+        modules: &[ModuleDiagnostics],
+    ) -> Result<Vec<(String, String)>> {
+        let mut out = Vec::new();
+        for md in modules {
+            for rel in md.files.iter().filter(|f| self.generated.contains(*f)) {
+                let errors: Vec<(usize, usize, String)> = md
+                    .diagnostics
+                    .iter()
+                    .filter(|d| d.is_error() && &d.file == rel && d.line > 0)
+                    .map(|d| (d.line, d.column, d.message.clone()))
+                    .collect();
+                if errors.is_empty() {
+                    continue;
+                }
+                let Ok(text) = std::fs::read_to_string(self.root.join(rel)) else {
+                    continue;
+                };
+                let fixed = stub_failing(&text, &errors);
+                if fixed != text {
+                    out.push((rel.clone(), fixed));
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failing_bodies_are_stubbed_and_bad_imports_commented_out() {
+        let text = "use other::arm_only::Thing;\nuse core::fmt;\n\npub fn inject(v: u8) {\n    other::arch::inject_virq(v);\n}\n\npub fn fine() -> u8 {\n    1\n}\n";
+        let out = stub_failing(
+            text,
+            &[
+                (
+                    5,
+                    19,
+                    "cannot find function `inject_virq` in module `other::arch`".into(),
+                ),
+                (1, 12, "unresolved import `other::arm_only`".into()),
+            ],
+        );
+        assert_eq!(
+            out,
+            "// eterna-port: import does not resolve for x86_64 (unresolved import `other::arm_only`):\n// use other::arm_only::Thing;\nuse core::fmt;\n\npub fn inject(v: u8) {\n    unimplemented!(\"eterna-port: `inject` does not compile for x86_64: cannot find function `inject_virq` in module `other::arch`\")\n}\n\npub fn fine() -> u8 {\n    1\n}\n"
+        );
+        // Already stubbed: nothing more to do.
+        assert_eq!(stub_failing(&out, &[(5, 5, "x".into())]), out);
+    }
+}
