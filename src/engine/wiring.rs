@@ -152,6 +152,11 @@ pub fn in_place(
             let Some(target) = children.get(name) else {
                 continue;
             };
+            // `#[cfg_attr(target_arch = "x86_64", path = "…")]`: wired already.
+            let flat: String = it.text.split_whitespace().collect();
+            if flat.contains("target_arch=\"x86_64\"") {
+                continue;
+            }
             let twin_name = if matches!(name.as_str(), "aarch64" | "arm64") {
                 "x86_64"
             } else {
@@ -442,6 +447,19 @@ mod tests {
             [("aarch64".to_string(), "src/arch/x86_64/mod.rs".to_string())].into();
         let w = in_place("src/arch/mod.rs", text, &its, &children, &k);
         assert_eq!(w.text, text);
+    }
+
+    #[test]
+    fn a_mod_line_choosing_its_file_per_architecture_is_wired_already() {
+        let k = Knowledge::embedded().unwrap();
+        let text = "#[cfg_attr(target_arch = \"aarch64\", path = \"arch/aarch64/mod.rs\")]\n#[cfg_attr(target_arch = \"x86_64\", path = \"arch/x86_64/mod.rs\")]\npub mod arch;\n";
+        let its = items(text, Path::new("src/hal/mod.rs"), &k).unwrap();
+        let children: BTreeMap<String, String> =
+            [("arch".to_string(), "src/hal/arch/x86_64/mod.rs".to_string())].into();
+        assert_eq!(
+            in_place("src/hal/mod.rs", text, &its, &children, &k).text,
+            text
+        );
     }
 
     #[test]
