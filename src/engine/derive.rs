@@ -15,6 +15,8 @@ use crate::knowledge::Knowledge;
 pub struct MirrorContext<'a> {
     /// The workspace-relative path of the ARM64 source.
     pub source: &'a str,
+    /// The workspace-relative path of the x86_64 module written.
+    pub target: &'a str,
     /// Whether `mod <name>;` of this module names a module the port writes (or that
     /// exists for x86_64); other child declarations are commented out.
     pub child_is_ported: &'a dyn Fn(&str) -> bool,
@@ -70,6 +72,7 @@ pub fn mirror(text: &str, items: &[SourceItem], cx: &MirrorContext<'_>) -> Strin
     let body = splice(text, edits);
     let body = rename_arm64_paths(&body);
     let body = mirror_cfgs(&body);
+    let body = reroot_includes(&body, cx.source, cx.target);
     let first_item = items
         .iter()
         .map(|i| i.range.start)
@@ -88,6 +91,46 @@ pub fn mirror(text: &str, items: &[SourceItem], cx: &MirrorContext<'_>) -> Strin
             out.push_str(&body[at..]);
         }
         _ => out.push_str(&body),
+    }
+    out
+}
+
+/// `include_str!("x")`, `include_bytes!("x")` and `include!("x")` in the module at
+/// `target` name the files beside `source`.
+pub fn reroot_includes(text: &str, source: &str, target: &str) -> String {
+    let dir = |p: &str| {
+        p.rsplit_once('/')
+            .map_or(String::new(), |(d, _)| d.to_string())
+    };
+    let (from, to) = (dir(target), dir(source));
+    if from == to {
+        return text.to_string();
+    }
+    let up = from.split('/').filter(|s| !s.is_empty()).count();
+    let common = from
+        .split('/')
+        .zip(to.split('/'))
+        .take_while(|(a, b)| a == b)
+        .count();
+    let prefix: String = "../".repeat(up - common)
+        + &to
+            .split('/')
+            .skip(common)
+            .map(|s| format!("{s}/"))
+            .collect::<String>();
+    let mut out = text.to_string();
+    for mac in ["include_str!(\"", "include_bytes!(\"", "include!(\""] {
+        let mut at = 0;
+        while let Some(i) = out[at..].find(mac) {
+            let start = at + i + mac.len();
+            let rest = &out[start..];
+            if rest.starts_with('/') || rest.starts_with(&prefix) {
+                at = start;
+                continue;
+            }
+            out.insert_str(start, &prefix);
+            at = start + prefix.len();
+        }
     }
     out
 }
@@ -212,6 +255,26 @@ mod tests {
     use std::path::Path;
 
     #[test]
+    fn included_files_are_found_from_the_target() {
+        assert_eq!(
+            reroot_includes(
+                "const T: &str = include_str!(\"regs.txt\");",
+                "src/arch/aarch64/gic.rs",
+                "src/arch/x86_64/gic.rs"
+            ),
+            "const T: &str = include_str!(\"../aarch64/regs.txt\");"
+        );
+        assert_eq!(
+            reroot_includes(
+                "include_bytes!(\"a.bin\")",
+                "src/gic/mod.rs",
+                "src/x86_64/gic/mod.rs"
+            ),
+            "include_bytes!(\"../../gic/a.bin\")"
+        );
+    }
+
+    #[test]
     fn mirror_keeps_items_stubs_asm_and_mirrors_paths_and_cfgs() {
         let k = Knowledge::embedded().unwrap();
         let text = "//! GIC driver.\n#![allow(clippy::all)]\nuse crate::arch::aarch64::sysreg;\nuse core::arch::aarch64::__nop;\nmod regs;\n#[cfg(test)]\nmod tests;\ncore::arch::global_asm!(\"msr vbar_el2, x0\\neret\");\n/// The distributor.\npub struct Gic { base: usize }\nimpl Gic {\n    pub fn eoi(&self, id: u32) {\n        unsafe { core::arch::asm!(\"msr icc_eoir1_el1, {}\", in(reg) id as u64) }\n    }\n    pub fn base(&self) -> usize { self.base }\n}\n#[cfg(target_arch = \"aarch64\")]\npub fn on_arm() {}\n#[cfg(target_arch = \"x86_64\")]\npub fn on_x86() {}\n";
@@ -221,6 +284,7 @@ mod tests {
             &its,
             &MirrorContext {
                 source: "src/arch/aarch64/gic.rs",
+                target: "src/arch/x86_64/gic.rs",
                 child_is_ported: &|n| n == "regs",
                 knowledge: &k,
             },

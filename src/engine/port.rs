@@ -227,6 +227,7 @@ pub fn port(job: &PortJob<'_>) -> Result<PortOutput> {
                     &src_items,
                     &MirrorContext {
                         source: &m.source,
+                        target: &m.target,
                         child_is_ported: &child_is_ported,
                         knowledge: job.knowledge,
                     },
