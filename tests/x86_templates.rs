@@ -121,13 +121,14 @@ fn manifest_lists_existing_templates_without_template_syntax() {
             .any(|t| t.file == support.declared_by));
         assert!(!support.summary.is_empty());
         let declaring = fs::read_to_string(modules.join(&support.declared_by)).unwrap();
+        let name = support.file.rsplit('/').next().unwrap();
         assert!(
-            declaring.contains(&format!("#[path = \"{}\"]", support.file)),
+            declaring.contains(&format!("#[path = \"{name}\"]")),
             "{} must declare {}",
             support.declared_by,
             support.file
         );
-        files.push(modules.join(&support.file));
+        files.push(templates_dir().join(&support.file));
     }
     for extra in &manifest.extra {
         assert!(!extra.summary.is_empty() && !extra.target.is_empty());

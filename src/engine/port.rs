@@ -782,7 +782,7 @@ fn add_support_files(
         } else {
             format!("{dir}/{name}")
         };
-        let text = job.templates.render(
+        let text = job.templates.render_support(
             &sup.file,
             &RenderContext {
                 crate_name: m.module_path.split("::").next().unwrap_or_default(),

@@ -26,7 +26,7 @@ pub struct TemplateEntry {
 /// the module ported with `declared_by`.
 #[derive(Debug, Clone, Deserialize)]
 pub struct SupportEntry {
-    /// Path below `templates/x86_64/modules/`.
+    /// Path below `templates/x86_64/` (`vtx/…` for the generic VT-x library).
     pub file: String,
     /// The template (`file`) that declares it.
     pub declared_by: String,
@@ -90,12 +90,7 @@ impl Templates {
             .template
             .iter()
             .map(|t| format!("modules/{}", t.file))
-            .chain(
-                manifest
-                    .support
-                    .iter()
-                    .map(|e| format!("modules/{}", e.file)),
-            )
+            .chain(manifest.support.iter().map(|e| e.file.clone()))
             .chain(manifest.extra.iter().map(|e| e.file.clone()))
         {
             let source = file_text(&name)?;
@@ -138,6 +133,11 @@ impl Templates {
     /// Renders a module or support template by its manifest `file`.
     pub fn render(&self, file: &str, ctx: &RenderContext<'_>) -> Result<String> {
         self.render_named(&format!("modules/{file}"), ctx)
+    }
+
+    /// Renders a support file by its manifest `file`.
+    pub fn render_support(&self, file: &str, ctx: &RenderContext<'_>) -> Result<String> {
+        self.render_named(file, ctx)
     }
 
     /// Renders an extra by its manifest `file`.
