@@ -305,6 +305,34 @@ fn boot_target(s: &Session, g: &GlobalArgs, bin: Option<&str>) -> Result<emulate
     }
 }
 
+/// The x86_64 layer of the package to boot must exist: when the target of its planned
+/// arch root (or, without one, of any planned module) is missing, the workspace is not
+/// ported yet (a usage error). Returns the port's boot module, if the plan has one.
+fn boot_layer(s: &Session, target: &emulate::BootTarget) -> Result<Option<std::path::PathBuf>> {
+    let plan = full_plan(s, true);
+    let ours: Vec<_> = plan
+        .modules
+        .iter()
+        .filter(|m| m.package == target.package)
+        .collect();
+    let has_root = ours.iter().any(|m| m.component == "platform");
+    if let Some(m) = ours
+        .iter()
+        .filter(|m| !has_root || m.component == "platform")
+        .find(|m| m.status == plan::Status::New)
+    {
+        anyhow::bail!(
+            "{} has no x86_64 layer yet ({} is missing): run `cargo eterna-port` first to port",
+            target.package,
+            m.target
+        );
+    }
+    Ok(ours
+        .iter()
+        .find(|m| m.component == "boot")
+        .map(|m| s.ws.root.join(&m.target)))
+}
+
 fn cmd_qemu(g: &GlobalArgs, q: &QemuArgs) -> Result<u8> {
     if !(q.timeout.is_finite() && q.timeout > 0.0 && q.timeout <= 86_400.0) {
         anyhow::bail!(
@@ -321,6 +349,7 @@ fn cmd_qemu(g: &GlobalArgs, q: &QemuArgs) -> Result<u8> {
     }
     let s = open(g)?;
     let target = boot_target(&s, g, q.bin.as_deref())?;
+    let boot_module = boot_layer(&s, &target)?;
     let json = g.message_format == MessageFormat::Json;
     let emulator = match q.emulator {
         EmulatorArg::Qemu => emulate::Emulator::Qemu,
@@ -347,6 +376,27 @@ fn cmd_qemu(g: &GlobalArgs, q: &QemuArgs) -> Result<u8> {
         patterns: emulate::Patterns::new(&q.success_pattern, &q.failure_pattern),
         echo: !json && !g.quiet,
         quiet: g.quiet,
+        boot_files: emulate::WorkspaceBootFiles {
+            linker_script: s
+                .config
+                .boot_files
+                .linker_script
+                .as_ref()
+                .map(|f| f.value.clone()),
+            grub_cfg: s
+                .config
+                .boot_files
+                .grub_cfg
+                .as_ref()
+                .map(|f| f.value.clone()),
+            bochsrc: s
+                .config
+                .boot_files
+                .bochsrc
+                .as_ref()
+                .map(|f| f.value.clone()),
+        },
+        boot_module,
     };
     let outcome = match emulate::boot(&req) {
         Ok(r) => r,
