@@ -305,10 +305,13 @@ fn boot_target(s: &Session, g: &GlobalArgs, bin: Option<&str>) -> Result<emulate
     }
 }
 
-/// The x86_64 layer of the package to boot must exist: when the target of its planned
-/// arch root (or, without one, of any planned module) is missing, the workspace is not
-/// ported yet (a usage error). Returns the port's boot module, if the plan has one.
-fn boot_layer(s: &Session, target: &emulate::BootTarget) -> Result<Option<std::path::PathBuf>> {
+/// The port's boot module (if the plan has one), and why there is nothing to boot yet:
+/// the target of the package's planned arch root (or, without one, of any planned
+/// module) is missing, so the workspace is not ported (a usage error).
+fn boot_layer(
+    s: &Session,
+    target: &emulate::BootTarget,
+) -> (Option<std::path::PathBuf>, Option<String>) {
     let plan = full_plan(s, true);
     let ours: Vec<_> = plan
         .modules
@@ -316,21 +319,21 @@ fn boot_layer(s: &Session, target: &emulate::BootTarget) -> Result<Option<std::p
         .filter(|m| m.package == target.package)
         .collect();
     let has_root = ours.iter().any(|m| m.component == "platform");
-    if let Some(m) = ours
+    let unported = ours
         .iter()
         .filter(|m| !has_root || m.component == "platform")
         .find(|m| m.status == plan::Status::New)
-    {
-        anyhow::bail!(
-            "{} has no x86_64 layer yet ({} is missing): run `cargo eterna-port` first to port",
-            target.package,
-            m.target
-        );
-    }
-    Ok(ours
+        .map(|m| {
+            format!(
+                "{} has no x86_64 layer yet ({} is missing): run `cargo eterna-port` first to port",
+                target.package, m.target
+            )
+        });
+    let boot = ours
         .iter()
         .find(|m| m.component == "boot")
-        .map(|m| s.ws.root.join(&m.target)))
+        .map(|m| s.ws.root.join(&m.target));
+    (boot, unported)
 }
 
 fn cmd_qemu(g: &GlobalArgs, q: &QemuArgs) -> Result<u8> {
@@ -349,7 +352,7 @@ fn cmd_qemu(g: &GlobalArgs, q: &QemuArgs) -> Result<u8> {
     }
     let s = open(g)?;
     let target = boot_target(&s, g, q.bin.as_deref())?;
-    let boot_module = boot_layer(&s, &target)?;
+    let (boot_module, unported) = boot_layer(&s, &target);
     let json = g.message_format == MessageFormat::Json;
     let emulator = match q.emulator {
         EmulatorArg::Qemu => emulate::Emulator::Qemu,
@@ -397,6 +400,7 @@ fn cmd_qemu(g: &GlobalArgs, q: &QemuArgs) -> Result<u8> {
                 .map(|f| f.value.clone()),
         },
         boot_module,
+        unported,
     };
     let outcome = match emulate::boot(&req) {
         Ok(r) => r,

@@ -136,6 +136,73 @@ pub fn boot_header(image: &[u8]) -> Option<BootHeader> {
         .then_some(BootHeader::PvhNote)
 }
 
+fn le16(bytes: &[u8], at: usize) -> Option<u16> {
+    bytes
+        .get(at..at + 2)
+        .map(|b| u16::from_le_bytes([b[0], b[1]]))
+}
+
+fn le64(bytes: &[u8], at: usize) -> Option<u64> {
+    let b = bytes.get(at..at + 8)?;
+    Some(u64::from_le_bytes([
+        b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7],
+    ]))
+}
+
+/// The undefined global symbols of an ELF64 little-endian image (what a link with
+/// unresolved symbols allowed left at 0), sorted; empty when it is not such an ELF or
+/// has no symbol table.
+pub fn undefined_symbols(image: &[u8]) -> Vec<String> {
+    const SHT_SYMTAB: u32 = 2;
+    let parse = || -> Option<Vec<String>> {
+        if image.get(..6)? != b"\x7fELF\x02\x01" {
+            return None;
+        }
+        let shoff = usize::try_from(le64(image, 0x28)?).ok()?;
+        let shentsize = usize::from(le16(image, 0x3A)?);
+        let shnum = usize::from(le16(image, 0x3C)?);
+        let section = |i: usize| -> Option<(u32, usize, usize, u32, usize)> {
+            let at = shoff.checked_add(i.checked_mul(shentsize)?)?;
+            Some((
+                le32(image, at + 4)?,
+                usize::try_from(le64(image, at + 0x18)?).ok()?,
+                usize::try_from(le64(image, at + 0x20)?).ok()?,
+                le32(image, at + 0x28)?,
+                usize::try_from(le64(image, at + 0x38)?).ok()?,
+            ))
+        };
+        let mut out = Vec::new();
+        for i in 0..shnum {
+            let (kind, offset, size, link, entsize) = section(i)?;
+            if kind != SHT_SYMTAB || entsize < 24 {
+                continue;
+            }
+            let (_, str_off, str_size, _, _) = section(usize::try_from(link).ok()?)?;
+            let strtab = image.get(str_off..str_off.checked_add(str_size)?)?;
+            for sym in image
+                .get(offset..offset.checked_add(size)?)?
+                .chunks_exact(entsize)
+            {
+                let name = le32(sym, 0)? as usize;
+                let bind = sym[4] >> 4;
+                let shndx = le16(sym, 6)?;
+                // Global or weak, in no section: undefined.
+                if name == 0 || shndx != 0 || !(bind == 1 || bind == 2) {
+                    continue;
+                }
+                let rest = strtab.get(name..)?;
+                let end = rest.iter().position(|&b| b == 0)?;
+                out.push(String::from_utf8_lossy(&rest[..end]).into_owned());
+            }
+        }
+        Some(out)
+    };
+    let mut out = parse().unwrap_or_default();
+    out.sort();
+    out.dedup();
+    out
+}
+
 /// Why `image` cannot boot (`None` when a loader can start it). `boot_module` is the
 /// port's boot module, named when the image has no header: if it still holds an
 /// `eterna-port` stub, that is the reason.
@@ -216,6 +283,19 @@ mod tests {
         );
         let reason = unbootable_reason(&image, None, dir.path()).unwrap();
         assert!(reason.starts_with("the image cannot boot"), "{reason}");
+    }
+
+    #[test]
+    fn undefined_symbols_of_an_elf_are_listed() {
+        // This test binary links against libc: its entry symbol is undefined here.
+        let me = std::fs::read(std::env::current_exe().unwrap()).unwrap();
+        let undefined = undefined_symbols(&me);
+        assert!(
+            undefined.iter().any(|s| s.starts_with("__libc_start_main")),
+            "{undefined:?}"
+        );
+        assert!(undefined_symbols(b"not an elf").is_empty());
+        assert!(undefined_symbols(&me[..64]).is_empty());
     }
 
     #[test]

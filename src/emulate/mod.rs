@@ -100,6 +100,9 @@ pub struct Request<'a> {
     pub boot_files: WorkspaceBootFiles,
     /// The port's boot module (named when the image turns out not to be bootable).
     pub boot_module: Option<PathBuf>,
+    /// Why there is nothing to boot yet (the x86_64 layer is missing): a usage error,
+    /// reported after the emulators are found.
+    pub unported: Option<String>,
 }
 
 /// One boot's result.
@@ -143,6 +146,9 @@ pub struct Report {
     pub bin: String,
     /// The linker script the x86_64 image was linked with, and where it came from.
     pub linker_script: BootFile,
+    /// Symbols the image left undefined (at address 0): with the generic layout, the
+    /// linker-script symbols the workspace's code expects.
+    pub undefined_symbols: Vec<String>,
     pub port: BootRun,
     pub compare: Option<Comparison>,
     pub success: bool,
@@ -293,7 +299,7 @@ pub fn linker_script(req: &Request<'_>) -> Result<BootFile, EmulateError> {
 pub fn build(
     req: &Request<'_>,
     triple: &str,
-    linker: Option<&Path>,
+    linker: Option<&BootFile>,
 ) -> Result<PathBuf, EmulateError> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
     let t = req.target;
@@ -323,8 +329,14 @@ pub fn build(
         }
         flags.push_str(&format!(
             "{X86_RUSTFLAGS} -C link-arg=-T{}",
-            linker.display()
+            linker.path.display()
         ));
+        // The generic layout cannot define the symbols a workspace's own linker
+        // script would (section bounds, stacks): link anyway, so the image boots as
+        // far as it can; the report names what stayed undefined.
+        if linker.origin == image::Origin::Generated {
+            flags.push_str(" -C link-arg=--warn-unresolved-symbols");
+        }
         cmd.env("RUSTFLAGS", flags);
     }
     let shown = format!(
@@ -659,8 +671,14 @@ pub fn boot(req: &Request<'_>) -> Result<Report, EmulateError> {
         .map(String::as_str)
         .unwrap_or("qemu-system-aarch64");
     check_tools(req.emulator, req.compare, program)?;
+    if let Some(why) = &req.unported {
+        return Err(EmulateError::Usage(why.clone()));
+    }
     let linker = linker_script(req)?;
-    let elf = build(req, "x86_64-unknown-none", Some(&linker.path))?;
+    let elf = build(req, "x86_64-unknown-none", Some(&linker))?;
+    let undefined_symbols = std::fs::read(&elf)
+        .map(|bytes| image::undefined_symbols(&bytes))
+        .unwrap_or_default();
     let port = if let Some(reason) =
         image::unbootable_reason(&elf, req.boot_module.as_deref(), req.root)
     {
@@ -673,6 +691,19 @@ pub fn boot(req: &Request<'_>) -> Result<Report, EmulateError> {
             _ => run_qemu(req, &elf)?,
         }
     };
+    let mut port = port;
+    if port.verdict == Verdict::Failure && !undefined_symbols.is_empty() {
+        port.reason.push_str(&format!(
+            "; the image was linked with {} undefined symbol(s) at address 0 ({}){}",
+            undefined_symbols.len(),
+            undefined_symbols.join(", "),
+            if linker.origin == image::Origin::Generated {
+                ": the tool's generic layout does not define the workspace's linker-script symbols; name its x86_64 linker script with `x86_64-linker-script` in [workspace.metadata.eterna-port]"
+            } else {
+                ""
+            }
+        ));
+    }
     let compare = if req.compare {
         let original_elf = build(req, "aarch64-unknown-none", None)?;
         let original = run_aarch64(req, &runner, &original_elf)?;
@@ -690,6 +721,7 @@ pub fn boot(req: &Request<'_>) -> Result<Report, EmulateError> {
         package: req.target.package.clone(),
         bin: req.target.bin.clone(),
         linker_script: linker,
+        undefined_symbols,
         port,
         compare,
         success,
