@@ -680,7 +680,7 @@ pub fn boot_human(r: &crate::emulate::Report, quiet: bool) -> String {
             status(run),
             run.reason
         ));
-        if run.verdict == Verdict::Failure && !run.serial_tail.is_empty() {
+        if run.verdict == Verdict::Failure && run.ending != "not-bootable" {
             s.push_str(&format!(
                 "last serial lines ({}):\n",
                 run.serial_log.display()

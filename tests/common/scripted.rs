@@ -191,22 +191,29 @@ pub fn add_boot_files(root: &Path) {
     std::fs::write(&manifest, text).unwrap();
 }
 
-/// The planned modules of `root`: `(workspace-relative target, component)`.
-pub fn plan_targets(root: &Path) -> Vec<(String, String)> {
+/// One planned module (workspace-relative paths).
+pub struct Planned {
+    pub source: String,
+    pub target: String,
+    pub component: String,
+}
+
+/// The planned modules of `root`.
+pub fn plan_modules(root: &Path) -> Vec<Planned> {
     let out = super::command(root, &["plan", "--message-format", "json"])
         .env_remove("CARGO_TARGET_DIR")
         .output()
         .unwrap();
     super::assert_code(&out, 0);
+    let field = |m: &Value, k: &str| m[k].as_str().unwrap_or_default().to_string();
     super::json(&out)["modules"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|m| {
-            (
-                m["target"].as_str().unwrap().to_string(),
-                m["component"].as_str().unwrap().to_string(),
-            )
+        .map(|m| Planned {
+            source: field(m, "source"),
+            target: field(m, "target"),
+            component: field(m, "component"),
         })
         .collect()
 }
@@ -220,10 +227,10 @@ pub fn scripted_port() -> tempfile::TempDir {
     add_boot_files(dir.path());
     // Every module with a new file of its own needs an answer at that path; the
     // files edited in place (main.rs, arch/mod.rs, guest.rs) keep the engine's edit.
-    let answered: Vec<String> = plan_targets(dir.path())
+    let answered: Vec<String> = plan_modules(dir.path())
         .into_iter()
-        .filter(|(_, component)| component != "arch-neutral")
-        .map(|(target, _)| target)
+        .filter(|m| m.component != "arch-neutral")
+        .map(|m| m.target)
         .collect();
     let missing: Vec<&String> = answered
         .iter()
