@@ -511,14 +511,17 @@ fn config_file(
 }
 
 /// Packages `elf` as a GRUB ISO in `work` (`<work>/eterna.iso`), with the workspace's
-/// grub.cfg or a generated one that multiboots `/boot/kernel`.
+/// grub.cfg or a generated one that loads `/boot/kernel` (multiboot or multiboot2).
 pub fn make_iso(req: &Request<'_>, elf: &Path, work: &Path) -> Result<PathBuf, EmulateError> {
+    let header = std::fs::read(elf)
+        .ok()
+        .and_then(|bytes| image::boot_header(&bytes));
     let grub_cfg = config_file(
         req.boot_files.grub_cfg.as_ref(),
         "x86_64-grub-cfg",
         work,
         "grub.cfg",
-        image::generic_grub_cfg,
+        || image::generic_grub_cfg(header),
     )?;
     let iso_root = work.join("iso");
     let _ = std::fs::remove_dir_all(&iso_root);
