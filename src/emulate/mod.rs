@@ -332,9 +332,16 @@ pub fn build(
             linker.path.display()
         ));
         // The generic layout cannot define the symbols a workspace's own linker
-        // script would (section bounds, stacks): link anyway, so the image boots as
-        // far as it can; the report names what stayed undefined.
-        if linker.origin == image::Origin::Generated {
+        // script would (section bounds, stacks), and a boot module that is still a
+        // stub defines none of its assembly's: link anyway, so the image boots as far
+        // as it can (or is reported as not bootable); the report names what stayed
+        // undefined.
+        let stubbed_boot = req
+            .boot_module
+            .as_ref()
+            .and_then(|m| std::fs::read_to_string(m).ok())
+            .is_some_and(|text| verdict::find_stub(&text).is_some());
+        if linker.origin == image::Origin::Generated || stubbed_boot {
             flags.push_str(" -C link-arg=--warn-unresolved-symbols");
         }
         cmd.env("RUSTFLAGS", flags);
