@@ -1,4 +1,6 @@
-//! Boot-to-verdict times of `cargo eterna-port qemu` on a ported copy of the fixture.
+//! Boot-to-verdict times of `cargo eterna-port qemu` on a ported copy of the fixture:
+//! the port the LLM backend writes when a scripted local model serves the hand-written
+//! x86_64 port as its answers (`tests/common/scripted.rs`), the one that runs its guest.
 //!
 //! `cargo bench --bench boot`: the first run builds the image (reported separately),
 //! then QEMU (TCG) and Bochs (VMX) runs are timed: the emulator's boot to verdict (from
@@ -47,9 +49,7 @@ fn boot(root: &std::path::Path, args: &[&str]) -> (Duration, Duration) {
 fn main() {
     let full = std::env::args().any(|a| a == "--bench");
     let (qemu_runs, bochs_runs) = if full { (10, 3) } else { (1, 1) };
-    let dir = common::copy_tree(&common::fixture_dir());
-    let out = run(dir.path(), &["--allow-no-vcs", "--quiet"]);
-    assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
+    let dir = common::scripted::scripted_port();
 
     let (_, first) = boot(dir.path(), &["--accel", "tcg"]);
     println!("qemu: first run incl. release build of the image: {first:.2?}");

@@ -305,6 +305,37 @@ fn boot_target(s: &Session, g: &GlobalArgs, bin: Option<&str>) -> Result<emulate
     }
 }
 
+/// The port's boot module (if the plan has one), and why there is nothing to boot yet:
+/// the target of the package's planned arch root (or, without one, of any planned
+/// module) is missing, so the workspace is not ported (a usage error).
+fn boot_layer(
+    s: &Session,
+    target: &emulate::BootTarget,
+) -> (Option<std::path::PathBuf>, Option<String>) {
+    let plan = full_plan(s, true);
+    let ours: Vec<_> = plan
+        .modules
+        .iter()
+        .filter(|m| m.package == target.package)
+        .collect();
+    let has_root = ours.iter().any(|m| m.component == "platform");
+    let unported = ours
+        .iter()
+        .filter(|m| !has_root || m.component == "platform")
+        .find(|m| m.status == plan::Status::New)
+        .map(|m| {
+            format!(
+                "{} has no x86_64 layer yet ({} is missing): run `cargo eterna-port` first to port",
+                target.package, m.target
+            )
+        });
+    let boot = ours
+        .iter()
+        .find(|m| m.component == "boot")
+        .map(|m| s.ws.root.join(&m.target));
+    (boot, unported)
+}
+
 fn cmd_qemu(g: &GlobalArgs, q: &QemuArgs) -> Result<u8> {
     if !(q.timeout.is_finite() && q.timeout > 0.0 && q.timeout <= 86_400.0) {
         anyhow::bail!(
@@ -321,6 +352,7 @@ fn cmd_qemu(g: &GlobalArgs, q: &QemuArgs) -> Result<u8> {
     }
     let s = open(g)?;
     let target = boot_target(&s, g, q.bin.as_deref())?;
+    let (boot_module, unported) = boot_layer(&s, &target);
     let json = g.message_format == MessageFormat::Json;
     let emulator = match q.emulator {
         EmulatorArg::Qemu => emulate::Emulator::Qemu,
@@ -347,6 +379,28 @@ fn cmd_qemu(g: &GlobalArgs, q: &QemuArgs) -> Result<u8> {
         patterns: emulate::Patterns::new(&q.success_pattern, &q.failure_pattern),
         echo: !json && !g.quiet,
         quiet: g.quiet,
+        boot_files: emulate::WorkspaceBootFiles {
+            linker_script: s
+                .config
+                .boot_files
+                .linker_script
+                .as_ref()
+                .map(|f| f.value.clone()),
+            grub_cfg: s
+                .config
+                .boot_files
+                .grub_cfg
+                .as_ref()
+                .map(|f| f.value.clone()),
+            bochsrc: s
+                .config
+                .boot_files
+                .bochsrc
+                .as_ref()
+                .map(|f| f.value.clone()),
+        },
+        boot_module,
+        unported,
     };
     let outcome = match emulate::boot(&req) {
         Ok(r) => r,

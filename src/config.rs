@@ -27,7 +27,7 @@ pub const KEY_VARS: [&str; 4] = [
 ];
 
 /// Keys accepted in `[workspace.metadata.eterna-port]` / `[package.metadata.eterna-port]`.
-const METADATA_KEYS: [&str; 8] = [
+const METADATA_KEYS: [&str; 11] = [
     "target",
     "model",
     "base-url",
@@ -36,6 +36,9 @@ const METADATA_KEYS: [&str; 8] = [
     "embedder",
     "embeddings-base-url",
     "embedding-model",
+    "x86_64-linker-script",
+    "x86_64-grub-cfg",
+    "x86_64-bochsrc",
 ];
 
 /// Where a value came from.
@@ -149,6 +152,22 @@ pub struct Config {
     pub embedder: Setting<String>,
     pub embeddings_base_url: Setting<String>,
     pub embedding_model: Setting<String>,
+    /// Files `qemu` boots the x86_64 image with; each absent one is the tool's own.
+    pub boot_files: BootFiles,
+}
+
+/// The workspace's own image and boot files for `qemu` (metadata keys
+/// `x86_64-linker-script`, `x86_64-grub-cfg`, `x86_64-bochsrc`; a relative path is
+/// relative to the directory of the `Cargo.toml` that sets it).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct BootFiles {
+    /// Linker script of the x86_64 image. Absent: `linker-x86_64.ld` in the crate
+    /// directory if there is one, else the tool's generic multiboot layout.
+    pub linker_script: Option<Setting<PathBuf>>,
+    /// GRUB configuration of the Bochs ISO. Absent: generated.
+    pub grub_cfg: Option<Setting<PathBuf>>,
+    /// Bochs configuration. Absent: generated.
+    pub bochsrc: Option<Setting<PathBuf>>,
 }
 
 /// Looks up an environment variable; injectable for tests.
@@ -452,7 +471,32 @@ impl Config {
             DEFAULT_EMBEDDING_MODEL,
         )?;
 
+        let boot_path = |key: &str| -> Result<Option<Setting<PathBuf>>> {
+            let Some(s) = meta_str(key)? else {
+                return Ok(None);
+            };
+            if s.value.trim().is_empty() {
+                bail!(
+                    "`{key}` in {} must be a path, found an empty string",
+                    s.source
+                );
+            }
+            let base = match &s.source {
+                Source::PackageMetadata { manifest, .. } => Path::new(manifest)
+                    .parent()
+                    .map_or_else(|| ws.root.clone(), Path::to_path_buf),
+                _ => ws.root.clone(),
+            };
+            Ok(Some(Setting::new(base.join(&s.value), s.source)))
+        };
+        let boot_files = BootFiles {
+            linker_script: boot_path("x86_64-linker-script")?,
+            grub_cfg: boot_path("x86_64-grub-cfg")?,
+            bochsrc: boot_path("x86_64-bochsrc")?,
+        };
+
         Ok(Config {
+            boot_files,
             embedder,
             embeddings_base_url,
             embedding_model,
@@ -540,6 +584,32 @@ impl Config {
             self.max_file_size.value.to_string(),
             self.max_file_size.source.to_string(),
         ));
+        for (key, setting, otherwise) in [
+            (
+                "x86_64-linker-script",
+                &self.boot_files.linker_script,
+                "<crate>/linker-x86_64.ld if present, else the generic multiboot layout",
+            ),
+            (
+                "x86_64-grub-cfg",
+                &self.boot_files.grub_cfg,
+                "generated in target/eterna-port/bochs",
+            ),
+            (
+                "x86_64-bochsrc",
+                &self.boot_files.bochsrc,
+                "generated in target/eterna-port/bochs",
+            ),
+        ] {
+            rows.push(match setting {
+                Some(s) => (
+                    key.into(),
+                    s.value.display().to_string(),
+                    s.source.to_string(),
+                ),
+                None => (key.into(), "(tool default)".into(), otherwise.into()),
+            });
+        }
         rows
     }
 }

@@ -716,7 +716,7 @@ pub fn boot_human(r: &crate::emulate::Report, quiet: bool) -> String {
             status(run),
             run.reason
         ));
-        if run.verdict == Verdict::Failure {
+        if run.verdict == Verdict::Failure && run.ending != "not-bootable" {
             s.push_str(&format!(
                 "last serial lines ({}):\n",
                 run.serial_log.display()
@@ -729,6 +729,17 @@ pub fn boot_human(r: &crate::emulate::Report, quiet: bool) -> String {
         }
     };
     one(&r.port, &mut s);
+    if !quiet {
+        let origin = match r.linker_script.origin {
+            crate::emulate::image::Origin::Config => "the workspace's x86_64-linker-script",
+            crate::emulate::image::Origin::CrateDir => "the crate's own",
+            crate::emulate::image::Origin::Generated => "the tool's generic multiboot layout",
+        };
+        s.push_str(&format!(
+            "linker script: {} ({origin})\n",
+            r.linker_script.path.display()
+        ));
+    }
     if let Some(c) = &r.compare {
         one(&c.original, &mut s);
         if c.identical {

@@ -195,3 +195,41 @@ fn max_file_size_from_metadata_applies_to_the_scan() {
     assert_code(&out, 2);
     assert!(stderr(&out).contains("not scanned"), "{}", stderr(&out));
 }
+
+#[test]
+fn boot_files_come_from_metadata_relative_to_their_manifest() {
+    let ws = ws_with_metadata(
+        "x86_64-grub-cfg = \"boot/grub.cfg\"",
+        "x86_64-linker-script = \"x86/image.ld\"\nx86_64-bochsrc = \"/etc/bochsrc\"",
+    );
+    let c = config_json(ws.path(), &[], &[]);
+    let files = &c["boot_files"];
+    let linker = files["linker_script"]["value"].as_str().unwrap();
+    assert!(linker.ends_with("hv/x86/image.ld"), "{files:#}");
+    assert_eq!(files["linker_script"]["source"]["kind"], "package-metadata");
+    let grub = files["grub_cfg"]["value"].as_str().unwrap();
+    assert!(
+        grub.ends_with("boot/grub.cfg") && !grub.contains("hv/"),
+        "{files:#}"
+    );
+    assert_eq!(files["bochsrc"]["value"], "/etc/bochsrc");
+
+    // Unset: the tool's own, and `config` says which.
+    let ws = ws_with_metadata("", "");
+    let c = config_json(ws.path(), &[], &[]);
+    assert!(c["boot_files"]["linker_script"].is_null(), "{c:#}");
+    let out = run(ws.path(), &["config"]);
+    assert_code(&out, 0);
+    let text = stdout(&out);
+    assert!(text.contains("x86_64-linker-script"), "{text}");
+    assert!(text.contains("generic multiboot layout"), "{text}");
+    assert!(
+        text.contains("generated in target/eterna-port/bochs"),
+        "{text}"
+    );
+
+    let ws = ws_with_metadata("x86_64-bochsrc = \"\"", "");
+    let out = run(ws.path(), &["config"]);
+    assert_code(&out, 2);
+    assert!(stderr(&out).contains("x86_64-bochsrc"), "{}", stderr(&out));
+}

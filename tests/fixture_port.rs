@@ -110,7 +110,18 @@ fn porting_vmcs_touches_only_the_vm_control_module() {
         &["status", "--porcelain", "--untracked-files=all"],
     );
     let touched: Vec<&str> = status.lines().map(|l| &l[3..]).collect();
-    let vmcs = "eterna/src/arch/x86_64/vmcs.rs";
+    // The vm-control module's target, wherever the plan puts it.
+    let plan = json(&run(copy.path(), &["plan", "--message-format", "json"]));
+    let vmcs = plan["modules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["component"] == "vm-control")
+        .and_then(|m| m["target"].as_str())
+        .expect("a planned vm-control module")
+        .to_string();
+    let vmcs = vmcs.as_str();
+    let dir = vmcs.rsplit_once('/').map_or("", |(d, _)| d);
     assert!(touched.contains(&vmcs), "{status}");
     // Besides vmcs.rs, only the files vmcs.rs itself declares with `#[path]`.
     let text = std::fs::read_to_string(copy.path().join(vmcs)).unwrap();
@@ -118,7 +129,7 @@ fn porting_vmcs_touches_only_the_vm_control_module() {
         .lines()
         .filter_map(|l| l.trim().strip_prefix("#[path = \""))
         .filter_map(|l| l.split('"').next())
-        .map(|p| format!("eterna/src/arch/x86_64/{p}"))
+        .map(|p| format!("{dir}/{p}"))
         .collect();
     for path in &touched {
         assert!(

@@ -703,6 +703,7 @@ fn settings_from_config() {
             value: 1,
             source: Source::Default,
         },
+        boot_files: Default::default(),
         embedder: setting("local"),
         embeddings_base_url: setting("https://api.openai.com/v1"),
         embedding_model: setting("text-embedding-3-small"),

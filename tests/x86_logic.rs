@@ -1,6 +1,6 @@
-//! Host unit tests of the pure-logic x86_64 templates: VMCS encodings and
-//! control adjustment, EPT/paging entry formats, exit decoding, the MMIO
-//! instruction decoder and the VMCALL register mapping. The values come
+//! Host unit tests of the generic VT-x support library (`templates/x86_64/vtx/`,
+//! pure `core`): VMCS encodings and control adjustment, EPT/paging entry
+//! formats, exit decoding and the MMIO instruction decoder. The values come
 //! from the Intel SDM (Vol. 3C/3D, appendices A-C).
 
 #[allow(dead_code)]
@@ -19,21 +19,9 @@ mod exit_reason;
 #[path = "../templates/x86_64/vtx/mmio_insn.rs"]
 mod mmio_insn;
 
-#[allow(dead_code)]
-#[path = "../templates/x86_64/modules/vmcall_abi.rs"]
-mod vmcall_abi;
-
-/// eterna-core's hypercall ABI, as the fixture defines it (pure `core`).
-/// Not formatted from here: the fixture follows its own rustfmt.toml.
-#[allow(dead_code)]
-#[rustfmt::skip]
-#[path = "fixtures/eterna-arm64/eterna-core/src/hypercall.rs"]
-mod hypercall;
-
 use ept_entry::{ept, pte, MemoryType};
 use exit_reason::{ExitReason, ExitReasonField, InterruptionInfo};
 use mmio_insn::{Access, DecodeError, Source};
-use vmcall_abi::Gpr;
 use vmx_fields::{field, FieldKind, FieldWidth};
 
 #[test]
@@ -342,8 +330,10 @@ fn mmio_loads_decode() {
 
 #[test]
 fn mmio_stores_decode() {
+    // GPR numbering of the instruction encoding: RAX 0, RCX 1, RDX 2, RBX 3, ...
+    const RCX: usize = 1;
     let mut gprs = [0u64; 16];
-    gprs[Gpr::Rcx.index()] = 0xdead_beef_0000_002a;
+    gprs[RCX] = 0xdead_beef_0000_002a;
     // mov dword ptr [rdx], ecx
     let insn = mmio_insn::decode(&[0x89, 0x0A]).unwrap();
     assert_eq!(insn.len, 2);
@@ -364,7 +354,7 @@ fn mmio_stores_decode() {
     assert_eq!(mmio_insn::store_value(&insn, &gprs), Some(u64::MAX));
     // mov byte ptr [rbx], ch
     let insn = mmio_insn::decode(&[0x88, 0x2B]).unwrap();
-    gprs[Gpr::Rcx.index()] = 0x7700;
+    gprs[RCX] = 0x7700;
     assert_eq!(mmio_insn::store_value(&insn, &gprs), Some(0x77));
 }
 
@@ -382,76 +372,5 @@ fn mmio_decoder_rejects_what_it_cannot_emulate() {
     assert_eq!(
         mmio_insn::decode(&[0x8B, 0x80, 1, 2]),
         Err(DecodeError::Truncated)
-    );
-}
-
-#[test]
-fn vmcall_abi_maps_slots_to_registers() {
-    assert_eq!(vmcall_abi::VMCALL_BYTES, [0x0F, 0x01, 0xC1]);
-    assert_eq!(vmcall_abi::VMCALL_LEN, 3);
-    assert_eq!(
-        vmcall_abi::HYPERCALL_REGS,
-        [Gpr::Rax, Gpr::Rdi, Gpr::Rsi, Gpr::Rdx]
-    );
-    let mut gprs = [0u64; 16];
-    gprs[Gpr::Rax.index()] = 0xC600_0001;
-    gprs[Gpr::Rdi.index()] = 0x40_1000;
-    gprs[Gpr::Rsi.index()] = 12;
-    gprs[Gpr::Rdx.index()] = 7;
-    gprs[Gpr::Rbx.index()] = 99;
-    assert_eq!(
-        vmcall_abi::read_args(&gprs),
-        [0xC600_0001, 0x40_1000, 12, 7]
-    );
-    vmcall_abi::write_results(&mut gprs, [0, 1, 2, 3]);
-    assert_eq!(vmcall_abi::read_args(&gprs), [0, 1, 2, 3]);
-    assert_eq!(gprs[Gpr::Rbx.index()], 99, "other registers are preserved");
-    for n in 0..16 {
-        assert_eq!(Gpr::from_index(n).unwrap().index(), n);
-    }
-    assert_eq!(Gpr::from_index(16), None);
-}
-
-#[test]
-fn every_hypercall_survives_the_vmcall_register_mapping() {
-    use hypercall::{Hypercall, HypercallReturn, Status};
-    let calls = [
-        Hypercall::Version,
-        Hypercall::Print {
-            ipa: 0x11_2000,
-            len: 27,
-        },
-        Hypercall::ReadVtimer,
-        Hypercall::Yield,
-        Hypercall::Exit { code: -7 },
-        Hypercall::VcpuInfo,
-        Hypercall::Unknown(0xC600_00FF),
-    ];
-    for call in calls {
-        // Guest side: the call's x0..x3 go into RAX, RDI, RSI, RDX.
-        let mut gprs = [0xAAAA_AAAAu64; 16];
-        vmcall_abi::write_results(&mut gprs, call.encode());
-        assert_eq!(gprs[Gpr::Rax.index()], call.encode()[0]);
-        // Hypervisor side: the VMCALL exit reads them back.
-        assert_eq!(Hypercall::decode(vmcall_abi::read_args(&gprs)), call);
-    }
-    // Results travel back the same way; status in RAX.
-    let mut gprs = [0u64; 16];
-    let ret = HypercallReturn::error(Status::NotSupported);
-    vmcall_abi::write_results(&mut gprs, ret.to_regs());
-    assert_eq!(gprs[Gpr::Rax.index()], u64::MAX);
-    assert_eq!(
-        Status::from_reg(gprs[Gpr::Rax.index()]),
-        Some(Status::NotSupported)
-    );
-    let ok = HypercallReturn::ok([0x1_0000, 2, 0]);
-    vmcall_abi::write_results(&mut gprs, ok.to_regs());
-    assert_eq!(
-        [
-            gprs[Gpr::Rax.index()],
-            gprs[Gpr::Rdi.index()],
-            gprs[Gpr::Rsi.index()]
-        ],
-        [0, 0x1_0000, 2]
     );
 }

@@ -1,9 +1,13 @@
-//! Boots the port: builds the x86_64 image with the ported boot code and linker script,
-//! packages it (QEMU `-kernel` takes the multiboot ELF directly — its header uses the
-//! a.out kludge; Bochs boots a GRUB ISO made by `grub-mkrescue`), runs the emulator
-//! with a bounded timeout, judges the serial console, and with `compare` boots the ARM64
-//! original under qemu-system-aarch64 and diffs the two `[guest]` traces.
+//! Boots the port: builds the x86_64 image with the ported boot code and the
+//! workspace's linker script (else the tool's generic one, see [`image`]), checks that
+//! a loader can start it, packages it (QEMU `-kernel` takes the multiboot ELF directly
+//! — its header uses the a.out kludge; Bochs boots a GRUB ISO made by
+//! `grub-mkrescue`), runs the emulator with a bounded timeout, judges the serial
+//! console (a port that reaches an `eterna-port` stub "boots up to" that item), and
+//! with `compare` boots the ARM64 original under qemu-system-aarch64 and diffs the two
+//! `[guest]` traces.
 
+pub mod image;
 pub mod process;
 pub mod verdict;
 
@@ -13,13 +17,12 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+pub use image::{BootFile, LINKER_SCRIPT};
 pub use verdict::{Emulator, Judgement, Patterns, Verdict};
 
 /// RUSTFLAGS the x86_64 image needs (absolute addresses for the multiboot header and
-/// the 32-bit entry), before `-C link-arg=-T<linker-x86_64.ld>`.
+/// the 32-bit entry), before `-C link-arg=-T<linker script>`.
 pub const X86_RUSTFLAGS: &str = "-C relocation-model=static";
-/// Linker script the port writes into the crate directory.
-pub const LINKER_SCRIPT: &str = "linker-x86_64.ld";
 /// Default runner of the ARM64 original (the fixture's `.cargo/config.toml`).
 pub const DEFAULT_AARCH64_RUNNER: &str = "qemu-system-aarch64 -M virt,virtualization=on,gic-version=3 -cpu max -smp 2 -m 128M -nographic -no-reboot -semihosting-config enable=off -kernel";
 
@@ -71,6 +74,15 @@ pub enum Accel {
     Kvm,
 }
 
+/// The boot files the workspace's configuration names (absolute paths); each absent
+/// one is the tool's own (see [`image`]).
+#[derive(Debug, Clone, Default)]
+pub struct WorkspaceBootFiles {
+    pub linker_script: Option<PathBuf>,
+    pub grub_cfg: Option<PathBuf>,
+    pub bochsrc: Option<PathBuf>,
+}
+
 /// Everything one `qemu` command needs.
 pub struct Request<'a> {
     pub root: &'a Path,
@@ -84,6 +96,13 @@ pub struct Request<'a> {
     /// Echo serial consoles and cargo's progress (human output).
     pub echo: bool,
     pub quiet: bool,
+    /// The workspace's own linker script and boot configurations.
+    pub boot_files: WorkspaceBootFiles,
+    /// The port's boot module (named when the image turns out not to be bootable).
+    pub boot_module: Option<PathBuf>,
+    /// Why there is nothing to boot yet (the x86_64 layer is missing): a usage error,
+    /// reported after the emulators are found.
+    pub unported: Option<String>,
 }
 
 /// One boot's result.
@@ -96,6 +115,8 @@ pub struct BootRun {
     pub ending: String,
     pub verdict: Verdict,
     pub reason: String,
+    /// The item whose `unimplemented!("eterna-port: …")` stub the boot reached.
+    pub boots_up_to: Option<String>,
     pub elapsed_ms: u64,
     pub trace: Vec<String>,
     pub serial_log: PathBuf,
@@ -123,6 +144,11 @@ pub struct Comparison {
 pub struct Report {
     pub package: String,
     pub bin: String,
+    /// The linker script the x86_64 image was linked with, and where it came from.
+    pub linker_script: BootFile,
+    /// Symbols the image left undefined (at address 0): with the generic layout, the
+    /// linker-script symbols the workspace's code expects.
+    pub undefined_symbols: Vec<String>,
     pub port: BootRun,
     pub compare: Option<Comparison>,
     pub success: bool,
@@ -237,8 +263,44 @@ pub fn aarch64_runner(root: &Path) -> Result<Vec<String>, EmulateError> {
         .unwrap_or_else(default))
 }
 
-/// Builds `target` for `triple` in release mode; returns the ELF.
-pub fn build(req: &Request<'_>, triple: &str) -> Result<PathBuf, EmulateError> {
+/// The linker script of the x86_64 image: the one the configuration names (it must
+/// exist), else `linker-x86_64.ld` in the crate directory, else the tool's generic
+/// multiboot layout written to `target/eterna-port/`.
+pub fn linker_script(req: &Request<'_>) -> Result<BootFile, EmulateError> {
+    if let Some(path) = &req.boot_files.linker_script {
+        if !path.is_file() {
+            return Err(EmulateError::Usage(format!(
+                "the linker script {} named by `x86_64-linker-script` in the workspace's [workspace.metadata.eterna-port] or [package.metadata.eterna-port] is missing; fix the path or remove the key to use the tool's generic one",
+                path.display()
+            )));
+        }
+        return Ok(BootFile {
+            path: path.clone(),
+            origin: image::Origin::Config,
+        });
+    }
+    let in_crate = req.target.crate_dir.join(LINKER_SCRIPT);
+    if in_crate.is_file() {
+        return Ok(BootFile {
+            path: in_crate,
+            origin: image::Origin::CrateDir,
+        });
+    }
+    let path = state_dir(req)?.join(LINKER_SCRIPT);
+    std::fs::write(&path, image::GENERIC_LINKER_SCRIPT)
+        .map_err(io(format!("writing {}", path.display())))?;
+    Ok(BootFile {
+        path,
+        origin: image::Origin::Generated,
+    })
+}
+
+/// Builds `target` for `triple` in release mode (x86_64 with `linker`); returns the ELF.
+pub fn build(
+    req: &Request<'_>,
+    triple: &str,
+    linker: Option<&BootFile>,
+) -> Result<PathBuf, EmulateError> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
     let t = req.target;
     let mut cmd = Command::new(&cargo);
@@ -260,15 +322,28 @@ pub fn build(req: &Request<'_>, triple: &str) -> Result<PathBuf, EmulateError> {
     if req.quiet || !req.echo {
         cmd.arg("--quiet");
     }
-    if triple.starts_with("x86_64") {
+    if let Some(linker) = linker.filter(|_| triple.starts_with("x86_64")) {
         let mut flags = std::env::var("RUSTFLAGS").unwrap_or_default();
         if !flags.trim().is_empty() {
             flags.push(' ');
         }
         flags.push_str(&format!(
             "{X86_RUSTFLAGS} -C link-arg=-T{}",
-            t.crate_dir.join(LINKER_SCRIPT).display()
+            linker.path.display()
         ));
+        // The generic layout cannot define the symbols a workspace's own linker
+        // script would (section bounds, stacks), and a boot module that is still a
+        // stub defines none of its assembly's: link anyway, so the image boots as far
+        // as it can (or is reported as not bootable); the report names what stayed
+        // undefined.
+        let stubbed_boot = req
+            .boot_module
+            .as_ref()
+            .and_then(|m| std::fs::read_to_string(m).ok())
+            .is_some_and(|text| verdict::find_stub(&text).is_some());
+        if linker.origin == image::Origin::Generated || stubbed_boot {
+            flags.push_str(" -C link-arg=--warn-unresolved-symbols");
+        }
         cmd.env("RUSTFLAGS", flags);
     }
     let shown = format!(
@@ -318,7 +393,13 @@ fn finish(
 ) -> Result<BootRun, EmulateError> {
     std::fs::write(&serial_log, &outcome.serial)
         .map_err(io(format!("writing {}", serial_log.display())))?;
-    let judgement = verdict::judge(emulator, &outcome.serial, outcome.ending, patterns);
+    let judgement = verdict::judge_with(
+        emulator,
+        &outcome.serial,
+        &outcome.stderr,
+        outcome.ending,
+        patterns,
+    );
     let mut reason = judgement.reason;
     if !outcome.stderr.trim().is_empty() && judgement.verdict == Verdict::Failure {
         let last: Vec<String> = verdict::tail(&outcome.stderr, 5);
@@ -336,6 +417,7 @@ fn finish(
         ending: ending.to_string(),
         verdict: judgement.verdict,
         reason,
+        boots_up_to: judgement.boots_up_to,
         elapsed_ms: outcome.elapsed.as_millis() as u64,
         trace: verdict::extract_trace(&outcome.serial),
         serial_tail: verdict::tail(&outcome.serial, 20),
@@ -412,25 +494,58 @@ fn qemu_once(req: &Request<'_>, elf: &Path, kvm: bool) -> Result<process::Outcom
     .map_err(io("starting qemu-system-x86_64"))
 }
 
-/// Packages `elf` as a GRUB ISO in `work` (`<work>/eterna.iso`).
-pub fn make_iso(req: &Request<'_>, elf: &Path, work: &Path) -> Result<PathBuf, EmulateError> {
-    let grub_cfg = req.target.crate_dir.join("boot/grub.cfg");
-    if !grub_cfg.is_file() {
-        return Err(EmulateError::Usage(format!(
-            "{} is missing; run `cargo eterna-port` first to port (it writes the boot files)",
-            grub_cfg.display()
-        )));
+/// A boot configuration the workspace names (it must exist), else `generated`
+/// written to `<work>/<name>`.
+fn config_file(
+    given: Option<&PathBuf>,
+    key: &str,
+    work: &Path,
+    name: &str,
+    generated: impl FnOnce() -> String,
+) -> Result<PathBuf, EmulateError> {
+    if let Some(path) = given {
+        if !path.is_file() {
+            return Err(EmulateError::Usage(format!(
+                "{} named by `{key}` in the workspace's eterna-port metadata is missing; fix the path or remove the key to use a generated one",
+                path.display()
+            )));
+        }
+        return Ok(path.clone());
     }
+    let path = work.join(format!("generated-{name}"));
+    std::fs::write(&path, generated()).map_err(io(format!("writing {}", path.display())))?;
+    Ok(path)
+}
+
+/// Packages `elf` as a GRUB ISO in `work` (`<work>/eterna.iso`), with the workspace's
+/// grub.cfg or a generated one that loads `/boot/kernel` (multiboot or multiboot2).
+pub fn make_iso(req: &Request<'_>, elf: &Path, work: &Path) -> Result<PathBuf, EmulateError> {
+    let header = std::fs::read(elf)
+        .ok()
+        .and_then(|bytes| image::boot_header(&bytes));
+    let grub_cfg = config_file(
+        req.boot_files.grub_cfg.as_ref(),
+        "x86_64-grub-cfg",
+        work,
+        "grub.cfg",
+        || image::generic_grub_cfg(header),
+    )?;
     let iso_root = work.join("iso");
     let _ = std::fs::remove_dir_all(&iso_root);
     std::fs::create_dir_all(iso_root.join("boot/grub"))
         .map_err(io(format!("creating {}", iso_root.display())))?;
-    // grub.cfg loads /boot/eterna whatever the binary is called.
-    std::fs::copy(elf, iso_root.join("boot/eterna"))
-        .map_err(io(format!("copying {}", elf.display())))?;
+    // The generated grub.cfg loads /boot/kernel; a workspace's own may name the
+    // image after its bin.
+    for name in [
+        image::ISO_IMAGE_PATH.to_string(),
+        format!("boot/{}", req.target.bin),
+    ] {
+        std::fs::copy(elf, iso_root.join(&name))
+            .map_err(io(format!("copying {}", elf.display())))?;
+    }
     std::fs::copy(&grub_cfg, iso_root.join("boot/grub/grub.cfg"))
         .map_err(io(format!("copying {}", grub_cfg.display())))?;
-    let iso = work.join("eterna.iso");
+    let iso = work.join(image::ISO_NAME);
     let out = Command::new("grub-mkrescue")
         .arg("-o")
         .arg(&iso)
@@ -448,22 +563,28 @@ pub fn make_iso(req: &Request<'_>, elf: &Path, work: &Path) -> Result<PathBuf, E
     Ok(iso)
 }
 
-/// Boots the GRUB ISO under Bochs (VMX, corei7_skylake_x) with the port's bochsrc.
+/// Boots the GRUB ISO under Bochs (VMX, corei7_skylake_x) with the workspace's
+/// bochsrc or a generated one.
 pub fn run_bochs(req: &Request<'_>, elf: &Path) -> Result<BootRun, EmulateError> {
-    let bochsrc = req.target.crate_dir.join("boot/bochsrc");
-    if !bochsrc.is_file() {
-        return Err(EmulateError::Usage(format!(
-            "{} is missing; run `cargo eterna-port` first to port (it writes the boot files)",
-            bochsrc.display()
-        )));
-    }
     let work = state_dir(req)?.join("bochs");
     std::fs::create_dir_all(&work).map_err(io(format!("creating {}", work.display())))?;
+    let bochsrc = config_file(
+        req.boot_files.bochsrc.as_ref(),
+        "x86_64-bochsrc",
+        &work,
+        "bochsrc",
+        image::generic_bochsrc,
+    )?;
     make_iso(req, elf, &work)?;
     std::fs::copy(&bochsrc, work.join("bochsrc"))
         .map_err(io(format!("copying {}", bochsrc.display())))?;
     std::fs::write(work.join("cmds"), "c\n").map_err(io("writing the Bochs command file"))?;
-    for stale in ["serial.txt", "bochs.log", "bochs.pid", "bochsout.txt"] {
+    for stale in [
+        image::BOCHS_SERIAL,
+        "bochs.log",
+        "bochs.pid",
+        "bochsout.txt",
+    ] {
         let _ = std::fs::remove_file(work.join(stale));
     }
     // Bochs' term display needs a terminal: script(1) gives it one. The pid file lets a
@@ -477,7 +598,7 @@ pub fn run_bochs(req: &Request<'_>, elf: &Path) -> Result<BootRun, EmulateError>
     .current_dir(&work);
     let outcome = process::run(process::Run {
         command: cmd,
-        serial: process::Serial::File(work.join("serial.txt")),
+        serial: process::Serial::File(work.join(image::BOCHS_SERIAL)),
         timeout: req.timeout,
         grace: Duration::from_secs(3),
         patterns: &req.patterns,
@@ -528,6 +649,26 @@ pub fn run_aarch64(
     )
 }
 
+/// The run of an image no loader can start: a failure, without an emulator.
+fn not_bootable(req: &Request<'_>, reason: String, elf: &Path) -> Result<BootRun, EmulateError> {
+    let serial_log = state_dir(req)?.join("serial.log");
+    std::fs::write(&serial_log, "").map_err(io(format!("writing {}", serial_log.display())))?;
+    Ok(BootRun {
+        emulator: req.emulator,
+        accel: None,
+        status: None,
+        ending: "not-bootable".to_string(),
+        verdict: Verdict::Failure,
+        reason,
+        boots_up_to: None,
+        elapsed_ms: 0,
+        trace: Vec::new(),
+        serial_log,
+        serial_tail: Vec::new(),
+        image: elf.to_path_buf(),
+    })
+}
+
 /// Builds, boots and (with `compare`) diffs against the ARM64 original.
 pub fn boot(req: &Request<'_>) -> Result<Report, EmulateError> {
     let runner = if req.compare {
@@ -540,21 +681,41 @@ pub fn boot(req: &Request<'_>) -> Result<Report, EmulateError> {
         .map(String::as_str)
         .unwrap_or("qemu-system-aarch64");
     check_tools(req.emulator, req.compare, program)?;
-    let linker = req.target.crate_dir.join(LINKER_SCRIPT);
-    if !linker.is_file() {
-        return Err(EmulateError::Usage(format!(
-            "{} has no x86_64 layer ({} is missing): run `cargo eterna-port` first to port",
-            req.target.crate_dir.display(),
-            LINKER_SCRIPT
-        )));
+    if let Some(why) = &req.unported {
+        return Err(EmulateError::Usage(why.clone()));
     }
-    let elf = build(req, "x86_64-unknown-none")?;
-    let port = match req.emulator {
-        Emulator::Bochs => run_bochs(req, &elf)?,
-        _ => run_qemu(req, &elf)?,
+    let linker = linker_script(req)?;
+    let elf = build(req, "x86_64-unknown-none", Some(&linker))?;
+    let undefined_symbols = std::fs::read(&elf)
+        .map(|bytes| image::undefined_symbols(&bytes))
+        .unwrap_or_default();
+    let port = if let Some(reason) =
+        image::unbootable_reason(&elf, req.boot_module.as_deref(), req.root)
+    {
+        // Reported as exactly that, never started (QEMU would refuse it; a loader
+        // could hang on it).
+        not_bootable(req, reason, &elf)?
+    } else {
+        match req.emulator {
+            Emulator::Bochs => run_bochs(req, &elf)?,
+            _ => run_qemu(req, &elf)?,
+        }
     };
+    let mut port = port;
+    if port.verdict == Verdict::Failure && !undefined_symbols.is_empty() {
+        port.reason.push_str(&format!(
+            "; the image was linked with {} undefined symbol(s) at address 0 ({}){}",
+            undefined_symbols.len(),
+            undefined_symbols.join(", "),
+            if linker.origin == image::Origin::Generated {
+                ": the tool's generic layout does not define the workspace's linker-script symbols; name its x86_64 linker script with `x86_64-linker-script` in [workspace.metadata.eterna-port]"
+            } else {
+                ""
+            }
+        ));
+    }
     let compare = if req.compare {
-        let original_elf = build(req, "aarch64-unknown-none")?;
+        let original_elf = build(req, "aarch64-unknown-none", None)?;
         let original = run_aarch64(req, &runner, &original_elf)?;
         let diff = verdict::diff_traces(&original.trace, &port.trace).unwrap_or_default();
         Some(Comparison {
@@ -569,6 +730,8 @@ pub fn boot(req: &Request<'_>) -> Result<Report, EmulateError> {
     Ok(Report {
         package: req.target.package.clone(),
         bin: req.target.bin.clone(),
+        linker_script: linker,
+        undefined_symbols,
         port,
         compare,
         success,

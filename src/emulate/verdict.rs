@@ -21,6 +21,61 @@ pub const DEFAULT_SUCCESS: &[&str] = &[GUEST_EXITED_OK, VMX_UNAVAILABLE_LINE];
 /// `[eterna] guest exited code=N` is a failure whatever the patterns.)
 pub const DEFAULT_FAILURE: &[&str] = &["[eterna] panic", "panicked at"];
 
+/// What the tool's stubs say: `unimplemented!("eterna-port: <reason>")`, which panics
+/// with `not implemented: eterna-port: <reason>`.
+pub const STUB_MARKER: &str = "eterna-port: ";
+
+/// An `eterna-port` stub a boot ran into (or a source file still holds).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Stub {
+    /// The item the stub stands for: the first `` `name` `` of its message.
+    pub item: Option<String>,
+    /// The stub's message after `eterna-port: `.
+    pub message: String,
+}
+
+impl Stub {
+    /// `` `item`: message `` for reports.
+    pub fn describe(&self) -> String {
+        match &self.item {
+            Some(item) if self.message.starts_with(&format!("`{item}`")) => self.message.clone(),
+            Some(item) => format!("`{item}`: {}", self.message),
+            None => self.message.clone(),
+        }
+    }
+}
+
+/// The first `eterna-port` stub in `text`: a panic line `… not implemented:
+/// eterna-port: <reason>` on a serial console, or `unimplemented!("eterna-port: …")`
+/// in source. The item is the first backquoted name of the reason.
+pub fn find_stub(text: &str) -> Option<Stub> {
+    text.lines().find_map(|line| {
+        let line = line.trim_end_matches('\r');
+        let mut from = 0;
+        while let Some(i) = line[from..].find(STUB_MARKER) {
+            let at = from + i;
+            let before = line[..at].trim_end_matches(' ');
+            if before.ends_with("not implemented:") || before.ends_with("unimplemented!(\"") {
+                let rest = &line[at + STUB_MARKER.len()..];
+                let message = if before.ends_with('"') {
+                    rest.split("\")").next().unwrap_or(rest)
+                } else {
+                    rest
+                };
+                let message = message.trim().to_string();
+                let item = message
+                    .split('`')
+                    .nth(1)
+                    .filter(|name| !name.is_empty() && !name.contains(char::is_whitespace))
+                    .map(str::to_string);
+                return Some(Stub { item, message });
+            }
+            from = at + STUB_MARKER.len();
+        }
+        None
+    })
+}
+
 /// What to look for in the serial console.
 #[derive(Debug, Clone)]
 pub struct Patterns {
@@ -48,7 +103,10 @@ impl Patterns {
     /// nonzero guest exit).
     pub fn decided(&self, serial: &str) -> bool {
         let (failure, success) = self.scan(serial);
-        failure.is_some() || success.is_some() || nonzero_guest_exit(serial).is_some()
+        failure.is_some()
+            || success.is_some()
+            || nonzero_guest_exit(serial).is_some()
+            || find_stub(serial).is_some()
     }
 
     /// The first failure pattern found in `serial`, then the first success pattern.
@@ -101,6 +159,8 @@ pub enum Verdict {
 pub struct Judgement {
     pub verdict: Verdict,
     pub reason: String,
+    /// The item whose `eterna-port` stub the boot ran into.
+    pub boots_up_to: Option<String>,
 }
 
 impl Judgement {
@@ -111,10 +171,36 @@ impl Judgement {
 
 /// Decides the verdict of a run from its serial console and how it ended.
 pub fn judge(emulator: Emulator, serial: &str, ending: Ending, patterns: &Patterns) -> Judgement {
+    judge_with(emulator, serial, "", ending, patterns)
+}
+
+/// [`judge`], also looking for a stub's panic in the emulator's own output `stderr`.
+pub fn judge_with(
+    emulator: Emulator,
+    serial: &str,
+    stderr: &str,
+    ending: Ending,
+    patterns: &Patterns,
+) -> Judgement {
     let fail = |reason: String| Judgement {
         verdict: Verdict::Failure,
         reason,
+        boots_up_to: None,
     };
+    // A port with stubs boots as far as it can: the stub it reached is the verdict.
+    if let Some(stub) = find_stub(serial).or_else(|| find_stub(stderr)) {
+        let item = stub.item.clone();
+        return Judgement {
+            verdict: Verdict::Failure,
+            reason: format!(
+                "boots up to {} (an eterna-port stub: {})",
+                item.as_deref()
+                    .map_or_else(|| "a stub".to_string(), |i| format!("`{i}`")),
+                stub.message
+            ),
+            boots_up_to: item.or(Some(stub.message)),
+        };
+    }
     let (failure, success) = patterns.scan(serial);
     if let Some(p) = failure {
         return fail(format!(
@@ -145,6 +231,7 @@ pub fn judge(emulator: Emulator, serial: &str, ending: Ending, patterns: &Patter
             reason: format!(
                 "the port booted and reported VT-x unavailable (QEMU status {QEMU_VMX_UNAVAILABLE_STATUS} = (0x10 << 1) | 1)"
             ),
+            boots_up_to: None,
         },
         (Emulator::Qemu | Emulator::QemuAarch64, Some(s))
             if s != 0 && s != QEMU_VMX_UNAVAILABLE_STATUS =>
@@ -154,11 +241,13 @@ pub fn judge(emulator: Emulator, serial: &str, ending: Ending, patterns: &Patter
         _ if vmx => Judgement {
             verdict: Verdict::VmxUnavailable,
             reason: "the port booted and reported VT-x unavailable".to_string(),
+            boots_up_to: None,
         },
         // Bochs exits 1 after ACPI soft power-off: its status carries no verdict.
         _ => Judgement {
             verdict: Verdict::Success,
             reason: format!("`{pattern}` appeared on the serial console"),
+            boots_up_to: None,
         },
     }
 }
@@ -281,6 +370,50 @@ mod tests {
         let j = judge(Emulator::Qemu, "READY\n", Ending::Exited(Some(0)), &p);
         assert_eq!(j.verdict, Verdict::Success);
         assert!(!judge(Emulator::Qemu, "READY OOPS\n", Ending::Exited(Some(0)), &p).passed());
+    }
+
+    #[test]
+    fn stub_messages_name_the_item() {
+        let serial = "[eterna] x86_64: console up\r\n[eterna] panic: not implemented: eterna-port: `init` has ARM64-specific code (msr ICC_SRE_EL2) with no x86_64 mapping yet (src/arch/x86_64/gic.rs:40)\r\n";
+        let stub = find_stub(serial).unwrap();
+        assert_eq!(stub.item.as_deref(), Some("init"));
+        assert!(stub.message.starts_with("`init` has ARM64-specific code"));
+        // A Rust panic message of another workspace, and the stub in source.
+        let other =
+            "panicked at src/x.rs:3:5:\nnot implemented: eterna-port: `Vcpu::run` needs the VMCS\n";
+        assert_eq!(find_stub(other).unwrap().item.as_deref(), Some("Vcpu::run"));
+        let source = "fn f() {\n    unimplemented!(\"eterna-port: `f` has ARM64-specific code (eret)\")\n}\n";
+        let stub = find_stub(source).unwrap();
+        assert_eq!(stub.item.as_deref(), Some("f"));
+        assert_eq!(stub.message, "`f` has ARM64-specific code (eret)");
+        // No backquoted name: the message is all there is.
+        let bare = "not implemented: eterna-port: no VMX yet\n";
+        assert_eq!(find_stub(bare).unwrap().item, None);
+        assert_eq!(find_stub(bare).unwrap().describe(), "no VMX yet");
+        // Other mentions are not stubs.
+        assert!(
+            find_stub("[eterna-port] eterna-port: `x` ran\nnot implemented: other\n").is_none()
+        );
+    }
+
+    #[test]
+    fn a_boot_into_a_stub_fails_as_boots_up_to_the_item() {
+        let p = defaults();
+        let serial = "[eterna] booting\n[eterna] panic: not implemented: eterna-port: `init` has ARM64-specific code\n";
+        assert!(p.decided(serial));
+        let j = judge(Emulator::Qemu, serial, Ending::Exited(Some(0)), &p);
+        assert_eq!(j.verdict, Verdict::Failure);
+        assert_eq!(j.boots_up_to.as_deref(), Some("init"));
+        assert!(j.reason.starts_with("boots up to `init`"), "{j:?}");
+        // Seen only in the emulator's own output.
+        let j = judge_with(
+            Emulator::Qemu,
+            "",
+            "not implemented: eterna-port: `main` is a stub",
+            Ending::Exited(Some(1)),
+            &p,
+        );
+        assert_eq!(j.boots_up_to.as_deref(), Some("main"));
     }
 
     #[test]
