@@ -144,7 +144,7 @@ pub fn drop_imports_of(text: &str, ident: &str) -> String {
         }
     }
     proc_macro2::extra::invalidate_current_thread_spans();
-    super::derive::splice(text, edits)
+    super::source::splice(text, edits)
 }
 
 /// Whether code (not comments) in `text` still names crate `ident` as a path root.

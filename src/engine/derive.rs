@@ -7,7 +7,7 @@
 use std::ops::Range;
 
 use super::coverage::LEFT_OUT_MARKER;
-use super::source::{rename_idents, SourceItem};
+use super::source::{rename_idents, splice, SourceItem};
 use super::stub::{arm64_code, stub_arm64_bodies};
 use crate::knowledge::Knowledge;
 
@@ -187,23 +187,6 @@ fn left_out(text: &str, uses: &[String]) -> String {
         out.push_str("\n// ");
         out.push_str(l);
     }
-    out
-}
-
-/// Replaces byte ranges (non-overlapping, any order).
-pub fn splice(text: &str, mut edits: Vec<(Range<usize>, String)>) -> String {
-    edits.sort_by_key(|e| e.0.start);
-    let mut out = String::with_capacity(text.len());
-    let mut at = 0;
-    for (r, new) in edits {
-        if r.start < at || r.end > text.len() {
-            continue;
-        }
-        out.push_str(&text[at..r.start]);
-        out.push_str(&new);
-        at = r.end;
-    }
-    out.push_str(&text[at..]);
     out
 }
 

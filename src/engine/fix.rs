@@ -94,7 +94,7 @@ pub fn stub_failing(text: &str, errors: &[(usize, usize, String)]) -> String {
             ));
         }
     }
-    super::derive::splice(text, edits)
+    super::source::splice(text, edits)
 }
 
 impl Fixer for StubFixer<'_> {

@@ -195,6 +195,12 @@ pub fn rename_idents(
     let mut edits: Vec<(Range<usize>, String)> = Vec::new();
     collect_renames(tokens, rename, after, None, &mut edits);
     proc_macro2::extra::invalidate_current_thread_spans();
+    splice(text, edits)
+}
+
+/// Replaces byte ranges of `text` (non-overlapping, any order; an overlapping or
+/// out-of-bounds edit is dropped).
+pub fn splice(text: &str, mut edits: Vec<(Range<usize>, String)>) -> String {
     edits.sort_by_key(|e| e.0.start);
     let mut out = String::with_capacity(text.len());
     let mut at = 0;

@@ -11,7 +11,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::derive::{mirror_cfgs, rename_arm64_paths, splice};
+use super::derive::{mirror_cfgs, rename_arm64_paths};
+use super::source::splice;
 use super::source::SourceItem;
 use super::stub::stub_arm64_bodies;
 use crate::knowledge::Knowledge;
