@@ -32,6 +32,13 @@ pub enum EvidenceKind {
     AsmRegister,
     /// An assembly file pulled in with `include_str!`.
     AsmFile,
+    /// The module is (in) a subtree whose `mod` line is gated to AArch64
+    /// (`#[cfg(target_arch = "aarch64")] mod foo;`): `name` is `mod foo`, `file` and
+    /// `line_in_file` locate the gated line (workspace-relative).
+    GatedMod,
+    /// The module belongs to a package whose name or directory names ARM64
+    /// (`arm_vcpu`, `arch_hal/aarch64_hal/gic`): `name` is that name or directory.
+    ArchCrate,
 }
 
 impl EvidenceKind {
@@ -45,7 +52,74 @@ impl EvidenceKind {
             EvidenceKind::AsmRegister => "asm-register",
             EvidenceKind::Sysreg => "sysreg",
             EvidenceKind::AsmFile => "asm-file",
+            EvidenceKind::GatedMod => "gated-mod",
+            EvidenceKind::ArchCrate => "arch-crate",
         }
+    }
+}
+
+/// Which architecture a `cfg` gates an item (or file) to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ArchGate {
+    /// `target_arch = "aarch64"` (or `any(…)` of AArch64 and 32-bit ARM only).
+    Arm,
+    /// `target_arch = "x86_64"` (or `x86`): the port's output.
+    X86_64,
+    /// Only other architectures (`riscv64`, `loongarch64`, …).
+    Other,
+}
+
+/// The architecture a `cfg(…)` text (attribute tokens) gates to: every
+/// `target_arch` it lists must be of one kind, and a negation (`not(…)`) gates nothing.
+pub fn arch_gate_of(cfg: &str) -> Option<ArchGate> {
+    let compact: String = cfg.chars().filter(|c| !c.is_whitespace()).collect();
+    if compact.contains("not(") || compact.contains("all(") && compact.contains("any(") {
+        return None;
+    }
+    let mut arches = Vec::new();
+    let mut rest = compact.as_str();
+    while let Some(i) = rest.find("target_arch=\"") {
+        rest = &rest[i + "target_arch=\"".len()..];
+        let end = rest.find('"').unwrap_or(rest.len());
+        arches.push(&rest[..end]);
+        rest = &rest[end..];
+    }
+    let kind = |a: &str| match a {
+        "aarch64" | "arm" | "arm64ec" => ArchGate::Arm,
+        "x86_64" | "x86" => ArchGate::X86_64,
+        _ => ArchGate::Other,
+    };
+    let first = kind(arches.first()?);
+    if arches.iter().all(|a| kind(a) == first) {
+        Some(first)
+    } else if arches.iter().all(|a| kind(a) != ArchGate::Arm) {
+        // x86_64 together with other architectures: not ARM64 input either way.
+        Some(ArchGate::Other)
+    } else {
+        None
+    }
+}
+
+/// The gate of an item's `#[cfg]` attributes (the first that gates an architecture).
+fn arch_gate(attrs: &[syn::Attribute]) -> Option<ArchGate> {
+    attrs
+        .iter()
+        .filter(|a| a.path().is_ident("cfg"))
+        .find_map(|a| arch_gate_of(&a.meta.to_token_stream().to_string()))
+}
+
+/// Whether a piece of evidence is AArch64's alone. Mnemonics and registers that other
+/// ISAs share (`bl`, `ret`, `x0`, `{0:x}`) are not, nor is anything listed as shared
+/// in `templates/knowledge/arch.toml`; a file needs at least one that is.
+pub fn is_arm64_only(e: &Evidence, knowledge: &Knowledge) -> bool {
+    match e.kind {
+        EvidenceKind::AsmMnemonic => !knowledge.arch.is_shared_mnemonic(&e.name),
+        EvidenceKind::AsmRegister => {
+            // `x0`–`x30` are RISC-V's names too; `{:x}` is an x86 operand modifier.
+            !(e.name == "{:x}" || e.name.starts_with('x') && e.name != "xzr")
+        }
+        _ => true,
     }
 }
 
@@ -99,6 +173,9 @@ pub struct ModDecl {
     pub name: String,
     pub path_attr: Option<String>,
     pub line: usize,
+    /// The architecture the declaration's `#[cfg]` gates it to, if any.
+    #[serde(default)]
+    pub gate: Option<ArchGate>,
 }
 
 /// A `use` path, relative to the inline module it appears in.
@@ -124,6 +201,13 @@ pub struct FileFacts {
     /// Files pulled in with `include_str!` (relative to the file's directory) and the
     /// hash of their contents (`None`: unreadable), so a cached scan notices changes.
     pub includes: Vec<(String, Option<u64>)>,
+    /// The architecture an inner `#![cfg(target_arch = …)]` gates the whole file to.
+    #[serde(default)]
+    pub file_gate: Option<ArchGate>,
+    /// First segments of every path the file writes (`aarch64_cpu` of
+    /// `aarch64_cpu::registers::X`), sorted, each once: which crates it names.
+    #[serde(default)]
+    pub path_roots: Vec<String>,
 }
 
 /// Parses `text` (the contents of `path`) and collects its facts.
@@ -182,9 +266,12 @@ fn analyze_tokens(text: &str, path: &Path, knowledge: &Knowledge) -> syn::Result
     for attr in &file.attrs {
         v.attr(attr);
     }
+    v.facts.file_gate = arch_gate(&file.attrs);
     v.items(&file.items, &mut Vec::new(), &mut Vec::new());
     v.visit_file(&file);
     v.facts.evidence = merge_evidence(std::mem::take(&mut v.facts.evidence));
+    v.facts.path_roots.sort();
+    v.facts.path_roots.dedup();
     Ok(v.facts)
 }
 
@@ -430,6 +517,7 @@ impl Collector<'_> {
                         name,
                         path_attr: path_attr(&m.attrs),
                         line: line_of(&m.ident),
+                        gate: arch_gate(&m.attrs),
                     }),
                 }
             }
@@ -689,6 +777,14 @@ impl Collector<'_> {
     /// AArch64; and segments naming a known system register
     /// (`sysreg::hcr_el2::write(…)`, `use …::{vttbr_el2}`).
     fn path_evidence(&mut self, segs: &[String], line: usize) {
+        if let (Some(first), true) = (segs.first(), segs.len() >= 2) {
+            let first = first.strip_prefix("r#").unwrap_or(first);
+            if !matches!(first, "crate" | "self" | "super" | "Self")
+                && self.facts.path_roots.last().map(String::as_str) != Some(first)
+            {
+                self.facts.path_roots.push(first.to_string());
+            }
+        }
         for seg in segs {
             if is_sysreg_shape(seg) && self.knowledge.is_known_sysreg(seg) {
                 self.evidence(EvidenceKind::Sysreg, seg.to_ascii_uppercase(), line);
