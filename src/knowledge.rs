@@ -60,9 +60,10 @@ pub struct Component {
     pub name: String,
     #[serde(default)]
     pub aliases: Vec<String>,
-    /// File stem of the x86_64 target module (`""` for arch-neutral).
+    /// The x86_64 concept's name (`apic`, `ept`), shown as the plan's `x86_concept`
+    /// (`""` for arch-neutral). Targets keep the ARM64 module's own name.
     pub x86_name: String,
-    /// ARM-specific file/directory stems that are renamed to `x86_name`.
+    /// ARM-specific file/directory stems that name this component (`gicd`, `s2pt`).
     #[serde(default)]
     pub arm64_terms: Vec<String>,
     /// Words that suggest this component in paths and item names.

@@ -287,7 +287,13 @@ pub fn arm_dependencies<'a>(
     let mut out = Vec::new();
     for pkg in packages {
         for dep in &pkg.dependencies {
-            if !knowledge.arch.is_arm_crate(&dep.name) {
+            // A path dependency whose directory names ARM64 (`arch/aarch64_hal/gic`)
+            // is ARM-only too.
+            let arm_dir = dep.path.as_ref().is_some_and(|p| {
+                let rel = relative_to(Path::new(&plan.workspace_root), p.as_std_path());
+                rel.split('/').any(|seg| knowledge.arch.names_arm64(seg))
+            });
+            if !knowledge.arch.is_arm_crate(&dep.name) && !arm_dir {
                 continue;
             }
             let name = dep.rename.clone().unwrap_or_else(|| dep.name.clone());
@@ -472,6 +478,19 @@ pub fn classify<'k>(m: &ScannedModule, source: &str, knowledge: &'k Knowledge) -
     if is_arch_root {
         scores.insert("platform", 6);
     }
+    // A crate root says little itself; its crate's directory and name do
+    // (`arm_vcpu/src/lib.rs`, `arch/aarch64_hal/gic/src/lib.rs`).
+    let crate_words: Vec<String> = if matches!(stem, "lib" | "main") {
+        source
+            .split('/')
+            .take_while(|s| *s != "src")
+            .chain(std::iter::once(m.package.as_str()))
+            .flat_map(words)
+            .filter(|w| !NEUTRAL_SEGMENTS.contains(&w.as_str()) && w != "arm" && w != "hal")
+            .collect()
+    } else {
+        Vec::new()
+    };
     let stem = if NEUTRAL_SEGMENTS.contains(&stem) {
         ""
     } else {
@@ -495,7 +514,12 @@ pub fn classify<'k>(m: &ScannedModule, source: &str, knowledge: &'k Knowledge) -
                 s += 5;
             }
         }
-        for d in dirs.iter().filter(|d| !NEUTRAL_SEGMENTS.contains(d)) {
+        for d in dirs
+            .iter()
+            .copied()
+            .chain(crate_words.iter().map(String::as_str))
+            .filter(|d| !NEUTRAL_SEGMENTS.contains(d))
+        {
             if has(&c.arm64_terms, d) {
                 s += 4;
             } else if has(&c.keywords, d) {
@@ -615,7 +639,10 @@ fn target_path(m: &ScannedModule, source: &str, component: &str, root: &Path) ->
     let wiring_only = m.evidence().all(|e| {
         matches!(
             e.kind,
-            EvidenceKind::Cfg | EvidenceKind::Path | EvidenceKind::ArchPath
+            EvidenceKind::Cfg
+                | EvidenceKind::Path
+                | EvidenceKind::ArchPath
+                | EvidenceKind::ArmCratePath
         )
     });
     if component == ARCH_NEUTRAL && wiring_only {

@@ -36,6 +36,9 @@ pub enum EvidenceKind {
     /// (`#[cfg(target_arch = "aarch64")] mod foo;`): `name` is `mod foo`, `file` and
     /// `line_in_file` locate the gated line (workspace-relative).
     GatedMod,
+    /// A path through an ARM-only crate (`aarch64_cpu::registers::HCR_EL2`,
+    /// `arm_gicv2::GicDistributor`), per `templates/knowledge/arch.toml`.
+    ArmCratePath,
     /// The module belongs to a package whose name or directory names ARM64
     /// (`arm_vcpu`, `arch_hal/aarch64_hal/gic`): `name` is that name or directory.
     ArchCrate,
@@ -54,6 +57,7 @@ impl EvidenceKind {
             EvidenceKind::AsmFile => "asm-file",
             EvidenceKind::GatedMod => "gated-mod",
             EvidenceKind::ArchCrate => "arch-crate",
+            EvidenceKind::ArmCratePath => "arm-crate-path",
         }
     }
 }
@@ -269,6 +273,28 @@ fn analyze_tokens(text: &str, path: &Path, knowledge: &Knowledge) -> syn::Result
     v.facts.file_gate = arch_gate(&file.attrs);
     v.items(&file.items, &mut Vec::new(), &mut Vec::new());
     v.visit_file(&file);
+    // A path whose first segment is one of the file's own modules or imports
+    // (`mod psci;`, `use crate::psci;`) goes through local code, not the ARM crate
+    // of that name.
+    let local: Vec<&str> = v
+        .facts
+        .mods
+        .iter()
+        .map(|d| d.name.as_str())
+        .chain(v.facts.uses.iter().filter_map(|u| {
+            let first = u.segments.first()?;
+            matches!(first.as_str(), "crate" | "self" | "super")
+                .then(|| u.segments.last().map(String::as_str))
+                .flatten()
+        }))
+        .collect();
+    let local: Vec<String> = local.into_iter().map(str::to_string).collect();
+    v.facts.evidence.retain(|e| {
+        e.kind != EvidenceKind::ArmCratePath
+            || !local
+                .iter()
+                .any(|l| e.name.split("::").next() == Some(l.as_str()))
+    });
     v.facts.evidence = merge_evidence(std::mem::take(&mut v.facts.evidence));
     v.facts.path_roots.sort();
     v.facts.path_roots.dedup();
@@ -798,6 +824,8 @@ impl Collector<'_> {
             self.evidence(EvidenceKind::CoreArch, segs.join("::"), line);
         } else if !from_std && segs.iter().any(arm) {
             self.evidence(EvidenceKind::ArchPath, segs.join("::"), line);
+        } else if segs.len() >= 2 && self.knowledge.arch.is_arm_crate(&segs[0]) {
+            self.evidence(EvidenceKind::ArmCratePath, segs.join("::"), line);
         }
     }
 
