@@ -157,7 +157,7 @@ pub fn build(
         let mut target = if in_place.contains(&i) {
             source.clone()
         } else {
-            target_path(m, &source, component, root)
+            target_path(m, &source, root)
         };
         let mut n = 2;
         let base = target.clone();
@@ -178,7 +178,10 @@ pub fn build(
     let mut wiring: BTreeSet<usize> = BTreeSet::new();
     for &i in &planned {
         let source = relative_to(root, &scanned[i].file);
-        if targets[&i] == source {
+        // Only mirrored targets need a new `mod` line in the parent; a split target
+        // (`guest.rs` → `guest/x86_64.rs`) is declared by the module itself.
+        let mirrored = is_arm64_dir_path(&scanned[i]) || scanned[i].gated.is_some();
+        if targets[&i] == source || !mirrored {
             continue;
         }
         if let Some(&p) = scanned[i]
@@ -585,7 +588,7 @@ pub fn classify<'k>(m: &ScannedModule, source: &str, knowledge: &'k Knowledge) -
 /// - Elsewhere a module that only wires architectures together (cfg gates) is edited in
 ///   place; one that holds ARM64 code gets an `x86_64` child beside it
 ///   (`guest.rs` → `guest/x86_64.rs`).
-fn target_path(m: &ScannedModule, source: &str, component: &str, root: &Path) -> String {
+fn target_path(m: &ScannedModule, source: &str, root: &Path) -> String {
     let pkg_prefix = relative_to(root, &m.package_dir);
     let in_pkg = relative_to(&m.package_dir, &m.file);
     let with_prefix = |rel: String| {
@@ -645,7 +648,7 @@ fn target_path(m: &ScannedModule, source: &str, component: &str, root: &Path) ->
                 | EvidenceKind::ArmCratePath
         )
     });
-    if component == ARCH_NEUTRAL && wiring_only {
+    if wiring_only {
         return source.to_string();
     }
     let segs: Vec<&str> = source.split('/').collect();

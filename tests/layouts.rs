@@ -292,3 +292,59 @@ fn arm_dep_layout_lists_the_arm_only_dependency_and_its_users() {
                 "used_outside_arm64": []}])
     );
 }
+
+#[test]
+fn cfg_attr_paths_file_gates_and_missing_files() {
+    let ws = workspace(&[
+        (
+            "Cargo.toml",
+            "[package]\nname = \"hv\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[workspace]\n",
+        ),
+        (
+            "src/lib.rs",
+            "#![no_std]\n\
+             #[cfg_attr(target_arch = \"aarch64\", path = \"hal/arch/aarch64/mod.rs\")]\n\
+             #[cfg_attr(target_arch = \"x86_64\", path = \"hal/arch/x86_64/mod.rs\")]\n\
+             mod arch;\n\
+             mod sbi;\n\
+             #[cfg(target_arch = \"riscv64\")]\n\
+             mod riscv_only;\n",
+        ),
+        (
+            "src/hal/arch/aarch64/mod.rs",
+            "pub fn halt() { unsafe { core::arch::asm!(\"wfe\") } }\n",
+        ),
+        // Gated to RISC-V as a whole file: never planned, whatever it holds.
+        (
+            "src/sbi.rs",
+            "#![cfg(target_arch = \"riscv64\")]\npub fn f() { let _ = cfg!(target_arch = \"aarch64\"); }\n",
+        ),
+    ]);
+    let out = run(ws.path(), &["plan", "--message-format", "json"]);
+    assert_code(&out, 0);
+    let plan = json(&out);
+    assert_eq!(plan["diagnostics"], json!([]), "{plan:#}");
+    assert_eq!(
+        rows(&plan),
+        expect(&[
+            (
+                "src/hal/arch/aarch64/mod.rs",
+                "platform",
+                "src/hal/arch/x86_64/mod.rs",
+                "new"
+            ),
+            // Wires the new module in, though it has no evidence of its own.
+            ("src/lib.rs", "arch-neutral", "src/lib.rs", "exists"),
+        ])
+    );
+
+    // A missing file for an ungated `mod` line stays an error.
+    write(ws.path(), "src/lib.rs", b"#![no_std]\nmod gone;\n");
+    let out = run(ws.path(), &["plan"]);
+    assert_code(&out, 2);
+    assert!(
+        stderr(&out).contains("file not found for module `gone`"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -105,6 +105,35 @@ pub fn arch_gate_of(cfg: &str) -> Option<ArchGate> {
     }
 }
 
+/// `#[cfg_attr(target_arch = "aarch64", path = "arch/aarch64/mod.rs")]`: the path
+/// an item takes when built for AArch64.
+fn arm_cfg_attr_path(attrs: &[syn::Attribute]) -> Option<String> {
+    use syn::punctuated::Punctuated;
+    attrs
+        .iter()
+        .filter(|a| a.path().is_ident("cfg_attr"))
+        .find_map(|a| {
+            let metas = a
+                .parse_args_with(Punctuated::<syn::Meta, syn::Token![,]>::parse_terminated)
+                .ok()?;
+            let mut it = metas.iter();
+            let pred = it.next()?.to_token_stream().to_string();
+            if arch_gate_of(&format!("cfg({pred})")) != Some(ArchGate::Arm) {
+                return None;
+            }
+            it.find_map(|m| match m {
+                syn::Meta::NameValue(nv) if nv.path.is_ident("path") => match &nv.value {
+                    syn::Expr::Lit(syn::ExprLit {
+                        lit: syn::Lit::Str(s),
+                        ..
+                    }) => Some(s.value()),
+                    _ => None,
+                },
+                _ => None,
+            })
+        })
+}
+
 /// The gate of an item's `#[cfg]` attributes (the first that gates an architecture).
 fn arch_gate(attrs: &[syn::Attribute]) -> Option<ArchGate> {
     attrs
@@ -119,6 +148,9 @@ fn arch_gate(attrs: &[syn::Attribute]) -> Option<ArchGate> {
 pub fn is_arm64_only(e: &Evidence, knowledge: &Knowledge) -> bool {
     match e.kind {
         EvidenceKind::AsmMnemonic => !knowledge.arch.is_shared_mnemonic(&e.name),
+        // `Arch::Aarch64`, `ImageArch::Arm64`: multi-arch code naming the arch, not
+        // AArch64 code; a path through an `aarch64` module is.
+        EvidenceKind::ArchPath => e.name.split("::").any(|s| s == "aarch64" || s == "arm64"),
         EvidenceKind::AsmRegister => {
             // `x0`–`x30` are RISC-V's names too; `{:x}` is an x86 operand modifier.
             !(e.name == "{:x}" || e.name.starts_with('x') && e.name != "xzr")
@@ -537,14 +569,25 @@ impl Collector<'_> {
                         inline.pop();
                         inline_attrs.pop();
                     }
-                    None => self.facts.mods.push(ModDecl {
-                        inline_path: inline.clone(),
-                        inline_path_attrs: inline_attrs.clone(),
-                        name,
-                        path_attr: path_attr(&m.attrs),
-                        line: line_of(&m.ident),
-                        gate: arch_gate(&m.attrs),
-                    }),
+                    None => {
+                        // A module whose file is chosen per architecture with
+                        // `cfg_attr(…, path = …)` is followed to its AArch64 file.
+                        let (path_attr, gate) = match path_attr(&m.attrs) {
+                            Some(p) => (Some(p), arch_gate(&m.attrs)),
+                            None => match arm_cfg_attr_path(&m.attrs) {
+                                Some(p) => (Some(p), Some(ArchGate::Arm)),
+                                None => (None, arch_gate(&m.attrs)),
+                            },
+                        };
+                        self.facts.mods.push(ModDecl {
+                            inline_path: inline.clone(),
+                            inline_path_attrs: inline_attrs.clone(),
+                            name,
+                            path_attr,
+                            line: line_of(&m.ident),
+                            gate,
+                        })
+                    }
                 }
             }
             syn::Item::Use(u) => {
@@ -1361,6 +1404,91 @@ mod tests {
             f.evidence
         );
         assert_eq!(has(&f, EvidenceKind::AsmMnemonic, "eret"), Some(6));
+    }
+
+    #[test]
+    fn arch_gates_of_cfgs() {
+        assert_eq!(
+            arch_gate_of("cfg(target_arch = \"aarch64\")"),
+            Some(ArchGate::Arm)
+        );
+        assert_eq!(
+            arch_gate_of("cfg(any(target_arch = \"aarch64\", target_arch = \"arm\"))"),
+            Some(ArchGate::Arm)
+        );
+        assert_eq!(
+            arch_gate_of("cfg(any(target_arch = \"aarch64\", target_arch = \"riscv64\"))"),
+            None
+        );
+        assert_eq!(
+            arch_gate_of("cfg(target_arch = \"x86_64\")"),
+            Some(ArchGate::X86_64)
+        );
+        assert_eq!(
+            arch_gate_of("cfg(target_arch = \"riscv64\")"),
+            Some(ArchGate::Other)
+        );
+        assert_eq!(arch_gate_of("cfg(not(target_arch = \"aarch64\"))"), None);
+        assert_eq!(arch_gate_of("cfg(feature = \"x\")"), None);
+    }
+
+    #[test]
+    fn gated_mods_cfg_attr_paths_and_file_gates_are_recorded() {
+        let f = facts(
+            "#![cfg(target_arch = \"riscv64\")]\n\
+             #[cfg(target_arch = \"aarch64\")] mod a;\n\
+             #[cfg(target_arch = \"x86_64\")] mod x86_64;\n\
+             #[cfg_attr(target_arch = \"aarch64\", path = \"arch/aarch64/mod.rs\")]\n\
+             #[cfg_attr(target_arch = \"x86_64\", path = \"arch/x86_64/mod.rs\")]\n\
+             mod arch;\n\
+             mod plain;\n",
+        );
+        assert_eq!(f.file_gate, Some(ArchGate::Other));
+        let gates: Vec<_> = f.mods.iter().map(|d| (d.name.as_str(), d.gate)).collect();
+        assert_eq!(
+            gates,
+            [
+                ("a", Some(ArchGate::Arm)),
+                ("x86_64", Some(ArchGate::X86_64)),
+                ("arch", Some(ArchGate::Arm)),
+                ("plain", None)
+            ]
+        );
+        assert_eq!(f.mods[2].path_attr.as_deref(), Some("arch/aarch64/mod.rs"));
+    }
+
+    #[test]
+    fn shared_mnemonics_and_registers_are_not_arm64_only() {
+        let k = Knowledge::embedded().unwrap();
+        let riscv = facts(
+            "fn f() { unsafe { core::arch::asm!(\"sd x1, 0(sp)\", \"ld x1, 0(sp)\", \"bl 1f\", \"1:\", \"wfi\", \"ret\") } }\n",
+        );
+        assert!(
+            !riscv.evidence.iter().any(|e| is_arm64_only(e, &k)),
+            "{:?}",
+            riscv.evidence
+        );
+        let arm = facts("fn f() { unsafe { core::arch::asm!(\"bl 1f\", \"1:\", \"eret\") } }\n");
+        assert!(arm.evidence.iter().any(|e| is_arm64_only(e, &k)));
+        let multi = facts("fn f(a: Arch) -> bool { matches!(a, Arch::Aarch64) }\n");
+        assert!(!multi.evidence.iter().any(|e| is_arm64_only(e, &k)));
+    }
+
+    #[test]
+    fn paths_through_arm_crates_are_evidence_unless_local() {
+        let f = facts(
+            "use aarch64_cpu::registers::CurrentEL;\nfn f() { psci::cpu_on(); }\nmod psci;\n",
+        );
+        assert!(f
+            .evidence
+            .iter()
+            .any(|e| e.kind == EvidenceKind::ArmCratePath && e.name.starts_with("aarch64_cpu")));
+        assert!(
+            !f.evidence.iter().any(|e| e.name.starts_with("psci")),
+            "{:?}",
+            f.evidence
+        );
+        assert_eq!(f.path_roots, ["aarch64_cpu", "psci"]);
     }
 
     #[test]
