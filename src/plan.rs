@@ -483,7 +483,12 @@ pub fn classify<'k>(m: &ScannedModule, source: &str, knowledge: &'k Knowledge) -
     }
     // A crate root says little itself; its crate's directory and name do
     // (`arm_vcpu/src/lib.rs`, `arch/aarch64_hal/gic/src/lib.rs`).
-    let crate_words: Vec<String> = if matches!(stem, "lib" | "main") {
+    // So does an ARM64-named crate's for every module in it (`arm_vgic/src/v3/utils.rs`).
+    let in_arch_crate = m
+        .context_evidence
+        .iter()
+        .any(|e| e.kind == EvidenceKind::ArchCrate);
+    let mut crate_words: Vec<String> = if in_arch_crate || matches!(stem, "lib" | "main") {
         source
             .split('/')
             .take_while(|s| *s != "src")
@@ -494,6 +499,8 @@ pub fn classify<'k>(m: &ScannedModule, source: &str, knowledge: &'k Knowledge) -
     } else {
         Vec::new()
     };
+    crate_words.sort();
+    crate_words.dedup();
     let stem = if NEUTRAL_SEGMENTS.contains(&stem) {
         ""
     } else {
