@@ -273,7 +273,11 @@ pub fn scan_packages(
             let rel = relative_to(&root, &job.file);
             // Directory names count inside the package only: a package *directory*
             // naming an architecture is the package's own arch (see `package_arch`).
-            let rel_in_package = relative_to(&job.package_dir, &job.file);
+            let rel_in_package = if job.file.starts_with(&job.package_dir) {
+                relative_to(&job.package_dir, &job.file)
+            } else {
+                rel.clone()
+            };
             let other_arch = matches!(job.arch, JobArch::Other)
                 || matches!(facts.file_gate, Some(ArchGate::Other | ArchGate::X86_64))
                 || rel_in_package
