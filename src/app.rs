@@ -169,13 +169,14 @@ fn scan(s: &Session, use_cache: bool) -> (Vec<ScannedModule>, Vec<Diagnostic>) {
 fn full_plan(s: &Session, use_cache: bool) -> Plan {
     let (modules, diagnostics) = scan(s, use_cache);
     let started = std::time::Instant::now();
-    let plan = plan::build(
+    let mut plan = plan::build(
         &s.ws.root,
         &s.config.target.value,
         &modules,
         diagnostics,
         &s.knowledge,
     );
+    plan.arm_dependencies = plan::arm_dependencies(s.ws.packages(), &modules, &plan, &s.knowledge);
     tracing::debug!(
         planned = plan.modules.len(),
         ms = started.elapsed().as_millis() as u64,

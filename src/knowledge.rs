@@ -39,6 +39,7 @@ pub const ARCH_NEUTRAL: &str = "arch-neutral";
 const COMPONENTS_TOML: &str = include_str!("../templates/knowledge/components.toml");
 const CONCEPTS_TOML: &str = include_str!("../templates/knowledge/concepts.toml");
 const ASM_TOML: &str = include_str!("../templates/knowledge/asm.toml");
+const ARCH_TOML: &str = include_str!("../templates/knowledge/arch.toml");
 
 /// A hash of the embedded knowledge data (caches derived from it key on this).
 pub fn fingerprint() -> u64 {
@@ -47,6 +48,8 @@ pub fn fingerprint() -> u64 {
     bytes.extend_from_slice(CONCEPTS_TOML.as_bytes());
     bytes.push(0);
     bytes.extend_from_slice(ASM_TOML.as_bytes());
+    bytes.push(0);
+    bytes.extend_from_slice(ARCH_TOML.as_bytes());
     xxhash_rust::xxh3::xxh3_64(&bytes)
 }
 
@@ -57,9 +60,10 @@ pub struct Component {
     pub name: String,
     #[serde(default)]
     pub aliases: Vec<String>,
-    /// File stem of the x86_64 target module (`""` for arch-neutral).
+    /// The x86_64 concept's name (`apic`, `ept`), shown as the plan's `x86_concept`
+    /// (`""` for arch-neutral). Targets keep the ARM64 module's own name.
     pub x86_name: String,
-    /// ARM-specific file/directory stems that are renamed to `x86_name`.
+    /// ARM-specific file/directory stems that name this component (`gicd`, `s2pt`).
     #[serde(default)]
     pub arm64_terms: Vec<String>,
     /// Words that suggest this component in paths and item names.
@@ -134,6 +138,66 @@ pub struct AsmTranslation {
     pub note: String,
 }
 
+/// What tells architectures apart (`templates/knowledge/arch.toml`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArchKnowledge {
+    /// Dependencies that exist only for ARM.
+    pub arm_crates: Vec<String>,
+    /// Words naming ARM64 in paths and crate names.
+    pub arm64_tokens: Vec<String>,
+    /// Words naming other architectures (`mips*` is a prefix).
+    pub other_arch_tokens: Vec<String>,
+    /// AArch64 mnemonics that other ISAs share.
+    pub shared_mnemonics: Vec<String>,
+}
+
+impl ArchKnowledge {
+    fn words(name: &str) -> impl Iterator<Item = String> + '_ {
+        name.split(['_', '-', '.'])
+            .filter(|w| !w.is_empty())
+            .map(|w| w.to_ascii_lowercase())
+    }
+
+    /// Whether a path segment or crate name names ARM64: the whole of it
+    /// (`aarch64`, `arm64`) or one of its `_`/`-` words (`arm_vcpu`, `foo-aarch64`,
+    /// `aarch64_hal`), never a word that merely contains one (`swarm`, `alarm`).
+    pub fn names_arm64(&self, name: &str) -> bool {
+        let name = name.strip_suffix(".rs").unwrap_or(name);
+        Self::words(name).any(|w| self.arm64_tokens.contains(&w))
+    }
+
+    /// Whether a path segment or crate name names another architecture (`riscv64`,
+    /// `loongarch64`, `x86_64`, `mips32r2`, `axhal-riscv`).
+    pub fn names_other_arch(&self, name: &str) -> bool {
+        let name = name
+            .strip_suffix(".rs")
+            .unwrap_or(name)
+            .to_ascii_lowercase();
+        let hit = |w: &str| {
+            self.other_arch_tokens
+                .iter()
+                .any(|t| match t.strip_suffix('*') {
+                    Some(prefix) => w.starts_with(prefix),
+                    None => w == t,
+                })
+        };
+        // `x86_64` is one token though it holds an underscore.
+        hit(&name) || Self::words(&name).any(|w| hit(&w))
+    }
+
+    /// Whether a dependency (by its package name) exists only for ARM.
+    pub fn is_arm_crate(&self, package: &str) -> bool {
+        let norm = |s: &str| s.replace('-', "_").to_ascii_lowercase();
+        self.arm_crates.iter().any(|c| norm(c) == norm(package)) || self.names_arm64(package)
+    }
+
+    /// Whether an AArch64 mnemonic is shared with other ISAs (weak evidence).
+    pub fn is_shared_mnemonic(&self, mnemonic: &str) -> bool {
+        self.shared_mnemonics.iter().any(|m| m == mnemonic)
+    }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct AsmFile {
@@ -187,6 +251,7 @@ pub struct Knowledge {
     pub exception_classes: Vec<ExceptionClass>,
     pub devices: Vec<Device>,
     pub asm_translations: Vec<AsmTranslation>,
+    pub arch: ArchKnowledge,
     sysreg_index: HashMap<String, usize>,
     instruction_index: HashMap<String, usize>,
     alias_index: HashMap<String, usize>,
@@ -201,6 +266,10 @@ impl Knowledge {
             source,
         })?;
         k.asm_translations = asm.statement;
+        k.arch = toml::from_str(ARCH_TOML).map_err(|source| KnowledgeError::Parse {
+            file: "arch.toml",
+            source,
+        })?;
         Ok(k)
     }
 
@@ -223,6 +292,7 @@ impl Knowledge {
             exception_classes: conc.exception_class,
             devices: conc.device,
             asm_translations: Vec::new(),
+            arch: ArchKnowledge::default(),
             sysreg_index: HashMap::new(),
             instruction_index: HashMap::new(),
             alias_index: HashMap::new(),
@@ -435,6 +505,41 @@ mod tests {
             );
         }
         assert!(k.component_for_alias("nonsense").is_none());
+    }
+
+    #[test]
+    fn arch_words_tell_arm_from_other_architectures() {
+        let a = &Knowledge::embedded().unwrap().arch;
+        for yes in [
+            "aarch64",
+            "arm64",
+            "arm_vcpu",
+            "arm-gic",
+            "foo-aarch64",
+            "aarch64_hal",
+            "aarch64.rs",
+        ] {
+            assert!(a.names_arm64(yes), "{yes}");
+        }
+        for no in ["swarm", "alarm", "farm", "armada", "aarch64x", "hv"] {
+            assert!(!a.names_arm64(no), "{no}");
+        }
+        for yes in [
+            "riscv64",
+            "loongarch64",
+            "x86_64",
+            "mips32",
+            "axhal-riscv",
+            "riscv.rs",
+        ] {
+            assert!(a.names_other_arch(yes), "{yes}");
+        }
+        for no in ["aarch64", "arch", "vcpu", "src"] {
+            assert!(!a.names_other_arch(no), "{no}");
+        }
+        assert!(a.is_arm_crate("aarch64-cpu") && a.is_arm_crate("arm_gicv2"));
+        assert!(!a.is_arm_crate("tock-registers") && !a.is_arm_crate("bitflags"));
+        assert!(a.is_shared_mnemonic("bl") && !a.is_shared_mnemonic("eret"));
     }
 
     #[test]

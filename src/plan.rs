@@ -46,8 +46,12 @@ pub struct ModulePlan {
     pub source: String,
     pub module_path: String,
     pub component: String,
-    /// Target file, relative to the workspace root.
+    /// Target file, relative to the workspace root. It keeps the module's name
+    /// (`arch/aarch64/gic.rs` → `arch/x86_64/gic.rs`); equal to `source` when the
+    /// file is edited in place (cfg wiring).
     pub target: String,
+    /// The x86_64 concept the target implements (`apic`, `ept`, `vmcs`), for docs.
+    pub x86_concept: Option<String>,
     pub status: Status,
     /// Module paths of the planned modules this one `use`s (port those first).
     pub depends_on: Vec<String>,
@@ -68,6 +72,27 @@ pub struct Plan {
     /// (modules in a `use` cycle are adjacent, by module path).
     pub modules: Vec<ModulePlan>,
     pub diagnostics: Vec<Diagnostic>,
+    /// Dependencies of the workspace's packages that exist only for ARM.
+    pub arm_dependencies: Vec<ArmDependency>,
+}
+
+/// A dependency that exists only for ARM (a known ARM crate or one named after ARM64).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ArmDependency {
+    /// The workspace package that depends on it.
+    pub package: String,
+    /// The dependency's name as written in Cargo.toml (its `package = …` rename, if any,
+    /// is the key's name).
+    pub name: String,
+    /// `normal`, `build` or `dev`.
+    pub kind: String,
+    /// Already under a `[target.'cfg(target_arch = "aarch64")'.dependencies]` table.
+    pub already_gated: bool,
+    /// Module paths that `use` or name it.
+    pub used_by: Vec<String>,
+    /// Those of `used_by` that are not ARM64 modules of the plan (shared code, or a
+    /// module only edited in place for wiring).
+    pub used_outside_arm64: Vec<String>,
 }
 
 impl Plan {
@@ -99,12 +124,87 @@ pub fn build(
     let crates: BTreeSet<&str> = scanned.iter().map(|m| m.crate_name.as_str()).collect();
 
     // x86_64 modules (`arch/x86_64/…`, `guest/x86_64.rs`) are the port's output, never
-    // its input, even where they still hold carried-over ARM64 code.
-    let planned: Vec<usize> = (0..scanned.len())
+    // its input, even where they still hold carried-over ARM64 code; other
+    // architectures' modules are never planned.
+    let mut planned: Vec<usize> = (0..scanned.len())
         .filter(|&i| {
-            scanned[i].has_evidence() && !is_x86_64_path(&relative_to(root, &scanned[i].file))
+            scanned[i].is_arm64(knowledge) && !is_x86_64_path(&relative_to(root, &scanned[i].file))
         })
         .collect();
+    let by_file: HashMap<&Path, usize> = scanned
+        .iter()
+        .enumerate()
+        .map(|(i, m)| (m.file.as_path(), i))
+        .collect();
+    // Files declaring a gated subtree root are edited in place: the engine adds the
+    // x86_64 `mod` line beside the gated one.
+    let in_place: BTreeSet<usize> = planned
+        .iter()
+        .filter(|&&i| {
+            let m = &scanned[i];
+            m.gated.as_ref().is_some_and(|g| g.root_file == m.file) && !is_arm64_dir_path(m)
+        })
+        .filter_map(|&i| scanned[i].parent_file.as_deref())
+        .filter_map(|f| by_file.get(f).copied())
+        .collect();
+    let mut targets: HashMap<usize, String> = HashMap::new();
+    let mut components: HashMap<usize, &str> = HashMap::new();
+    let mut taken: BTreeSet<String> = BTreeSet::new();
+    for &i in &planned {
+        let m = &scanned[i];
+        let source = relative_to(root, &m.file);
+        let component = classify(m, &source, knowledge);
+        let mut target = if in_place.contains(&i) {
+            source.clone()
+        } else {
+            target_path(m, &source, root)
+        };
+        let mut n = 2;
+        let base = target.clone();
+        while taken.contains(&target) {
+            target = match base.strip_suffix(".rs") {
+                Some(stem) => format!("{stem}_{n}.rs"),
+                None => format!("{base}_{n}"),
+            };
+            n += 1;
+        }
+        taken.insert(target.clone());
+        components.insert(i, component);
+        targets.insert(i, target);
+    }
+    // Parent wiring: a file declaring a planned module whose target is elsewhere gets
+    // the x86_64 `mod` line, so it is planned too (in place).
+    let planned_set: BTreeSet<usize> = planned.iter().copied().collect();
+    let mut wiring: BTreeSet<usize> = BTreeSet::new();
+    for &i in &planned {
+        let source = relative_to(root, &scanned[i].file);
+        // Only mirrored targets need a new `mod` line in the parent; a split target
+        // (`guest.rs` → `guest/x86_64.rs`) is declared by the module itself.
+        let mirrored = is_arm64_dir_path(&scanned[i]) || scanned[i].gated.is_some();
+        if targets[&i] == source || !mirrored {
+            continue;
+        }
+        if let Some(&p) = scanned[i]
+            .parent_file
+            .as_deref()
+            .and_then(|f| by_file.get(f))
+        {
+            if !planned_set.contains(&p)
+                && !scanned[p].other_arch
+                && !is_x86_64_path(&relative_to(root, &scanned[p].file))
+            {
+                wiring.insert(p);
+            }
+        }
+    }
+    for &p in &wiring {
+        let m = &scanned[p];
+        let source = relative_to(root, &m.file);
+        components.insert(p, classify(m, &source, knowledge));
+        taken.insert(source.clone());
+        targets.insert(p, source);
+        planned.push(p);
+    }
     let planned_set: BTreeSet<usize> = planned.iter().copied().collect();
 
     // Dependencies between planned modules.
@@ -121,28 +221,17 @@ pub fn build(
         }
     }
 
-    // Targets, avoiding collisions.
-    let mut taken: BTreeSet<String> = BTreeSet::new();
     let mut modules: HashMap<usize, ModulePlan> = HashMap::new();
     for &i in &planned {
         let m = &scanned[i];
         let source = relative_to(root, &m.file);
-        let component = classify(m, &source, knowledge);
-        let mut target = target_path(m, &source, component, knowledge, true);
-        if taken.contains(&target) {
-            target = target_path(m, &source, component, knowledge, false);
-        }
-        let mut n = 2;
-        let base = target.clone();
-        while taken.contains(&target) {
-            target = match base.strip_suffix(".rs") {
-                Some(stem) => format!("{stem}_{n}.rs"),
-                None => format!("{base}_{n}"),
-            };
-            n += 1;
-        }
-        taken.insert(target.clone());
+        let component = components[&i];
+        let target = targets[&i].clone();
         let (status, missing) = status_of(m, &source, &target, root, knowledge);
+        let x86_concept = knowledge
+            .component(component)
+            .map(|c| c.x86_name.clone())
+            .filter(|n| !n.is_empty());
         modules.insert(
             i,
             ModulePlan {
@@ -151,6 +240,7 @@ pub fn build(
                 module_path: m.module_path(),
                 component: component.to_string(),
                 target,
+                x86_concept,
                 status,
                 depends_on: deps[&i].iter().map(|&j| scanned[j].module_path()).collect(),
                 evidence: m.evidence().cloned().collect(),
@@ -185,7 +275,95 @@ pub fn build(
         target_triple: target_triple.to_string(),
         modules: ordered,
         diagnostics,
+        arm_dependencies: Vec::new(),
     }
+}
+
+/// The ARM-only dependencies of `packages` (cargo metadata), with the modules of the
+/// plan's scan that use them.
+pub fn arm_dependencies<'a>(
+    packages: impl IntoIterator<Item = &'a cargo_metadata::Package>,
+    scanned: &[ScannedModule],
+    plan: &Plan,
+    knowledge: &Knowledge,
+) -> Vec<ArmDependency> {
+    let mut out = Vec::new();
+    for pkg in packages {
+        for dep in &pkg.dependencies {
+            // A path dependency whose directory names ARM64 (`arch/aarch64_hal/gic`)
+            // is ARM-only too.
+            let arm_dir = dep.path.as_ref().is_some_and(|p| {
+                let rel = relative_to(Path::new(&plan.workspace_root), p.as_std_path());
+                rel.split('/').any(|seg| knowledge.arch.names_arm64(seg))
+            });
+            if !knowledge.arch.is_arm_crate(&dep.name) && !arm_dir {
+                continue;
+            }
+            let name = dep.rename.clone().unwrap_or_else(|| dep.name.clone());
+            let ident = name.replace('-', "_");
+            let kind = match dep.kind {
+                cargo_metadata::DependencyKind::Build => "build",
+                cargo_metadata::DependencyKind::Development => "dev",
+                _ => "normal",
+            };
+            let already_gated = dep.target.as_ref().is_some_and(|t| {
+                let t = t.to_string();
+                if t.starts_with("cfg(") {
+                    crate::workspace::arch_gate_of(&t) == Some(crate::workspace::ArchGate::Arm)
+                } else {
+                    t.starts_with("aarch64") || t.starts_with("arm")
+                }
+            });
+            let mut used_by: Vec<String> = scanned
+                .iter()
+                .filter(|m| m.package == pkg.name.as_str())
+                .filter(|m| {
+                    m.facts.path_roots.contains(&ident)
+                        || m.facts.uses.iter().any(|u| {
+                            u.segments.first().map(String::as_str) == Some(ident.as_str())
+                                || (u.segments.first().map(String::as_str) == Some("")
+                                    && u.segments.get(1) == Some(&ident))
+                        })
+                })
+                .map(ScannedModule::module_path)
+                .collect();
+            used_by.sort();
+            used_by.dedup();
+            let used_outside_arm64 = used_by
+                .iter()
+                .filter(|p| {
+                    !plan.modules.iter().any(|m| {
+                        &m.module_path == *p
+                            && (m.target != m.source
+                                || m.evidence.iter().any(|e| {
+                                    matches!(
+                                        e.kind,
+                                        EvidenceKind::Path
+                                            | EvidenceKind::GatedMod
+                                            | EvidenceKind::ArchCrate
+                                    )
+                                }))
+                    })
+                })
+                .cloned()
+                .collect();
+            out.push(ArmDependency {
+                package: pkg.name.to_string(),
+                name,
+                kind: kind.to_string(),
+                already_gated,
+                used_by,
+                used_outside_arm64,
+            });
+        }
+    }
+    out
+}
+
+/// Whether the module is under an `aarch64`/`arm64` directory of its package (or is an
+/// `aarch64.rs`): such modules are mirrored, whatever gates them.
+fn is_arm64_dir_path(m: &ScannedModule) -> bool {
+    crate::workspace::is_arm64_path(&relative_to(&m.package_dir, &m.file))
 }
 
 /// Whether a workspace-relative path is in (or is) an `x86_64` module.
@@ -303,6 +481,26 @@ pub fn classify<'k>(m: &ScannedModule, source: &str, knowledge: &'k Knowledge) -
     if is_arch_root {
         scores.insert("platform", 6);
     }
+    // A crate root says little itself; its crate's directory and name do
+    // (`arm_vcpu/src/lib.rs`, `arch/aarch64_hal/gic/src/lib.rs`).
+    // So does an ARM64-named crate's for every module in it (`arm_vgic/src/v3/utils.rs`).
+    let in_arch_crate = m
+        .context_evidence
+        .iter()
+        .any(|e| e.kind == EvidenceKind::ArchCrate);
+    let mut crate_words: Vec<String> = if in_arch_crate || matches!(stem, "lib" | "main") {
+        source
+            .split('/')
+            .take_while(|s| *s != "src")
+            .chain(std::iter::once(m.package.as_str()))
+            .flat_map(words)
+            .filter(|w| !NEUTRAL_SEGMENTS.contains(&w.as_str()) && w != "arm" && w != "hal")
+            .collect()
+    } else {
+        Vec::new()
+    };
+    crate_words.sort();
+    crate_words.dedup();
     let stem = if NEUTRAL_SEGMENTS.contains(&stem) {
         ""
     } else {
@@ -326,7 +524,12 @@ pub fn classify<'k>(m: &ScannedModule, source: &str, knowledge: &'k Knowledge) -
                 s += 5;
             }
         }
-        for d in dirs.iter().filter(|d| !NEUTRAL_SEGMENTS.contains(d)) {
+        for d in dirs
+            .iter()
+            .copied()
+            .chain(crate_words.iter().map(String::as_str))
+            .filter(|d| !NEUTRAL_SEGMENTS.contains(d))
+        {
             if has(&c.arm64_terms, d) {
                 s += 4;
             } else if has(&c.keywords, d) {
@@ -378,70 +581,84 @@ pub fn classify<'k>(m: &ScannedModule, source: &str, knowledge: &'k Knowledge) -
     }
 }
 
-/// Where the x86_64 counterpart of a module goes.
+/// Where the x86_64 counterpart of a module goes. Targets keep the module's name; the
+/// x86 concept only goes into `x86_concept`.
 ///
-/// Under an `aarch64`/`arm64` directory the layout is mirrored into `x86_64`, and
-/// ARM-specific file and directory names are renamed after the x86 concept
-/// (`arch/aarch64/gic.rs` → `arch/x86_64/apic.rs`). A module elsewhere that only wires
-/// architectures together (cfg gates) is edited in place; one that holds ARM64 code
-/// gets an `x86_64` child beside it (`guest.rs` → `guest/x86_64.rs`).
-fn target_path(
-    m: &ScannedModule,
-    source: &str,
-    component: &str,
-    knowledge: &Knowledge,
-    rename: bool,
-) -> String {
-    let segs: Vec<&str> = source.split('/').collect();
-    if let Some(pos) = segs.iter().position(|s| *s == "aarch64" || *s == "arm64") {
-        let mut out: Vec<String> = segs[..pos].iter().map(|s| s.to_string()).collect();
-        out.push("x86_64".to_string());
-        let own = knowledge.component(component);
-        for (k, seg) in segs[pos + 1..].iter().enumerate() {
-            let last = pos + 1 + k == segs.len() - 1;
-            let (stem, ext) = match (last, seg.rsplit_once('.')) {
-                (true, Some((s, e))) => (s, Some(e)),
-                _ => (*seg, None),
-            };
-            let renamed = if rename {
-                let own_hit = own
-                    .filter(|c| !c.x86_name.is_empty() && c.arm64_terms.iter().any(|t| t == stem))
-                    .map(|c| c.x86_name.clone());
-                own_hit.or_else(|| {
-                    knowledge
-                        .components
-                        .iter()
-                        .find(|c| !c.x86_name.is_empty() && c.arm64_terms.iter().any(|t| t == stem))
-                        .map(|c| c.x86_name.clone())
-                })
-            } else {
-                None
-            };
-            let name = renamed.unwrap_or_else(|| stem.to_string());
-            out.push(match ext {
-                Some(e) => format!("{name}.{e}"),
-                None => name,
-            });
+/// - Under an `aarch64`/`arm64` directory of its package the layout is mirrored with
+///   that segment → `x86_64` (`arch/aarch64/gic.rs` → `arch/x86_64/gic.rs`), and
+///   `foo/aarch64.rs` → `foo/x86_64.rs`.
+/// - A gated subtree root `D/foo.rs` / `D/foo/mod.rs` goes to `D/x86_64/foo/mod.rs`
+///   when it has child modules (a `#[path]`-loaded file resolves its children in its
+///   own directory), else to `D/x86_64/foo.rs`; its descendants mirror their path
+///   below `D/x86_64/foo/`. An ARM64 crate's top-level modules are such roots.
+/// - An ARM64 crate's root is edited in place.
+/// - Elsewhere a module that only wires architectures together (cfg gates) is edited in
+///   place; one that holds ARM64 code gets an `x86_64` child beside it
+///   (`guest.rs` → `guest/x86_64.rs`).
+fn target_path(m: &ScannedModule, source: &str, root: &Path) -> String {
+    let pkg_prefix = relative_to(root, &m.package_dir);
+    let in_pkg = relative_to(&m.package_dir, &m.file);
+    let with_prefix = |rel: String| {
+        if pkg_prefix.is_empty() || m.file.strip_prefix(&m.package_dir).is_err() {
+            rel
+        } else {
+            format!("{pkg_prefix}/{rel}")
         }
-        return out.join("/");
+    };
+    let segs: Vec<&str> = in_pkg.split('/').collect();
+    if m.file.strip_prefix(&m.package_dir).is_ok() {
+        if let Some(pos) = segs[..segs.len() - 1]
+            .iter()
+            .position(|s| *s == "aarch64" || *s == "arm64")
+        {
+            let mut out: Vec<&str> = segs.clone();
+            out[pos] = "x86_64";
+            return with_prefix(out.join("/"));
+        }
+        if let Some(last) = segs.last() {
+            if *last == "aarch64.rs" || *last == "arm64.rs" {
+                let mut out: Vec<&str> = segs[..segs.len() - 1].to_vec();
+                out.push("x86_64.rs");
+                return with_prefix(out.join("/"));
+            }
+        }
     }
-    // Also a file named `aarch64.rs` / `arm64.rs`: its sibling is `x86_64.rs`.
-    if let Some(last) = segs.last() {
-        if *last == "aarch64.rs" || *last == "arm64.rs" {
-            let mut out: Vec<&str> = segs[..segs.len() - 1].to_vec();
-            out.push("x86_64.rs");
-            return out.join("/");
+    if let Some(g) = &m.gated {
+        let base = g.dir.join("x86_64").join(&g.name);
+        if g.root_file == m.file {
+            let has_children = m.facts.mods.iter().any(|d| {
+                !matches!(
+                    d.gate,
+                    Some(crate::workspace::ArchGate::X86_64 | crate::workspace::ArchGate::Other)
+                )
+            });
+            let t = if has_children {
+                base.join("mod.rs")
+            } else {
+                g.dir.join("x86_64").join(format!("{}.rs", g.name))
+            };
+            return relative_to(root, &t);
         }
+        if let Ok(rel) = m.file.strip_prefix(&g.root_child_dir) {
+            return relative_to(root, &base.join(rel));
+        }
+    }
+    if m.arch_crate_root {
+        return source.to_string();
     }
     let wiring_only = m.evidence().all(|e| {
         matches!(
             e.kind,
-            EvidenceKind::Cfg | EvidenceKind::Path | EvidenceKind::ArchPath
+            EvidenceKind::Cfg
+                | EvidenceKind::Path
+                | EvidenceKind::ArchPath
+                | EvidenceKind::ArmCratePath
         )
     });
-    if component == ARCH_NEUTRAL && wiring_only {
+    if wiring_only {
         return source.to_string();
     }
+    let segs: Vec<&str> = source.split('/').collect();
     let dir = match source.rsplit_once('/') {
         Some((d, _)) => d,
         None => "",

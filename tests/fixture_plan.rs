@@ -30,12 +30,12 @@ const EXPECTED: [(&str, &str, &str); 17] = [
     (
         "eterna::arch::aarch64::exception",
         "exception",
-        "eterna/src/arch/x86_64/vmexit.rs",
+        "eterna/src/arch/x86_64/exception.rs",
     ),
     (
         "eterna::arch::aarch64::gic",
         "interrupt-controller",
-        "eterna/src/arch/x86_64/apic.rs",
+        "eterna/src/arch/x86_64/gic.rs",
     ),
     (
         "eterna::arch::aarch64::hypercall",
@@ -45,27 +45,27 @@ const EXPECTED: [(&str, &str, &str); 17] = [
     (
         "eterna::arch::aarch64::mmu",
         "mmu",
-        "eterna/src/arch/x86_64/paging.rs",
+        "eterna/src/arch/x86_64/mmu.rs",
     ),
     (
         "eterna::arch::aarch64::pl011",
         "uart",
-        "eterna/src/arch/x86_64/uart16550.rs",
+        "eterna/src/arch/x86_64/pl011.rs",
     ),
     (
         "eterna::arch::aarch64::psci",
         "smp-power",
-        "eterna/src/arch/x86_64/smp.rs",
+        "eterna/src/arch/x86_64/psci.rs",
     ),
     (
         "eterna::arch::aarch64::stage2",
         "stage2",
-        "eterna/src/arch/x86_64/ept.rs",
+        "eterna/src/arch/x86_64/stage2.rs",
     ),
     (
         "eterna::arch::aarch64::sysreg",
         "sysreg",
-        "eterna/src/arch/x86_64/msr.rs",
+        "eterna/src/arch/x86_64/sysreg.rs",
     ),
     (
         "eterna::arch::aarch64::timer",
@@ -80,7 +80,7 @@ const EXPECTED: [(&str, &str, &str); 17] = [
     (
         "eterna::arch::aarch64::vm",
         "vm-control",
-        "eterna/src/arch/x86_64/vmcs.rs",
+        "eterna/src/arch/x86_64/vm.rs",
     ),
     (
         "eterna::guest",
@@ -277,9 +277,9 @@ fn fixture_plan_selects_by_alias() {
     assert_eq!(
         got,
         [
-            "eterna/src/arch/x86_64/ept.rs",
-            "eterna/src/arch/x86_64/uart16550.rs",
-            "eterna/src/arch/x86_64/vmcs.rs"
+            "eterna/src/arch/x86_64/pl011.rs",
+            "eterna/src/arch/x86_64/stage2.rs",
+            "eterna/src/arch/x86_64/vm.rs"
         ]
     );
 }

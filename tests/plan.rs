@@ -47,7 +47,7 @@ fn plans_the_arm64_modules_with_components_targets_and_evidence() {
     assert_eq!(gic["package"], "hv");
     assert_eq!(gic["component"], "interrupt-controller");
     assert_eq!(gic["source"], "hv/src/arch/aarch64/gic.rs");
-    assert_eq!(gic["target"], "hv/src/arch/x86_64/apic.rs");
+    assert_eq!(gic["target"], "hv/src/arch/x86_64/gic.rs");
     assert_eq!(gic["status"], "new");
     assert_eq!(
         gic["depends_on"],
@@ -70,7 +70,7 @@ fn plans_the_arm64_modules_with_components_targets_and_evidence() {
 
     let s2 = module(&plan, "hv::arch::aarch64::stage2");
     assert_eq!(s2["component"], "stage2");
-    assert_eq!(s2["target"], "hv/src/arch/x86_64/ept.rs");
+    assert_eq!(s2["target"], "hv/src/arch/x86_64/stage2.rs");
     assert_eq!(evidence_line(s2, "sysreg", "VTTBR_EL2"), Some(9));
     assert_eq!(s2["depends_on"], serde_json::json!([]));
 
@@ -100,20 +100,20 @@ fn plans_the_arm64_modules_with_components_targets_and_evidence() {
 #[test]
 fn existing_x86_64_modules_are_exists_or_partial() {
     let ws = mini_hypervisor();
-    // A complete apic.rs, an ept.rs that lacks one item, a msr.rs with a placeholder.
+    // A complete gic.rs, a stage2.rs that lacks one item, a sysreg.rs with a placeholder.
     write(
         ws.path(),
-        "hv/src/arch/x86_64/apic.rs",
+        "hv/src/arch/x86_64/gic.rs",
         b"pub struct Gic;\nimpl Gic { pub fn ack(&self) -> u32 { 0 } }\npub fn eoi(_: u32) {}\npub fn inject(_: u64) {}\n",
     );
     write(
         ws.path(),
-        "hv/src/arch/x86_64/ept.rs",
+        "hv/src/arch/x86_64/stage2.rs",
         b"pub fn activate(_root: u64) {}\n",
     );
     write(
         ws.path(),
-        "hv/src/arch/x86_64/msr.rs",
+        "hv/src/arch/x86_64/sysreg.rs",
         b"pub fn current_el() -> u64 { todo!() }\n",
     );
     let out = run(ws.path(), &["plan", "--message-format", "json"]);
@@ -135,7 +135,7 @@ fn human_table_lists_every_module_and_a_summary() {
     assert_code(&out, 0);
     let text = stdout(&out);
     assert!(
-        text.contains("hv/src/arch/aarch64/gic.rs → hv/src/arch/x86_64/apic.rs"),
+        text.contains("hv/src/arch/aarch64/gic.rs → hv/src/arch/x86_64/gic.rs"),
         "{text}"
     );
     assert!(
@@ -230,9 +230,12 @@ fn port_targets_select_by_component_alias_or_module() {
     let out = run(ws.path(), &["ept", "--dry-run"]);
     assert!(!stderr(&out).contains("panicked"), "{}", stderr(&out));
     let text = stdout(&out);
-    assert!(text.contains("+++ b/hv/src/arch/x86_64/ept.rs"), "{text}");
     assert!(
-        !text.contains("apic.rs"),
+        text.contains("+++ b/hv/src/arch/x86_64/stage2.rs"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("x86_64/gic.rs"),
         "only the selected module: {text}"
     );
     assert!(
@@ -404,7 +407,7 @@ fn non_utf8_source_is_reported() {
         err.contains("hv/src/arch/aarch64/stage2.rs:2: not valid UTF-8"),
         "{err}"
     );
-    assert!(stdout(&out).contains("apic.rs"), "rest still planned");
+    assert!(stdout(&out).contains("x86_64/gic.rs"), "rest still planned");
 }
 
 #[test]
@@ -442,7 +445,7 @@ fn symlink_loop_is_reported() {
         err.contains("stage2.rs") && err.contains("symbolic link loop"),
         "{err}"
     );
-    assert!(stdout(&out).contains("apic.rs"), "rest still planned");
+    assert!(stdout(&out).contains("x86_64/gic.rs"), "rest still planned");
 }
 
 #[test]

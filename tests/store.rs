@@ -229,6 +229,7 @@ fn context_for_a_planned_module_fits_the_budget() {
         module_path: "eterna::arch::aarch64::gic".into(),
         component: "interrupt-controller".into(),
         target: "eterna/src/arch/x86_64/apic.rs".into(),
+        x86_concept: Some("apic".into()),
         status: Status::New,
         depends_on: vec![],
         evidence: ["ICC_IAR1_EL1", "ICH_LR0_EL2", "ICH_HCR_EL2", "ICH_VMCR_EL2"]

@@ -202,6 +202,7 @@ mod tests {
             module_path: path.into(),
             component: "vm-control".into(),
             target: target.into(),
+            x86_concept: None,
             status: crate::plan::Status::New,
             depends_on: Vec::new(),
             evidence: Vec::new(),
@@ -255,6 +256,7 @@ mod tests {
             target_triple: "x86_64-unknown-none".into(),
             modules: vec![vm.clone(), main.clone(), arch.clone()],
             diagnostics: Vec::new(),
+            arm_dependencies: Vec::new(),
         };
         let change = |rel: &str, text: &str| crate::engine::port::FileChange {
             rel: rel.into(),

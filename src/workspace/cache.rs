@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use super::evidence::FileFacts;
 
 /// Bumped when the cached data's meaning changes.
-const FORMAT: u64 = 1;
+const FORMAT: u64 = 2;
 
 /// Hash of file contents used for cache validation.
 pub fn content_hash(bytes: &[u8]) -> u64 {

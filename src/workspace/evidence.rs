@@ -32,6 +32,16 @@ pub enum EvidenceKind {
     AsmRegister,
     /// An assembly file pulled in with `include_str!`.
     AsmFile,
+    /// The module is (in) a subtree whose `mod` line is gated to AArch64
+    /// (`#[cfg(target_arch = "aarch64")] mod foo;`): `name` is `mod foo`, `file` and
+    /// `line_in_file` locate the gated line (workspace-relative).
+    GatedMod,
+    /// A path through an ARM-only crate (`aarch64_cpu::registers::HCR_EL2`,
+    /// `arm_gicv2::GicDistributor`), per `templates/knowledge/arch.toml`.
+    ArmCratePath,
+    /// The module belongs to a package whose name or directory names ARM64
+    /// (`arm_vcpu`, `arch_hal/aarch64_hal/gic`): `name` is that name or directory.
+    ArchCrate,
 }
 
 impl EvidenceKind {
@@ -45,7 +55,107 @@ impl EvidenceKind {
             EvidenceKind::AsmRegister => "asm-register",
             EvidenceKind::Sysreg => "sysreg",
             EvidenceKind::AsmFile => "asm-file",
+            EvidenceKind::GatedMod => "gated-mod",
+            EvidenceKind::ArchCrate => "arch-crate",
+            EvidenceKind::ArmCratePath => "arm-crate-path",
         }
+    }
+}
+
+/// Which architecture a `cfg` gates an item (or file) to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ArchGate {
+    /// `target_arch = "aarch64"` (or `any(…)` of AArch64 and 32-bit ARM only).
+    Arm,
+    /// `target_arch = "x86_64"` (or `x86`): the port's output.
+    X86_64,
+    /// Only other architectures (`riscv64`, `loongarch64`, …).
+    Other,
+}
+
+/// The architecture a `cfg(…)` text (attribute tokens) gates to: every
+/// `target_arch` it lists must be of one kind, and a negation (`not(…)`) gates nothing.
+pub fn arch_gate_of(cfg: &str) -> Option<ArchGate> {
+    let compact: String = cfg.chars().filter(|c| !c.is_whitespace()).collect();
+    if compact.contains("not(") || compact.contains("all(") && compact.contains("any(") {
+        return None;
+    }
+    let mut arches = Vec::new();
+    let mut rest = compact.as_str();
+    while let Some(i) = rest.find("target_arch=\"") {
+        rest = &rest[i + "target_arch=\"".len()..];
+        let end = rest.find('"').unwrap_or(rest.len());
+        arches.push(&rest[..end]);
+        rest = &rest[end..];
+    }
+    let kind = |a: &str| match a {
+        "aarch64" | "arm" | "arm64ec" => ArchGate::Arm,
+        "x86_64" | "x86" => ArchGate::X86_64,
+        _ => ArchGate::Other,
+    };
+    let first = kind(arches.first()?);
+    if arches.iter().all(|a| kind(a) == first) {
+        Some(first)
+    } else if arches.iter().all(|a| kind(a) != ArchGate::Arm) {
+        // x86_64 together with other architectures: not ARM64 input either way.
+        Some(ArchGate::Other)
+    } else {
+        None
+    }
+}
+
+/// `#[cfg_attr(target_arch = "aarch64", path = "arch/aarch64/mod.rs")]`: the path
+/// an item takes when built for AArch64.
+fn arm_cfg_attr_path(attrs: &[syn::Attribute]) -> Option<String> {
+    use syn::punctuated::Punctuated;
+    attrs
+        .iter()
+        .filter(|a| a.path().is_ident("cfg_attr"))
+        .find_map(|a| {
+            let metas = a
+                .parse_args_with(Punctuated::<syn::Meta, syn::Token![,]>::parse_terminated)
+                .ok()?;
+            let mut it = metas.iter();
+            let pred = it.next()?.to_token_stream().to_string();
+            if arch_gate_of(&format!("cfg({pred})")) != Some(ArchGate::Arm) {
+                return None;
+            }
+            it.find_map(|m| match m {
+                syn::Meta::NameValue(nv) if nv.path.is_ident("path") => match &nv.value {
+                    syn::Expr::Lit(syn::ExprLit {
+                        lit: syn::Lit::Str(s),
+                        ..
+                    }) => Some(s.value()),
+                    _ => None,
+                },
+                _ => None,
+            })
+        })
+}
+
+/// The gate of an item's `#[cfg]` attributes (the first that gates an architecture).
+fn arch_gate(attrs: &[syn::Attribute]) -> Option<ArchGate> {
+    attrs
+        .iter()
+        .filter(|a| a.path().is_ident("cfg"))
+        .find_map(|a| arch_gate_of(&a.meta.to_token_stream().to_string()))
+}
+
+/// Whether a piece of evidence is AArch64's alone. Mnemonics and registers that other
+/// ISAs share (`bl`, `ret`, `x0`, `{0:x}`) are not, nor is anything listed as shared
+/// in `templates/knowledge/arch.toml`; a file needs at least one that is.
+pub fn is_arm64_only(e: &Evidence, knowledge: &Knowledge) -> bool {
+    match e.kind {
+        EvidenceKind::AsmMnemonic => !knowledge.arch.is_shared_mnemonic(&e.name),
+        // `Arch::Aarch64`, `ImageArch::Arm64`: multi-arch code naming the arch, not
+        // AArch64 code; a path through an `aarch64` module is.
+        EvidenceKind::ArchPath => e.name.split("::").any(|s| s == "aarch64" || s == "arm64"),
+        EvidenceKind::AsmRegister => {
+            // `x0`–`x30` are RISC-V's names too; `{:x}` is an x86 operand modifier.
+            !(e.name == "{:x}" || e.name.starts_with('x') && e.name != "xzr")
+        }
+        _ => true,
     }
 }
 
@@ -99,6 +209,9 @@ pub struct ModDecl {
     pub name: String,
     pub path_attr: Option<String>,
     pub line: usize,
+    /// The architecture the declaration's `#[cfg]` gates it to, if any.
+    #[serde(default)]
+    pub gate: Option<ArchGate>,
 }
 
 /// A `use` path, relative to the inline module it appears in.
@@ -124,6 +237,13 @@ pub struct FileFacts {
     /// Files pulled in with `include_str!` (relative to the file's directory) and the
     /// hash of their contents (`None`: unreadable), so a cached scan notices changes.
     pub includes: Vec<(String, Option<u64>)>,
+    /// The architecture an inner `#![cfg(target_arch = …)]` gates the whole file to.
+    #[serde(default)]
+    pub file_gate: Option<ArchGate>,
+    /// First segments of every path the file writes (`aarch64_cpu` of
+    /// `aarch64_cpu::registers::X`), sorted, each once: which crates it names.
+    #[serde(default)]
+    pub path_roots: Vec<String>,
 }
 
 /// Parses `text` (the contents of `path`) and collects its facts.
@@ -182,9 +302,34 @@ fn analyze_tokens(text: &str, path: &Path, knowledge: &Knowledge) -> syn::Result
     for attr in &file.attrs {
         v.attr(attr);
     }
+    v.facts.file_gate = arch_gate(&file.attrs);
     v.items(&file.items, &mut Vec::new(), &mut Vec::new());
     v.visit_file(&file);
+    // A path whose first segment is one of the file's own modules or imports
+    // (`mod psci;`, `use crate::psci;`) goes through local code, not the ARM crate
+    // of that name.
+    let local: Vec<&str> = v
+        .facts
+        .mods
+        .iter()
+        .map(|d| d.name.as_str())
+        .chain(v.facts.uses.iter().filter_map(|u| {
+            let first = u.segments.first()?;
+            matches!(first.as_str(), "crate" | "self" | "super")
+                .then(|| u.segments.last().map(String::as_str))
+                .flatten()
+        }))
+        .collect();
+    let local: Vec<String> = local.into_iter().map(str::to_string).collect();
+    v.facts.evidence.retain(|e| {
+        e.kind != EvidenceKind::ArmCratePath
+            || !local
+                .iter()
+                .any(|l| e.name.split("::").next() == Some(l.as_str()))
+    });
     v.facts.evidence = merge_evidence(std::mem::take(&mut v.facts.evidence));
+    v.facts.path_roots.sort();
+    v.facts.path_roots.dedup();
     Ok(v.facts)
 }
 
@@ -424,13 +569,25 @@ impl Collector<'_> {
                         inline.pop();
                         inline_attrs.pop();
                     }
-                    None => self.facts.mods.push(ModDecl {
-                        inline_path: inline.clone(),
-                        inline_path_attrs: inline_attrs.clone(),
-                        name,
-                        path_attr: path_attr(&m.attrs),
-                        line: line_of(&m.ident),
-                    }),
+                    None => {
+                        // A module whose file is chosen per architecture with
+                        // `cfg_attr(…, path = …)` is followed to its AArch64 file.
+                        let (path_attr, gate) = match path_attr(&m.attrs) {
+                            Some(p) => (Some(p), arch_gate(&m.attrs)),
+                            None => match arm_cfg_attr_path(&m.attrs) {
+                                Some(p) => (Some(p), Some(ArchGate::Arm)),
+                                None => (None, arch_gate(&m.attrs)),
+                            },
+                        };
+                        self.facts.mods.push(ModDecl {
+                            inline_path: inline.clone(),
+                            inline_path_attrs: inline_attrs.clone(),
+                            name,
+                            path_attr,
+                            line: line_of(&m.ident),
+                            gate,
+                        })
+                    }
                 }
             }
             syn::Item::Use(u) => {
@@ -689,6 +846,14 @@ impl Collector<'_> {
     /// AArch64; and segments naming a known system register
     /// (`sysreg::hcr_el2::write(…)`, `use …::{vttbr_el2}`).
     fn path_evidence(&mut self, segs: &[String], line: usize) {
+        if let (Some(first), true) = (segs.first(), segs.len() >= 2) {
+            let first = first.strip_prefix("r#").unwrap_or(first);
+            if !matches!(first, "crate" | "self" | "super" | "Self")
+                && self.facts.path_roots.last().map(String::as_str) != Some(first)
+            {
+                self.facts.path_roots.push(first.to_string());
+            }
+        }
         for seg in segs {
             if is_sysreg_shape(seg) && self.knowledge.is_known_sysreg(seg) {
                 self.evidence(EvidenceKind::Sysreg, seg.to_ascii_uppercase(), line);
@@ -702,6 +867,8 @@ impl Collector<'_> {
             self.evidence(EvidenceKind::CoreArch, segs.join("::"), line);
         } else if !from_std && segs.iter().any(arm) {
             self.evidence(EvidenceKind::ArchPath, segs.join("::"), line);
+        } else if segs.len() >= 2 && self.knowledge.arch.is_arm_crate(&segs[0]) {
+            self.evidence(EvidenceKind::ArmCratePath, segs.join("::"), line);
         }
     }
 
@@ -1237,6 +1404,91 @@ mod tests {
             f.evidence
         );
         assert_eq!(has(&f, EvidenceKind::AsmMnemonic, "eret"), Some(6));
+    }
+
+    #[test]
+    fn arch_gates_of_cfgs() {
+        assert_eq!(
+            arch_gate_of("cfg(target_arch = \"aarch64\")"),
+            Some(ArchGate::Arm)
+        );
+        assert_eq!(
+            arch_gate_of("cfg(any(target_arch = \"aarch64\", target_arch = \"arm\"))"),
+            Some(ArchGate::Arm)
+        );
+        assert_eq!(
+            arch_gate_of("cfg(any(target_arch = \"aarch64\", target_arch = \"riscv64\"))"),
+            None
+        );
+        assert_eq!(
+            arch_gate_of("cfg(target_arch = \"x86_64\")"),
+            Some(ArchGate::X86_64)
+        );
+        assert_eq!(
+            arch_gate_of("cfg(target_arch = \"riscv64\")"),
+            Some(ArchGate::Other)
+        );
+        assert_eq!(arch_gate_of("cfg(not(target_arch = \"aarch64\"))"), None);
+        assert_eq!(arch_gate_of("cfg(feature = \"x\")"), None);
+    }
+
+    #[test]
+    fn gated_mods_cfg_attr_paths_and_file_gates_are_recorded() {
+        let f = facts(
+            "#![cfg(target_arch = \"riscv64\")]\n\
+             #[cfg(target_arch = \"aarch64\")] mod a;\n\
+             #[cfg(target_arch = \"x86_64\")] mod x86_64;\n\
+             #[cfg_attr(target_arch = \"aarch64\", path = \"arch/aarch64/mod.rs\")]\n\
+             #[cfg_attr(target_arch = \"x86_64\", path = \"arch/x86_64/mod.rs\")]\n\
+             mod arch;\n\
+             mod plain;\n",
+        );
+        assert_eq!(f.file_gate, Some(ArchGate::Other));
+        let gates: Vec<_> = f.mods.iter().map(|d| (d.name.as_str(), d.gate)).collect();
+        assert_eq!(
+            gates,
+            [
+                ("a", Some(ArchGate::Arm)),
+                ("x86_64", Some(ArchGate::X86_64)),
+                ("arch", Some(ArchGate::Arm)),
+                ("plain", None)
+            ]
+        );
+        assert_eq!(f.mods[2].path_attr.as_deref(), Some("arch/aarch64/mod.rs"));
+    }
+
+    #[test]
+    fn shared_mnemonics_and_registers_are_not_arm64_only() {
+        let k = Knowledge::embedded().unwrap();
+        let riscv = facts(
+            "fn f() { unsafe { core::arch::asm!(\"sd x1, 0(sp)\", \"ld x1, 0(sp)\", \"bl 1f\", \"1:\", \"wfi\", \"ret\") } }\n",
+        );
+        assert!(
+            !riscv.evidence.iter().any(|e| is_arm64_only(e, &k)),
+            "{:?}",
+            riscv.evidence
+        );
+        let arm = facts("fn f() { unsafe { core::arch::asm!(\"bl 1f\", \"1:\", \"eret\") } }\n");
+        assert!(arm.evidence.iter().any(|e| is_arm64_only(e, &k)));
+        let multi = facts("fn f(a: Arch) -> bool { matches!(a, Arch::Aarch64) }\n");
+        assert!(!multi.evidence.iter().any(|e| is_arm64_only(e, &k)));
+    }
+
+    #[test]
+    fn paths_through_arm_crates_are_evidence_unless_local() {
+        let f = facts(
+            "use aarch64_cpu::registers::CurrentEL;\nfn f() { psci::cpu_on(); }\nmod psci;\n",
+        );
+        assert!(f
+            .evidence
+            .iter()
+            .any(|e| e.kind == EvidenceKind::ArmCratePath && e.name.starts_with("aarch64_cpu")));
+        assert!(
+            !f.evidence.iter().any(|e| e.name.starts_with("psci")),
+            "{:?}",
+            f.evidence
+        );
+        assert_eq!(f.path_roots, ["aarch64_cpu", "psci"]);
     }
 
     #[test]

@@ -12,8 +12,13 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Result};
 use cargo_metadata::{Metadata, MetadataCommand, Package};
 
-pub use evidence::{is_string_literal, Evidence, EvidenceKind, ParseError};
-pub use scan::{scan_packages, Diagnostic, Item, ItemKind, ScanLimits, ScannedModule, Severity};
+pub use evidence::{
+    arch_gate_of, is_arm64_only, is_string_literal, ArchGate, Evidence, EvidenceKind, ParseError,
+};
+pub use scan::{
+    is_arm64_path, scan_packages, Diagnostic, GatedRoot, Item, ItemKind, ScanLimits, ScannedModule,
+    Severity,
+};
 
 /// The workspace as cargo describes it, restricted to the selected packages.
 #[derive(Debug)]

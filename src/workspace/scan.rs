@@ -10,7 +10,7 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use super::cache::{content_hash, settings_key, ScanCache};
-use super::evidence::{analyze_file, Evidence, EvidenceKind, FileFacts};
+use super::evidence::{analyze_file, is_arm64_only, ArchGate, Evidence, EvidenceKind, FileFacts};
 use super::{relative_to, target_roots, Workspace};
 use crate::knowledge::Knowledge;
 
@@ -62,8 +62,21 @@ pub struct ScannedModule {
     pub child_dir: PathBuf,
     /// What the file says (as parsed or as cached).
     pub facts: FileFacts,
-    /// Evidence from where the file is (`arch/aarch64/…`), not what it says.
-    pub path_evidence: Option<Evidence>,
+    /// Evidence from where the file is, not what it says: an `aarch64`/`arm64`
+    /// directory or file name (`path`), a subtree gated to AArch64 (`gated-mod`), a
+    /// package named after ARM64 (`arch-crate`).
+    pub context_evidence: Vec<Evidence>,
+    /// The file is another architecture's (riscv64/loongarch64/x86_64 directory, gated
+    /// or package): never planned, never edited.
+    pub other_arch: bool,
+    /// The gated subtree (or top-level module of an ARM64 crate) this module is in.
+    pub gated: Option<GatedRoot>,
+    /// The module is the root of an ARM64-named package (lib.rs/main.rs).
+    pub arch_crate_root: bool,
+    /// The file holding this module's `mod` line (`None` for crate roots).
+    pub parent_file: Option<PathBuf>,
+    /// The package's directory (where its Cargo.toml is).
+    pub package_dir: PathBuf,
     canonical: PathBuf,
     hash: u64,
 }
@@ -77,14 +90,48 @@ impl ScannedModule {
             .join("::")
     }
 
-    /// All ARM64 evidence: the path's first, then the file's, by line.
+    /// All ARM64 evidence: the context's first, then the file's, by line.
     pub fn evidence(&self) -> impl Iterator<Item = &Evidence> {
-        self.path_evidence.iter().chain(&self.facts.evidence)
+        self.context_evidence.iter().chain(&self.facts.evidence)
     }
 
     pub fn has_evidence(&self) -> bool {
-        self.path_evidence.is_some() || !self.facts.evidence.is_empty()
+        !self.context_evidence.is_empty() || !self.facts.evidence.is_empty()
     }
+
+    /// Whether the module is ARM64 input: not another architecture's, and with evidence
+    /// that is AArch64's alone (its place, or at least one AArch64-only record).
+    pub fn is_arm64(&self, knowledge: &Knowledge) -> bool {
+        !self.other_arch
+            && (!self.context_evidence.is_empty()
+                || self
+                    .facts
+                    .evidence
+                    .iter()
+                    .any(|e| is_arm64_only(e, knowledge)))
+    }
+}
+
+/// The root of a subtree that is ARM64 because of where it hangs: a `mod foo;` gated to
+/// AArch64, or a top-level module of an ARM64-named package.
+#[derive(Debug, Clone)]
+pub struct GatedRoot {
+    /// The directory the declaring file's children live in (`D`).
+    pub dir: PathBuf,
+    /// The module name (`foo`).
+    pub name: String,
+    /// The root's file and the directory its own children live in.
+    pub root_file: PathBuf,
+    pub root_child_dir: PathBuf,
+    /// `gated-mod` evidence for the `mod` line (none for an ARM64 crate's modules).
+    pub evidence: Option<Evidence>,
+}
+
+#[derive(Debug, Clone)]
+enum JobArch {
+    Neutral,
+    Other,
+    Gated(GatedRoot),
 }
 
 struct Job {
@@ -97,6 +144,10 @@ struct Job {
     ancestors: Vec<PathBuf>,
     /// Where the `mod` declaration is: (file, line).
     declared_at: Option<(PathBuf, usize)>,
+    arch: JobArch,
+    package_dir: PathBuf,
+    /// `arch-crate` evidence when the package is named after ARM64.
+    arch_crate: Option<Evidence>,
 }
 
 enum Loaded {
@@ -124,6 +175,12 @@ pub fn scan_packages(
     let mut parsed = 0;
     let mut frontier = Vec::new();
     for pkg in ws.packages() {
+        let package_dir = pkg
+            .manifest_path
+            .parent()
+            .map(|p| p.as_std_path().to_path_buf())
+            .unwrap_or_default();
+        let (arch, arch_crate) = package_arch(&ws.root, pkg.name.as_str(), &package_dir, knowledge);
         for (crate_name, root) in target_roots(pkg) {
             let child_dir = root.parent().map(Path::to_path_buf).unwrap_or_default();
             frontier.push(Job {
@@ -134,6 +191,9 @@ pub fn scan_packages(
                 child_dir,
                 ancestors: Vec::new(),
                 declared_at: None,
+                arch: arch.clone(),
+                package_dir: package_dir.clone(),
+                arch_crate: arch_crate.clone(),
             });
         }
     }
@@ -211,22 +271,70 @@ pub fn scan_packages(
                 });
             }
             let rel = relative_to(&root, &job.file);
-            let path_evidence = is_arm64_path(&rel).then(|| Evidence {
-                kind: EvidenceKind::Path,
-                name: rel.clone(),
-                line: None,
-                file: None,
-                line_in_file: None,
-                count: 1,
-            });
+            // Directory names count inside the package only: a package *directory*
+            // naming an architecture is the package's own arch (see `package_arch`).
+            let rel_in_package = if job.file.starts_with(&job.package_dir) {
+                relative_to(&job.package_dir, &job.file)
+            } else {
+                rel.clone()
+            };
+            let other_arch = matches!(job.arch, JobArch::Other)
+                || matches!(facts.file_gate, Some(ArchGate::Other | ArchGate::X86_64))
+                || rel_in_package
+                    .split('/')
+                    .any(|seg| knowledge.arch.names_other_arch(seg));
+            let mut context_evidence = Vec::new();
+            if is_arm64_path(&rel_in_package) {
+                context_evidence.push(Evidence {
+                    kind: EvidenceKind::Path,
+                    name: rel.clone(),
+                    line: None,
+                    file: None,
+                    line_in_file: None,
+                    count: 1,
+                });
+            }
+            if let JobArch::Gated(g) = &job.arch {
+                context_evidence.extend(g.evidence.clone());
+            }
+            context_evidence.extend(job.arch_crate.clone());
+            let arch_crate_root = job.arch_crate.is_some() && job.declared_at.is_none();
             let mut ancestors = job.ancestors.clone();
             ancestors.push(canonical.clone());
             for decl in &facts.mods {
+                let gated_away = matches!(decl.gate, Some(ArchGate::Other | ArchGate::X86_64));
                 match resolve_child(&job, decl) {
                     Ok((file, child_dir)) => {
                         let mut segments = job.segments.clone();
                         segments.extend(decl.inline_path.iter().cloned());
                         segments.push(decl.name.clone());
+                        let arch = match &job.arch {
+                            JobArch::Other => JobArch::Other,
+                            _ if other_arch || gated_away => JobArch::Other,
+                            JobArch::Gated(g) => JobArch::Gated(g.clone()),
+                            JobArch::Neutral
+                                if decl.gate == Some(ArchGate::Arm)
+                                    || (arch_crate_root && decl.inline_path.is_empty()) =>
+                            {
+                                let evidence =
+                                    (decl.gate == Some(ArchGate::Arm)).then(|| Evidence {
+                                        kind: EvidenceKind::GatedMod,
+                                        name: format!("mod {}", decl.name),
+                                        line: None,
+                                        file: Some(rel.clone()),
+                                        line_in_file: Some(decl.line),
+                                        count: 1,
+                                    });
+                                JobArch::Gated(GatedRoot {
+                                    dir: declaring_dir(&job, decl),
+                                    name: decl.name.clone(),
+                                    root_file: file.clone(),
+                                    root_child_dir: child_dir.clone(),
+                                    evidence,
+                                })
+                            }
+                            JobArch::Neutral => JobArch::Neutral,
+                        };
                         next.push(Job {
                             package: job.package.clone(),
                             crate_name: job.crate_name.clone(),
@@ -235,7 +343,15 @@ pub fn scan_packages(
                             child_dir,
                             ancestors: ancestors.clone(),
                             declared_at: Some((job.file.clone(), decl.line)),
+                            arch,
+                            package_dir: job.package_dir.clone(),
+                            arch_crate: job.arch_crate.clone(),
                         });
+                    }
+                    // A module gated to x86_64 (or another architecture) whose file does
+                    // not exist yet is a port target, not an error.
+                    Err(message) if gated_away || other_arch => {
+                        tracing::debug!("{rel}:{}: {message} (gated away; skipped)", decl.line)
                     }
                     Err(message) => diagnostics.push(Diagnostic {
                         severity: Severity::Error,
@@ -245,6 +361,10 @@ pub fn scan_packages(
                     }),
                 }
             }
+            let gated = match job.arch {
+                JobArch::Gated(g) => Some(g),
+                _ => None,
+            };
             modules.push(ScannedModule {
                 package: job.package,
                 crate_name: job.crate_name,
@@ -252,7 +372,12 @@ pub fn scan_packages(
                 file: job.file,
                 child_dir: job.child_dir,
                 facts,
-                path_evidence,
+                context_evidence,
+                other_arch,
+                gated,
+                arch_crate_root,
+                parent_file: job.declared_at.map(|(f, _)| f),
+                package_dir: job.package_dir,
                 canonical,
                 hash,
             });
@@ -276,6 +401,56 @@ fn join_path(crate_name: &str, segments: &[String]) -> String {
         .chain(segments.iter().map(String::as_str))
         .collect::<Vec<_>>()
         .join("::")
+}
+
+/// Whether a package is an architecture's by its name or its directory (relative to
+/// the workspace root): ARM64 (`arm_vcpu`, `arch_hal/aarch64_hal/gic`, `foo-aarch64`),
+/// with `arch-crate` evidence, or another architecture (`riscv_vcpu`).
+fn package_arch(
+    ws_root: &Path,
+    name: &str,
+    dir: &Path,
+    knowledge: &Knowledge,
+) -> (JobArch, Option<Evidence>) {
+    let rel_dir = relative_to(ws_root, dir);
+    let dir_segs: Vec<&str> = if dir.starts_with(ws_root) {
+        rel_dir.split('/').filter(|s| !s.is_empty()).collect()
+    } else {
+        Vec::new()
+    };
+    let arm_name = if knowledge.arch.names_arm64(name) {
+        Some(name.to_string())
+    } else if dir_segs.iter().any(|s| knowledge.arch.names_arm64(s)) {
+        Some(rel_dir.clone())
+    } else {
+        None
+    };
+    if let Some(n) = arm_name {
+        let evidence = Evidence {
+            kind: EvidenceKind::ArchCrate,
+            name: n,
+            line: None,
+            file: None,
+            line_in_file: None,
+            count: 1,
+        };
+        return (JobArch::Neutral, Some(evidence));
+    }
+    if knowledge.arch.names_other_arch(name)
+        || dir_segs.iter().any(|s| knowledge.arch.names_other_arch(s))
+    {
+        return (JobArch::Other, None);
+    }
+    (JobArch::Neutral, None)
+}
+
+/// The directory that `mod name;` written in `job`'s file resolves in (without `#[path]`).
+fn declaring_dir(job: &Job, decl: &super::evidence::ModDecl) -> PathBuf {
+    let mut base = job.child_dir.clone();
+    for (name, attr) in decl.inline_path.iter().zip(&decl.inline_path_attrs) {
+        base.push(attr.as_deref().unwrap_or(name));
+    }
+    base
 }
 
 /// Whether a workspace-relative path names an ARM64 directory or file.
