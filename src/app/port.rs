@@ -100,7 +100,18 @@ pub(super) fn cmd_port(g: &GlobalArgs, targets: &[String], flags: &PortFlags) ->
                 )
             })
             .collect();
-    let arm_dependencies: Vec<engine::deps::ArmDependency> = Vec::new();
+    // ARM-only dependencies: x86_64 code does not import them, and the port may move
+    // them under the aarch64 target table (those already there stay).
+    let arm_dependencies: Vec<engine::deps::ArmDependency> = full
+        .arm_dependencies
+        .iter()
+        .filter(|d| d.kind == "normal")
+        .map(|d| engine::deps::ArmDependency {
+            package: d.package.clone(),
+            name: d.name.clone(),
+            used_outside_arm64: !d.used_outside_arm64.is_empty(),
+        })
+        .collect();
     let mut output = engine::port::port(&engine::port::PortJob {
         root: &s.ws.root,
         full: &full,

@@ -12,6 +12,42 @@ use anyhow::Result;
 use super::stub::{escape_message, fn_bodies, STUB_MARKER};
 use crate::fixloop::{Fixer, ModuleDiagnostics};
 
+/// What the stub fixer's stubs say, to tell them from the engine's own.
+pub const DOES_NOT_COMPILE: &str = "does not compile for x86_64";
+
+/// Keeps the stub fixer's stubs of an earlier run: a function of `derived` whose
+/// counterpart in `existing` (same name, same place among the functions of that name)
+/// is a fix-loop stub gets that stub again, so a re-run writes what the last run left.
+/// (Delete the x86_64 file to derive it afresh.)
+pub fn carry_fix_stubs(derived: &str, existing: &str) -> String {
+    use std::collections::BTreeMap;
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    let mut stubs: BTreeMap<(String, usize), &str> = BTreeMap::new();
+    for (name, r) in fn_bodies(existing) {
+        let n = seen.entry(name.clone()).or_default();
+        let body = &existing[r];
+        if body.contains(STUB_MARKER) && body.contains(DOES_NOT_COMPILE) {
+            stubs.insert((name, *n), body);
+        }
+        *n += 1;
+    }
+    if stubs.is_empty() {
+        return derived.to_string();
+    }
+    seen.clear();
+    let mut edits = Vec::new();
+    for (name, r) in fn_bodies(derived) {
+        let n = seen.entry(name.clone()).or_default();
+        if let Some(body) = stubs.get(&(name, *n)) {
+            if !derived[r.clone()].contains(STUB_MARKER) {
+                edits.push((r, body.to_string()));
+            }
+        }
+        *n += 1;
+    }
+    super::source::splice(derived, edits)
+}
+
 /// Stubs what does not compile in the tool's own files.
 pub struct StubFixer<'a> {
     pub root: &'a Path,
@@ -67,7 +103,7 @@ pub fn stub_failing(text: &str, errors: &[(usize, usize, String)]) -> String {
                 continue;
             }
             edits.retain(|(e, _)| !(r.start <= e.start && e.end <= r.end));
-            let reason = format!("`{name}` does not compile for x86_64: {message}");
+            let reason = format!("`{name}` {DOES_NOT_COMPILE}: {message}");
             let line_start = text[..r.start].rfind('\n').map_or(0, |i| i + 1);
             let indent: String = text[line_start..]
                 .chars()
@@ -152,5 +188,13 @@ mod tests {
         );
         // Already stubbed: nothing more to do.
         assert_eq!(stub_failing(&out, &[(5, 5, "x".into())]), out);
+        // A re-run's fresh derivation gets the stub back; other bodies stay.
+        let again = carry_fix_stubs(text, &out);
+        assert!(
+            again.contains("pub fn inject(v: u8) {\n    unimplemented!(\"eterna-port: `inject` does not compile"),
+            "{again}"
+        );
+        assert!(carry_fix_stubs(text, &out).contains("pub fn fine() -> u8 {\n    1\n}"));
+        assert_eq!(carry_fix_stubs(text, text), text);
     }
 }

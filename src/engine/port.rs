@@ -214,7 +214,7 @@ pub fn port(job: &PortJob<'_>) -> Result<PortOutput> {
                     &children,
                     job.knowledge,
                 );
-                pending.insert(m.source.clone(), wired.text);
+                pending.insert(m.source.clone(), wiring::gate_arm_features(&wired.text));
                 wired.twins.iter().flat_map(|t| items_of(t)).collect()
             }
             Mode::Mirrored => {
@@ -232,6 +232,7 @@ pub fn port(job: &PortJob<'_>) -> Result<PortOutput> {
                         knowledge: job.knowledge,
                     },
                 );
+                let text = keep_fix_stubs(job.root, &m.target, text);
                 let report = items_of(&text);
                 pending.insert(m.target.clone(), text);
                 out.generated.insert(m.target.clone());
@@ -241,6 +242,7 @@ pub fn port(job: &PortJob<'_>) -> Result<PortOutput> {
             Mode::Split => {
                 let child =
                     wiring::split_child(&m.module_path, &m.source, &src_items, job.knowledge);
+                let child = keep_fix_stubs(job.root, &m.target, child);
                 let gated = wiring::gate_and_delegate(&source_text, &src_items, &child);
                 let report = items_of(&child);
                 pending.insert(m.target.clone(), child);
@@ -264,6 +266,14 @@ pub fn port(job: &PortJob<'_>) -> Result<PortOutput> {
         out.changes.push(FileChange { rel, new });
     }
     Ok(out)
+}
+
+/// The derived `text` of `target` with the stubs the fix loop put in its last version.
+fn keep_fix_stubs(root: &Path, target: &str, text: String) -> String {
+    match std::fs::read_to_string(root.join(target)) {
+        Ok(existing) => super::fix::carry_fix_stubs(&text, &existing),
+        Err(_) => text,
+    }
 }
 
 /// Drops the imports of ARM-only dependencies from the x86_64 code of each package

@@ -210,6 +210,49 @@ pub fn in_place(
     }
 }
 
+/// Whether a `#![feature]` name is an ARM-only library or target feature
+/// (`stdarch_arm_hints`, `stdarch_aarch64_prefetch`, `arm_target_feature`): the
+/// standard library of another target does not know it, and rustc rejects it there.
+fn arm_only_feature(name: &str) -> bool {
+    name.split('_')
+        .any(|w| matches!(w, "arm" | "aarch64" | "arm64" | "neon"))
+}
+
+/// Moves the ARM-only names of single-line `#![feature(…)]` attributes under
+/// `#![cfg_attr(target_arch = "aarch64", feature(…))]`, so the crate builds for x86_64.
+pub fn gate_arm_features(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for line in text.split_inclusive('\n') {
+        let body = line.trim_end();
+        let Some(list) = body
+            .strip_prefix("#![feature(")
+            .and_then(|r| r.strip_suffix(")]"))
+        else {
+            out.push_str(line);
+            continue;
+        };
+        let names: Vec<&str> = list
+            .split(',')
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+            .collect();
+        let (arm, rest): (Vec<&str>, Vec<&str>) = names.iter().partition(|n| arm_only_feature(n));
+        if arm.is_empty() {
+            out.push_str(line);
+            continue;
+        }
+        let newline = if line.ends_with('\n') { "\n" } else { "" };
+        if !rest.is_empty() {
+            out.push_str(&format!("#![feature({})]\n", rest.join(", ")));
+        }
+        out.push_str(&format!(
+            "#![cfg_attr(target_arch = \"aarch64\", feature({}))]{newline}",
+            arm.join(", ")
+        ));
+    }
+    out
+}
+
 /// Inserts `(offset, text)` edits.
 fn insert(text: &str, edits: Vec<(usize, String)>) -> String {
     splice(text, edits.into_iter().map(|(at, s)| (at..at, s)).collect())
@@ -234,11 +277,19 @@ pub fn split_child(
         if it.kind.is_none() && super::derive::is_use(&it.text) {
             continue;
         }
+        // The child is compiled for x86_64 only: the item's aarch64 gate (the one this
+        // tool added, or the workspace's own) has no meaning there, and dropping it
+        // keeps a re-run's child identical.
+        let ungated: String = it
+            .text
+            .split_inclusive('\n')
+            .filter(|l| l.trim() != CFG_AARCH64)
+            .collect();
         if it.kind.is_none() && super::derive::is_asm_macro(&it.text) {
             let uses = super::stub::arm64_code(&it.text, knowledge);
             text.push('\n');
             text.push_str(&super::derive::comment_out(
-                &it.text,
+                &ungated,
                 &format!(
                     "{}{} (ARM64 assembly: {}; it needs an x86_64 counterpart)",
                     super::coverage::LEFT_OUT_MARKER.trim_start_matches("// "),
@@ -249,7 +300,7 @@ pub fn split_child(
             text.push('\n');
             continue;
         }
-        let (stubbed, _) = stub_arm64_bodies(&it.text, knowledge);
+        let (stubbed, _) = stub_arm64_bodies(&ungated, knowledge);
         let renamed = mirror_cfgs(&rename_arm64_paths(&stubbed));
         // Macros and impl blocks have no visibility of their own.
         let no_visibility = matches!(
@@ -461,6 +512,19 @@ mod tests {
             in_place("src/hal/mod.rs", text, &its, &children, &k).text,
             text
         );
+    }
+
+    #[test]
+    fn arm_only_features_are_gated_to_aarch64() {
+        assert_eq!(
+            gate_arm_features("#![no_std]\n#![feature(stdarch_arm_hints, naked_functions)]\nmod a;\n"),
+            "#![no_std]\n#![feature(naked_functions)]\n#![cfg_attr(target_arch = \"aarch64\", feature(stdarch_arm_hints))]\nmod a;\n"
+        );
+        let untouched = "#![feature(naked_functions)]\n";
+        assert_eq!(gate_arm_features(untouched), untouched);
+        // Idempotent.
+        let once = gate_arm_features("#![feature(stdarch_arm_hints)]\n");
+        assert_eq!(gate_arm_features(&once), once);
     }
 
     #[test]
