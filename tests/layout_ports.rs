@@ -26,7 +26,14 @@ fn layouts() -> Vec<PathBuf> {
 /// workspace's rust-toolchain.toml is honoured: (success, error lines).
 fn cargo_check(dir: &Path, triple: &str) -> (bool, Vec<String>) {
     let out = Command::new("cargo")
-        .args(["check", "--workspace", "--message-format", "short", "--target", triple])
+        .args([
+            "check",
+            "--workspace",
+            "--message-format",
+            "short",
+            "--target",
+            triple,
+        ])
         .current_dir(dir)
         .env_remove("RUSTUP_TOOLCHAIN")
         .env_remove("CARGO")
@@ -58,7 +65,11 @@ fn changed_files(dir: &Path) -> Vec<String> {
 fn missing_pinned_toolchain(dir: &Path) -> Option<String> {
     let text = std::fs::read_to_string(dir.join("rust-toolchain.toml")).ok()?;
     let value: toml::Value = toml::from_str(&text).ok()?;
-    let channel = value.get("toolchain")?.get("channel")?.as_str()?.to_string();
+    let channel = value
+        .get("toolchain")?
+        .get("channel")?
+        .as_str()?
+        .to_string();
     let ok = Command::new("rustup")
         .args(["run", &channel, "rustc", "--print", "sysroot"])
         .output()
@@ -89,7 +100,10 @@ fn ports_clean(src: &Path) {
         std::fs::write(dir.join(".gitignore"), "/target\n").unwrap();
     }
     let (arm_before, arm_errors) = cargo_check(dir, "aarch64-unknown-none");
-    assert!(arm_before, "{name}: the ARM64 side must build before the port: {arm_errors:?}");
+    assert!(
+        arm_before,
+        "{name}: the ARM64 side must build before the port: {arm_errors:?}"
+    );
     git(dir, &["init", "-q"]);
     git(dir, &["add", "-A"]);
     git(dir, &["commit", "-q", "-m", "base"]);
@@ -123,18 +137,32 @@ fn ports_clean(src: &Path) {
     assert_eq!(errors, 0, "{name}: check found errors: {report:#}");
     assert_code(&check, 0);
     let (x86_ok, x86_errors) = cargo_check(dir, "x86_64-unknown-none");
-    assert!(x86_ok, "{name}: cargo check for x86_64-unknown-none: {x86_errors:#?}");
+    assert!(
+        x86_ok,
+        "{name}: cargo check for x86_64-unknown-none: {x86_errors:#?}"
+    );
 
     // The ARM64 side builds as before.
     let (arm_after, arm_errors) = cargo_check(dir, "aarch64-unknown-none");
-    assert!(arm_after, "{name}: the aarch64 build broke: {arm_errors:#?}");
+    assert!(
+        arm_after,
+        "{name}: the aarch64 build broke: {arm_errors:#?}"
+    );
 
     // A second run changes nothing.
     git(dir, &["add", "-A"]);
     git(dir, &["commit", "-q", "-m", "ported"]);
     let again = run(dir, &["--message-format", "json"]);
-    assert!(matches!(again.status.code(), Some(0 | 1)), "{}", common::stderr(&again));
-    assert!(changed_files(dir).is_empty(), "{name}: a second port changed {:?}", changed_files(dir));
+    assert!(
+        matches!(again.status.code(), Some(0 | 1)),
+        "{}",
+        common::stderr(&again)
+    );
+    assert!(
+        changed_files(dir).is_empty(),
+        "{name}: a second port changed {:?}",
+        changed_files(dir)
+    );
 }
 
 #[test]

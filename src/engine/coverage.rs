@@ -116,8 +116,9 @@ fn collect(text: &str, items: &[syn::Item], prefix: &str, out: &mut Vec<ItemRepo
             syn::Item::Const(c) => push(out, named(&c.ident), "const", span_text(text, &c.expr)),
             syn::Item::Static(s) => push(out, named(&s.ident), "static", span_text(text, &s.expr)),
             syn::Item::Macro(m) => {
+                // A `macro_rules!` whose expansion holds a stub is not ported either.
                 if let Some(i) = &m.ident {
-                    push(out, named(i), "macro", "");
+                    push(out, named(i), "macro", span_text(text, &m.mac));
                 }
             }
             syn::Item::Trait(t) => {

@@ -79,7 +79,7 @@ pub fn mirror(text: &str, items: &[SourceItem], cx: &MirrorContext<'_>) -> Strin
         .min()
         .map(|start| start.min(body.len()));
     let mut out = format!(
-        "// x86_64 port of {}, derived by cargo-eterna-port from the ARM64 module: every\n// item keeps its name and signature; ARM64 code is translated where the porting\n// knowledge has a mechanical mapping and is an `unimplemented!(\"eterna-port: …\")`\n// stub elsewhere.\n",
+        "// x86_64 port of {}, derived by cargo-eterna-port from the ARM64 module: every\n// item keeps its name and signature; ARM64 code is translated where the porting\n// knowledge has a mechanical mapping and an `unimplemented!` stub naming what it used\n// elsewhere.\n",
         cx.source
     );
     match first_item {
