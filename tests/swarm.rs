@@ -22,6 +22,9 @@ const KEYS: [&str; 3] = [
     "sk-or-v1-swarm-key-three-cccc",
 ];
 const MARK: &str = "// ported-by: test-model";
+/// The scripted model hands back the engine's draft (plus its mark), so the draft's
+/// `unimplemented!` stubs stay and the port is reported incomplete: exit 1.
+const INCOMPLETE: i32 = 1;
 
 /// The target path and the draft of a port prompt.
 fn prompt_parts(body: &Value) -> (String, String) {
@@ -192,11 +195,16 @@ async fn the_llm_backend_ports_through_the_swarm_and_a_rerun_makes_no_request() 
         &["--allow-no-vcs", "--message-format", "json", "-j", "3"],
     ))
     .await;
-    assert_code(&out, 0);
+    assert_code(&out, INCOMPLETE);
     let lines = json_lines(&out);
     let summary = lines.last().unwrap();
     assert_eq!(summary["reason"], "port-finished");
     assert_eq!(summary["backend"], "llm");
+    // Counted from the answers' text: the stubs they kept are not ported.
+    assert!(
+        summary["coverage"]["unported"].as_u64().unwrap() > 0,
+        "{summary:#}"
+    );
     assert_eq!(summary["model"], "x-ai/grok-4-fast");
 
     // Every module with a file of its own went to an EternaPortAgent and the model.
@@ -231,8 +239,8 @@ async fn the_llm_backend_ports_through_the_swarm_and_a_rerun_makes_no_request() 
     let vm = reqs
         .iter()
         .map(|r| serde_json::from_slice::<Value>(&r.body).unwrap())
-        .find(|b| prompt_parts(b).0 == "src/arch/x86_64/vmcs.rs")
-        .expect("a request for vmcs.rs");
+        .find(|b| prompt_parts(b).0 == "src/arch/x86_64/vm.rs")
+        .expect("a request for vm.rs");
     let system = vm["messages"][0]["content"].as_str().unwrap();
     let user = vm["messages"][1]["content"].as_str().unwrap();
     assert!(
@@ -254,13 +262,13 @@ async fn the_llm_backend_ports_through_the_swarm_and_a_rerun_makes_no_request() 
         .as_array()
         .unwrap()
         .iter()
-        .find(|m| m["target"] == "eterna/src/arch/x86_64/vmcs.rs")
+        .find(|m| m["target"] == "eterna/src/arch/x86_64/vm.rs")
         .unwrap();
     assert!(vm_report["ported_by"]
         .as_str()
         .unwrap()
         .starts_with("EternaPortAgent#"));
-    let vmcs = read(ws.path(), "eterna/src/arch/x86_64/vmcs.rs");
+    let vmcs = read(ws.path(), "eterna/src/arch/x86_64/vm.rs");
     assert!(vmcs.trim_end().ends_with(MARK), "{vmcs}");
 
     // Events: a handshake per agent, start and finish per task, health, usage.
@@ -322,7 +330,7 @@ async fn the_llm_backend_ports_through_the_swarm_and_a_rerun_makes_no_request() 
     assert_eq!(
         store_strings(
             ws.path(),
-            "SELECT origin_agent || ' ' || model FROM code_artifacts WHERE path = 'eterna/src/arch/x86_64/vmcs.rs' ORDER BY id DESC LIMIT 1",
+            "SELECT origin_agent || ' ' || model FROM code_artifacts WHERE path = 'eterna/src/arch/x86_64/vm.rs' ORDER BY id DESC LIMIT 1",
         ),
         ["EternaPortAgent x-ai/grok-4-fast"]
     );
@@ -334,7 +342,7 @@ async fn the_llm_backend_ports_through_the_swarm_and_a_rerun_makes_no_request() 
         &["--allow-no-vcs", "--message-format", "json"],
     ))
     .await;
-    assert_code(&again, 0);
+    assert_code(&again, INCOMPLETE);
     assert_eq!(
         calls.load(Ordering::SeqCst),
         requests,
@@ -359,7 +367,7 @@ async fn the_llm_backend_ports_through_the_swarm_and_a_rerun_makes_no_request() 
         &["vmcs", "--allow-no-vcs", "--no-cache", "-q"],
     ))
     .await;
-    assert_code(&fresh, 0);
+    assert_code(&fresh, INCOMPLETE);
     assert_eq!(calls.load(Ordering::SeqCst), requests + 1);
 
     // No key anywhere: output, events, the store.
@@ -378,11 +386,11 @@ async fn the_llm_backend_ports_through_the_swarm_and_a_rerun_makes_no_request() 
 
 fn bad_vmcs(target: &str, _: &str, n: usize) -> Option<String> {
     let _ = n;
-    if target.ends_with("vmcs.rs") {
+    if target.ends_with("/vm.rs") {
         // Invalid Rust every time: the task fails and keeps the draft.
         return Some(format!("```rust {target}\npub fn broken( {{\n```\n"));
     }
-    if target.ends_with("ept.rs") {
+    if target.ends_with("/stage2.rs") {
         // A path traversal attempt, every time.
         return Some("```rust ../../../etc/evil.rs\npub fn x() {}\n```\n".to_string());
     }
@@ -418,9 +426,9 @@ async fn rejected_answers_are_retried_then_keep_the_draft_without_stopping_other
     );
     assert!(!ws.path().join("../../../etc/evil.rs").exists());
     // The failed modules got the offline draft; the others the model's file.
-    let vmcs_file = read(ws.path(), "eterna/src/arch/x86_64/vmcs.rs");
+    let vmcs_file = read(ws.path(), "eterna/src/arch/x86_64/vm.rs");
     assert!(!vmcs_file.contains(MARK) && !vmcs_file.contains("broken"));
-    assert!(read(ws.path(), "eterna/src/arch/x86_64/apic.rs").contains(MARK));
+    assert!(read(ws.path(), "eterna/src/arch/x86_64/gic.rs").contains(MARK));
     let ok = summary["tasks"]
         .as_array()
         .unwrap()
@@ -497,7 +505,7 @@ async fn keys_rotate_and_rate_limits_and_server_errors_are_survived() {
         cmd.env(format!("OPENROUTER_API_KEY{}", i + 1), k);
     }
     let out = run_async(cmd).await;
-    assert_code(&out, 0);
+    assert_code(&out, INCOMPLETE);
     let summary = json(&out);
     assert!(
         summary["tasks"]
@@ -610,7 +618,7 @@ async fn malformed_answers_fail_only_their_module() {
         "{:#}",
         failed[0]
     );
-    assert!(read(ws.path(), "eterna/src/arch/x86_64/apic.rs").contains(MARK));
+    assert!(read(ws.path(), "eterna/src/arch/x86_64/gic.rs").contains(MARK));
 }
 
 #[cfg(unix)]
@@ -818,7 +826,7 @@ impl Respond for LoopModel {
             None => {
                 self.port_calls.fetch_add(1, Ordering::SeqCst);
                 let (target, draft) = prompt_parts(&body);
-                let extra = if target.ends_with("vmcs.rs") {
+                let extra = if target.ends_with("/vm.rs") {
                     self.vmcs_extra
                 } else {
                     ""
@@ -867,7 +875,7 @@ async fn the_fix_loop_converges_in_one_iteration_with_a_fixing_debug_agent() {
         &["--allow-no-vcs", "--message-format", "json"],
     ))
     .await;
-    assert_code(&out, 0);
+    assert_code(&out, INCOMPLETE);
     let lines = json_lines(&out);
     let summary = lines.last().unwrap();
     let fl = &summary["fix_loop"];
@@ -880,13 +888,13 @@ async fn the_fix_loop_converges_in_one_iteration_with_a_fixing_debug_agent() {
         its[0]["errors"].as_u64().unwrap() >= 1 && its[0]["fixer_called"] == true,
         "{its:#?}"
     );
-    assert_eq!(its[0]["fixer_files"][0], "eterna/src/arch/x86_64/vmcs.rs");
+    assert_eq!(its[0]["fixer_files"][0], "eterna/src/arch/x86_64/vm.rs");
     assert_eq!(
         debug_calls.load(Ordering::SeqCst),
         1,
         "one DebugAgent request, for the one broken module"
     );
-    let vmcs = read(ws.path(), "eterna/src/arch/x86_64/vmcs.rs");
+    let vmcs = read(ws.path(), "eterna/src/arch/x86_64/vm.rs");
     assert!(vmcs.contains(FIXED) && !vmcs.contains(TYPE_ERROR));
     // The DebugAgent's task, its iteration events, and the store's record of both.
     let debug_task = summary["tasks"]
@@ -939,7 +947,7 @@ async fn the_fix_loop_stops_on_no_progress_before_the_limit() {
         fl["first_error"]
             .as_str()
             .unwrap()
-            .starts_with("eterna/src/arch/x86_64/vmcs.rs:"),
+            .starts_with("eterna/src/arch/x86_64/vm.rs:"),
         "{fl:#}"
     );
     assert_eq!(
@@ -968,7 +976,7 @@ async fn a_machine_applicable_suggestion_is_applied_without_a_request() {
         &["--allow-no-vcs", "--message-format", "json"],
     ))
     .await;
-    assert_code(&out, 0);
+    assert_code(&out, INCOMPLETE);
     let summary = json(&out);
     let fl = &summary["fix_loop"];
     assert_eq!(fl["stop"], "clean", "{fl:#}");
@@ -983,7 +991,7 @@ async fn a_machine_applicable_suggestion_is_applied_without_a_request() {
     );
     let total = server.received_requests().await.unwrap().len();
     assert_eq!(total, port_calls.load(Ordering::SeqCst));
-    assert!(read(ws.path(), "eterna/src/arch/x86_64/vmcs.rs").contains("let r: &u32 = &5u32;"));
+    assert!(read(ws.path(), "eterna/src/arch/x86_64/vm.rs").contains("let r: &u32 = &5u32;"));
 }
 
 // ---------------------------------------------------------------------------
@@ -1022,7 +1030,7 @@ impl Respond for StreamingModel {
         assert_eq!(body["stream"], true, "the client was asked to stream");
         let (target, draft) = prompt_parts(&body);
         let mut answer = format!("```rust {target}\n{draft}\n{MARK}\n```\n");
-        if target.ends_with("vmcs.rs") {
+        if target.ends_with("/vm.rs") {
             answer.push_str("```rust build.rs\nfn main() {}\n```\n");
         }
         let complete = !target.ends_with("timer.rs");
@@ -1074,7 +1082,7 @@ async fn streamed_answers_are_assembled_and_a_cut_stream_fails_only_its_module()
     let apic = status("::gic");
     assert_eq!(apic["status"], "done", "{apic:#}");
     assert_eq!(apic["usage"]["prompt_tokens"], 10);
-    assert!(read(ws.path(), "eterna/src/arch/x86_64/apic.rs").contains(MARK));
+    assert!(read(ws.path(), "eterna/src/arch/x86_64/gic.rs").contains(MARK));
     assert!(!read(ws.path(), "eterna/src/arch/x86_64/timer.rs").contains(MARK));
 
     // With --allow-deps the build script is accepted and written (a user file: the
@@ -1093,7 +1101,7 @@ async fn streamed_answers_are_assembled_and_a_cut_stream_fails_only_its_module()
     );
     cmd.env("ETERNA_PORT_LLM_STREAM", "on");
     let out = run_async(cmd).await;
-    assert_code(&out, 0);
+    assert_code(&out, INCOMPLETE);
     assert_eq!(read(ws.path(), "eterna/build.rs"), "fn main() {}\n");
 
     // A bad value of the switch is a usage error.
@@ -1125,7 +1133,7 @@ async fn llm_without_a_key_or_with_a_dry_run() {
     // a store.
     let (server, calls) = model_server(no_twist).await;
     let out = run_async(llm_cmd(ws.path(), &server, &["vmcs", "--dry-run"])).await;
-    assert_code(&out, 0);
+    assert_code(&out, INCOMPLETE);
     assert_eq!(calls.load(Ordering::SeqCst), 1);
     assert!(
         stdout(&out).contains(&format!("+{MARK}")),
