@@ -262,6 +262,7 @@ pub(super) fn cmd_port(g: &GlobalArgs, targets: &[String], flags: &PortFlags) ->
     }
 
     let deps = primary::integrate(&mut output, &outcome.results);
+    engine::port::regate_split_parents(&s.ws.root, &mut output, &s.knowledge)?;
     // Files the tool owns: everything but the sources it edits in place and any
     // manifest or build script an answer changed (with --allow-deps).
     // The tool's own files: x86_64 modules and the support library, plus module

@@ -268,6 +268,44 @@ pub fn port(job: &PortJob<'_>) -> Result<PortOutput> {
     Ok(out)
 }
 
+/// After a model answered the x86_64 child of split modules: each parent is gated
+/// anew against the child it will have, so items only the answer uses stay visible to
+/// it (the engine's draft may have used fewer of the parent's private items).
+pub fn regate_split_parents(
+    root: &Path,
+    output: &mut PortOutput,
+    knowledge: &Knowledge,
+) -> Result<()> {
+    let answered: Vec<(String, String)> = output
+        .modules
+        .iter()
+        .filter(|m| m.mode == Mode::Split && m.ported_by.is_some())
+        .map(|m| (m.source.clone(), m.target.clone()))
+        .collect();
+    for (source, target) in answered {
+        let Some(child) = output
+            .changes
+            .iter()
+            .find(|c| c.rel == target)
+            .map(|c| c.new.clone())
+        else {
+            continue;
+        };
+        let text = read(root, &source)?;
+        let src_items = items(&text, &root.join(&source), knowledge)
+            .map_err(|e| anyhow::anyhow!("{source}:{}: does not parse: {e}", e.line))?;
+        let gated = wiring::gate_and_delegate(&text, &src_items, &child);
+        match output.changes.iter_mut().find(|c| c.rel == source) {
+            Some(c) => c.new = gated,
+            None => output.changes.push(FileChange {
+                rel: source,
+                new: gated,
+            }),
+        }
+    }
+    Ok(())
+}
+
 /// The derived `text` of `target` with the stubs the fix loop put in its last version.
 fn keep_fix_stubs(root: &Path, target: &str, text: String) -> String {
     match std::fs::read_to_string(root.join(target)) {
