@@ -374,9 +374,26 @@ pub(super) fn cmd_port(g: &GlobalArgs, targets: &[String], flags: &PortFlags) ->
                 results: Vec::new(),
                 health: BTreeMap::new(),
             });
+            let dropped_crates: BTreeMap<String, Option<(String, String)>> = arm_dependencies
+                .iter()
+                .map(|d| {
+                    let gated = output
+                        .gated_dependencies
+                        .iter()
+                        .any(|(p, n)| *p == d.package && *n == d.name)
+                        .then(|| {
+                            manifests
+                                .get(&d.package)
+                                .map(|m| (m.clone(), d.name.clone()))
+                        })
+                        .flatten();
+                    (engine::deps::ident_of(&d.name), gated)
+                })
+                .collect();
             let mut stubs = engine::fix::StubFixer {
                 root: &s.ws.root,
                 generated: &generated,
+                dropped_crates: &dropped_crates,
             };
             let fixer: &mut dyn crate::fixloop::Fixer = match debug.as_mut() {
                 Some(d) => d,
@@ -470,6 +487,18 @@ pub(super) fn cmd_port(g: &GlobalArgs, targets: &[String], flags: &PortFlags) ->
         }
     }
     if fix_loop.is_some() {
+        // The loop may have given a dependency back to x86_64 (its types are in an API).
+        output.gated_dependencies.retain(|(package, name)| {
+            manifests
+                .get(package)
+                .and_then(|m| std::fs::read_to_string(s.ws.root.join(m)).ok())
+                .and_then(|t| t.parse::<toml_edit::DocumentMut>().ok())
+                .is_some_and(|doc| {
+                    !doc.get("dependencies")
+                        .and_then(|d| d.as_table_like())
+                        .is_some_and(|d| d.contains_key(name))
+                })
+        });
         // The loop may have stubbed or rewritten modules: count what is on disk now.
         for m in output
             .modules

@@ -96,6 +96,89 @@ mod tests {
     }
 }
 
+/// Moves `names` back from the aarch64-only table of manifest `text` to
+/// `[dependencies]` (the x86_64 side turned out to need them). `None` when none of
+/// them was there.
+pub fn ungate_from_aarch64(
+    text: &str,
+    names: &[String],
+) -> Result<Option<String>, toml_edit::TomlError> {
+    let mut doc: DocumentMut = text.parse()?;
+    let mut moved: Vec<(toml_edit::Key, Item)> = Vec::new();
+    if let Some(deps) = doc
+        .get_mut("target")
+        .and_then(Item::as_table_mut)
+        .and_then(|t| t.get_mut(AARCH64_CFG))
+        .and_then(Item::as_table_mut)
+        .and_then(|t| t.get_mut("dependencies"))
+        .and_then(Item::as_table_mut)
+    {
+        for name in names {
+            if let Some(entry) = deps.remove_entry(name) {
+                moved.push(entry);
+            }
+        }
+    }
+    if moved.is_empty() {
+        return Ok(None);
+    }
+    // An aarch64 table left empty goes too (and `target` when nothing else is in it).
+    if let Some(target) = doc.get_mut("target").and_then(Item::as_table_mut) {
+        let empty = target
+            .get(AARCH64_CFG)
+            .and_then(Item::as_table)
+            .is_some_and(|t| {
+                t.iter()
+                    .all(|(k, v)| k == "dependencies" && v.as_table().is_some_and(|d| d.is_empty()))
+            });
+        if empty {
+            target.remove(AARCH64_CFG);
+        }
+        if target.is_empty() {
+            doc.remove("target");
+        }
+    }
+    let Some(deps) = doc
+        .entry("dependencies")
+        .or_insert_with(|| Item::Table(Table::new()))
+        .as_table_mut()
+    else {
+        return Ok(None);
+    };
+    for (mut key, item) in moved {
+        key.leaf_decor_mut().clear();
+        deps.insert_formatted(&key, item);
+    }
+    Ok(Some(doc.to_string()))
+}
+
+/// The note line above imports the port dropped for ARM-only crate `ident`.
+pub fn dropped_note(ident: &str) -> String {
+    format!("eterna-port: `{ident}` is an ARM64-only dependency")
+}
+
+/// Restores the imports of `ident` that [`drop_imports_of`] commented out.
+pub fn restore_imports_of(text: &str, ident: &str) -> String {
+    let marker = format!("// {}:", dropped_note(ident));
+    let mut out = String::with_capacity(text.len());
+    let mut restoring = false;
+    for line in text.split_inclusive('\n') {
+        if line.trim_end() == marker {
+            restoring = true;
+            continue;
+        }
+        if restoring {
+            if let Some(code) = line.strip_prefix("// ") {
+                out.push_str(code);
+                continue;
+            }
+            restoring = false;
+        }
+        out.push_str(line);
+    }
+    out
+}
+
 /// An ARM-only dependency of a workspace package, as the plan found it.
 #[derive(Debug, Clone)]
 pub struct ArmDependency {
@@ -133,13 +216,7 @@ pub fn drop_imports_of(text: &str, ident: &str) -> String {
             use syn::spanned::Spanned;
             let r = item.span().byte_range();
             if let Some(t) = text.get(r.clone()) {
-                edits.push((
-                    r,
-                    super::derive::comment_out(
-                        t,
-                        &format!("eterna-port: `{ident}` is an ARM64-only dependency"),
-                    ),
-                ));
+                edits.push((r, super::derive::comment_out(t, &dropped_note(ident))));
             }
         }
     }
@@ -171,6 +248,7 @@ mod import_tests {
         let out = drop_imports_of(text, "aarch64_cpu");
         assert!(out.starts_with("// eterna-port: `aarch64_cpu` is an ARM64-only dependency:\n// use aarch64_cpu::registers::*;\nuse core::fmt;"), "{out}");
         assert!(!names_crate(&out, "aarch64_cpu"), "{out}");
+        assert_eq!(restore_imports_of(&out, "aarch64_cpu"), text);
         assert!(names_crate(
             "pub struct X(aarch64_cpu::registers::Reg);",
             "aarch64_cpu"

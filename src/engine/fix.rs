@@ -4,7 +4,7 @@
 //! naming the error, and an import that does not resolve is commented out. It never
 //! touches the user's files, and a stubbed function counts as not ported.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use anyhow::Result;
@@ -53,6 +53,11 @@ pub struct StubFixer<'a> {
     pub root: &'a Path,
     /// The files the tool owns (the port's x86_64 modules).
     pub generated: &'a BTreeSet<String>,
+    /// ARM-only crates whose imports the port dropped from x86_64 code: their
+    /// identifier → the manifest and dependency name, when the port also moved the
+    /// dependency under the aarch64 table. An error a stub cannot fix (a signature
+    /// naming the crate's types) brings the imports and the dependency back.
+    pub dropped_crates: &'a BTreeMap<String, Option<(String, String)>>,
 }
 
 /// Byte offset of 1-based `line`/`column` (columns count characters, as rustc's do).
@@ -72,6 +77,13 @@ fn offset(text: &str, line: usize, column: usize) -> Option<usize> {
 
 /// Applies the fixes for `errors` (line, column, message) to `text`.
 pub fn stub_failing(text: &str, errors: &[(usize, usize, String)]) -> String {
+    stub_failing_counted(text, errors).0
+}
+
+/// [`stub_failing`], and how many errors were neither in a function body nor in an
+/// import (a signature, a field type: nothing a stub can fix).
+fn stub_failing_counted(text: &str, errors: &[(usize, usize, String)]) -> (String, usize) {
+    let mut unfixable = 0;
     let bodies = fn_bodies(text);
     let uses: Vec<std::ops::Range<usize>> = syn::parse_file(text)
         .map(|f| {
@@ -87,6 +99,7 @@ pub fn stub_failing(text: &str, errors: &[(usize, usize, String)]) -> String {
     let mut edits: Vec<(std::ops::Range<usize>, String)> = Vec::new();
     for (line, column, message) in errors {
         let Some(at) = offset(text, *line, *column) else {
+            unfixable += 1;
             continue;
         };
         // The innermost function body holding the error.
@@ -128,9 +141,11 @@ pub fn stub_failing(text: &str, errors: &[(usize, usize, String)]) -> String {
                 u.clone(),
                 super::derive::comment_out(&text[u.clone()], &note),
             ));
+        } else {
+            unfixable += 1;
         }
     }
-    super::source::splice(text, edits)
+    (super::source::splice(text, edits), unfixable)
 }
 
 impl Fixer for StubFixer<'_> {
@@ -140,6 +155,7 @@ impl Fixer for StubFixer<'_> {
         modules: &[ModuleDiagnostics],
     ) -> Result<Vec<(String, String)>> {
         let mut out = Vec::new();
+        let mut ungate: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for md in modules {
             for rel in md.files.iter().filter(|f| self.generated.contains(*f)) {
                 let errors: Vec<(usize, usize, String)> = md
@@ -154,10 +170,32 @@ impl Fixer for StubFixer<'_> {
                 let Ok(text) = std::fs::read_to_string(self.root.join(rel)) else {
                     continue;
                 };
-                let fixed = stub_failing(&text, &errors);
+                let (mut fixed, unfixable) = stub_failing_counted(&text, &errors);
+                if unfixable > 0 {
+                    // The module's API itself needs an ARM-only crate's types: it keeps
+                    // the crate (the errors in bodies are stubbed all the same).
+                    for (ident, gated) in self.dropped_crates {
+                        let restored = super::deps::restore_imports_of(&fixed, ident);
+                        if restored != fixed {
+                            fixed = restored;
+                            if let Some((manifest, name)) = gated {
+                                ungate
+                                    .entry(manifest.clone())
+                                    .or_default()
+                                    .push(name.clone());
+                            }
+                        }
+                    }
+                }
                 if fixed != text {
                     out.push((rel.clone(), fixed));
                 }
+            }
+        }
+        for (manifest, names) in ungate {
+            let text = std::fs::read_to_string(self.root.join(&manifest))?;
+            if let Some(new) = super::deps::ungate_from_aarch64(&text, &names)? {
+                out.push((manifest, new));
             }
         }
         Ok(out)

@@ -81,6 +81,13 @@ fn without_path_attr(text: &str) -> String {
     out
 }
 
+/// Whether an item's own cfg makes it exist off aarch64: `#[cfg(not(target_arch =
+/// "aarch64"))]` and the like.
+fn provides_for_other_arches(text: &str) -> bool {
+    let flat: String = text.split_whitespace().collect();
+    flat.contains("cfg(not(target_arch=\"aarch64\"))")
+}
+
 /// The names items define (modules, functions, types, …; `use` leaves).
 fn defined_names(it: &SourceItem) -> Vec<String> {
     if let Some(n) = &it.mod_decl {
@@ -138,9 +145,11 @@ pub fn in_place(
     let existing: BTreeSet<String> = items.iter().map(|i| normalized(&i.text)).collect();
     // What x86_64-gated items already define: those twins exist (by hand or by a
     // workspace that prepared its x86_64 lines).
+    // So do items under `cfg(not(target_arch = "aarch64"))` (a host or other-arch
+    // fallback the workspace keeps beside its aarch64 version).
     let x86_names: BTreeSet<String> = items
         .iter()
-        .filter(|i| i.cfg_x86_64)
+        .filter(|i| i.cfg_x86_64 || provides_for_other_arches(&i.text))
         .flat_map(defined_names)
         .collect();
     let mut edits: Vec<(usize, String)> = Vec::new();
@@ -525,6 +534,17 @@ mod tests {
         // Idempotent.
         let once = gate_arm_features("#![feature(stdarch_arm_hints)]\n");
         assert_eq!(gate_arm_features(&once), once);
+    }
+
+    #[test]
+    fn an_item_with_a_fallback_off_aarch64_gets_no_twin() {
+        let k = Knowledge::embedded().unwrap();
+        let text = "#[cfg(target_arch = \"aarch64\")]\nmod api {\n    pub use crate::arch::aarch64::eoi;\n}\n#[cfg(not(target_arch = \"aarch64\"))]\nmod api {\n    pub fn eoi() {}\n}\n";
+        let its = items(text, Path::new("src/lib.rs"), &k).unwrap();
+        assert_eq!(
+            in_place("src/lib.rs", text, &its, &BTreeMap::new(), &k).text,
+            text
+        );
     }
 
     #[test]
