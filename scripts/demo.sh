@@ -13,6 +13,8 @@
 #   cargo test --test boot scripted_answers
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# The rustup targets and the emulators (idempotent; says what it installs).
+bash scripts/setup.sh
 work="$(mktemp -d "${TMPDIR:-/tmp}/eterna-demo.XXXXXX")"
 trap 'rm -rf "$work"' EXIT
 cp -R tests/fixtures/eterna-arm64 "$work/eterna-arm64"
