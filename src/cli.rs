@@ -93,6 +93,12 @@ pub struct PortFlags {
     /// DebugAgent); 0 skips the loop
     #[arg(long, value_name = "N", default_value_t = 5)]
     pub max_fix_iterations: u32,
+
+    /// When the toolchain has no standard library for the target (and cannot use
+    /// `-Z build-std`), run the fix loop's checks for the host target instead (said on
+    /// stderr); without it that is an error (exit 2)
+    #[arg(long)]
+    pub host_fallback: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -205,6 +211,12 @@ pub struct CheckArgs {
     /// Exit 0 at once unless a file staged in git belongs to a planned module (for hooks)
     #[arg(long)]
     pub staged: bool,
+
+    /// When the toolchain has no standard library for the target (and cannot use
+    /// `-Z build-std`), check the host target instead (said on stderr); without it
+    /// that is an error (exit 2) naming the `rustup target add` command
+    #[arg(long)]
+    pub host_fallback: bool,
 }
 
 #[derive(Debug, Subcommand, Clone)]

@@ -294,15 +294,25 @@ pub(super) fn cmd_port(g: &GlobalArgs, targets: &[String], flags: &PortFlags) ->
 
         // The cargo check loop: rustfix, then the DebugAgent, until clean or stuck.
         if llm && flags.max_fix_iterations > 0 {
-            let (target, note) =
-                crate::fixloop::resolve_target(&s.ws.root, &s.config.target.value)?;
-            if let (Some(note), false) = (note, g.quiet) {
-                report::stderr_message("warning", &note);
+            let toolchain = crate::toolchain::Toolchain::for_workspace(&s.ws.root)?;
+            if let (Some(note), false) = (toolchain.override_note(), g.quiet) {
+                report::stderr_message("note", &note);
             }
+            let choice = toolchain.resolve_target(
+                &s.ws.root,
+                &s.config.target.value,
+                flags.host_fallback,
+            )?;
+            if let (Some(note), false) = (&choice.note, g.quiet) {
+                report::stderr_message("note", note);
+            }
+            let target = choice.triple.clone();
             let specs = crate::fixloop::ModuleSpec::from_plan(&selected.modules);
             let packages = selected.packages();
             let mut lopts = crate::fixloop::LoopOptions::new(&s.ws.root, &target, &specs);
             lopts.packages = &packages;
+            lopts.toolchain = toolchain;
+            lopts.build_std = choice.build_std;
             lopts.max_iterations = flags.max_fix_iterations;
             let mut fixer = super::fix::DebugFixer {
                 runtime: &runtime,
