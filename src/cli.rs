@@ -181,8 +181,15 @@ pub enum Command {
 }
 
 const CHECK_AFTER_HELP: &str = "\
-Exit status: 0 the port checks without errors (warnings allowed); 1 cargo check reports
-errors; 2 setup error (cargo not runnable, bad manifest, unwritable --junit path).
+Toolchain: the workspace's rust-toolchain.toml (or rust-toolchain) pins the toolchain
+cargo check runs with (an explicit RUSTUP_TOOLCHAIN or `cargo +tc` wins, said on stderr).
+Target: without its rust-std, a nightly with rust-src checks with -Z build-std=core,alloc;
+otherwise exit 2 with the `rustup target add` command. --host-fallback checks the host
+target instead (said on stderr); nothing else ever does.
+Exit status: 0 the port checks without errors (warnings allowed) and every planned module
+was compiled; 1 errors, a failed build script, or a module `not compiled`; 2 setup error
+(cargo not runnable, bad manifest, pinned toolchain or target std missing, unwritable
+--junit path).
 CI: cargo eterna-port check --format github --junit target/eterna-port-junit.xml";
 
 /// Output of `check` besides JSON.
