@@ -192,8 +192,12 @@ impl Toolchain {
     pub fn cargo(&self) -> Command {
         match &self.rustup_toolchain {
             Some(tc) => {
+                // A missing toolchain is reported with the install command (see
+                // `verbose_version`), never installed behind the user's back.
                 let mut c = Command::new("cargo");
-                c.env("RUSTUP_TOOLCHAIN", tc).env_remove("RUSTC");
+                c.env("RUSTUP_TOOLCHAIN", tc)
+                    .env("RUSTUP_AUTO_INSTALL", "0")
+                    .env_remove("RUSTC");
                 c
             }
             None => Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into())),
@@ -205,7 +209,8 @@ impl Toolchain {
         match &self.rustup_toolchain {
             Some(tc) => {
                 let mut c = Command::new("rustc");
-                c.env("RUSTUP_TOOLCHAIN", tc);
+                c.env("RUSTUP_TOOLCHAIN", tc)
+                    .env("RUSTUP_AUTO_INSTALL", "0");
                 c
             }
             None => Command::new(std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into())),

@@ -385,6 +385,11 @@ pub(super) fn cmd_port(g: &GlobalArgs, targets: &[String], flags: &PortFlags) ->
                         .iter()
                         .find_map(|m| m.first_error())
                         .map(|d| format!("{}:{}: {}", d.file, d.line, d.message));
+                    if !g.quiet {
+                        for f in &l.final_report.build_failures {
+                            report::stderr_message("error", &f.message());
+                        }
+                    }
                     fix_loop = Some(report::FixLoopSummary {
                         stop: l.stop.as_str(),
                         explanation: l.stop.explain(),
@@ -426,7 +431,10 @@ pub(super) fn cmd_port(g: &GlobalArgs, targets: &[String], flags: &PortFlags) ->
         .iter()
         .filter(|r| r.status != TaskStatus::Done)
         .count();
-    let unfixed = fix_loop.as_ref().is_some_and(|f| f.errors_left > 0);
+    // Modules the last check did not compile are not fixed either (stop `not-compiled`).
+    let unfixed = fix_loop.as_ref().is_some_and(|f| {
+        f.errors_left > 0 || f.stop == crate::fixloop::StopReason::NotCompiled.as_str()
+    });
     finish(
         &store.as_ref(),
         &run.as_ref(),
