@@ -711,3 +711,48 @@ fn a_target_without_std_exits_2_unless_host_fallback_is_asked() {
     assert_ne!(doc["target_triple"], T);
     assert_eq!(doc["requested_target"], T);
 }
+
+/// The nightly's sysroot, when a `nightly` toolchain is installed (never installs one).
+fn nightly_sysroot() -> Option<PathBuf> {
+    let out = Command::new("rustup")
+        .args(["run", "nightly", "rustc", "--print", "sysroot"])
+        .env("RUSTUP_AUTO_INSTALL", "0")
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+}
+
+#[test]
+fn a_pinned_nightly_with_rust_src_checks_a_target_without_std_with_build_std() {
+    const T: &str = "riscv64gc-unknown-none-elf";
+    let Some(sysroot) = nightly_sysroot() else {
+        eprintln!("skipped: `rustup run nightly rustc` fails (no nightly toolchain here)");
+        return;
+    };
+    if !sysroot.join("lib/rustlib/src/rust/library").is_dir() {
+        eprintln!("skipped: the nightly toolchain has no rust-src component");
+        return;
+    }
+    if sysroot.join("lib/rustlib").join(T).join("lib").is_dir() {
+        eprintln!("skipped: the nightly has {T}'s std, so it cannot stand for a target without");
+        return;
+    }
+    let hv = small_hv(&[("rust-toolchain.toml", "[toolchain]\nchannel = \"nightly\"\n")]);
+    let out = tool_default_env(
+        hv.path(),
+        &["check", "--target", T, "--message-format", "json"],
+    );
+    assert_code(&out, 0);
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!(
+            "{T} has no rust-std for nightly; checking with -Z build-std=core,alloc"
+        )),
+        "{err}"
+    );
+    let doc = json(&out);
+    assert_eq!(doc["target_triple"], T);
+    assert_eq!(module_status(&doc, GIC), "ok");
+}
