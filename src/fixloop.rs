@@ -660,6 +660,8 @@ pub fn check(opts: &LoopOptions) -> Result<Check> {
     // Package directories cargo compiled (an artifact of a non-build-script target) and
     // those whose compile reported errors: a module in neither was not compiled.
     let mut compiled_dirs: BTreeSet<PathBuf> = BTreeSet::new();
+    let mut depinfo_dirs: BTreeSet<PathBuf> = BTreeSet::new();
+    let mut compiled_files: BTreeSet<PathBuf> = BTreeSet::new();
     let mut error_dirs: BTreeSet<PathBuf> = BTreeSet::new();
     for msg in Message::parse_stream(std::io::BufReader::new(stdout)) {
         let m = match msg {
@@ -672,7 +674,20 @@ pub fn check(opts: &LoopOptions) -> Result<Check> {
                     .any(|k| k.to_string() == "custom-build");
                 if !build_script {
                     if let Some(dir) = a.manifest_path.as_std_path().parent() {
-                        compiled_dirs.insert(canonical(dir));
+                        let dir = canonical(dir);
+                        // The source files rustc read for it (its dep-info, beside the
+                        // .rmeta): a module file missing there was not compiled.
+                        let mut read = false;
+                        for f in &a.filenames {
+                            if let Some(files) = dep_info_sources(f.as_std_path(), opts.root) {
+                                compiled_files.extend(files);
+                                read = true;
+                            }
+                        }
+                        if read {
+                            depinfo_dirs.insert(dir.clone());
+                        }
+                        compiled_dirs.insert(dir);
                     }
                 }
                 continue;
@@ -843,9 +858,18 @@ pub fn check(opts: &LoopOptions) -> Result<Check> {
             .ancestors()
             .find(|a| a.join("Cargo.toml").is_file())
             .map(canonical);
-        let compiled = dir
-            .as_ref()
-            .is_some_and(|d| compiled_dirs.contains(d) || error_dirs.contains(d));
+        let compiled = match &dir {
+            None => false,
+            // Its crate failed with errors of its own: reported as errors.
+            Some(d) if error_dirs.contains(d) => true,
+            // Its crate compiled: the module's files must be among those rustc read
+            // (a cfg'd-out or not yet written module file is not).
+            Some(d) if depinfo_dirs.contains(d) => bucket
+                .files
+                .iter()
+                .any(|f| compiled_files.contains(&canonical(&opts.root.join(f)))),
+            Some(d) => compiled_dirs.contains(d),
+        };
         if !compiled {
             bucket.compiled = false;
             not_compiled += 1;
@@ -894,6 +918,26 @@ pub fn check(opts: &LoopOptions) -> Result<Check> {
         suggestions,
         cargo_time,
     })
+}
+
+/// The source files listed in the dep-info file cargo writes beside a check artifact
+/// (`deps/libfoo-HASH.rmeta` → `deps/foo-HASH.d`), canonical; `None` without one.
+/// Relative names are relative to the workspace `root` (how cargo writes members').
+fn dep_info_sources(artifact: &Path, root: &Path) -> Option<Vec<PathBuf>> {
+    let ext = artifact.extension()?.to_str()?;
+    if !matches!(ext, "rmeta" | "rlib") {
+        return None;
+    }
+    let stem = artifact.file_stem()?.to_str()?;
+    let stem = stem.strip_prefix("lib").unwrap_or(stem);
+    let text = std::fs::read_to_string(artifact.with_file_name(format!("{stem}.d"))).ok()?;
+    Some(
+        text.lines()
+            .filter_map(|l| l.strip_suffix(':'))
+            .filter(|f| !f.is_empty() && !f.contains(": "))
+            .map(|f| canonical(&root.join(f.replace("\\ ", " "))))
+            .collect(),
+    )
 }
 
 fn canonical(p: &Path) -> PathBuf {
@@ -1257,5 +1301,33 @@ error: failed to run custom build command for `baz v0.2.0 (/w/baz)`\n\
         assert_eq!(f[1].missing_tool.as_deref(), Some("mkimage"));
         assert_eq!(f[2].missing_tool, None);
         assert_eq!(f[2].message(), "build script of package baz failed");
+    }
+
+    #[test]
+    fn dep_info_lists_the_files_rustc_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("k/src")).unwrap();
+        std::fs::write(root.join("k/src/lib.rs"), "").unwrap();
+        std::fs::write(root.join("k/src/a.rs"), "").unwrap();
+        let deps = root.join("target/deps");
+        std::fs::create_dir_all(&deps).unwrap();
+        std::fs::write(
+            deps.join("k-123.d"),
+            format!(
+                "{0}/k-123.d: k/src/lib.rs k/src/a.rs\n\n{0}/libk-123.rmeta: k/src/lib.rs k/src/a.rs\n\nk/src/lib.rs:\nk/src/a.rs:\n",
+                deps.display()
+            ),
+        )
+        .unwrap();
+        let files = dep_info_sources(&deps.join("libk-123.rmeta"), root).unwrap();
+        assert_eq!(
+            files,
+            [
+                canonical(&root.join("k/src/lib.rs")),
+                canonical(&root.join("k/src/a.rs"))
+            ]
+        );
+        assert!(dep_info_sources(&deps.join("libk-9.rmeta"), root).is_none());
     }
 }

@@ -513,9 +513,15 @@ fn small_hv(extra: &[(&str, &str)]) -> tempfile::TempDir {
         ("hv/src/lib.rs", "#![no_std]\npub mod arch;\n"),
         (
             "hv/src/arch/mod.rs",
-            "#[cfg(target_arch = \"aarch64\")]\npub mod aarch64;\n",
+            "#[cfg(target_arch = \"aarch64\")]\npub mod aarch64;\n#[cfg(target_arch = \"x86_64\")]\npub mod x86_64;\n",
         ),
         ("hv/src/arch/aarch64/mod.rs", "pub mod gic;\n"),
+        // The port, already written (x86_64 only).
+        ("hv/src/arch/x86_64/mod.rs", "pub mod apic;\n"),
+        (
+            "hv/src/arch/x86_64/apic.rs",
+            "/// Signals end of interrupt to the local APIC.\npub fn eoi(_intid: u32) {}\n",
+        ),
         (
             "hv/src/arch/aarch64/gic.rs",
             "use core::arch::asm;\n\npub fn eoi(intid: u32) {\n    unsafe { asm!(\"msr icc_eoir1_el1, {0:x}\", \"isb\", in(reg) intid as u64) };\n}\n",
@@ -739,12 +745,14 @@ fn a_pinned_nightly_with_rust_src_checks_a_target_without_std_with_build_std() {
         eprintln!("skipped: the nightly has {T}'s std, so it cannot stand for a target without");
         return;
     }
-    let hv = small_hv(&[("rust-toolchain.toml", "[toolchain]\nchannel = \"nightly\"\n")]);
+    let hv = small_hv(&[(
+        "rust-toolchain.toml",
+        "[toolchain]\nchannel = \"nightly\"\n",
+    )]);
     let out = tool_default_env(
         hv.path(),
         &["check", "--target", T, "--message-format", "json"],
     );
-    assert_code(&out, 0);
     let err = stderr(&out);
     assert!(
         err.contains(&format!(
@@ -752,7 +760,24 @@ fn a_pinned_nightly_with_rust_src_checks_a_target_without_std_with_build_std() {
         )),
         "{err}"
     );
+    // The port is x86_64 code: for riscv64 its files are cfg'd out, so not compiled.
+    assert_code(&out, 1);
     let doc = json(&out);
     assert_eq!(doc["target_triple"], T);
-    assert_eq!(module_status(&doc, GIC), "ok");
+    assert_eq!(module_status(&doc, GIC), "not-compiled");
+}
+
+#[test]
+fn a_module_whose_file_the_compiler_never_read_is_not_compiled() {
+    // The x86_64 module files are not written yet: the crate compiles, they do not.
+    let hv = small_hv(&[(
+        "hv/src/arch/mod.rs",
+        "#[cfg(target_arch = \"aarch64\")]\npub mod aarch64;\n",
+    )]);
+    std::fs::remove_dir_all(hv.path().join("hv/src/arch/x86_64")).unwrap();
+    let out = tool(hv.path(), &["check", "--message-format", "json"]);
+    assert_code(&out, 1);
+    let doc = json(&out);
+    assert_eq!(module_status(&doc, GIC), "not-compiled", "{doc}");
+    assert_eq!(doc["errors"], 0);
 }
