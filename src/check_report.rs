@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use anstyle::{AnsiColor, Style};
 use serde::Serialize;
 
-use crate::fixloop::{CheckReport, ModuleResult};
+use crate::fixloop::{BuildFailure, CheckReport, ModuleResult};
 
 const BOLD: Style = Style::new().bold();
 const DIM: Style = Style::new().dimmed();
@@ -31,6 +31,11 @@ pub struct CheckDocument {
     pub clean: bool,
     pub errors: usize,
     pub warnings: usize,
+    /// (Selected) planned modules whose crate the check did not compile (`"status":
+    /// "not-compiled"`); any makes the check fail.
+    pub not_compiled: usize,
+    /// Build scripts that failed (with the missing host tool when known).
+    pub build_failures: Vec<BuildFailure>,
     pub check_ms: u64,
     /// The (selected) planned modules in plan order, then `(other)` for diagnostics in
     /// workspace files that belong to no planned module.
@@ -47,15 +52,18 @@ impl CheckDocument {
         let modules: Vec<ModuleResult> = report.modules.into_iter().filter(keep).collect();
         let errors = modules.iter().map(|m| m.errors).sum();
         let warnings = modules.iter().map(|m| m.warnings).sum();
+        let not_compiled = modules.iter().filter(|m| !m.compiled).count();
         CheckDocument {
             schema_version: SCHEMA_VERSION,
             workspace_root,
             target_triple: report.target_triple,
             requested_target,
             skipped: false,
-            clean: errors == 0,
+            clean: errors == 0 && not_compiled == 0 && report.build_failures.is_empty(),
             errors,
             warnings,
+            not_compiled,
+            build_failures: report.build_failures,
             check_ms: report.check_ms,
             modules,
         }
@@ -71,6 +79,8 @@ impl CheckDocument {
             clean: true,
             errors: 0,
             warnings: 0,
+            not_compiled: 0,
+            build_failures: Vec::new(),
             check_ms: 0,
             modules: Vec::new(),
         }
@@ -90,15 +100,23 @@ pub fn human(doc: &CheckDocument) -> String {
     } else {
         (RED, "FAILED")
     };
+    let not_compiled = if doc.not_compiled > 0 {
+        format!(", {} not compiled", plural(doc.not_compiled, "module"))
+    } else {
+        String::new()
+    };
     let _ = writeln!(
         s,
-        "{style}check {verdict}{style:#}: {} for {} in {:.1} s: {}, {}",
+        "{style}check {verdict}{style:#}: {} for {} in {:.1} s: {}, {}{not_compiled}",
         plural(planned, "planned module"),
         doc.target_triple,
         doc.check_ms as f64 / 1000.0,
         plural(doc.errors, "error"),
         plural(doc.warnings, "warning")
     );
+    for f in &doc.build_failures {
+        let _ = writeln!(s, "{RED}error{RED:#}: {}", f.message());
+    }
     if doc.modules.is_empty() {
         return s;
     }
@@ -117,6 +135,7 @@ pub fn human(doc: &CheckDocument) -> String {
     );
     for m in &doc.modules {
         let first = match m.first_error() {
+            _ if !m.compiled => format!("{RED}not compiled{RED:#}"),
             Some(d) if d.file.is_empty() => d.message.clone(),
             Some(d) => format!("{}:{}: {}", d.file, d.line, d.message),
             None if m.warnings > 0 => format!("{DIM}-{DIM:#}"),
@@ -149,6 +168,30 @@ pub fn escape_property(s: &str) -> String {
 /// workspace-relative path into a repository-relative one (GitHub wants those).
 pub fn github(doc: &CheckDocument, prefix: &str) -> String {
     let mut s = String::new();
+    for f in &doc.build_failures {
+        let _ = writeln!(
+            s,
+            "::error title={}::{}",
+            escape_property(&format!("build script of {}", f.package)),
+            escape_data(&f.message())
+        );
+    }
+    for m in doc.modules.iter().filter(|m| !m.compiled) {
+        let file = m
+            .files
+            .first()
+            .map(|f| format!("file={},", escape_property(&format!("{prefix}{f}"))))
+            .unwrap_or_default();
+        let _ = writeln!(
+            s,
+            "::error {file}title={}::{}",
+            escape_property(&format!("{} not compiled", m.module_path)),
+            escape_data(&format!(
+                "{} was not compiled: its crate, a dependency or a build script failed before it",
+                m.module_path
+            ))
+        );
+    }
     for m in &doc.modules {
         for d in &m.diagnostics {
             let mut props = Vec::new();
@@ -204,6 +247,7 @@ pub fn xml_escape(s: &str) -> String {
 /// with its errors, warnings go to the case's `system-out`.
 pub fn junit(doc: &CheckDocument) -> String {
     let failures = doc.modules.iter().filter(|m| m.errors > 0).count();
+    let skipped = doc.modules.iter().filter(|m| !m.compiled).count();
     let secs = doc.check_ms as f64 / 1000.0;
     let suite = format!("cargo-eterna-port check ({})", doc.target_triple);
     let mut s = String::new();
@@ -215,7 +259,7 @@ pub fn junit(doc: &CheckDocument) -> String {
     );
     let _ = writeln!(
         s,
-        r#"  <testsuite name="{}" tests="{}" failures="{failures}" errors="0" skipped="0" time="{secs:.3}">"#,
+        r#"  <testsuite name="{}" tests="{}" failures="{failures}" errors="0" skipped="{skipped}" time="{secs:.3}">"#,
         xml_escape(&suite),
         doc.modules.len()
     );
@@ -235,6 +279,18 @@ pub fn junit(doc: &CheckDocument) -> String {
             xml_escape(&m.module_path),
             xml_escape(&classname)
         );
+        if !m.compiled {
+            let _ = writeln!(s, ">");
+            let _ = writeln!(
+                s,
+                r#"      <skipped message="{}"/>"#,
+                xml_escape(
+                    "not compiled: its crate, a dependency or a build script failed before it"
+                )
+            );
+            let _ = writeln!(s, "    </testcase>");
+            continue;
+        }
         if m.errors == 0 && m.warnings == 0 {
             let _ = writeln!(s, "/>");
             continue;
@@ -309,6 +365,8 @@ mod tests {
                     files: vec!["k/src/x86_64/vmcs.rs".into()],
                     errors: 1,
                     warnings: 0,
+                    compiled: true,
+                    status: "errors",
                     diagnostics: vec![d],
                 },
                 ModuleResult {
@@ -318,11 +376,15 @@ mod tests {
                     files: vec!["k/src/x86_64/apic.rs".into()],
                     errors: 0,
                     warnings: 0,
+                    compiled: true,
+                    status: "ok",
                     diagnostics: vec![],
                 },
             ],
             errors: 1,
             warnings: 0,
+            not_compiled: 0,
+            build_failures: Vec::new(),
             check_ms: 1500,
         };
         CheckDocument::new("/ws".into(), "x86_64-unknown-none".into(), report, &|_| {

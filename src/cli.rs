@@ -93,6 +93,12 @@ pub struct PortFlags {
     /// DebugAgent); 0 skips the loop
     #[arg(long, value_name = "N", default_value_t = 5)]
     pub max_fix_iterations: u32,
+
+    /// When the toolchain has no standard library for the target (and cannot use
+    /// `-Z build-std`), run the fix loop's checks for the host target instead (said on
+    /// stderr); without it that is an error (exit 2)
+    #[arg(long)]
+    pub host_fallback: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -175,8 +181,15 @@ pub enum Command {
 }
 
 const CHECK_AFTER_HELP: &str = "\
-Exit status: 0 the port checks without errors (warnings allowed); 1 cargo check reports
-errors; 2 setup error (cargo not runnable, bad manifest, unwritable --junit path).
+Toolchain: the workspace's rust-toolchain.toml (or rust-toolchain) pins the toolchain
+cargo check runs with (an explicit RUSTUP_TOOLCHAIN or `cargo +tc` wins, said on stderr).
+Target: without its rust-std, a nightly with rust-src checks with -Z build-std=core,alloc;
+otherwise exit 2 with the `rustup target add` command. --host-fallback checks the host
+target instead (said on stderr); nothing else ever does.
+Exit status: 0 the port checks without errors (warnings allowed) and every planned module
+was compiled; 1 errors, a failed build script, or a module `not compiled`; 2 setup error
+(cargo not runnable, bad manifest, pinned toolchain or target std missing, unwritable
+--junit path).
 CI: cargo eterna-port check --format github --junit target/eterna-port-junit.xml";
 
 /// Output of `check` besides JSON.
@@ -205,6 +218,12 @@ pub struct CheckArgs {
     /// Exit 0 at once unless a file staged in git belongs to a planned module (for hooks)
     #[arg(long)]
     pub staged: bool,
+
+    /// When the toolchain has no standard library for the target (and cannot use
+    /// `-Z build-std`), check the host target instead (said on stderr); without it
+    /// that is an error (exit 2) naming the `rustup target add` command
+    #[arg(long)]
+    pub host_fallback: bool,
 }
 
 #[derive(Debug, Subcommand, Clone)]

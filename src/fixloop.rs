@@ -92,6 +92,9 @@ pub enum StopReason {
     /// Errors remain only in workspace files that belong to no planned module, which
     /// the fixer is not given.
     OutsideModules,
+    /// No compiler errors, but planned modules were not compiled (a build script, a
+    /// dependency or their crate failed before them); nothing for the fixer.
+    NotCompiled,
 }
 
 impl StopReason {
@@ -102,6 +105,7 @@ impl StopReason {
             StopReason::NoProgress => "no-progress",
             StopReason::NoFixer => "no-fixer",
             StopReason::OutsideModules => "outside-modules",
+            StopReason::NotCompiled => "not-compiled",
         }
     }
 
@@ -118,6 +122,9 @@ impl StopReason {
             }
             StopReason::OutsideModules => {
                 "errors remain only in files that are not planned modules"
+            }
+            StopReason::NotCompiled => {
+                "planned modules were not compiled (a build script or a crate before them failed)"
             }
         }
     }
@@ -202,6 +209,12 @@ pub struct LoopOptions<'a> {
     pub cargo: OsString,
     /// `--target-dir`; `None` keeps the user's (`CARGO_TARGET_DIR`, config, `target/`).
     pub target_dir: Option<PathBuf>,
+    /// The workspace's toolchain: when it pins one, cargo runs as the rustup proxy with
+    /// `RUSTUP_TOOLCHAIN` set to it (and `cargo` above is not used).
+    pub toolchain: crate::toolchain::Toolchain,
+    /// Add `-Z build-std=core,alloc` (the target has no rust-std; see
+    /// [`crate::toolchain::Toolchain::resolve_target`]).
+    pub build_std: bool,
 }
 
 impl<'a> LoopOptions<'a> {
@@ -215,6 +228,17 @@ impl<'a> LoopOptions<'a> {
             apply_rustfix: true,
             cargo: std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()),
             target_dir: None,
+            toolchain: crate::toolchain::Toolchain::default(),
+            build_std: false,
+        }
+    }
+
+    /// The cargo command: the pinned toolchain's when there is one, else `cargo`.
+    fn cargo_command(&self) -> Command {
+        if self.toolchain.rustup_toolchain.is_some() {
+            self.toolchain.cargo()
+        } else {
+            Command::new(&self.cargo)
         }
     }
 }
@@ -229,10 +253,28 @@ pub struct ModuleResult {
     pub files: Vec<String>,
     pub errors: usize,
     pub warnings: usize,
+    /// Whether the check compiled the module's crate (`false`: its package, a
+    /// dependency or a build script failed first, or it was not in the checked set).
+    pub compiled: bool,
+    /// `ok`, `warnings`, `errors` or `not-compiled` (see [`ModuleResult::status_of`]).
+    pub status: &'static str,
     pub diagnostics: Vec<Diag>,
 }
 
 impl ModuleResult {
+    /// `ok`, `warnings`, `errors` or `not-compiled`.
+    pub fn status_of(&self) -> &'static str {
+        if !self.compiled {
+            "not-compiled"
+        } else if self.errors > 0 {
+            "errors"
+        } else if self.warnings > 0 {
+            "warnings"
+        } else {
+            "ok"
+        }
+    }
+
     pub fn first_error(&self) -> Option<&Diag> {
         self.diagnostics.iter().find(|d| d.is_error())
     }
@@ -246,12 +288,45 @@ pub struct CheckReport {
     pub modules: Vec<ModuleResult>,
     pub errors: usize,
     pub warnings: usize,
+    /// Planned modules whose crate the check did not compile.
+    pub not_compiled: usize,
+    /// Build scripts that failed.
+    pub build_failures: Vec<BuildFailure>,
     pub check_ms: u64,
 }
 
+/// A build script that failed, from cargo's stderr.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BuildFailure {
+    pub package: String,
+    /// The program it ran that is not installed, when its output says so.
+    pub missing_tool: Option<String>,
+    /// The script's stderr (its last lines).
+    pub stderr: String,
+}
+
+impl BuildFailure {
+    /// One line for a person.
+    pub fn message(&self) -> String {
+        match &self.missing_tool {
+            Some(t) => format!(
+                "build script of package {} failed: it runs `{t}`, which is not installed (or not on PATH)",
+                self.package
+            ),
+            None => format!("build script of package {} failed", self.package),
+        }
+    }
+}
+
 impl CheckReport {
+    /// No errors (what the fix loop works on).
     pub fn clean(&self) -> bool {
         self.errors == 0
+    }
+
+    /// No errors, every planned module compiled, no build script failed.
+    pub fn complete(&self) -> bool {
+        self.errors == 0 && self.not_compiled == 0 && self.build_failures.is_empty()
     }
 
     /// Hash of the error set: sorted (file, line, code, message).
@@ -405,7 +480,9 @@ pub fn run_loop(
         };
         let mut stopped = None;
         let rustfix_ready = opts.apply_rustfix && !check.suggestions.is_empty();
-        if report.clean() && !rustfix_ready {
+        if report.clean() && !report.complete() {
+            stopped = Some(StopReason::NotCompiled);
+        } else if report.clean() && !rustfix_ready {
             stopped = Some(StopReason::Clean);
         } else if !report.clean() && previous_hash.as_deref() == Some(hash.as_str()) {
             stopped = Some(StopReason::NoProgress);
@@ -541,11 +618,14 @@ fn apply_rustfix(
 /// the workspace (bad manifest, missing target, unresolvable dependency).
 pub fn check(opts: &LoopOptions) -> Result<Check> {
     let started = Instant::now();
-    let mut cmd = Command::new(&opts.cargo);
+    let mut cmd = opts.cargo_command();
     cmd.arg("check")
         .arg("--message-format=json")
         .arg("--target")
         .arg(opts.target);
+    if opts.build_std {
+        cmd.arg("-Zbuild-std=core,alloc");
+    }
     if let Some(dir) = &opts.target_dir {
         cmd.arg("--target-dir").arg(dir);
     }
@@ -577,10 +657,54 @@ pub fn check(opts: &LoopOptions) -> Result<Check> {
     let stdout = child.stdout.take().context("cargo's stdout")?;
     let mut diagnostics: Vec<Diagnostic> = Vec::new();
     let mut fallback_dirs: Vec<PathBuf> = Vec::new();
+    // Package directories cargo compiled (an artifact of a non-build-script target) and
+    // those whose compile reported errors: a module in neither was not compiled.
+    let mut compiled_dirs: BTreeSet<PathBuf> = BTreeSet::new();
+    let mut depinfo_dirs: BTreeSet<PathBuf> = BTreeSet::new();
+    let mut compiled_files: BTreeSet<PathBuf> = BTreeSet::new();
+    let mut error_dirs: BTreeSet<PathBuf> = BTreeSet::new();
     for msg in Message::parse_stream(std::io::BufReader::new(stdout)) {
-        let Ok(Message::CompilerMessage(m)) = msg else {
-            continue;
+        let m = match msg {
+            Ok(Message::CompilerMessage(m)) => m,
+            Ok(Message::CompilerArtifact(a)) => {
+                let build_script = a
+                    .target
+                    .kind
+                    .iter()
+                    .any(|k| k.to_string() == "custom-build");
+                if !build_script {
+                    if let Some(dir) = a.manifest_path.as_std_path().parent() {
+                        let dir = canonical(dir);
+                        // The source files rustc read for it (its dep-info, beside the
+                        // .rmeta): a module file missing there was not compiled.
+                        let mut read = false;
+                        for f in &a.filenames {
+                            if let Some(files) = dep_info_sources(f.as_std_path(), opts.root) {
+                                compiled_files.extend(files);
+                                read = true;
+                            }
+                        }
+                        if read {
+                            depinfo_dirs.insert(dir.clone());
+                        }
+                        compiled_dirs.insert(dir);
+                    }
+                }
+                continue;
+            }
+            _ => continue,
         };
+        if m.message.level == DiagnosticLevel::Error && !is_summary(&m.message) {
+            if let Some(dir) = m
+                .target
+                .src_path
+                .as_std_path()
+                .ancestors()
+                .find(|a| a.join("Cargo.toml").is_file())
+            {
+                error_dirs.insert(canonical(dir));
+            }
+        }
         if matches!(
             m.message.level,
             DiagnosticLevel::Error | DiagnosticLevel::Warning
@@ -613,6 +737,8 @@ pub fn check(opts: &LoopOptions) -> Result<Check> {
             files: files.clone(),
             errors: 0,
             warnings: 0,
+            compiled: true,
+            status: "ok",
             diagnostics: Vec::new(),
         })
         .collect();
@@ -623,6 +749,8 @@ pub fn check(opts: &LoopOptions) -> Result<Check> {
         files: Vec::new(),
         errors: 0,
         warnings: 0,
+        compiled: true,
+        status: "ok",
         diagnostics: Vec::new(),
     };
     // File → module index: the module's own files, then the ARM64 sources (the port
@@ -721,7 +849,33 @@ pub fn check(opts: &LoopOptions) -> Result<Check> {
             }
         }
     }
-    if !status.success() && errors_in_workspace == 0 {
+    let build_failures = build_script_failures(&stderr);
+    let mut not_compiled = 0;
+    for (m, bucket) in opts.modules.iter().zip(buckets.iter_mut()) {
+        let dir = opts
+            .root
+            .join(&m.source)
+            .ancestors()
+            .find(|a| a.join("Cargo.toml").is_file())
+            .map(canonical);
+        let compiled = match &dir {
+            None => false,
+            // Its crate failed with errors of its own: reported as errors.
+            Some(d) if error_dirs.contains(d) => true,
+            // Its crate compiled: the module's files must be among those rustc read
+            // (a cfg'd-out or not yet written module file is not).
+            Some(d) if depinfo_dirs.contains(d) => bucket
+                .files
+                .iter()
+                .any(|f| compiled_files.contains(&canonical(&opts.root.join(f)))),
+            Some(d) => compiled_dirs.contains(d),
+        };
+        if !compiled {
+            bucket.compiled = false;
+            not_compiled += 1;
+        }
+    }
+    if !status.success() && errors_in_workspace == 0 && build_failures.is_empty() {
         let tail: Vec<&str> = stderr
             .lines()
             .filter(|l| !l.trim_start().starts_with("Compiling") && !l.trim().is_empty())
@@ -746,6 +900,9 @@ pub fn check(opts: &LoopOptions) -> Result<Check> {
     if !other.diagnostics.is_empty() {
         buckets.push(other);
     }
+    for b in &mut buckets {
+        b.status = b.status_of();
+    }
     let errors = buckets.iter().map(|m| m.errors).sum();
     let warnings = buckets.iter().map(|m| m.warnings).sum();
     Ok(Check {
@@ -754,11 +911,143 @@ pub fn check(opts: &LoopOptions) -> Result<Check> {
             modules: buckets,
             errors,
             warnings,
+            not_compiled,
+            build_failures,
             check_ms: started.elapsed().as_millis() as u64,
         },
         suggestions,
         cargo_time,
     })
+}
+
+/// The source files listed in the dep-info file cargo writes beside a check artifact
+/// (`deps/libfoo-HASH.rmeta` → `deps/foo-HASH.d`), canonical; `None` without one.
+/// Relative names are relative to the workspace `root` (how cargo writes members').
+fn dep_info_sources(artifact: &Path, root: &Path) -> Option<Vec<PathBuf>> {
+    let ext = artifact.extension()?.to_str()?;
+    if !matches!(ext, "rmeta" | "rlib") {
+        return None;
+    }
+    let stem = artifact.file_stem()?.to_str()?;
+    let stem = stem.strip_prefix("lib").unwrap_or(stem);
+    let text = std::fs::read_to_string(artifact.with_file_name(format!("{stem}.d"))).ok()?;
+    Some(
+        text.lines()
+            .filter_map(|l| l.strip_suffix(':'))
+            .filter(|f| !f.is_empty() && !f.contains(": "))
+            .map(|f| canonical(&root.join(f.replace("\\ ", " "))))
+            .collect(),
+    )
+}
+
+fn canonical(p: &Path) -> PathBuf {
+    p.canonicalize().unwrap_or_else(|_| p.to_path_buf())
+}
+
+/// Build scripts that failed, from cargo's stderr: `failed to run custom build command
+/// for `pkg v…`` followed by the script's output (`--- stderr`).
+pub fn build_script_failures(stderr: &str) -> Vec<BuildFailure> {
+    let mut out: Vec<BuildFailure> = Vec::new();
+    let lines: Vec<&str> = stderr.lines().collect();
+    let mut i = 0;
+    while i < lines.len() {
+        let line = lines[i];
+        let Some(rest) = line
+            .split("failed to run custom build command for `")
+            .nth(1)
+        else {
+            i += 1;
+            continue;
+        };
+        let package = rest
+            .split(['`', ' '])
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        // The script's output runs until cargo's next `error:`/`warning:` line.
+        let mut j = i + 1;
+        let mut body: Vec<&str> = Vec::new();
+        while j < lines.len() {
+            let l = lines[j];
+            if (l.starts_with("error:") || l.starts_with("warning:")) && j > i + 1 {
+                break;
+            }
+            body.push(l);
+            j += 1;
+        }
+        let text = body.join("\n");
+        let stderr_part = text.split("--- stderr").nth(1).unwrap_or(&text);
+        let missing_tool = missing_tool(stderr_part).or_else(|| missing_tool(&text));
+        let tail: Vec<&str> = stderr_part
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .collect();
+        out.push(BuildFailure {
+            package,
+            missing_tool,
+            stderr: tail[tail.len().saturating_sub(10)..].join("\n"),
+        });
+        i = j;
+    }
+    out
+}
+
+/// The program a build script's output says could not be run.
+fn missing_tool(text: &str) -> Option<String> {
+    let clean = |s: &str| -> Option<String> {
+        let t = s
+            .trim()
+            .trim_matches(|c: char| matches!(c, '`' | '\'' | '"' | ':' | ',' | '(' | ')'))
+            .to_string();
+        let ok = !t.is_empty()
+            && t.chars()
+                .all(|c| c.is_alphanumeric() || matches!(c, '-' | '_' | '.' | '/' | '+'));
+        ok.then(|| t.rsplit('/').next().unwrap_or(&t).to_string())
+    };
+    for line in text.lines() {
+        let l = line.trim();
+        let not_found = l.contains("No such file or directory")
+            || l.contains("NotFound")
+            || l.contains("not found");
+        // `sh: 1: dtc: not found`, `dtc: command not found`
+        if let Some(before) = l
+            .strip_suffix(": command not found")
+            .or_else(|| l.strip_suffix(": not found"))
+        {
+            if let Some(t) = before.rsplit(": ").next().and_then(clean) {
+                return Some(t);
+            }
+        }
+        for marker in [
+            "failed to execute ",
+            "failed to run ",
+            "failed to spawn ",
+            "could not run ",
+            "could not execute ",
+            "Failed to execute ",
+            "Failed to run ",
+        ] {
+            if let Some(rest) = l.split(marker).nth(1) {
+                if !not_found && !l.contains("failed to execute") {
+                    continue;
+                }
+                let word = rest
+                    .trim_start_matches(['`', '\'', '"'])
+                    .split(|c: char| c.is_whitespace() || matches!(c, '`' | '\'' | '"' | ':'))
+                    .next()
+                    .unwrap_or_default();
+                let word = if word == "command" || word == "program" {
+                    rest.split_whitespace().nth(1).unwrap_or_default()
+                } else {
+                    word
+                };
+                if let Some(t) = clean(word) {
+                    return Some(t);
+                }
+            }
+        }
+    }
+    None
 }
 
 /// The files of each module (see [`ModuleSpec::files`]).
@@ -838,61 +1127,6 @@ fn normalize_rel(p: &Path) -> Option<String> {
         }
     }
     (!parts.is_empty()).then(|| parts.join("/"))
-}
-
-/// The target to check: `wanted` when the toolchain has it (its standard library is in
-/// the sysroot, or it is the host, or a custom target file), else the host target with
-/// a note to say so.
-pub fn resolve_target(root: &Path, wanted: &str) -> Result<(String, Option<String>)> {
-    let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
-    let run = |args: &[&str]| -> Result<String> {
-        let out = Command::new(&rustc)
-            .args(args)
-            .current_dir(root)
-            .stdin(Stdio::null())
-            .output()
-            .with_context(|| {
-                format!(
-                    "could not run `{} {}`; is Rust installed?",
-                    rustc.to_string_lossy(),
-                    args.join(" ")
-                )
-            })?;
-        if !out.status.success() {
-            bail!(
-                "`{} {}` failed: {}",
-                rustc.to_string_lossy(),
-                args.join(" "),
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    };
-    if wanted.ends_with(".json") {
-        return Ok((wanted.to_string(), None));
-    }
-    let sysroot = run(&["--print", "sysroot"])?;
-    let lib = Path::new(sysroot.trim())
-        .join("lib/rustlib")
-        .join(wanted)
-        .join("lib");
-    if lib.is_dir() {
-        return Ok((wanted.to_string(), None));
-    }
-    let host = run(&["-vV"])?
-        .lines()
-        .find_map(|l| l.strip_prefix("host: "))
-        .map(|h| h.trim().to_string())
-        .context("`rustc -vV` did not name the host target")?;
-    if host == wanted {
-        return Ok((host, None));
-    }
-    Ok((
-        host.clone(),
-        Some(format!(
-            "the toolchain has no `{wanted}` target (`rustup target add {wanted}`); checking for the host target {host} instead"
-        )),
-    ))
 }
 
 #[cfg(test)]
@@ -981,8 +1215,12 @@ mod tests {
                 files: vec!["a.rs".into()],
                 errors: diags.iter().filter(|d| d.is_error()).count(),
                 warnings: 0,
+                compiled: true,
+                status: "errors",
                 diagnostics: diags,
             }],
+            not_compiled: 0,
+            build_failures: Vec::new(),
             check_ms: 0,
         }
     }
@@ -1018,21 +1256,6 @@ mod tests {
     }
 
     #[test]
-    fn a_target_the_toolchain_lacks_falls_back_to_the_host() {
-        let dir = tempfile::tempdir().unwrap();
-        let (target, note) = resolve_target(dir.path(), "x86_64-unknown-nowhere").unwrap();
-        assert_ne!(target, "x86_64-unknown-nowhere");
-        let note = note.expect("the fallback is said");
-        assert!(
-            note.contains("rustup target add x86_64-unknown-nowhere"),
-            "{note}"
-        );
-        assert!(note.contains(&target), "{note}");
-        let (same, none) = resolve_target(dir.path(), &target).unwrap();
-        assert_eq!((same, none), (target, None), "the host needs no fallback");
-    }
-
-    #[test]
     fn stop_reasons_have_names() {
         for r in [
             StopReason::Clean,
@@ -1040,6 +1263,7 @@ mod tests {
             StopReason::NoProgress,
             StopReason::NoFixer,
             StopReason::OutsideModules,
+            StopReason::NotCompiled,
         ] {
             assert!(!r.as_str().is_empty() && !r.explain().is_empty());
             assert_eq!(
@@ -1047,5 +1271,63 @@ mod tests {
                 serde_json::json!(r.as_str())
             );
         }
+    }
+
+    #[test]
+    fn failing_build_scripts_name_the_missing_tool() {
+        let stderr = "   Compiling foo v0.1.0 (/w/foo)\n\
+error: failed to run custom build command for `foo v0.1.0 (/w/foo)`\n\
+\n\
+Caused by:\n\
+  process didn't exit successfully: `/w/target/debug/build/foo-1/build-script-build` (exit status: 101)\n\
+  --- stderr\n\
+\n\
+  thread 'main' panicked at build.rs:2:5:\n\
+  failed to execute dtc: Os { code: 2, kind: NotFound, message: \"No such file or directory\" }\n\
+error: failed to run custom build command for `bar v0.2.0 (/w/bar)`\n\
+  --- stderr\n\
+  sh: 1: mkimage: not found\n\
+error: failed to run custom build command for `baz v0.2.0 (/w/baz)`\n\
+  --- stderr\n\
+  assertion failed\n";
+        let f = build_script_failures(stderr);
+        assert_eq!(f.len(), 3, "{f:?}");
+        assert_eq!(f[0].package, "foo");
+        assert_eq!(f[0].missing_tool.as_deref(), Some("dtc"));
+        assert!(f[0]
+            .message()
+            .contains("it runs `dtc`, which is not installed"));
+        assert_eq!(f[1].package, "bar");
+        assert_eq!(f[1].missing_tool.as_deref(), Some("mkimage"));
+        assert_eq!(f[2].missing_tool, None);
+        assert_eq!(f[2].message(), "build script of package baz failed");
+    }
+
+    #[test]
+    fn dep_info_lists_the_files_rustc_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("k/src")).unwrap();
+        std::fs::write(root.join("k/src/lib.rs"), "").unwrap();
+        std::fs::write(root.join("k/src/a.rs"), "").unwrap();
+        let deps = root.join("target/deps");
+        std::fs::create_dir_all(&deps).unwrap();
+        std::fs::write(
+            deps.join("k-123.d"),
+            format!(
+                "{0}/k-123.d: k/src/lib.rs k/src/a.rs\n\n{0}/libk-123.rmeta: k/src/lib.rs k/src/a.rs\n\nk/src/lib.rs:\nk/src/a.rs:\n",
+                deps.display()
+            ),
+        )
+        .unwrap();
+        let files = dep_info_sources(&deps.join("libk-123.rmeta"), root).unwrap();
+        assert_eq!(
+            files,
+            [
+                canonical(&root.join("k/src/lib.rs")),
+                canonical(&root.join("k/src/a.rs"))
+            ]
+        );
+        assert!(dep_info_sources(&deps.join("libk-9.rmeta"), root).is_none());
     }
 }

@@ -16,5 +16,6 @@ pub mod plan;
 pub mod report;
 pub mod store;
 pub mod swarm;
+pub mod toolchain;
 pub mod workspace;
 pub mod writer;

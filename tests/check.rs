@@ -490,3 +490,294 @@ fn the_pre_commit_hook_blocks_a_commit_that_breaks_the_port() {
         "the previous hook is back"
     );
 }
+
+// ---- the workspace's own toolchain and target, and what was not compiled ----
+
+/// A small hypervisor library workspace (`hv` with an ARM64 GIC module, depending on
+/// `hv-core`), plus `extra` files.
+fn small_hv(extra: &[(&str, &str)]) -> tempfile::TempDir {
+    let mut files: Vec<(&str, &str)> = vec![
+        (
+            "Cargo.toml",
+            "[workspace]\nmembers = [\"hv\", \"core\"]\nresolver = \"2\"\n",
+        ),
+        (
+            "core/Cargo.toml",
+            "[package]\nname = \"hv-core\"\nversion = \"0.1.0\"\nedition = \"2021\"\n",
+        ),
+        ("core/src/lib.rs", "#![no_std]\npub struct Vm { pub id: u16 }\n"),
+        (
+            "hv/Cargo.toml",
+            "[package]\nname = \"hv\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[dependencies]\nhv-core = { path = \"../core\" }\n",
+        ),
+        ("hv/src/lib.rs", "#![no_std]\npub mod arch;\n"),
+        (
+            "hv/src/arch/mod.rs",
+            "#[cfg(target_arch = \"aarch64\")]\npub mod aarch64;\n#[cfg(target_arch = \"x86_64\")]\npub mod x86_64;\n",
+        ),
+        ("hv/src/arch/aarch64/mod.rs", "pub mod gic;\n"),
+        // The port, already written (x86_64 only).
+        ("hv/src/arch/x86_64/mod.rs", "pub mod apic;\n"),
+        (
+            "hv/src/arch/x86_64/apic.rs",
+            "/// Signals end of interrupt to the local APIC.\npub fn eoi(_intid: u32) {}\n",
+        ),
+        (
+            "hv/src/arch/aarch64/gic.rs",
+            "use core::arch::asm;\n\npub fn eoi(intid: u32) {\n    unsafe { asm!(\"msr icc_eoir1_el1, {0:x}\", \"isb\", in(reg) intid as u64) };\n}\n",
+        ),
+    ];
+    for (p, t) in extra {
+        files.retain(|(q, _)| q != p);
+        files.push((p, t));
+    }
+    workspace(&files)
+}
+
+/// The tool with no toolchain choice of the user's in the environment (as a rustup
+/// proxy run from another directory leaves it: its own default toolchain).
+fn tool_default_env(dir: &Path, args: &[&str]) -> Output {
+    command(dir, args)
+        .env_remove("CARGO_TARGET_DIR")
+        .env_remove("CARGO_BUILD_TARGET_DIR")
+        .env("RUSTUP_TOOLCHAIN_SOURCE", "default")
+        .output()
+        .expect("run cargo-eterna-port")
+}
+
+fn module_status(doc: &serde_json::Value, module: &str) -> String {
+    doc["modules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["module_path"] == module)
+        .unwrap_or_else(|| panic!("{module} in {doc}"))["status"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+const GIC: &str = "hv::arch::aarch64::gic";
+
+#[test]
+fn a_pinned_toolchain_that_is_not_installed_exits_2_with_the_install_command() {
+    let hv = small_hv(&[(
+        "rust-toolchain.toml",
+        "[toolchain]\nchannel = \"nightly-2001-01-01\"\ntargets = [\"x86_64-unknown-none\"]\n",
+    )]);
+    let out = tool_default_env(hv.path(), &["check"]);
+    assert_code(&out, 2);
+    let err = stderr(&out);
+    assert!(err.contains("rust-toolchain.toml"), "{err}");
+    assert!(err.contains("`nightly-2001-01-01`"), "{err}");
+    assert!(
+        err.contains(
+            "rustup toolchain install nightly-2001-01-01 --target x86_64-unknown-none --component rust-src"
+        ),
+        "{err}"
+    );
+    assert!(err.contains("RUSTUP_TOOLCHAIN="), "{err}");
+
+    // The legacy one-line file pins too.
+    std::fs::remove_file(hv.path().join("rust-toolchain.toml")).unwrap();
+    std::fs::write(hv.path().join("rust-toolchain"), "nightly-2001-01-01\n").unwrap();
+    let out = tool_default_env(hv.path(), &["check"]);
+    assert_code(&out, 2);
+    assert!(
+        stderr(&out).contains("nightly-2001-01-01"),
+        "{}",
+        stderr(&out)
+    );
+
+    // The user's explicit RUSTUP_TOOLCHAIN wins over the pin, and is said.
+    let out = command(hv.path(), &["check", "--message-format", "json"])
+        .env_remove("CARGO_TARGET_DIR")
+        .env("RUSTUP_TOOLCHAIN", "stable")
+        .env("RUSTUP_TOOLCHAIN_SOURCE", "env")
+        .output()
+        .unwrap();
+    assert_code(&out, 0);
+    assert!(
+        stderr(&out).contains("RUSTUP_TOOLCHAIN=stable overrides `nightly-2001-01-01`"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn a_failing_build_script_names_the_missing_tool_and_its_modules_are_not_compiled() {
+    let hv = small_hv(&[
+        (
+            "hv/build.rs",
+            "fn main() {\n    std::process::Command::new(\"eterna-no-such-tool\")\n        .status()\n        .expect(\"failed to execute eterna-no-such-tool\");\n}\n",
+        ),
+    ]);
+    let out = tool(hv.path(), &["check"]);
+    assert_code(&out, 1);
+    let (o, e) = (stdout(&out), stderr(&out));
+    assert!(
+        e.contains("build script of package hv failed: it runs `eterna-no-such-tool`, which is not installed (or not on PATH)"),
+        "{e}"
+    );
+    assert!(o.contains("not compiled"), "{o}");
+    assert!(!o.contains("check ok"), "{o}");
+
+    let out = tool(hv.path(), &["check", "--message-format", "json"]);
+    assert_code(&out, 1);
+    let doc = json(&out);
+    assert_eq!(module_status(&doc, GIC), "not-compiled");
+    assert_eq!(doc["clean"], false);
+    assert_eq!(
+        doc["build_failures"][0]["missing_tool"],
+        "eterna-no-such-tool"
+    );
+
+    let junit = hv.path().join("junit.xml");
+    let out = tool(
+        hv.path(),
+        &["check", "-q", "--junit", junit.to_str().unwrap()],
+    );
+    assert_code(&out, 1);
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    assert!(xml.contains("<skipped message=\"not compiled"), "{xml}");
+
+    let out = tool(hv.path(), &["check", "-q", "--format", "github"]);
+    assert_code(&out, 1);
+    assert!(stdout(&out).contains("not compiled"), "{}", stdout(&out));
+}
+
+#[test]
+fn a_crate_that_fails_first_leaves_its_dependents_not_compiled() {
+    let hv = small_hv(&[(
+        "core/src/lib.rs",
+        "#![no_std]\npub struct Vm { pub id: u16 }\npub fn broken() -> u32 { \"no\" }\n",
+    )]);
+    let out = tool(hv.path(), &["check", "--message-format", "json"]);
+    assert_code(&out, 1);
+    let doc = json(&out);
+    assert_eq!(module_status(&doc, GIC), "not-compiled", "{doc}");
+    assert!(doc["not_compiled"].as_u64().unwrap() >= 1, "{doc}");
+
+    // Fixed, the module is compiled again.
+    std::fs::write(
+        hv.path().join("core/src/lib.rs"),
+        "#![no_std]\npub struct Vm { pub id: u16 }\n",
+    )
+    .unwrap();
+    let out = tool(hv.path(), &["check", "--message-format", "json"]);
+    assert_code(&out, 0);
+    assert_eq!(module_status(&json(&out), GIC), "ok");
+}
+
+fn installed_targets() -> Vec<String> {
+    let out = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output();
+    match out {
+        Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .map(|l| l.trim().to_string())
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+#[test]
+fn a_target_without_std_exits_2_unless_host_fallback_is_asked() {
+    const T: &str = "riscv64gc-unknown-none-elf";
+    if installed_targets().iter().any(|t| t == T) {
+        eprintln!("skipped: {T} is installed here, so it cannot stand for a target without std");
+        return;
+    }
+    let hv = small_hv(&[]);
+    let out = tool(hv.path(), &["check", "--target", T]);
+    assert_code(&out, 2);
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("rustup target add {T} --toolchain ")),
+        "{err}"
+    );
+    assert!(err.contains("--host-fallback"), "{err}");
+
+    let out = tool(
+        hv.path(),
+        &[
+            "check",
+            "--target",
+            T,
+            "--host-fallback",
+            "--message-format",
+            "json",
+        ],
+    );
+    assert_code(&out, 0);
+    let err = stderr(&out);
+    assert!(err.contains("checking the host target"), "{err}");
+    let doc = json(&out);
+    assert_ne!(doc["target_triple"], T);
+    assert_eq!(doc["requested_target"], T);
+}
+
+/// The nightly's sysroot, when a `nightly` toolchain is installed (never installs one).
+fn nightly_sysroot() -> Option<PathBuf> {
+    let out = Command::new("rustup")
+        .args(["run", "nightly", "rustc", "--print", "sysroot"])
+        .env("RUSTUP_AUTO_INSTALL", "0")
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+}
+
+#[test]
+fn a_pinned_nightly_with_rust_src_checks_a_target_without_std_with_build_std() {
+    const T: &str = "riscv64gc-unknown-none-elf";
+    let Some(sysroot) = nightly_sysroot() else {
+        eprintln!("skipped: `rustup run nightly rustc` fails (no nightly toolchain here)");
+        return;
+    };
+    if !sysroot.join("lib/rustlib/src/rust/library").is_dir() {
+        eprintln!("skipped: the nightly toolchain has no rust-src component");
+        return;
+    }
+    if sysroot.join("lib/rustlib").join(T).join("lib").is_dir() {
+        eprintln!("skipped: the nightly has {T}'s std, so it cannot stand for a target without");
+        return;
+    }
+    let hv = small_hv(&[(
+        "rust-toolchain.toml",
+        "[toolchain]\nchannel = \"nightly\"\n",
+    )]);
+    let out = tool_default_env(
+        hv.path(),
+        &["check", "--target", T, "--message-format", "json"],
+    );
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!(
+            "{T} has no rust-std for nightly; checking with -Z build-std=core,alloc"
+        )),
+        "{err}"
+    );
+    // The port is x86_64 code: for riscv64 its files are cfg'd out, so not compiled.
+    assert_code(&out, 1);
+    let doc = json(&out);
+    assert_eq!(doc["target_triple"], T);
+    assert_eq!(module_status(&doc, GIC), "not-compiled");
+}
+
+#[test]
+fn a_module_whose_file_the_compiler_never_read_is_not_compiled() {
+    // The x86_64 module files are not written yet: the crate compiles, they do not.
+    let hv = small_hv(&[(
+        "hv/src/arch/mod.rs",
+        "#[cfg(target_arch = \"aarch64\")]\npub mod aarch64;\n",
+    )]);
+    std::fs::remove_dir_all(hv.path().join("hv/src/arch/x86_64")).unwrap();
+    let out = tool(hv.path(), &["check", "--message-format", "json"]);
+    assert_code(&out, 1);
+    let doc = json(&out);
+    assert_eq!(module_status(&doc, GIC), "not-compiled", "{doc}");
+    assert_eq!(doc["errors"], 0);
+}

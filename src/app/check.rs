@@ -84,12 +84,19 @@ pub(super) fn cmd_check(g: &GlobalArgs, a: &CheckArgs) -> Result<u8> {
     let packages = selected.packages();
 
     let wanted = s.config.target.value.clone();
-    let (target, note) = fixloop::resolve_target(&root, &wanted)?;
-    if let (Some(note), false) = (note, g.quiet) {
-        report::stderr_message("warning", &note);
+    let toolchain = crate::toolchain::Toolchain::for_workspace(&root)?;
+    if let (Some(note), false) = (toolchain.override_note(), g.quiet) {
+        report::stderr_message("note", &note);
     }
+    let choice = toolchain.resolve_target(&root, &wanted, a.host_fallback)?;
+    if let (Some(note), false) = (&choice.note, g.quiet) {
+        report::stderr_message("note", note);
+    }
+    let target = choice.triple.clone();
     let mut opts = fixloop::LoopOptions::new(&root, &target, &specs);
     opts.packages = &packages;
+    opts.toolchain = toolchain;
+    opts.build_std = choice.build_std;
     opts.apply_rustfix = false;
     let spinner = if g.quiet || json {
         indicatif::ProgressBar::hidden()
@@ -115,6 +122,14 @@ pub(super) fn cmd_check(g: &GlobalArgs, a: &CheckArgs) -> Result<u8> {
         m.component.is_none() || keep.contains(&m.module_path)
     });
 
+    if !g.quiet {
+        for f in &doc.build_failures {
+            report::stderr_message("error", &f.message());
+            if f.missing_tool.is_none() && !f.stderr.is_empty() {
+                eprintln!("{}", f.stderr);
+            }
+        }
+    }
     if json {
         report::print_json(&doc)?;
     } else {

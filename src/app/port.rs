@@ -325,18 +325,23 @@ pub(super) fn cmd_port(g: &GlobalArgs, targets: &[String], flags: &PortFlags) ->
         }
 
         // The cargo check loop: rustfix, then the DebugAgent (LLM) or the stub fixer
-        // (offline), until clean or stuck.
-        let loop_target = if flags.max_fix_iterations == 0 {
+        // (offline), until clean or stuck. Offline, a port that cannot be checked (its
+        // pinned toolchain or the target's std is missing) is still a port: said, and
+        // the loop skipped.
+        let resolved = if flags.max_fix_iterations == 0 {
             None
         } else {
-            match crate::fixloop::resolve_target(&s.ws.root, &s.config.target.value) {
-                Ok((target, note)) => {
-                    if let (Some(note), false) = (note, g.quiet) {
-                        report::stderr_message("warning", &note);
-                    }
-                    Some(target)
-                }
-                // Offline, a port that cannot be checked is still a port: say so.
+            let resolve = || -> Result<_> {
+                let toolchain = crate::toolchain::Toolchain::for_workspace(&s.ws.root)?;
+                let choice = toolchain.resolve_target(
+                    &s.ws.root,
+                    &s.config.target.value,
+                    flags.host_fallback,
+                )?;
+                Ok((toolchain, choice))
+            };
+            match resolve() {
+                Ok(r) => Some(r),
                 Err(e) if !llm => {
                     if !g.quiet {
                         report::stderr_message(
@@ -349,11 +354,20 @@ pub(super) fn cmd_port(g: &GlobalArgs, targets: &[String], flags: &PortFlags) ->
                 Err(e) => return Err(e),
             }
         };
-        if let Some(target) = loop_target {
+        if let Some((toolchain, choice)) = resolved {
+            if let (Some(note), false) = (toolchain.override_note(), g.quiet) {
+                report::stderr_message("note", &note);
+            }
+            if let (Some(note), false) = (&choice.note, g.quiet) {
+                report::stderr_message("note", note);
+            }
+            let target = choice.triple.clone();
             let specs = crate::fixloop::ModuleSpec::from_plan(&selected.modules);
             let packages = selected.packages();
             let mut lopts = crate::fixloop::LoopOptions::new(&s.ws.root, &target, &specs);
             lopts.packages = &packages;
+            lopts.toolchain = toolchain;
+            lopts.build_std = choice.build_std;
             lopts.max_iterations = flags.max_fix_iterations;
             let mut debug = llm.then(|| super::fix::DebugFixer {
                 runtime: &runtime,
@@ -452,6 +466,11 @@ pub(super) fn cmd_port(g: &GlobalArgs, targets: &[String], flags: &PortFlags) ->
                         .iter()
                         .find_map(|m| m.first_error())
                         .map(|d| format!("{}:{}: {}", d.file, d.line, d.message));
+                    if !g.quiet {
+                        for f in &l.final_report.build_failures {
+                            report::stderr_message("error", &f.message());
+                        }
+                    }
                     fix_loop = Some(report::FixLoopSummary {
                         stop: l.stop.as_str(),
                         explanation: l.stop.explain(),
@@ -517,7 +536,10 @@ pub(super) fn cmd_port(g: &GlobalArgs, targets: &[String], flags: &PortFlags) ->
         .iter()
         .filter(|r| r.status != TaskStatus::Done)
         .count();
-    let unfixed = fix_loop.as_ref().is_some_and(|f| f.errors_left > 0);
+    // Modules the last check did not compile are not fixed either (stop `not-compiled`).
+    let unfixed = fix_loop.as_ref().is_some_and(|f| {
+        f.errors_left > 0 || f.stop == crate::fixloop::StopReason::NotCompiled.as_str()
+    });
     finish(
         &store.as_ref(),
         &run.as_ref(),

@@ -303,7 +303,11 @@ pub fn build(
 ) -> Result<PathBuf, EmulateError> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
     let t = req.target;
-    let mut cmd = Command::new(&cargo);
+    // The workspace's pinned toolchain (rust-toolchain.toml) builds the image too.
+    let mut cmd = match crate::toolchain::Toolchain::for_workspace(req.root) {
+        Ok(tc) if tc.rustup_toolchain.is_some() => tc.cargo(),
+        _ => Command::new(&cargo),
+    };
     cmd.args([
         "build",
         "--release",

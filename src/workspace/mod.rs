@@ -46,7 +46,38 @@ impl Workspace {
             check_manifest_path(path)?;
             cmd.manifest_path(path);
         }
-        let metadata = cmd.exec().map_err(|e| metadata_error(e, manifest_path))?;
+        // The workspace's pinned toolchain (rust-toolchain.toml) runs cargo metadata too.
+        let start = match manifest_path {
+            Some(p) => p
+                .canonicalize()
+                .ok()
+                .and_then(|p| p.parent().map(Path::to_path_buf)),
+            None => std::env::current_dir().ok(),
+        };
+        let toolchain = match &start {
+            Some(dir) => crate::toolchain::Toolchain::for_workspace(dir)?,
+            None => crate::toolchain::Toolchain::default(),
+        };
+        if let Some(tc) = &toolchain.rustup_toolchain {
+            cmd.cargo_path("cargo")
+                .env("RUSTUP_TOOLCHAIN", tc)
+                .env("RUSTUP_AUTO_INSTALL", "0");
+        }
+        let metadata = match cmd.exec() {
+            Ok(m) => m,
+            Err(e) => {
+                // A pinned toolchain that is not installed: say that, with the command.
+                if let (Some(_), Some(dir)) = (&toolchain.rustup_toolchain, &start) {
+                    let target = toolchain
+                        .pin
+                        .as_ref()
+                        .and_then(|p| p.targets.first().cloned())
+                        .unwrap_or_else(|| "x86_64-unknown-none".into());
+                    toolchain.verbose_version(dir, &target)?;
+                }
+                return Err(metadata_error(e, manifest_path));
+            }
+        };
         let root = metadata.workspace_root.clone().into_std_path_buf();
         let target_dir = metadata.target_directory.clone().into_std_path_buf();
 
