@@ -337,6 +337,31 @@ fn boot_layer(
     (boot, unported)
 }
 
+/// The serial-console patterns of a boot: the flags, else the workspace's
+/// configuration, else the generic defaults.
+fn console_patterns(c: &crate::config::ConsolePatterns, q: &QemuArgs) -> emulate::Patterns {
+    let from = |flag: &[String], setting: &Option<crate::config::Setting<Vec<String>>>| {
+        if flag.is_empty() {
+            setting
+                .as_ref()
+                .map(|s| s.value.clone())
+                .unwrap_or_default()
+        } else {
+            flag.to_vec()
+        }
+    };
+    let value = |s: &Option<crate::config::Setting<String>>| s.as_ref().map(|s| s.value.clone());
+    emulate::Patterns {
+        trace_prefix: q.trace_prefix.clone().or_else(|| value(&c.trace_prefix)),
+        exit_code: value(&c.exit_code_pattern),
+        vmx_unavailable: value(&c.vmx_unavailable_pattern),
+        ..emulate::Patterns::new(
+            &from(&q.success_pattern, &c.success_patterns),
+            &from(&q.failure_pattern, &c.failure_patterns),
+        )
+    }
+}
+
 fn cmd_qemu(g: &GlobalArgs, q: &QemuArgs) -> Result<u8> {
     if !(q.timeout.is_finite() && q.timeout > 0.0 && q.timeout <= 86_400.0) {
         anyhow::bail!(
@@ -347,9 +372,15 @@ fn cmd_qemu(g: &GlobalArgs, q: &QemuArgs) -> Result<u8> {
     if q.success_pattern
         .iter()
         .chain(&q.failure_pattern)
-        .any(String::is_empty)
+        .any(|p| p.trim().is_empty())
     {
         anyhow::bail!("--success-pattern/--failure-pattern: a pattern must not be empty");
+    }
+    if q.trace_prefix
+        .as_deref()
+        .is_some_and(|p| p.trim().is_empty())
+    {
+        anyhow::bail!("--trace-prefix: the prefix must not be empty");
     }
     let s = open(g)?;
     let target = boot_target(&s, g, q.bin.as_deref())?;
@@ -377,7 +408,7 @@ fn cmd_qemu(g: &GlobalArgs, q: &QemuArgs) -> Result<u8> {
         },
         timeout: std::time::Duration::from_secs_f64(q.timeout),
         compare: q.compare,
-        patterns: emulate::Patterns::new(&q.success_pattern, &q.failure_pattern),
+        patterns: console_patterns(&s.config.console, q),
         echo: !json && !g.quiet,
         quiet: g.quiet,
         boot_files: emulate::WorkspaceBootFiles {

@@ -279,11 +279,23 @@ pub struct SearchArgs {
 }
 
 const QEMU_AFTER_HELP: &str = "\
-Verdicts: `[eterna] guest exited code=0` on the serial console is success; under QEMU TCG
-(no VT-x) the port prints `[eterna] vmx unavailable: …` and QEMU exits with status 33
-((0x10 << 1) | 1 through isa-debug-exit): success too, the VMX-unavailable verdict. A panic
-line, a triple fault (QEMU exits without a success line), another exit status or the
-timeout is a failure: exit 1 with the last serial lines. Files: target/eterna-port/serial.log
+Verdicts. The workspace says what its console means, in [workspace.metadata.eterna-port]
+(or [package.metadata.eterna-port]; see `cargo eterna-port config`):
+  success-patterns = [\"…\"]      serial text meaning success
+  failure-patterns = [\"…\"]      serial text meaning failure (replaces `panicked at`)
+  exit-code-pattern = \"…\"       a line prefix followed by a decimal exit code: 0 is
+                                success, anything else failure; the line closes the trace
+  vmx-unavailable-pattern = \"…\" booted, but the CPU has no VT-x: the VMX-unavailable
+                                verdict (success)
+  trace-prefix = \"…\"            prefix of the guest-visible trace lines --compare diffs
+Without them only generic signals decide. Success: QEMU isa-debug-exit (port 0xf4; the
+guest writes v, QEMU exits with (v << 1) | 1): status 1 (v = 0) is success, 33 (v = 0x10)
+is VMX unavailable, any other odd status is the guest's failure code v; Bochs powered off
+by the guest (\"Shutdown\" to port 0x8900, or ACPI S5). QEMU status 0 (a power-off, or a
+reset under -no-reboot) is success only after a success line. Failure: `panicked at`, an
+`unimplemented!(\"eterna-port: …\")` stub (\"boots up to <item>\"), a triple fault, another
+exit status, the timeout: exit 1 with the last serial lines. --compare without a
+trace-prefix is a usage error (exit 2). Files: target/eterna-port/serial.log and qemu.log
 (target/eterna-port/serial-aarch64.log with --compare; Bochs work files in
 target/eterna-port/bochs/).";
 
@@ -319,15 +331,22 @@ pub struct QemuArgs {
     #[arg(long, default_value_t = 60.0, value_name = "SECS")]
     pub timeout: f64,
 
-    /// Also boot the ARM64 original (qemu-system-aarch64) and diff the `[guest]` traces
+    /// Also boot the ARM64 original (qemu-system-aarch64) and diff the guest-visible
+    /// traces (needs a trace prefix: `trace-prefix` in the metadata, or --trace-prefix)
     #[arg(long)]
     pub compare: bool,
 
-    /// Serial text that means success (repeatable; replaces the defaults)
+    /// Prefix of guest-visible trace lines (replaces the metadata's `trace-prefix`)
+    #[arg(long, value_name = "TEXT")]
+    pub trace_prefix: Option<String>,
+
+    /// Serial text that means success (repeatable; replaces the metadata's
+    /// `success-patterns`)
     #[arg(long, value_name = "TEXT")]
     pub success_pattern: Vec<String>,
 
-    /// Serial text that means failure (repeatable; replaces the defaults)
+    /// Serial text that means failure (repeatable; replaces the metadata's
+    /// `failure-patterns` and the default `panicked at`)
     #[arg(long, value_name = "TEXT")]
     pub failure_pattern: Vec<String>,
 

@@ -27,7 +27,7 @@ pub const KEY_VARS: [&str; 4] = [
 ];
 
 /// Keys accepted in `[workspace.metadata.eterna-port]` / `[package.metadata.eterna-port]`.
-const METADATA_KEYS: [&str; 11] = [
+const METADATA_KEYS: [&str; 16] = [
     "target",
     "model",
     "base-url",
@@ -39,6 +39,11 @@ const METADATA_KEYS: [&str; 11] = [
     "x86_64-linker-script",
     "x86_64-grub-cfg",
     "x86_64-bochsrc",
+    "trace-prefix",
+    "success-patterns",
+    "failure-patterns",
+    "exit-code-pattern",
+    "vmx-unavailable-pattern",
 ];
 
 /// Where a value came from.
@@ -154,6 +159,27 @@ pub struct Config {
     pub embedding_model: Setting<String>,
     /// Files `qemu` boots the x86_64 image with; each absent one is the tool's own.
     pub boot_files: BootFiles,
+    /// How `qemu` reads the serial console; each absent one is the generic default.
+    pub console: ConsolePatterns,
+}
+
+/// The workspace's console conventions for `qemu` (metadata keys `trace-prefix`,
+/// `success-patterns`, `failure-patterns`, `exit-code-pattern`,
+/// `vmx-unavailable-pattern`). Without them only the emulator's own signals, a Rust
+/// panic, a stub, a triple fault and the timeout decide, and `--compare` has no trace.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ConsolePatterns {
+    /// Prefix of the guest-visible trace lines `qemu --compare` diffs.
+    pub trace_prefix: Option<Setting<String>>,
+    /// Serial text meaning success (replaces the generic defaults).
+    pub success_patterns: Option<Setting<Vec<String>>>,
+    /// Serial text meaning failure (replaces the generic `panicked at`).
+    pub failure_patterns: Option<Setting<Vec<String>>>,
+    /// A line prefix followed by a decimal exit code: 0 success, else failure; the
+    /// line closes the trace.
+    pub exit_code_pattern: Option<Setting<String>>,
+    /// Serial text meaning "booted, but the CPU has no VT-x".
+    pub vmx_unavailable_pattern: Option<Setting<String>>,
 }
 
 /// The workspace's own image and boot files for `qemu` (metadata keys
@@ -495,7 +521,53 @@ impl Config {
             bochsrc: boot_path("x86_64-bochsrc")?,
         };
 
+        let text = |key: &str| -> Result<Option<Setting<String>>> {
+            let found = meta_str(key)?;
+            if let Some(s) = &found {
+                if s.value.trim().is_empty() {
+                    bail!(
+                        "`{key}` in {} must not be empty; give the text to look for or remove the key",
+                        s.source
+                    );
+                }
+            }
+            Ok(found)
+        };
+        let list = |key: &str| -> Result<Option<Setting<Vec<String>>>> {
+            let mut found = None;
+            for t in &tables {
+                let Some(value) = t.table.get(key) else {
+                    continue;
+                };
+                let items = value.as_array().filter(|a| !a.is_empty()).and_then(|a| {
+                    a.iter()
+                        .map(|v| {
+                            v.as_str()
+                                .filter(|s| !s.trim().is_empty())
+                                .map(String::from)
+                        })
+                        .collect::<Option<Vec<String>>>()
+                });
+                let Some(items) = items else {
+                    bail!(
+                        "`{key}` in {} must be a non-empty list of non-empty strings, e.g. {key} = [\"boot ok\"], found `{value}`",
+                        t.source
+                    );
+                };
+                found = Some(Setting::new(items, t.source.clone()));
+            }
+            Ok(found)
+        };
+        let console = ConsolePatterns {
+            trace_prefix: text("trace-prefix")?,
+            success_patterns: list("success-patterns")?,
+            failure_patterns: list("failure-patterns")?,
+            exit_code_pattern: text("exit-code-pattern")?,
+            vmx_unavailable_pattern: text("vmx-unavailable-pattern")?,
+        };
+
         Ok(Config {
+            console,
             boot_files,
             embedder,
             embeddings_base_url,
@@ -607,6 +679,56 @@ impl Config {
                     s.value.display().to_string(),
                     s.source.to_string(),
                 ),
+                None => (key.into(), "(tool default)".into(), otherwise.into()),
+            });
+        }
+        let c = &self.console;
+        let shown = |v: &str| format!("{v:?}");
+        let shown_list = |v: &[String]| {
+            v.iter()
+                .map(|p| format!("{p:?}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        for (key, setting, otherwise) in [
+            (
+                "trace-prefix",
+                c.trace_prefix
+                    .as_ref()
+                    .map(|s| (shown(&s.value), &s.source)),
+                "none: no guest trace, `qemu --compare` refused",
+            ),
+            (
+                "success-patterns",
+                c.success_patterns
+                    .as_ref()
+                    .map(|s| (shown_list(&s.value), &s.source)),
+                "none: the emulator's signals (QEMU isa-debug-exit, Bochs power-off)",
+            ),
+            (
+                "failure-patterns",
+                c.failure_patterns
+                    .as_ref()
+                    .map(|s| (shown_list(&s.value), &s.source)),
+                "\"panicked at\" (and stubs, triple faults, the timeout)",
+            ),
+            (
+                "exit-code-pattern",
+                c.exit_code_pattern
+                    .as_ref()
+                    .map(|s| (shown(&s.value), &s.source)),
+                "none",
+            ),
+            (
+                "vmx-unavailable-pattern",
+                c.vmx_unavailable_pattern
+                    .as_ref()
+                    .map(|s| (shown(&s.value), &s.source)),
+                "none: QEMU status 33 only",
+            ),
+        ] {
+            rows.push(match setting {
+                Some((value, source)) => (key.into(), value, source.to_string()),
                 None => (key.into(), "(tool default)".into(), otherwise.into()),
             });
         }

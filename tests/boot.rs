@@ -5,7 +5,9 @@
 //! * the port by the LLM backend, served the hand-written x86_64 port as scripted model
 //!   answers (`tests/fixtures/eterna-x86-answers/`, `common::scripted`), checks clean,
 //!   boots under QEMU TCG to the VMX-unavailable verdict (status 33) and runs its guest
-//!   under Bochs with VMX with the same `[guest]` trace as the ARM64 original;
+//!   under Bochs with VMX with the same `[guest]` trace as the ARM64 original (the
+//!   fixture names its console patterns in `[workspace.metadata.eterna-port]`; without
+//!   them the emulator's own signals decide and `--compare` is a usage error);
 //! * broken boots, stubs reached while booting, images without boot code, missing
 //!   emulators and unported workspaces are reported, never a hang.
 //!
@@ -159,7 +161,8 @@ fn broken_boots_fail_with_the_serial_tail_within_the_timeout() {
     assert!(started.elapsed() < Duration::from_secs(120));
     let stdout = common::stdout(&out);
     assert!(stdout.contains("boot FAILED"), "{stdout}");
-    assert!(stdout.contains("without a success line"), "{stdout}");
+    // QEMU logs the triple fault (`-d cpu_reset`): -no-reboot alone would exit 0.
+    assert!(stdout.contains("triple-faulted"), "{stdout}");
     assert!(stdout.contains("last serial lines"), "{stdout}");
 
     // A hang (interrupts off, HLT): killed at the timeout, reported, not waited on.
@@ -190,9 +193,93 @@ fn broken_boots_fail_with_the_serial_tail_within_the_timeout() {
     );
 }
 
+/// The console keys of the fixture's `[workspace.metadata.eterna-port]`.
+const CONSOLE_KEYS: [&str; 5] = [
+    "trace-prefix",
+    "success-patterns",
+    "failure-patterns",
+    "exit-code-pattern",
+    "vmx-unavailable-pattern",
+];
+
+/// Removes the console keys from the root manifest: a workspace that configured none.
+fn unconfigure_console(root: &Path) {
+    let manifest = root.join("Cargo.toml");
+    let text = fs::read_to_string(&manifest).unwrap();
+    let kept: Vec<&str> = text
+        .lines()
+        .filter(|l| {
+            !CONSOLE_KEYS
+                .iter()
+                .any(|k| l.starts_with(&format!("{k} =")))
+        })
+        .collect();
+    assert!(
+        kept.len() < text.lines().count(),
+        "no console keys in {text}"
+    );
+    fs::write(&manifest, kept.join("\n") + "\n").unwrap();
+}
+
+#[test]
+fn compare_without_a_trace_prefix_is_a_usage_error_naming_the_key() {
+    let dir = common::copy_tree(&common::fixture_dir());
+    unconfigure_console(dir.path());
+    let out = run(dir.path(), &["qemu", "--compare"]);
+    common::assert_code(&out, 2);
+    let stderr = common::stderr(&out);
+    assert!(stderr.contains("`trace-prefix`"), "{stderr}");
+    assert!(
+        stderr.contains("[workspace.metadata.eterna-port]"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn without_configuration_the_verdict_is_the_emulators_signal() {
+    let dir = ported();
+    unconfigure_console(dir.path());
+    // isa-debug-exit status 33 is the VMX-unavailable verdict whatever the console says;
+    // with no trace prefix there is no trace.
+    let out = run(
+        dir.path(),
+        &["qemu", "--accel", "tcg", "--message-format", "json"],
+    );
+    common::assert_code(&out, 0);
+    let doc = common::json(&out);
+    assert_eq!(doc["port"]["verdict"], "vmx-unavailable", "{doc:#}");
+    assert!(
+        doc["port"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("status 33"),
+        "{doc:#}"
+    );
+    assert_eq!(doc["port"]["trace"], serde_json::json!([]), "{doc:#}");
+}
+
 #[test]
 fn custom_patterns_decide_the_verdict() {
     let dir = ported();
+    // From the workspace's configuration…
+    let manifest = dir.path().join("Cargo.toml");
+    let text = fs::read_to_string(&manifest).unwrap();
+    let configured = text.replacen(
+        "failure-patterns = [",
+        "failure-patterns = [\"x86_64: long mode\", ",
+        1,
+    );
+    assert_ne!(configured, text, "the fixture configures failure-patterns");
+    fs::write(&manifest, &configured).unwrap();
+    let out = run(dir.path(), &["qemu", "--accel", "tcg"]);
+    common::assert_code(&out, 1);
+    let stdout = common::stdout(&out);
+    assert!(
+        stdout.contains("failure pattern `x86_64: long mode`"),
+        "{stdout}"
+    );
+    fs::write(&manifest, &text).unwrap();
+    // …and from the flags, which replace it.
     let out = run(
         dir.path(),
         &[

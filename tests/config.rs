@@ -233,3 +233,71 @@ fn boot_files_come_from_metadata_relative_to_their_manifest() {
     assert_code(&out, 2);
     assert!(stderr(&out).contains("x86_64-bochsrc"), "{}", stderr(&out));
 }
+
+#[test]
+fn console_patterns_come_from_metadata_with_their_source() {
+    let ws = ws_with_metadata(
+        "trace-prefix = \"[vm] \"\nexit-code-pattern = \"[hv] exit code=\"\nfailure-patterns = [\"[hv] oops\"]",
+        "vmx-unavailable-pattern = \"[hv] no vmx\"\nfailure-patterns = [\"[hv] panic\", \"panicked at\"]",
+    );
+    let c = config_json(ws.path(), &[], &[]);
+    let console = &c["console"];
+    assert_eq!(console["trace_prefix"]["value"], "[vm] ", "{console:#}");
+    assert_eq!(
+        console["trace_prefix"]["source"]["kind"],
+        "workspace-metadata"
+    );
+    assert_eq!(console["exit_code_pattern"]["value"], "[hv] exit code=");
+    assert_eq!(console["vmx_unavailable_pattern"]["value"], "[hv] no vmx");
+    // The package's list beats the workspace's.
+    assert_eq!(
+        console["failure_patterns"]["value"],
+        serde_json::json!(["[hv] panic", "panicked at"])
+    );
+    assert_eq!(
+        console["failure_patterns"]["source"]["kind"],
+        "package-metadata"
+    );
+    assert!(console["success_patterns"].is_null(), "{console:#}");
+    let out = run(ws.path(), &["config"]);
+    assert_code(&out, 0);
+    let text = stdout(&out);
+    for key in [
+        "trace-prefix",
+        "success-patterns",
+        "failure-patterns",
+        "exit-code-pattern",
+        "vmx-unavailable-pattern",
+    ] {
+        assert!(text.contains(key), "{key} missing: {text}");
+    }
+    assert!(text.contains("\"[vm] \""), "{text}");
+    assert!(!text.contains("unknown key"), "{text}");
+
+    // Unset: generic defaults, and `config` says what they are.
+    let ws = ws_with_metadata("", "");
+    let c = config_json(ws.path(), &[], &[]);
+    assert!(c["console"]["trace_prefix"].is_null(), "{c:#}");
+    let text = stdout(&run(ws.path(), &["config"]));
+    assert!(text.contains("`qemu --compare` refused"), "{text}");
+    assert!(text.contains("\"panicked at\""), "{text}");
+}
+
+#[test]
+fn bad_console_patterns_are_usage_errors_naming_key_and_file() {
+    for (meta, key) in [
+        ("trace-prefix = \"\"", "trace-prefix"),
+        ("exit-code-pattern = 3", "exit-code-pattern"),
+        ("success-patterns = \"boot ok\"", "success-patterns"),
+        ("failure-patterns = []", "failure-patterns"),
+        ("failure-patterns = [\"ok\", \"\"]", "failure-patterns"),
+        ("vmx-unavailable-pattern = \" \"", "vmx-unavailable-pattern"),
+    ] {
+        let ws = ws_with_metadata(meta, "");
+        let out = run(ws.path(), &["config"]);
+        assert_code(&out, 2);
+        let err = stderr(&out);
+        assert!(err.contains(&format!("`{key}`")), "{meta}: {err}");
+        assert!(err.contains("Cargo.toml"), "{meta}: {err}");
+    }
+}

@@ -704,6 +704,7 @@ fn settings_from_config() {
             source: Source::Default,
         },
         boot_files: Default::default(),
+        console: Default::default(),
         embedder: setting("local"),
         embeddings_base_url: setting("https://api.openai.com/v1"),
         embedding_model: setting("text-embedding-3-small"),

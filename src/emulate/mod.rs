@@ -5,7 +5,7 @@
 //! `grub-mkrescue`), runs the emulator with a bounded timeout, judges the serial
 //! console (a port that reaches an `eterna-port` stub "boots up to" that item), and
 //! with `compare` boots the ARM64 original under qemu-system-aarch64 and diffs the two
-//! `[guest]` traces.
+//! guest-visible traces (the lines starting with the configured `trace-prefix`).
 
 pub mod image;
 pub mod process;
@@ -19,6 +19,9 @@ use serde::Serialize;
 
 pub use image::{BootFile, LINKER_SCRIPT};
 pub use verdict::{Emulator, Judgement, Patterns, Verdict};
+
+/// The metadata key naming the prefix of guest-visible trace lines.
+pub const TRACE_PREFIX_KEY: &str = "trace-prefix";
 
 /// RUSTFLAGS the x86_64 image needs (absolute addresses for the multiboot header and
 /// the 32-bit entry), before `-C link-arg=-T<linker script>`.
@@ -401,6 +404,7 @@ fn finish(
         emulator,
         &outcome.serial,
         &outcome.stderr,
+        &outcome.log,
         outcome.ending,
         patterns,
     );
@@ -423,7 +427,7 @@ fn finish(
         reason,
         boots_up_to: judgement.boots_up_to,
         elapsed_ms: outcome.elapsed.as_millis() as u64,
-        trace: verdict::extract_trace(&outcome.serial),
+        trace: patterns.extract_trace(&outcome.serial),
         serial_tail: verdict::tail(&outcome.serial, 20),
         serial_log,
         image,
@@ -485,6 +489,11 @@ fn qemu_once(req: &Request<'_>, elf: &Path, kvm: bool) -> Result<process::Outcom
     } else {
         cmd.args(["-accel", "tcg"]);
     }
+    // `-d cpu_reset` logs "Triple fault" (TCG): -no-reboot alone exits with status 0,
+    // like a power-off.
+    let log = state_dir(req)?.join("qemu.log");
+    let _ = std::fs::remove_file(&log);
+    cmd.args(["-d", "cpu_reset", "-D"]).arg(&log);
     cmd.arg("-kernel").arg(elf);
     process::run(process::Run {
         command: cmd,
@@ -494,6 +503,7 @@ fn qemu_once(req: &Request<'_>, elf: &Path, kvm: bool) -> Result<process::Outcom
         patterns: &req.patterns,
         echo: req.echo,
         pid_file: None,
+        log: Some(log),
     })
     .map_err(io("starting qemu-system-x86_64"))
 }
@@ -608,6 +618,7 @@ pub fn run_bochs(req: &Request<'_>, elf: &Path) -> Result<BootRun, EmulateError>
         patterns: &req.patterns,
         echo: req.echo,
         pid_file: Some(work.join("bochs.pid")),
+        log: Some(bochs_log(&work)),
     })
     .map_err(io("starting bochs under script"))?;
     let log = state_dir(req)?.join("serial.log");
@@ -618,6 +629,21 @@ pub fn run_bochs(req: &Request<'_>, elf: &Path) -> Result<BootRun, EmulateError>
         &req.patterns,
         log,
         elf.to_path_buf(),
+    )
+}
+
+/// The log file the bochsrc in `work` names (`log: <file>`), else `bochs.log`.
+fn bochs_log(work: &Path) -> PathBuf {
+    let named = std::fs::read_to_string(work.join("bochsrc"))
+        .unwrap_or_default()
+        .lines()
+        .rev()
+        .find_map(|l| l.trim().strip_prefix("log:"))
+        .map(|v| v.trim().to_string());
+    work.join(
+        named
+            .filter(|v| !v.is_empty())
+            .unwrap_or_else(|| "bochs.log".into()),
     )
 }
 
@@ -640,6 +666,7 @@ pub fn run_aarch64(
         patterns: &req.patterns,
         echo: false,
         pid_file: None,
+        log: None,
     })
     .map_err(io(format!("starting {program}")))?;
     let log = state_dir(req)?.join("serial-aarch64.log");
@@ -675,6 +702,12 @@ fn not_bootable(req: &Request<'_>, reason: String, elf: &Path) -> Result<BootRun
 
 /// Builds, boots and (with `compare`) diffs against the ARM64 original.
 pub fn boot(req: &Request<'_>) -> Result<Report, EmulateError> {
+    if req.compare && req.patterns.trace_prefix.is_none() {
+        return Err(EmulateError::Usage(format!(
+            "--compare diffs the guest-visible trace, but the workspace names no trace prefix: set `{TRACE_PREFIX_KEY}` (the prefix of the lines both ports print for each guest-visible event) in [workspace.metadata.eterna-port] of {}, or pass --trace-prefix",
+            req.root.join("Cargo.toml").display()
+        )));
+    }
     let runner = if req.compare {
         aarch64_runner(req.root)?
     } else {

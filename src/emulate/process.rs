@@ -31,6 +31,8 @@ pub struct Run<'a> {
     /// A file the command writes its real emulator's pid into (a process under a
     /// pseudo-terminal leads its own session, out of reach of our process group).
     pub pid_file: Option<PathBuf>,
+    /// The emulator's log file (QEMU `-D`, Bochs `log:`), read after the run.
+    pub log: Option<PathBuf>,
 }
 
 pub struct Outcome {
@@ -38,6 +40,9 @@ pub struct Outcome {
     pub ending: Ending,
     pub elapsed: Duration,
     pub stderr: String,
+    /// The lines of the emulator's log that carry a verdict
+    /// ([`super::verdict::EMULATOR_LOG_SIGNALS`]).
+    pub log: String,
 }
 
 /// Runs `run` to completion. `Err` only when the command cannot be started.
@@ -126,7 +131,25 @@ pub fn run(mut run: Run<'_>) -> std::io::Result<Outcome> {
         ending,
         elapsed: started.elapsed(),
         stderr,
+        log: run.log.as_deref().map(signal_lines).unwrap_or_default(),
     })
+}
+
+/// The lines of the log at `path` that carry a verdict (empty when it is unreadable).
+fn signal_lines(path: &std::path::Path) -> String {
+    let bytes = std::fs::read(path).unwrap_or_default();
+    String::from_utf8_lossy(&bytes)
+        .lines()
+        .filter(|l| {
+            super::verdict::EMULATOR_LOG_SIGNALS
+                .iter()
+                .any(|p| l.contains(p))
+        })
+        .fold(String::new(), |mut out, l| {
+            out.push_str(l);
+            out.push('\n');
+            out
+        })
 }
 
 /// Prints the complete lines of `bytes` after `echoed` (all of it when `flush`).

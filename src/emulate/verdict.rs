@@ -3,23 +3,38 @@
 
 use serde::Serialize;
 
-/// Line the x86_64 port prints when the CPU has no VT-x (QEMU TCG).
-pub const VMX_UNAVAILABLE_LINE: &str = "[eterna] vmx unavailable";
-/// Last line of a successful guest run (both architectures).
-pub const GUEST_EXITED_OK: &str = "[eterna] guest exited code=0";
-/// Prefix of guest-visible trace lines.
-pub const GUEST_PREFIX: &str = "[guest] ";
-/// Prefix of the closing line of a guest run, whatever its code.
-pub const GUEST_EXITED_PREFIX: &str = "[eterna] guest exited code=";
+/// QEMU's `isa-debug-exit` device (`-device isa-debug-exit,iobase=0xf4,iosize=0x04`):
+/// a guest that writes `v` to port 0xf4 makes QEMU exit with status `(v << 1) | 1`.
+/// The statuses the verdict reads:
+///
+/// * 1 (`v` = 0): the guest reported success;
+/// * 33 (`v` = 0x10): the port booted and found no VT-x (the VMX-unavailable verdict);
+/// * any other odd status: the guest reported failure code `v`;
+/// * 0: QEMU powered off: an ACPI power-off, or (with `-no-reboot`) a reset such as
+///   a triple fault. It carries no verdict of its own: only a success line does.
+pub const QEMU_DEBUG_EXIT_SUCCESS_STATUS: i32 = 1;
 /// QEMU's exit status when the port reports VMX unavailable: the port writes 0x10 to
 /// `isa-debug-exit` (port 0xf4), and QEMU exits with `(0x10 << 1) | 1`.
 pub const QEMU_VMX_UNAVAILABLE_STATUS: i32 = 33;
+/// What QEMU logs (`-d cpu_reset`) when the guest triple-faults (TCG).
+pub const QEMU_TRIPLE_FAULT_LOG: &str = "Triple fault";
+/// What Bochs logs when the guest writes "Shutdown" to port 0x8900.
+pub const BOCHS_SHUTDOWN_PORT_LOG: &str = "Shutdown port: shutdown requested";
+/// What Bochs logs on an ACPI soft power-off (S5).
+pub const BOCHS_ACPI_POWER_OFF_LOG: &str = "ACPI control: soft power off";
+/// What Bochs logs when the guest triple-faults (then it resets the CPU).
+pub const BOCHS_TRIPLE_FAULT_LOG: &str = "exception with no resolution";
+/// The emulator-log lines the verdict reads (the runners keep only these).
+pub const EMULATOR_LOG_SIGNALS: &[&str] = &[
+    QEMU_TRIPLE_FAULT_LOG,
+    BOCHS_SHUTDOWN_PORT_LOG,
+    BOCHS_ACPI_POWER_OFF_LOG,
+    BOCHS_TRIPLE_FAULT_LOG,
+];
 
-/// Default success patterns: a finished guest run, or the VMX-unavailable report.
-pub const DEFAULT_SUCCESS: &[&str] = &[GUEST_EXITED_OK, VMX_UNAVAILABLE_LINE];
-/// Default failure patterns: the port's panic line, a Rust panic message. (A nonzero
-/// `[eterna] guest exited code=N` is a failure whatever the patterns.)
-pub const DEFAULT_FAILURE: &[&str] = &["[eterna] panic", "panicked at"];
+/// Default failure patterns: a Rust panic message. (A stub's panic, a triple fault
+/// and the timeout are failures whatever the patterns.)
+pub const DEFAULT_FAILURE: &[&str] = &["panicked at"];
 
 /// What the tool's stubs say: `unimplemented!("eterna-port: <reason>")`, which panics
 /// with `not implemented: eterna-port: <reason>`.
@@ -76,36 +91,56 @@ pub fn find_stub(text: &str) -> Option<Stub> {
     })
 }
 
-/// What to look for in the serial console.
+/// What to look for in the serial console. Everything workspace-specific comes from
+/// its configuration (`success-patterns`, `failure-patterns`, `exit-code-pattern`,
+/// `vmx-unavailable-pattern`, `trace-prefix`); without it only the emulator's own
+/// signals, a Rust panic, a stub, a triple fault and the timeout decide.
 #[derive(Debug, Clone)]
 pub struct Patterns {
+    /// Serial text that means success.
     pub success: Vec<String>,
+    /// Serial text that means failure.
     pub failure: Vec<String>,
+    /// A line prefix followed by a decimal exit code: 0 is success, anything else a
+    /// failure; the line closes the guest trace.
+    pub exit_code: Option<String>,
+    /// Serial text meaning "booted, but the CPU has no VT-x".
+    pub vmx_unavailable: Option<String>,
+    /// Prefix of the guest-visible trace lines (`qemu --compare` diffs them).
+    pub trace_prefix: Option<String>,
+}
+
+impl Default for Patterns {
+    fn default() -> Self {
+        Patterns::new(&[], &[])
+    }
 }
 
 impl Patterns {
-    /// `success`/`failure` replace the defaults when non-empty.
+    /// `success`/`failure` replace the generic defaults when non-empty; nothing else
+    /// configured.
     pub fn new(success: &[String], failure: &[String]) -> Self {
-        let pick = |given: &[String], default: &[&str]| {
-            if given.is_empty() {
-                default.iter().map(|s| s.to_string()).collect()
-            } else {
-                given.to_vec()
-            }
-        };
         Patterns {
-            success: pick(success, DEFAULT_SUCCESS),
-            failure: pick(failure, DEFAULT_FAILURE),
+            success: success.to_vec(),
+            failure: if failure.is_empty() {
+                DEFAULT_FAILURE.iter().map(|s| s.to_string()).collect()
+            } else {
+                failure.to_vec()
+            },
+            exit_code: None,
+            vmx_unavailable: None,
+            trace_prefix: None,
         }
     }
 
-    /// Whether `serial` already holds a verdict (a failure or success pattern, or a
-    /// nonzero guest exit).
+    /// Whether `serial` already holds a verdict (a failure, success or VMX-unavailable
+    /// pattern, an exit-code line, or a stub).
     pub fn decided(&self, serial: &str) -> bool {
         let (failure, success) = self.scan(serial);
         failure.is_some()
             || success.is_some()
-            || nonzero_guest_exit(serial).is_some()
+            || self.exit_code(serial).is_some()
+            || self.vmx_unavailable(serial).is_some()
             || find_stub(serial).is_some()
     }
 
@@ -118,6 +153,42 @@ impl Patterns {
                 .find(|p| serial.contains(p))
         };
         (find(&self.failure), find(&self.success))
+    }
+
+    /// The VMX-unavailable pattern, when `serial` has it.
+    pub fn vmx_unavailable(&self, serial: &str) -> Option<&str> {
+        self.vmx_unavailable
+            .as_deref()
+            .filter(|p| serial.contains(p))
+    }
+
+    /// The code of the first exit-code line of `serial` (`<exit-code-pattern>N`).
+    pub fn exit_code(&self, serial: &str) -> Option<String> {
+        let prefix = self.exit_code.as_deref()?;
+        serial
+            .lines()
+            .filter_map(|l| l.trim_end_matches('\r').strip_prefix(prefix))
+            .find_map(|rest| {
+                let rest = rest.trim_start();
+                let sign = usize::from(rest.starts_with('-'));
+                let digits = rest[sign..].bytes().take_while(u8::is_ascii_digit).count();
+                (digits > 0).then(|| rest[..sign + digits].to_string())
+            })
+    }
+
+    /// The guest-visible trace: the lines starting with the trace prefix and the
+    /// closing exit-code line. Empty without a configured trace prefix.
+    pub fn extract_trace(&self, serial: &str) -> Vec<String> {
+        let Some(prefix) = self.trace_prefix.as_deref() else {
+            return Vec::new();
+        };
+        let exit = self.exit_code.as_deref();
+        serial
+            .lines()
+            .map(|line| line.trim_end_matches('\r'))
+            .filter(|line| line.starts_with(prefix) || exit.is_some_and(|e| line.starts_with(e)))
+            .map(str::to_string)
+            .collect()
     }
 }
 
@@ -171,19 +242,26 @@ impl Judgement {
 
 /// Decides the verdict of a run from its serial console and how it ended.
 pub fn judge(emulator: Emulator, serial: &str, ending: Ending, patterns: &Patterns) -> Judgement {
-    judge_with(emulator, serial, "", ending, patterns)
+    judge_with(emulator, serial, "", "", ending, patterns)
 }
 
-/// [`judge`], also looking for a stub's panic in the emulator's own output `stderr`.
+/// [`judge`], also reading the emulator's own output `stderr` (a stub's panic, QEMU's
+/// errors) and the signal lines of its log `log` ([`EMULATOR_LOG_SIGNALS`]).
 pub fn judge_with(
     emulator: Emulator,
     serial: &str,
     stderr: &str,
+    log: &str,
     ending: Ending,
     patterns: &Patterns,
 ) -> Judgement {
     let fail = |reason: String| Judgement {
         verdict: Verdict::Failure,
+        reason,
+        boots_up_to: None,
+    };
+    let pass = |verdict: Verdict, reason: String| Judgement {
+        verdict,
         reason,
         boots_up_to: None,
     };
@@ -207,49 +285,106 @@ pub fn judge_with(
             "the serial console matched the failure pattern `{p}`"
         ));
     }
-    if let Some(code) = nonzero_guest_exit(serial) {
+    let exit_code = patterns.exit_code(serial);
+    if let Some(code) = exit_code.as_deref().filter(|c| *c != "0") {
         return fail(format!("the guest exited with code {code}"));
     }
+    if let Some(line) = [QEMU_TRIPLE_FAULT_LOG, BOCHS_TRIPLE_FAULT_LOG]
+        .into_iter()
+        .find(|p| log.contains(p))
+    {
+        return fail(format!(
+            "the guest triple-faulted and the CPU reset (the emulator logged `{line}`)"
+        ));
+    }
+    let vmx_line = patterns.vmx_unavailable(serial);
+    let success_line = success.map(str::to_string).or_else(|| {
+        exit_code.map(|code| {
+            format!(
+                "{}{code}",
+                patterns.exit_code.as_deref().unwrap_or_default()
+            )
+        })
+    });
     let status = match ending {
         Ending::Exited(status) => status,
         Ending::StoppedAfterVerdict => None,
-        Ending::TimedOut => return fail(timeout_reason(success)),
-    };
-    let Some(pattern) = success else {
-        return fail(match ending {
-            Ending::Exited(Some(s)) => format!(
-                "the emulator exited with status {s} without a success line (a crash, a triple fault or a reset)"
-            ),
-            _ => "the emulator stopped without a success line".to_string(),
-        });
-    };
-    let vmx = pattern == VMX_UNAVAILABLE_LINE;
-    match (emulator, status) {
-        // QEMU: 33 is the documented VMX-unavailable status; 0 is ACPI S5 power-off.
-        (Emulator::Qemu, Some(QEMU_VMX_UNAVAILABLE_STATUS)) if vmx => Judgement {
-            verdict: Verdict::VmxUnavailable,
-            reason: format!(
-                "the port booted and reported VT-x unavailable (QEMU status {QEMU_VMX_UNAVAILABLE_STATUS} = (0x10 << 1) | 1)"
-            ),
-            boots_up_to: None,
-        },
-        (Emulator::Qemu | Emulator::QemuAarch64, Some(s))
-            if s != 0 && s != QEMU_VMX_UNAVAILABLE_STATUS =>
-        {
-            fail(format!("`{pattern}` appeared but QEMU exited with status {s}"))
+        Ending::TimedOut => {
+            return fail(timeout_reason(success_line.as_deref().or(vmx_line)));
         }
-        _ if vmx => Judgement {
-            verdict: Verdict::VmxUnavailable,
-            reason: "the port booted and reported VT-x unavailable".to_string(),
-            boots_up_to: None,
-        },
-        // Bochs exits 1 after ACPI soft power-off: its status carries no verdict.
-        _ => Judgement {
-            verdict: Verdict::Success,
-            reason: format!("`{pattern}` appeared on the serial console"),
-            boots_up_to: None,
-        },
+    };
+    let vmx = |how: &str| {
+        pass(
+            Verdict::VmxUnavailable,
+            format!("the port booted and reported VT-x unavailable ({how})"),
+        )
+    };
+    match (emulator, status) {
+        (Emulator::Qemu, Some(QEMU_VMX_UNAVAILABLE_STATUS)) => {
+            return vmx(&format!(
+                "QEMU status {QEMU_VMX_UNAVAILABLE_STATUS} = (0x10 << 1) | 1 through isa-debug-exit"
+            ))
+        }
+        (Emulator::Qemu, Some(QEMU_DEBUG_EXIT_SUCCESS_STATUS)) if stderr.trim().is_empty() => {
+            if let Some(p) = vmx_line {
+                return vmx(&format!("`{p}` appeared on the serial console"));
+            }
+            return pass(
+                Verdict::Success,
+                format!(
+                    "the guest reported success through isa-debug-exit (QEMU status {QEMU_DEBUG_EXIT_SUCCESS_STATUS} = (0 << 1) | 1)"
+                ),
+            );
+        }
+        (Emulator::Qemu, Some(s)) if s % 2 == 1 && s > 1 => {
+            return fail(format!(
+                "the guest reported failure code {:#x} through isa-debug-exit (QEMU status {s} = ({:#x} << 1) | 1)",
+                s >> 1,
+                s >> 1
+            ))
+        }
+        (Emulator::Qemu | Emulator::QemuAarch64, Some(s)) if s != 0 => {
+            return fail(match success_line.as_deref().or(vmx_line) {
+                Some(p) => format!("`{p}` appeared but QEMU exited with status {s}"),
+                None => format!("QEMU exited with status {s} without a success line"),
+            });
+        }
+        _ => {}
     }
+    if let Some(p) = vmx_line {
+        return vmx(&format!("`{p}` appeared on the serial console"));
+    }
+    if let Some(p) = success_line {
+        return pass(
+            Verdict::Success,
+            format!("`{p}` appeared on the serial console"),
+        );
+    }
+    // Bochs' exit status carries no verdict (it exits 1 after a power-off); its log
+    // says how it stopped.
+    if emulator == Emulator::Bochs {
+        if let Some(line) = [BOCHS_SHUTDOWN_PORT_LOG, BOCHS_ACPI_POWER_OFF_LOG]
+            .into_iter()
+            .find(|p| log.contains(p))
+        {
+            return pass(
+                Verdict::Success,
+                format!("the guest powered Bochs off (Bochs logged `{line}`)"),
+            );
+        }
+    }
+    fail(match (emulator, ending) {
+        (Emulator::Qemu | Emulator::QemuAarch64, Ending::Exited(Some(0))) => {
+            "QEMU exited with status 0 without a success line: the guest powered off or reset \
+             (a crash, a triple fault); configure `success-patterns` or `exit-code-pattern`, or \
+             have the guest report success by writing 0 to isa-debug-exit (port 0xf4)"
+                .to_string()
+        }
+        (_, Ending::Exited(Some(s))) => format!(
+            "the emulator exited with status {s} without a success line (a crash, a triple fault or a reset)"
+        ),
+        _ => "the emulator stopped without a success line".to_string(),
+    })
 }
 
 fn timeout_reason(success: Option<&str>) -> String {
@@ -258,25 +393,6 @@ fn timeout_reason(success: Option<&str>) -> String {
         None => "no success line before the timeout (the boot hangs); the emulator was killed"
             .to_string(),
     }
-}
-
-/// The code of a `[eterna] guest exited code=N` line with N other than 0.
-pub fn nonzero_guest_exit(serial: &str) -> Option<String> {
-    serial
-        .lines()
-        .filter_map(|l| l.trim_end_matches('\r').strip_prefix(GUEST_EXITED_PREFIX))
-        .find(|code| code.trim() != "0")
-        .map(|code| code.trim().to_string())
-}
-
-/// The guest-visible trace: `[guest] ` lines and the closing `guest exited` line.
-pub fn extract_trace(serial: &str) -> Vec<String> {
-    serial
-        .lines()
-        .map(|line| line.trim_end_matches('\r'))
-        .filter(|line| line.starts_with(GUEST_PREFIX) || line.starts_with(GUEST_EXITED_PREFIX))
-        .map(str::to_string)
-        .collect()
 }
 
 /// The last `n` lines of `serial`.
@@ -317,51 +433,124 @@ fn lines_text(lines: &[String]) -> String {
 mod tests {
     use super::*;
 
-    fn defaults() -> Patterns {
-        Patterns::new(&[], &[])
+    fn generic() -> Patterns {
+        Patterns::default()
+    }
+
+    /// A workspace that configured its console (neutral sample strings).
+    fn configured() -> Patterns {
+        Patterns {
+            trace_prefix: Some("[vm] ".into()),
+            exit_code: Some("[hv] exit code=".into()),
+            vmx_unavailable: Some("[hv] no vmx".into()),
+            ..Patterns::new(&[], &["[hv] panic".into(), "panicked at".into()])
+        }
     }
 
     #[test]
-    fn qemu_vmx_unavailable_with_status_33_passes() {
-        let serial = "[eterna] vmx unavailable: CPUID.1:ECX.VMX is clear\n";
+    fn qemu_status_33_is_vmx_unavailable_with_or_without_a_pattern() {
+        for p in [generic(), configured()] {
+            let j = judge(
+                Emulator::Qemu,
+                "[hv] no vmx: CPUID.1:ECX.VMX is clear\n",
+                Ending::Exited(Some(33)),
+                &p,
+            );
+            assert_eq!(j.verdict, Verdict::VmxUnavailable, "{j:?}");
+        }
+        // The configured line and a success status; the line and a failure status.
+        let p = configured();
+        let j = judge(Emulator::Qemu, "[hv] no vmx\n", Ending::Exited(Some(0)), &p);
+        assert_eq!(j.verdict, Verdict::VmxUnavailable, "{j:?}");
+        assert!(!judge(Emulator::Qemu, "[hv] no vmx\n", Ending::Exited(Some(4)), &p).passed());
+        // Unconfigured, the line means nothing.
         let j = judge(
             Emulator::Qemu,
-            serial,
-            Ending::Exited(Some(33)),
-            &defaults(),
+            "[hv] no vmx\n",
+            Ending::Exited(Some(0)),
+            &generic(),
         );
-        assert_eq!(j.verdict, Verdict::VmxUnavailable, "{j:?}");
+        assert_eq!(j.verdict, Verdict::Failure, "{j:?}");
     }
 
     #[test]
-    fn silent_exit_timeout_and_panic_fail() {
-        let p = defaults();
-        assert!(!judge(Emulator::Qemu, "", Ending::Exited(Some(0)), &p).passed());
-        assert!(!judge(Emulator::Qemu, "[eterna] booting\n", Ending::TimedOut, &p).passed());
-        let panic = "[guest] x\n[eterna] panic: boom\n[eterna] guest exited code=0\n";
+    fn generic_verdicts_come_from_the_emulator() {
+        let p = generic();
+        assert!(p.success.is_empty() && p.trace_prefix.is_none());
+        // isa-debug-exit: 1 = the guest wrote 0 (success), other odd = its failure code.
+        let j = judge(Emulator::Qemu, "hello\n", Ending::Exited(Some(1)), &p);
+        assert_eq!(j.verdict, Verdict::Success, "{j:?}");
+        let j = judge_with(
+            Emulator::Qemu,
+            "",
+            "qemu-system-x86_64: cannot load kernel",
+            "",
+            Ending::Exited(Some(1)),
+            &p,
+        );
+        assert_eq!(j.verdict, Verdict::Failure, "QEMU's own error: {j:?}");
+        let j = judge(Emulator::Qemu, "", Ending::Exited(Some(35)), &p);
+        assert!(j.reason.contains("failure code 0x11"), "{j:?}");
+        // Status 0 without a success line: a power-off or a reset, not a verdict.
+        let j = judge(Emulator::Qemu, "[vm] x\n", Ending::Exited(Some(0)), &p);
+        assert!(!j.passed());
+        assert!(j.reason.contains("success-patterns"), "{j:?}");
+        // Bochs: the guest powered it off (shutdown port or ACPI), whatever its status.
+        let log = "00012345i[UNMP  ] Shutdown port: shutdown requested\n";
+        let j = judge_with(Emulator::Bochs, "", "", log, Ending::Exited(Some(1)), &p);
+        assert_eq!(j.verdict, Verdict::Success, "{j:?}");
+        assert!(!judge(Emulator::Bochs, "", Ending::Exited(Some(1)), &p).passed());
+        // A Rust panic, a triple fault, the timeout.
+        let j = judge(
+            Emulator::Qemu,
+            "panicked at src/main.rs:3:5\n",
+            Ending::Exited(Some(1)),
+            &p,
+        );
+        assert!(j.reason.contains("`panicked at`"), "{j:?}");
+        let j = judge_with(
+            Emulator::Qemu,
+            "",
+            "",
+            "Triple fault\n",
+            Ending::Exited(Some(0)),
+            &p,
+        );
+        assert!(j.reason.contains("triple-faulted"), "{j:?}");
+        let log = "exception(): 3rd (13) exception with no resolution, shutdown status is 00h, resetting\n";
+        let j = judge_with(Emulator::Bochs, "", "", log, Ending::TimedOut, &p);
+        assert!(j.reason.contains("triple-faulted"), "{j:?}");
+        assert!(!judge(Emulator::Qemu, "[vm] x\n", Ending::TimedOut, &p).passed());
+        // No trace without a prefix.
+        assert!(p.extract_trace("[vm] a\n[hv] exit code=0\n").is_empty());
+    }
+
+    #[test]
+    fn configured_patterns_decide_and_the_exit_line_closes_the_trace() {
+        let p = configured();
+        let panic = "[vm] x\n[hv] panic: boom\n[hv] exit code=0\n";
         let j = judge(Emulator::Bochs, panic, Ending::Exited(Some(1)), &p);
-        assert!(j.reason.contains("[eterna] panic"), "{j:?}");
-        let code = "[eterna] guest exited code=3\n";
+        assert!(j.reason.contains("[hv] panic"), "{j:?}");
+        let code = "[hv] exit code=3\n";
+        assert!(p.decided(code));
         let j = judge(Emulator::Bochs, code, Ending::Exited(Some(1)), &p);
         assert!(j.reason.contains("code 3"), "{j:?}");
-        let wrong = "[eterna] vmx unavailable\n";
-        assert!(!judge(Emulator::Qemu, wrong, Ending::Exited(Some(3)), &p).passed());
-    }
-
-    #[test]
-    fn bochs_guest_exit_passes_whatever_the_status() {
-        let serial = "[guest] vcpu0: yield\r\n[eterna] guest exited code=0\r\n";
-        let j = judge(
-            Emulator::Bochs,
-            serial,
-            Ending::Exited(Some(1)),
-            &defaults(),
-        );
-        assert_eq!(j.verdict, Verdict::Success);
         assert_eq!(
-            extract_trace(serial),
-            ["[guest] vcpu0: yield", "[eterna] guest exited code=0"]
+            p.exit_code("[hv] exit code= 12 (bad)\n").as_deref(),
+            Some("12")
         );
+        assert_eq!(p.exit_code("[hv] exit code=none\n"), None);
+        let serial = "[vm] vcpu0: yield\r\n[hv] noise\r\n[hv] exit code=0\r\n";
+        let j = judge(Emulator::Bochs, serial, Ending::Exited(Some(1)), &p);
+        assert_eq!(j.verdict, Verdict::Success, "{j:?}");
+        assert!(j.reason.contains("`[hv] exit code=0`"), "{j:?}");
+        assert_eq!(
+            p.extract_trace(serial),
+            ["[vm] vcpu0: yield", "[hv] exit code=0"]
+        );
+        // A success line with a failure status from QEMU.
+        let j = judge(Emulator::Qemu, serial, Ending::Exited(Some(4)), &p);
+        assert!(!j.passed(), "{j:?}");
     }
 
     #[test]
@@ -374,7 +563,7 @@ mod tests {
 
     #[test]
     fn stub_messages_name_the_item() {
-        let serial = "[eterna] x86_64: console up\r\n[eterna] panic: not implemented: eterna-port: `init` has ARM64-specific code (msr ICC_SRE_EL2) with no x86_64 mapping yet (src/arch/x86_64/gic.rs:40)\r\n";
+        let serial = "[hv] x86_64: console up\r\n[hv] panic: not implemented: eterna-port: `init` has ARM64-specific code (msr ICC_SRE_EL2) with no x86_64 mapping yet (src/arch/x86_64/gic.rs:40)\r\n";
         let stub = find_stub(serial).unwrap();
         assert_eq!(stub.item.as_deref(), Some("init"));
         assert!(stub.message.starts_with("`init` has ARM64-specific code"));
@@ -398,8 +587,8 @@ mod tests {
 
     #[test]
     fn a_boot_into_a_stub_fails_as_boots_up_to_the_item() {
-        let p = defaults();
-        let serial = "[eterna] booting\n[eterna] panic: not implemented: eterna-port: `init` has ARM64-specific code\n";
+        let p = configured();
+        let serial = "[hv] booting\n[hv] panic: not implemented: eterna-port: `init` has ARM64-specific code\n";
         assert!(p.decided(serial));
         let j = judge(Emulator::Qemu, serial, Ending::Exited(Some(0)), &p);
         assert_eq!(j.verdict, Verdict::Failure);
@@ -410,6 +599,7 @@ mod tests {
             Emulator::Qemu,
             "",
             "not implemented: eterna-port: `main` is a stub",
+            "",
             Ending::Exited(Some(1)),
             &p,
         );
@@ -418,11 +608,11 @@ mod tests {
 
     #[test]
     fn diff_is_unified_and_none_when_equal() {
-        let a = vec!["[guest] a".to_string(), "[guest] b".to_string()];
-        let b = vec!["[guest] a".to_string(), "[guest] c".to_string()];
+        let a = vec!["[vm] a".to_string(), "[vm] b".to_string()];
+        let b = vec!["[vm] a".to_string(), "[vm] c".to_string()];
         assert!(diff_traces(&a, &a).is_none());
         let d = diff_traces(&a, &b).unwrap();
-        assert!(d.contains("-[guest] b") && d.contains("+[guest] c"), "{d}");
+        assert!(d.contains("-[vm] b") && d.contains("+[vm] c"), "{d}");
         assert_eq!(tail("1\n2\n3\n", 2), ["2", "3"]);
     }
 }

@@ -177,17 +177,23 @@ pub fn add_boot_files(root: &Path) {
         std::fs::copy(from.join(src), dir.join(dst)).unwrap();
     }
     let manifest = root.join("Cargo.toml");
-    let mut text = std::fs::read_to_string(&manifest).unwrap();
-    assert!(
-        !text.contains("[workspace.metadata.eterna-port]"),
-        "the fixture has its own eterna-port metadata; merge instead"
-    );
-    text.push_str(&format!(
-        "\n[workspace.metadata.eterna-port]\n\
-         x86_64-linker-script = \"{BOOT_FILES_DIR}/linker-x86_64.ld\"\n\
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    // The fixture has its own table (its console patterns): the keys go into it.
+    const TABLE: &str = "[workspace.metadata.eterna-port]\n";
+    let keys = format!(
+        "x86_64-linker-script = \"{BOOT_FILES_DIR}/linker-x86_64.ld\"\n\
          x86_64-grub-cfg = \"{BOOT_FILES_DIR}/grub.cfg\"\n\
          x86_64-bochsrc = \"{BOOT_FILES_DIR}/bochsrc\"\n"
-    ));
+    );
+    assert!(
+        !text.contains("x86_64-linker-script"),
+        "the fixture names its own boot files"
+    );
+    let text = if text.contains(TABLE) {
+        text.replacen(TABLE, &format!("{TABLE}{keys}"), 1)
+    } else {
+        format!("{text}\n{TABLE}{keys}")
+    };
     std::fs::write(&manifest, text).unwrap();
 }
 
