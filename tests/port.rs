@@ -315,3 +315,43 @@ fn written_files_are_recorded_in_the_store() {
     assert!(count("code_artifacts") as usize >= written, "{text}");
     assert_eq!(count("agent_tasks"), 5, "{text}");
 }
+
+#[test]
+fn a_users_own_x86_64_parent_is_kept_and_modules_it_does_not_declare_are_not_written() {
+    let ws = mini_hypervisor();
+    // The workspace already has an x86_64 arch root of its own, declaring only gic.
+    write(
+        ws.path(),
+        "hv/src/arch/x86_64/mod.rs",
+        b"//! Our own x86_64 layer.\npub mod gic;\n",
+    );
+    write(ws.path(), ".gitignore", b"/target\nCargo.lock\n");
+    git(ws.path(), &["init", "-q"]);
+    git(ws.path(), &["add", "-A"]);
+    git(ws.path(), &["commit", "-q", "-m", "start"]);
+    let out = run(ws.path(), &["port", "--message-format", "json"]);
+    assert_code(&out, 1);
+    let report = json(&out);
+    let x86 = ws.path().join("hv/src/arch/x86_64");
+    assert_eq!(
+        std::fs::read_to_string(x86.join("mod.rs")).unwrap(),
+        "//! Our own x86_64 layer.\npub mod gic;\n",
+        "the user's file is kept"
+    );
+    assert!(x86.join("gic.rs").is_file());
+    for orphan in ["stage2.rs", "sysreg.rs"] {
+        assert!(
+            !x86.join(orphan).exists(),
+            "{orphan} written though nothing declares it"
+        );
+    }
+    let stage2 = report["modules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["target"] == "hv/src/arch/x86_64/stage2.rs")
+        .unwrap();
+    assert_eq!(stage2["items_ported"], 0);
+    let reason = stage2["unported"][0]["reason"].as_str().unwrap();
+    assert!(reason.contains("does not declare `mod stage2`"), "{reason}");
+}

@@ -23,6 +23,9 @@ pub struct MirrorContext<'a> {
     pub knowledge: &'a Knowledge,
 }
 
+/// How every derived module starts (it tells the tool's files from the user's).
+pub const HEADER_START: &str = "// x86_64 port of ";
+
 /// The lint allowances of a derived module: stubs leave parameters and imports unused.
 pub const ALLOW_LINE: &str =
     "#![allow(unused_imports, unused_variables, dead_code, unreachable_code)]";
@@ -79,7 +82,7 @@ pub fn mirror(text: &str, items: &[SourceItem], cx: &MirrorContext<'_>) -> Strin
         .min()
         .map(|start| start.min(body.len()));
     let mut out = format!(
-        "// x86_64 port of {}, derived by cargo-eterna-port from the ARM64 module: every\n// item keeps its name and signature; ARM64 code is translated where the porting\n// knowledge has a mechanical mapping and an `unimplemented!` stub naming what it used\n// elsewhere.\n",
+        "{HEADER_START}{}, derived by cargo-eterna-port from the ARM64 module: every\n// item keeps its name and signature; ARM64 code is translated where the porting\n// knowledge has a mechanical mapping and an `unimplemented!` stub naming what it used\n// elsewhere.\n",
         cx.source
     );
     match first_item {

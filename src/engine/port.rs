@@ -254,6 +254,7 @@ pub fn port(job: &PortJob<'_>) -> Result<PortOutput> {
         };
         out.modules.push(ModuleReport::new(m, mode, report_items));
     }
+    skip_undeclared_children(job, &elsewhere, &mut pending, &mut out);
     gate_arm_dependencies(job, &mut pending, &mut out)?;
     for krate in &x86_crates {
         if let Some(root_rel) = job.crate_roots.get(krate) {
@@ -266,6 +267,51 @@ pub fn port(job: &PortJob<'_>) -> Result<PortOutput> {
         out.changes.push(FileChange { rel, new });
     }
     Ok(out)
+}
+
+/// A derived module whose x86_64 parent is a file of the workspace's own (it exists and
+/// does not declare the module) is not written: nothing would compile it. Its report
+/// says so.
+fn skip_undeclared_children(
+    job: &PortJob<'_>,
+    elsewhere: &BTreeMap<&str, &str>,
+    pending: &mut BTreeMap<String, String>,
+    out: &mut PortOutput,
+) {
+    for report in &mut out.modules {
+        if report.mode != Mode::Mirrored {
+            continue;
+        }
+        let Some((parent, name)) = report.module_path.rsplit_once("::") else {
+            continue;
+        };
+        let Some(parent_target) = elsewhere.get(parent) else {
+            continue;
+        };
+        let Ok(existing) = std::fs::read_to_string(job.root.join(parent_target)) else {
+            continue;
+        };
+        let declares = syn::parse_file(&existing).is_ok_and(|f| {
+            f.items
+                .iter()
+                .any(|i| matches!(i, syn::Item::Mod(m) if m.ident == name))
+        });
+        proc_macro2::extra::invalidate_current_thread_spans();
+        // A parent the tool derived (its header says so) is rewritten with the line.
+        if declares || existing.starts_with(super::derive::HEADER_START) {
+            continue;
+        }
+        pending.remove(&report.target);
+        out.generated.remove(&report.target);
+        report.set_items(vec![ItemReport {
+            name: "(module)".into(),
+            kind: "module",
+            status: ItemStatus::Stubbed,
+            reason: Some(format!(
+                "not written: {parent_target} exists, is not the tool's, and does not declare `mod {name}`"
+            )),
+        }]);
+    }
 }
 
 /// After a model answered the x86_64 child of split modules: each parent is gated

@@ -83,6 +83,8 @@ pub fn port_tasks(inp: &Inputs<'_>) -> Result<Vec<Task>> {
         let target_rel = report.target.as_str();
         let draft = match changes.get(target_rel) {
             Some(t) => t.to_string(),
+            // A module the engine did not write (its parent does not declare it): no task.
+            None if !inp.root.join(target_rel).exists() => continue,
             None => read(inp.root, target_rel)?,
         };
         let ask = inp.llm && (role == Role::EternaPort || draft.contains(STUB_MARKER));
