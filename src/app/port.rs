@@ -263,8 +263,6 @@ pub(super) fn cmd_port(g: &GlobalArgs, targets: &[String], flags: &PortFlags) ->
 
     let deps = primary::integrate(&mut output, &outcome.results);
     engine::port::regate_split_parents(&s.ws.root, &mut output, &s.knowledge)?;
-    // Files the tool owns: everything but the sources it edits in place and any
-    // manifest or build script an answer changed (with --allow-deps).
     // The tool's own files: x86_64 modules and the support library, plus module
     // targets the model answered; manifests and build scripts (`--allow-deps`) and
     // every file edited in place stay the user's.
@@ -344,6 +342,7 @@ pub(super) fn cmd_port(g: &GlobalArgs, targets: &[String], flags: &PortFlags) ->
             match resolve() {
                 Ok(r) => Some(r),
                 Err(e) if !llm => {
+                    unchecked = true;
                     if !g.quiet {
                         report::stderr_message(
                             "warning",
