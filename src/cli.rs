@@ -89,8 +89,9 @@ pub struct PortFlags {
     #[arg(long)]
     pub allow_deps: bool,
 
-    /// Fix rounds of the cargo check loop after an LLM port (rustfix, then the
-    /// DebugAgent); 0 skips the loop
+    /// Fix rounds of the cargo check loop after the port (rustfix, then the DebugAgent
+    /// on the LLM backend, or offline the stub fixer: what does not compile for x86_64
+    /// becomes a named stub); 0 skips the loop
     #[arg(long, value_name = "N", default_value_t = 5)]
     pub max_fix_iterations: u32,
 
