@@ -479,7 +479,7 @@ pub fn classify<'k>(m: &ScannedModule, source: &str, knowledge: &'k Knowledge) -
                 .last()
                 .is_some_and(|d| matches!(*d, "aarch64" | "arm64")));
     if is_arch_root {
-        scores.insert("platform", 6);
+        scores.insert("platform", 30);
     }
     // A crate root says little itself; its crate's directory and name do
     // (`arm_vcpu/src/lib.rs`, `arch/aarch64_hal/gic/src/lib.rs`).
