@@ -177,7 +177,7 @@ pub fn comment_out(text: &str, note: &str) -> String {
 }
 
 /// The marker line of a left-out ARM64 assembly item, with the original commented out.
-fn left_out(text: &str, uses: &[String]) -> String {
+pub(super) fn left_out(text: &str, uses: &[String]) -> String {
     let name = syn::parse_str::<syn::ItemMacro>(text)
         .ok()
         .and_then(|m| m.mac.path.segments.last().map(|s| format!("{}!", s.ident)))

@@ -297,15 +297,7 @@ pub fn split_child(
         if it.kind.is_none() && super::derive::is_asm_macro(&it.text) {
             let uses = super::stub::arm64_code(&it.text, knowledge);
             text.push('\n');
-            text.push_str(&super::derive::comment_out(
-                &ungated,
-                &format!(
-                    "{}{} (ARM64 assembly: {}; it needs an x86_64 counterpart)",
-                    super::coverage::LEFT_OUT_MARKER.trim_start_matches("// "),
-                    "asm",
-                    uses.join(", ")
-                ),
-            ));
+            text.push_str(&super::derive::left_out(&ungated, &uses));
             text.push('\n');
             continue;
         }
