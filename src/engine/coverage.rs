@@ -136,15 +136,7 @@ fn collect(text: &str, items: &[syn::Item], prefix: &str, out: &mut Vec<ItemRepo
                 }
             }
             syn::Item::Impl(im) => {
-                let ty = match &*im.self_ty {
-                    syn::Type::Path(p) => p
-                        .path
-                        .segments
-                        .last()
-                        .map(|s| s.ident.to_string())
-                        .unwrap_or_default(),
-                    other => quote::ToTokens::to_token_stream(other).to_string(),
-                };
+                let ty = crate::workspace::type_name(&im.self_ty);
                 let owner = match &im.trait_ {
                     Some((_, path, _)) => format!(
                         "<{prefix}{ty} as {}>",

@@ -9,7 +9,7 @@ use std::path::Path;
 
 use anyhow::Result;
 
-use super::stub::{escape_message, fn_bodies, STUB_MARKER};
+use super::stub::{escape_message, fn_bodies, stub_body, STUB_MARKER};
 use crate::fixloop::{Fixer, ModuleDiagnostics};
 
 /// What the stub fixer's stubs say, to tell them from the engine's own.
@@ -117,18 +117,8 @@ fn stub_failing_counted(text: &str, errors: &[(usize, usize, String)]) -> (Strin
             }
             edits.retain(|(e, _)| !(r.start <= e.start && e.end <= r.end));
             let reason = format!("`{name}` {DOES_NOT_COMPILE}: {message}");
-            let line_start = text[..r.start].rfind('\n').map_or(0, |i| i + 1);
-            let indent: String = text[line_start..]
-                .chars()
-                .take_while(|c| *c == ' ' || *c == '\t')
-                .collect();
-            edits.push((
-                r.clone(),
-                format!(
-                    "{{\n{indent}    {STUB_MARKER}{}\")\n{indent}}}",
-                    escape_message(&reason)
-                ),
-            ));
+            let statement = format!("{STUB_MARKER}{}\")", escape_message(&reason));
+            edits.push((r.clone(), stub_body(text, r.start, &statement)));
         } else if let Some(u) = uses.iter().find(|u| u.start <= at && at < u.end) {
             if edits.iter().any(|(e, _)| e == u) {
                 continue;

@@ -66,6 +66,17 @@ pub fn stub_statement(name: &str, uses: &[String]) -> String {
     format!("{STUB_MARKER}{}\")", escape_message(&reason))
 }
 
+/// A function body holding only `statement`, indented like the line the body at byte
+/// `at` of `text` opens on.
+pub fn stub_body(text: &str, at: usize, statement: &str) -> String {
+    let line_start = text[..at].rfind('\n').map_or(0, |i| i + 1);
+    let indent: String = text[line_start..]
+        .chars()
+        .take_while(|c| *c == ' ' || *c == '\t')
+        .collect();
+    format!("{{\n{indent}    {statement}\n{indent}}}")
+}
+
 /// The `fn` bodies (name, byte range of the `{…}` block) in a piece of Rust, at any
 /// depth (free functions, methods of impl and trait blocks, nested modules).
 pub(crate) fn fn_bodies(text: &str) -> Vec<(String, Range<usize>)> {
@@ -130,15 +141,7 @@ pub fn stub_arm64_bodies(text: &str, knowledge: &Knowledge) -> (String, Vec<Stri
             }
         }
         out.push_str(&text[at..r.start]);
-        let line_start = text[..r.start].rfind('\n').map_or(0, |i| i + 1);
-        let indent: String = text[line_start..]
-            .chars()
-            .take_while(|c| *c == ' ' || *c == '\t')
-            .collect();
-        out.push_str(&format!(
-            "{{\n{indent}    {}\n{indent}}}",
-            stub_statement(&name, &uses)
-        ));
+        out.push_str(&stub_body(text, r.start, &stub_statement(&name, &uses)));
         at = r.end;
         stubbed.push(name);
     }

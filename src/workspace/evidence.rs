@@ -491,7 +491,8 @@ fn write_tokens(out: &mut String, tokens: TokenStream) {
     }
 }
 
-fn type_name(ty: &syn::Type) -> String {
+/// The last path segment of a type (`Gic` for `crate::gic::Gic`), else its tokens.
+pub fn type_name(ty: &syn::Type) -> String {
     match ty {
         syn::Type::Path(p) => p
             .path
