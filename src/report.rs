@@ -405,6 +405,21 @@ pub fn port_human(s: &PortSummary, verbose: bool) -> String {
             );
         }
     }
+    for t in &s.tasks {
+        let Some(c) = t.contract.as_ref().filter(|c| c.broken()) else {
+            continue;
+        };
+        let _ = writeln!(
+            out,
+            "{WARNING}API contract{WARNING:#}: {} ({}): the answer still lacks {} and changes {} API item(s) after one resend; {} item(s) kept from the engine's draft{}",
+            t.module,
+            t.agent,
+            c.missing.len(),
+            c.changed.len(),
+            c.kept_from_draft.len(),
+            c.note.as_deref().map(|n| format!(" ({n})")).unwrap_or_default()
+        );
+    }
     if s.model.is_some() {
         let u = &s.usage;
         let _ = writeln!(

@@ -722,6 +722,7 @@ async fn the_coordinator_bounds_concurrency_and_keeps_a_health_table() {
             package_dir: "hv/".into(),
             draft: vec![(format!("hv/src/m{i}.rs"), "// draft".into())],
             ask_model: true,
+            api: Vec::new(),
         })
         .collect();
     let opts = swarm::SwarmOptions {

@@ -88,6 +88,7 @@ impl DebugFixer<'_> {
             package_dir: prefix,
             draft: Vec::new(),
             ask_model: true,
+            api: Vec::new(),
         }))
     }
 }

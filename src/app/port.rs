@@ -292,7 +292,7 @@ pub(super) fn cmd_port(g: &GlobalArgs, targets: &[String], flags: &PortFlags) ->
             .insert(m.source.clone(), m.module_path.clone());
     }
     for r in &outcome.results {
-        if r.files_from == swarm::FilesFrom::Model {
+        if r.files_from != swarm::FilesFrom::Draft {
             for (rel, _) in &r.files {
                 ledger.modules.insert(rel.clone(), r.module.clone());
                 ledger
@@ -543,6 +543,11 @@ pub(super) fn cmd_port(g: &GlobalArgs, targets: &[String], flags: &PortFlags) ->
         .iter()
         .filter(|r| r.status != TaskStatus::Done)
         .count();
+    // Answers that still break their module's API (the draft kept those items).
+    let contract_shortfalls = results
+        .iter()
+        .filter(|r| r.contract.as_ref().is_some_and(|c| c.broken()))
+        .count();
     // Modules the last check did not compile are not fixed either (stop `not-compiled`).
     let unfixed = unchecked
         || fix_loop.as_ref().is_some_and(|f| {
@@ -553,7 +558,7 @@ pub(super) fn cmd_port(g: &GlobalArgs, targets: &[String], flags: &PortFlags) ->
         &run.as_ref(),
         &results,
         &health,
-        if failed_tasks > 0 || unfixed {
+        if failed_tasks > 0 || contract_shortfalls > 0 || unfixed {
             "failed"
         } else {
             "done"
@@ -594,6 +599,7 @@ pub(super) fn cmd_port(g: &GlobalArgs, targets: &[String], flags: &PortFlags) ->
     let incomplete = summary.coverage.unported > 0
         || summary.files.iter().any(|f| f.skipped())
         || failed_tasks > 0
+        || contract_shortfalls > 0
         || unfixed;
     Ok(if incomplete { EXIT_PROBLEMS } else { EXIT_OK })
 }

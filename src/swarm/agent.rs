@@ -9,7 +9,8 @@ use futures_util::FutureExt;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use super::{Backend, FilesFrom, LlmBackend, Role, Task, TaskResult, TaskStatus};
+use super::contract::{self, Judgement};
+use super::{Backend, ContractReport, FilesFrom, LlmBackend, Role, Task, TaskResult, TaskStatus};
 use crate::llm::{extract_files, ChatRequest, LlmError, Message, Usage};
 
 /// Messages from agents to the coordinator.
@@ -141,6 +142,7 @@ fn result(name: &str, task: &Task, status: TaskStatus) -> TaskResult {
         usage: Usage::default(),
         latency: Duration::ZERO,
         error: None,
+        contract: None,
         fatal: false,
     }
 }
@@ -186,7 +188,21 @@ async fn execute(
     }
 }
 
-/// Asks the model until an answer passes validation or the attempts are used up.
+/// The file a task's answer is held to the API contract for: a port task's target,
+/// with the engine's draft of it (a DebugAgent's task has no draft).
+fn contract_target(task: &Task) -> Option<(&str, &str)> {
+    if task.role == Role::Debug {
+        return None;
+    }
+    task.draft
+        .first()
+        .map(|(rel, text)| (rel.as_str(), text.as_str()))
+}
+
+/// Asks the model until an answer passes validation or the attempts are used up. A
+/// port task's answer is then held to the module's API: sent back once with what it
+/// lacks; if it still falls short, the written file is the answer merged with the
+/// engine's draft, and the task says so.
 async fn ask_model(
     name: &str,
     task: &Task,
@@ -197,9 +213,13 @@ async fn ask_model(
     let mut messages = task.messages.clone();
     let mut usage = Usage::default();
     let (mut requests, mut hits) = (0u32, 0u32);
-    let mut last_error = String::new();
     let attempts = llm.max_answer_attempts.max(1);
-    for attempt in 1..=attempts {
+    let (mut asked, mut rejected) = (0u32, 0u32);
+    let target = contract_target(task);
+    // The answer that broke the contract and was sent back, with its judgement.
+    let mut sent_back: Option<(Vec<(String, String)>, Judgement)> = None;
+    let last_error = loop {
+        asked += 1;
         let req = ChatRequest {
             messages: messages.clone(),
             temperature: llm.temperature,
@@ -233,7 +253,7 @@ async fn ask_model(
                     }
                     Err(LlmError::Cancelled { .. }) => {
                         return TaskResult {
-                            attempts: attempt,
+                            attempts: asked,
                             requests,
                             cache_hits: hits,
                             usage,
@@ -244,10 +264,27 @@ async fn ask_model(
                     Err(e) => {
                         let fatal =
                             matches!(e, LlmError::AllKeysRefused { .. } | LlmError::Config { .. });
+                        if let (Some(best), false, Some(target)) = (sent_back.take(), fatal, target)
+                        {
+                            return TaskResult {
+                                attempts: asked,
+                                requests,
+                                cache_hits: hits,
+                                usage,
+                                latency: started.elapsed(),
+                                ..merged(
+                                    name,
+                                    task,
+                                    target,
+                                    best,
+                                    Some(format!("the resend failed: {e}")),
+                                )
+                            };
+                        }
                         let mut r = failed(
                             name,
                             task,
-                            attempt,
+                            asked,
                             requests,
                             hits,
                             usage,
@@ -260,25 +297,94 @@ async fn ask_model(
                 }
             }
         };
+        let done = |files, contract, usage| TaskResult {
+            files,
+            files_from: FilesFrom::Model,
+            attempts: asked,
+            requests,
+            cache_hits: hits,
+            usage,
+            latency: started.elapsed(),
+            contract,
+            ..result(name, task, TaskStatus::Done)
+        };
         match extract_files(&answer, &task.extract) {
             Ok(files) => {
-                return TaskResult {
-                    files: files
-                        .into_iter()
-                        .map(|f| (format!("{}{}", task.package_dir, f.path), f.content))
-                        .collect(),
-                    files_from: FilesFrom::Model,
-                    attempts: attempt,
-                    requests,
-                    cache_hits: hits,
-                    usage,
-                    latency: started.elapsed(),
-                    ..result(name, task, TaskStatus::Done)
+                let files: Vec<(String, String)> = files
+                    .into_iter()
+                    .map(|f| (format!("{}{}", task.package_dir, f.path), f.content))
+                    .collect();
+                let Some((target_rel, draft)) = target else {
+                    return done(files, None, usage);
                 };
+                let text = files
+                    .iter()
+                    .find(|(rel, _)| rel == target_rel)
+                    .map_or("", |(_, t)| t.as_str());
+                let judged = contract::judge(draft, &task.api, text);
+                match sent_back.take() {
+                    None if judged.clean() => return done(files, None, usage),
+                    None => {
+                        tracing::debug!(
+                            task = %task.id,
+                            missing = judged.missing.len(),
+                            changed = judged.changed.len(),
+                            "answer breaks the module's API: sent back once"
+                        );
+                        let shown = target_rel
+                            .strip_prefix(task.package_dir.as_str())
+                            .unwrap_or(target_rel);
+                        messages.push(Message::assistant(answer));
+                        messages.push(Message::user(judged.resend_message(shown)));
+                        sent_back = Some((files, judged));
+                    }
+                    Some(_) if judged.clean() => {
+                        let report = ContractReport {
+                            resent: true,
+                            ..ContractReport::default()
+                        };
+                        return done(files, Some(report), usage);
+                    }
+                    Some(first) => {
+                        // The answer with fewer shortfalls is merged (the later on a tie).
+                        let best = if judged.shortfalls() <= first.1.shortfalls() {
+                            (files, judged)
+                        } else {
+                            first
+                        };
+                        return TaskResult {
+                            attempts: asked,
+                            requests,
+                            cache_hits: hits,
+                            usage,
+                            latency: started.elapsed(),
+                            ..merged(name, task, target.unwrap_or_default(), best, None)
+                        };
+                    }
+                }
             }
             Err(e) => {
-                tracing::debug!(task = %task.id, attempt, "answer rejected: {e}");
-                last_error = e.to_string();
+                tracing::debug!(task = %task.id, attempt = asked, "answer rejected: {e}");
+                if let (Some(best), Some(target)) = (sent_back.take(), target) {
+                    return TaskResult {
+                        attempts: asked,
+                        requests,
+                        cache_hits: hits,
+                        usage,
+                        latency: started.elapsed(),
+                        ..merged(
+                            name,
+                            task,
+                            target,
+                            best,
+                            Some(format!("the answer to the resend was rejected: {e}")),
+                        )
+                    };
+                }
+                rejected += 1;
+                if rejected >= attempts {
+                    break e.to_string();
+                }
                 messages.push(Message::assistant(answer));
                 messages.push(Message::user(format!(
                     "Your answer was rejected: {e}. Answer again with the complete file(s), \
@@ -286,11 +392,11 @@ async fn ask_model(
                 )));
             }
         }
-    }
+    };
     failed(
         name,
         task,
-        attempts,
+        asked,
         requests,
         hits,
         usage,
@@ -300,3 +406,41 @@ async fn ask_model(
         ),
     )
 }
+
+/// The result of an answer that still breaks the API after the resend: its files, with
+/// the target merged with the engine's draft, and what the contract found.
+fn merged(
+    name: &str,
+    task: &Task,
+    (target_rel, draft): (&str, &str),
+    (mut files, judged): (Vec<(String, String)>, Judgement),
+    note: Option<String>,
+) -> TaskResult {
+    let answer = files
+        .iter()
+        .find(|(rel, _)| rel == target_rel)
+        .map_or(String::new(), |(_, t)| t.clone());
+    let m = contract::merge(draft, &answer);
+    match files.iter_mut().find(|(rel, _)| rel == target_rel) {
+        Some((_, t)) => *t = m.text,
+        None => files.push((target_rel.to_string(), m.text)),
+    }
+    let mut report = judged.report();
+    report.resent = true;
+    report.kept_from_draft = m.kept_from_draft;
+    report.note = match (note, m.whole_draft) {
+        (n, false) => n,
+        (None, true) => Some(WHOLE_DRAFT.to_string()),
+        (Some(n), true) => Some(format!("{n}; {WHOLE_DRAFT}")),
+    };
+    tracing::debug!(task = %task.id, kept = report.kept_from_draft.len(), "answer merged with the draft");
+    TaskResult {
+        files,
+        files_from: FilesFrom::Merged,
+        contract: Some(report),
+        ..result(name, task, TaskStatus::Done)
+    }
+}
+
+const WHOLE_DRAFT: &str =
+    "merged with the answer, the file would have fewer ported items than the draft: the draft is kept whole";

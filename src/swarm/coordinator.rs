@@ -369,6 +369,7 @@ pub async fn run(
                     usage: Usage::default(),
                     latency: Duration::ZERO,
                     error,
+                    contract: None,
                     fatal: false,
                 }
             })

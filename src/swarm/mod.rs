@@ -12,10 +12,13 @@
 //!
 //! Agents have a backend: [`Backend::Offline`] hands back the offline engine's draft,
 //! [`Backend::Llm`] asks an OpenAI-compatible model (with the response cache) and
-//! accepts only answers that pass [`crate::llm::extract_files`].
+//! accepts only answers that pass [`crate::llm::extract_files`]; a port task's answer
+//! is then held to the module's API ([`contract`]): sent back once with what it lacks,
+//! then merged with the engine's draft.
 
 mod agent;
 pub mod cache;
+pub mod contract;
 mod coordinator;
 pub mod primary;
 pub mod prompts;
@@ -26,6 +29,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 pub use cache::ResponseCache;
+pub use contract::ContractReport;
 pub use coordinator::{run, SwarmOptions, SwarmOutcome};
 
 use crate::llm::{ExtractOptions, LlmClient, Message, Usage};
@@ -94,6 +98,9 @@ pub struct Task {
     pub draft: Vec<(String, String)>,
     /// Ask the model (LLM backend); `false`: the agent hands back the draft.
     pub ask_model: bool,
+    /// The public items of the module's ARM64 source (the scan's), for the API
+    /// contract where the draft lacks them; empty where the draft is the whole API.
+    pub api: Vec<crate::workspace::Item>,
 }
 
 /// How a task ended.
@@ -123,6 +130,8 @@ pub enum FilesFrom {
     Draft,
     /// The model's answer.
     Model,
+    /// The model's answer with the draft's items where it broke the module's API.
+    Merged,
 }
 
 /// The result of one task.
@@ -138,7 +147,8 @@ pub struct TaskResult {
     #[serde(skip)]
     pub files: Vec<(String, String)>,
     pub files_from: FilesFrom,
-    /// Answers asked for (the first one plus rejected-answer retries).
+    /// Answers asked for (the first one, rejected-answer retries, and the one resend
+    /// of an answer that broke the module's API).
     pub attempts: u32,
     /// HTTP requests made (0 when every answer came from the cache).
     pub requests: u32,
@@ -147,6 +157,10 @@ pub struct TaskResult {
     #[serde(serialize_with = "ser_ms")]
     pub latency: Duration,
     pub error: Option<String>,
+    /// What the API contract found, when the answer did not keep the module's API at
+    /// first (`None`: it did, or the task is not a port).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub contract: Option<ContractReport>,
     /// The error makes every other task fail too (refused keys, bad configuration).
     #[serde(skip)]
     pub fatal: bool,

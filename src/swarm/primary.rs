@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 
 use super::prompts::{ContextChunk, PortPrompt, Prompts};
-use super::{FilesFrom, Role, Task, TaskResult, TaskStatus};
+use super::{contract, FilesFrom, Role, Task, TaskResult, TaskStatus};
 use crate::engine::port::{Mode, PortOutput};
 use crate::knowledge::Knowledge;
 use crate::llm::ExtractOptions;
@@ -147,6 +147,12 @@ pub fn port_tasks(inp: &Inputs<'_>) -> Result<Vec<Task>> {
             package_dir: prefix,
             draft: vec![(target_rel.to_string(), draft)],
             ask_model: ask,
+            // A mirrored module's file is the whole ARM64 module: its public items
+            // are the API. Split and in-place drafts hold only their part of it.
+            api: match report.mode {
+                Mode::Mirrored => module.items.clone(),
+                Mode::Split | Mode::InPlace => Vec::new(),
+            },
         });
     }
     Ok(tasks)
@@ -163,31 +169,51 @@ fn read(root: &Path, rel: &str) -> Result<String> {
 pub fn integrate(output: &mut PortOutput, results: &[TaskResult]) -> BTreeSet<String> {
     let mut deps = BTreeSet::new();
     for r in results {
-        if r.status != TaskStatus::Done || r.files_from != FilesFrom::Model {
+        if r.status != TaskStatus::Done || r.files_from == FilesFrom::Draft {
             continue;
         }
+        let target = output
+            .modules
+            .iter()
+            .find(|m| m.module_path == r.module)
+            .map(|m| m.target.clone());
+        let mut written = None;
         for (rel, text) in &r.files {
             if rel.ends_with("Cargo.toml") || rel.ends_with("build.rs") {
                 deps.insert(rel.clone());
             }
+            let mut text = text.clone();
             match output.changes.iter_mut().find(|c| &c.rel == rel) {
-                Some(c) => c.new = text.clone(),
+                Some(c) => {
+                    // The agent holds answers to the API contract; whatever got here,
+                    // a model's file never lowers the draft's ported items.
+                    if target.as_ref() == Some(rel) && contract::lowers(&c.new, &text) {
+                        tracing::warn!(
+                            "{rel}: the answer would lower the ported items; merged with the draft"
+                        );
+                        text = contract::merge(&c.new, &text).text;
+                    }
+                    c.new = text.clone();
+                }
                 None => output.changes.push(crate::engine::port::FileChange {
                     rel: rel.clone(),
                     new: text.clone(),
                 }),
             }
-        }
-        if let Some(m) = output
-            .modules
-            .iter_mut()
-            .find(|m| m.module_path == r.module)
-        {
-            if let Some((_, text)) = r.files.iter().find(|(rel, _)| *rel == m.target) {
-                // Counted from the text that will be written, like the engine's drafts.
-                m.set_items(crate::engine::coverage::items_of(text));
-                m.ported_by = Some(r.agent.clone());
+            if target.as_ref() == Some(rel) {
+                written = Some(text);
             }
+        }
+        if let (Some(m), Some(text)) = (
+            output
+                .modules
+                .iter_mut()
+                .find(|m| m.module_path == r.module),
+            written,
+        ) {
+            // Counted from the text that will be written, like the engine's drafts.
+            m.set_items(crate::engine::coverage::items_of(&text));
+            m.ported_by = Some(r.agent.clone());
         }
     }
     deps

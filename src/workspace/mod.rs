@@ -13,8 +13,8 @@ use anyhow::{bail, Result};
 use cargo_metadata::{Metadata, MetadataCommand, Package};
 
 pub use evidence::{
-    arch_gate_of, is_arm64_only, is_string_literal, type_name, ArchGate, Evidence, EvidenceKind,
-    ParseError,
+    arch_gate_of, is_arm64_only, is_string_literal, tidy_tokens, type_name, ArchGate, Evidence,
+    EvidenceKind, ParseError,
 };
 pub use scan::{
     is_arm64_path, scan_packages, Diagnostic, GatedRoot, Item, ItemKind, ScanLimits, ScannedModule,
