@@ -358,7 +358,7 @@ async fn ask_model(
                             cache_hits: hits,
                             usage,
                             latency: started.elapsed(),
-                            ..merged(name, task, target.unwrap_or_default(), best, None)
+                            ..merged(name, task, (target_rel, draft), best, None)
                         };
                     }
                 }

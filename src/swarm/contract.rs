@@ -1109,17 +1109,17 @@ mod tests {
     fn draft() -> String {
         format!(
             "use core::sync::atomic::{{AtomicU32, Ordering}};\n\
-             use super::cache::isb;\n\n\
+             use super::fence::full;\n\n\
              /// The controller.\n\
              pub struct Gic {{\n    pub base: usize,\n}}\n\n\
              impl Gic {{\n    \
                  pub fn ack(&self) -> u32 {{\n        COUNT.load(Ordering::Relaxed)\n    }}\n\n    \
                  pub fn eoi(&self, intid: u32) {{\n        {STUB}\n    }}\n}}\n\n\
              static COUNT: AtomicU32 = AtomicU32::new(0);\n\n\
-             pub const MAX_LRS: usize = 4;\n\n\
-             fn helper() -> u32 {{\n    isb();\n    7\n}}\n\n\
+             pub const MAX_SLOTS: usize = 4;\n\n\
+             fn helper() -> u32 {{\n    full();\n    7\n}}\n\n\
              pub fn enable(level: u8) -> u32 {{\n    helper() + level as u32\n}}\n\n\
-             pub fn inject(intid: u32) -> Result<(), u32> {{\n    {STUB}\n}}\n"
+             pub fn raise(intid: u32) -> Result<(), u32> {{\n    {STUB}\n}}\n"
         )
     }
 
@@ -1146,8 +1146,8 @@ mod tests {
     fn a_missing_fn_and_a_changed_signature_are_named_with_the_expected_item() {
         let answer = "pub struct Gic { pub base: usize }\n\
              impl Gic {\n    pub fn ack(&self) -> u64 { 0 }\n    pub fn eoi(&self, id: u32) { let _ = id; }\n}\n\
-             pub const MAX_LRS: usize = 1;\n\
-             pub fn inject(intid: u32) -> Result<(), u32> { Err(intid) }\n";
+             pub const MAX_SLOTS: usize = 1;\n\
+             pub fn raise(intid: u32) -> Result<(), u32> { Err(intid) }\n";
         let j = judge(&draft(), &[], answer);
         assert_eq!(names(&j.missing), ["enable"]);
         assert_eq!(j.missing[0].expected, "pub fn enable(level: u8) -> u32");
@@ -1173,20 +1173,20 @@ mod tests {
     fn narrower_visibility_and_another_kind_are_changes_aliases_and_reexports_are_not() {
         let answer = "pub(crate) struct Gic { pub base: usize }\n\
              impl Gic {\n    pub fn ack(&self) -> u32 { 1 }\n    pub fn eoi(&self, intid: u32) { let _ = intid; }\n}\n\
-             pub static MAX_LRS: usize = 1;\n\
+             pub static MAX_SLOTS: usize = 1;\n\
              pub use super::apic::enable;\n\
-             pub fn inject(intid: u32) -> Result<(), u32> { Err(intid) }\n";
+             pub fn raise(intid: u32) -> Result<(), u32> { Err(intid) }\n";
         let j = judge(&draft(), &[], answer);
         assert!(j.missing.is_empty(), "{j:?}");
-        assert_eq!(names(&j.changed), ["Gic", "MAX_LRS"]);
+        assert_eq!(names(&j.changed), ["Gic", "MAX_SLOTS"]);
 
         // A type alias stands for the struct, its impls and signatures for the alias.
-        let d = "pub struct PsciError(pub i64);\n\
-             impl core::fmt::Display for PsciError {\n    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result { write!(f, \"{}\", self.0) }\n}\n\
-             pub fn version() -> Result<u16, PsciError> { Ok(1) }\n";
-        let a = "pub struct SmpError(pub i64);\npub type PsciError = SmpError;\n\
-             impl core::fmt::Display for SmpError {\n    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result { write!(f, \"{}\", self.0) }\n}\n\
-             pub fn version() -> Result<u16, SmpError> { Ok(2) }\n";
+        let d = "pub struct PowerFault(pub i64);\n\
+             impl core::fmt::Display for PowerFault {\n    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result { write!(f, \"{}\", self.0) }\n}\n\
+             pub fn version() -> Result<u16, PowerFault> { Ok(1) }\n";
+        let a = "pub struct CpuFault(pub i64);\npub type PowerFault = CpuFault;\n\
+             impl core::fmt::Display for CpuFault {\n    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result { write!(f, \"{}\", self.0) }\n}\n\
+             pub fn version() -> Result<u16, CpuFault> { Ok(2) }\n";
         assert!(judge(d, &[], a).clean(), "{:?}", judge(d, &[], a));
     }
 
@@ -1196,9 +1196,9 @@ mod tests {
         let answer = String::from(
             "pub struct Gic { pub base: usize }\n\
              impl Gic {\n    pub fn ack(&self) -> u32 { todo!() }\n    pub fn eoi(&self, intid: u32) { let _ = intid; }\n}\n\
-             pub const MAX_LRS: usize = 1;\n\
+             pub const MAX_SLOTS: usize = 1;\n\
              pub fn enable(level: u8) -> u32 { level as u32 }\n\
-             pub fn inject(intid: u32) -> Result<(), u32> { Err(intid) }\n"
+             pub fn raise(intid: u32) -> Result<(), u32> { Err(intid) }\n"
         );
         let j = judge(&draft(), &[], &answer);
         assert!(j.missing.is_empty(), "{j:?}");
@@ -1245,7 +1245,7 @@ mod tests {
              pub struct Gic { pub base: usize }\n\n\
              impl Gic {\n    pub fn eoi(&self, intid: u32) { apic_write(intid) }\n}\n\n\
              fn apic_write(v: u32) { let _ = v; }\n\n\
-             pub fn inject(intid: u32) -> Result<(), u32> { Err(intid) }\n";
+             pub fn raise(intid: u32) -> Result<(), u32> { Err(intid) }\n";
         let m = merge(&draft(), answer);
         assert!(!m.whole_draft);
         let file = syn::parse_file(&m.text).expect("the merged text parses");
@@ -1269,14 +1269,14 @@ mod tests {
             "fn helper() -> u32",
             "static COUNT: AtomicU32",
             "use core::sync::atomic::Ordering;",
-            "use super::cache::isb;",
+            "use super::fence::full;",
         ] {
             assert!(m.text.contains(needle), "{needle} missing:\n{}", m.text);
         }
         assert_eq!(m.text.matches("AtomicU32;").count(), 1, "{}", m.text);
         assert_eq!(
             m.kept_from_draft,
-            ["COUNT", "MAX_LRS", "helper", "enable", "Gic::ack"]
+            ["COUNT", "MAX_SLOTS", "helper", "enable", "Gic::ack"]
         );
         assert!(ported_count(&m.text) >= ported_count(&draft()));
         assert!(judge(&draft(), &[], &m.text).clean(), "{}", m.text);
@@ -1285,7 +1285,7 @@ mod tests {
     #[test]
     fn a_stub_never_replaces_a_working_body_and_a_body_replaces_a_stub() {
         let d = draft();
-        // The answer stubs `enable` (working in the draft) and fills `inject` (a stub).
+        // The answer stubs `enable` (working in the draft) and fills `raise` (a stub).
         let answer = d
             .replace("    helper() + level as u32\n", "    todo!()\n")
             .replace(&format!("{{\n    {STUB}\n}}"), "{\n    Err(intid)\n}");
@@ -1350,7 +1350,7 @@ mod tests {
             "pub fn enable(level: u8) -> u32 { todo!() }\nfn helper() -> u32 { todo!() }\n"
                 .to_string(),
             // A name the answer imports instead of defining cannot be put back.
-            "pub use super::other::enable;\npub use super::other::MAX_LRS;\n".to_string(),
+            "pub use super::other::enable;\npub use super::other::MAX_SLOTS;\n".to_string(),
             d.replace("pub struct Gic", "pub(crate) struct Gic"),
         ];
         for a in &answers {
