@@ -694,7 +694,7 @@ pub fn judge(draft: &str, scanned: &[ScanItem], answer: &str) -> Judgement {
     }
     // Private helpers the answer keeps are its business, but not as stubs of what the
     // draft has working.
-    for (name, _) in lowered_items(&draft_items, &answer_items) {
+    for name in lowered_items(&draft_items, &answer_items) {
         if j.changed.iter().all(|c| c.name != name) && j.missing.iter().all(|m| m.name != name) {
             j.changed.push(Shortfall {
                 name: name.to_string(),
@@ -708,19 +708,18 @@ pub fn judge(draft: &str, scanned: &[ScanItem], answer: &str) -> Judgement {
 
 const STUB_FOR_BODY: &str = "a stub (`unimplemented!`/`todo!`) where the draft has a working body";
 
-/// The items `text` has, fewer times ported than the draft has them (name, how many).
-fn lowered_items<'a>(draft: &'a [ItemReport], text: &[ItemReport]) -> Vec<(&'a str, usize)> {
+/// The items `text` stubs that the draft has working more often (a cfg twin the text
+/// drops is not one of them).
+fn lowered_items<'a>(draft: &'a [ItemReport], text: &[ItemReport]) -> Vec<&'a str> {
     let (d, t) = (statuses(draft), statuses(text));
     d.into_iter()
-        .filter_map(|(name, (dp, _))| {
-            let (tp, ts) = t.get(name).copied()?;
-            (tp < dp && (tp + ts) > 0).then(|| (name, dp - tp))
-        })
+        .filter(|(name, (dp, _))| t.get(name).is_some_and(|(tp, ts)| *ts > 0 && tp < dp))
+        .map(|(name, _)| name)
         .collect()
 }
 
-/// Whether `text` lowers the draft's coverage: an item of the draft it has, ported
-/// fewer times, or a text that does not parse.
+/// Whether `text` lowers the draft's coverage: a stub where the draft has a working
+/// item of that name, or a text that does not parse.
 pub fn lowers(draft: &str, text: &str) -> bool {
     let parses = syn::parse_file(text).is_ok();
     proc_macro2::extra::invalidate_current_thread_spans();
@@ -1210,6 +1209,19 @@ mod tests {
             names(&judge(&draft(), &[], &draft_stub_kept).changed),
             ["Gic::ack"]
         );
+    }
+
+    #[test]
+    fn an_answer_may_drop_the_arm64_twin_of_an_item_edited_in_place() {
+        let d = "#[cfg(target_arch = \"aarch64\")]\npub fn id() -> u32 { 1 }\n\
+             #[cfg(target_arch = \"x86_64\")]\npub fn id() -> u32 { 2 }\n";
+        let a = "pub fn id() -> u32 { 3 }\n";
+        assert!(judge(d, &[], a).clean());
+        assert!(!lowers(d, a));
+        // A stub in its place is a change.
+        let stubbed = "pub fn id() -> u32 { todo!() }\n";
+        assert_eq!(names(&judge(d, &[], stubbed).changed), ["id"]);
+        assert!(lowers(d, stubbed));
     }
 
     #[test]

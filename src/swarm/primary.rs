@@ -368,6 +368,57 @@ mod tests {
     }
 
     #[test]
+    fn a_model_result_never_counts_below_the_draft() {
+        let vm = module(
+            "hv::arch::aarch64::vm",
+            "hv/src/arch/aarch64/vm.rs",
+            "hv/src/arch/x86_64/vmcs.rs",
+        );
+        let draft = "pub fn enable() -> u64 { 0 }\npub fn disable() { unimplemented!(\"eterna-port: x\") }\n";
+        let mut output = PortOutput {
+            changes: vec![crate::engine::port::FileChange {
+                rel: vm.target.clone(),
+                new: draft.into(),
+            }],
+            modules: vec![crate::engine::port::ModuleReport::new(
+                &vm,
+                Mode::Mirrored,
+                crate::engine::coverage::items_of(draft),
+            )],
+            ..PortOutput::default()
+        };
+        assert_eq!(output.modules[0].items_ported, 1);
+        // The answer fills `disable` but stubs `enable`, which the draft has working.
+        let answer = "pub fn enable() -> u64 { todo!() }\npub fn disable() {}\n";
+        let result = TaskResult {
+            task: "hv::arch::aarch64::vm#port".into(),
+            module: vm.module_path.clone(),
+            role: Role::EternaPort,
+            agent: "EternaPortAgent#1".into(),
+            status: TaskStatus::Done,
+            files: vec![(vm.target.clone(), answer.into())],
+            files_from: FilesFrom::Model,
+            attempts: 1,
+            requests: 1,
+            cache_hits: 0,
+            usage: Default::default(),
+            latency: Default::default(),
+            error: None,
+            contract: None,
+            fatal: false,
+        };
+        integrate(&mut output, &[result]);
+        let m = &output.modules[0];
+        assert_eq!((m.items_ported, m.items_total), (2, 2), "{:?}", m.unported);
+        let written = &output.changes[0].new;
+        assert!(
+            written.contains("pub fn enable() -> u64 { 0 }")
+                && written.contains("pub fn disable() {}"),
+            "{written}"
+        );
+    }
+
+    #[test]
     fn package_prefix_is_relative_with_a_slash() {
         let root = Path::new("/ws");
         assert_eq!(package_prefix(root, Some(&PathBuf::from("/ws"))), "");
