@@ -711,6 +711,7 @@ async fn the_coordinator_bounds_concurrency_and_keeps_a_health_table() {
         stream: false,
         max_answer_attempts: 1,
         temperature: None,
+        max_tokens: None,
     }));
     let tasks: Vec<Task> = (0..12)
         .map(|i| Task {
@@ -722,6 +723,7 @@ async fn the_coordinator_bounds_concurrency_and_keeps_a_health_table() {
             package_dir: "hv/".into(),
             draft: vec![(format!("hv/src/m{i}.rs"), "// draft".into())],
             ask_model: true,
+            max_tokens: Some(64),
         })
         .collect();
     let opts = swarm::SwarmOptions {

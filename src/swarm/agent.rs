@@ -198,12 +198,14 @@ async fn ask_model(
     let mut usage = Usage::default();
     let (mut requests, mut hits) = (0u32, 0u32);
     let mut last_error = String::new();
+    // The last answer was cut at this `max_tokens` (`finish_reason == "length"`).
+    let mut cut: Option<u32>;
     let attempts = llm.max_answer_attempts.max(1);
     for attempt in 1..=attempts {
         let req = ChatRequest {
             messages: messages.clone(),
             temperature: llm.temperature,
-            max_tokens: None,
+            max_tokens: llm.max_tokens.or(task.max_tokens),
             model: None,
         };
         let key = llm.cache.as_ref().map(|c| c.key(&req));
@@ -214,6 +216,7 @@ async fn ask_model(
         let answer = match cached {
             Some(a) => {
                 hits += 1;
+                cut = None;
                 a
             }
             None => {
@@ -229,6 +232,9 @@ async fn ask_model(
                         if let (Some(c), Some(k)) = (&llm.cache, &key) {
                             c.put(k, &r.content);
                         }
+                        cut = (r.finish_reason.as_deref() == Some("length"))
+                            .then_some(req.max_tokens)
+                            .flatten();
                         r.content
                     }
                     Err(LlmError::Cancelled { .. }) => {
@@ -242,8 +248,8 @@ async fn ask_model(
                         };
                     }
                     Err(e) => {
-                        let fatal =
-                            matches!(e, LlmError::AllKeysRefused { .. } | LlmError::Config { .. });
+                        // The client stopped sending: said once for the whole run.
+                        let fatal = e.stops_requests();
                         let mut r = failed(
                             name,
                             task,
@@ -278,7 +284,12 @@ async fn ask_model(
             }
             Err(e) => {
                 tracing::debug!(task = %task.id, attempt, "answer rejected: {e}");
-                last_error = e.to_string();
+                last_error = match cut {
+                    Some(n) => format!(
+                        "{e} (the answer was cut off at max_tokens = {n}; raise ETERNA_PORT_LLM_MAX_TOKENS if the module needs more)"
+                    ),
+                    None => e.to_string(),
+                };
                 messages.push(Message::assistant(answer));
                 messages.push(Message::user(format!(
                     "Your answer was rejected: {e}. Answer again with the complete file(s), \
