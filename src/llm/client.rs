@@ -37,7 +37,7 @@ use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_TYPE, RETRY
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use super::error::LlmError;
 use super::keys::{parse_retry_after, KeyPool, Pick};
@@ -762,7 +762,9 @@ impl LlmClient {
                     }
                 }
                 Err(Failure::Refused { status, message }) => {
-                    warn!(
+                    // Not a warning: once every key is refused the client says so,
+                    // once; a key refused among good ones shows in `-vv`.
+                    info!(
                         endpoint = %self.endpoint,
                         key = key_index + 1,
                         status,
@@ -802,7 +804,8 @@ impl LlmClient {
                         warn!(endpoint = %self.endpoint, attempt = attempts, retry_in_ms = delay.as_millis() as u64, error = %what, "LLM request timed out; retrying");
                         self.sleep(delay, cancel).await?;
                     } else {
-                        warn!(endpoint = %self.endpoint, attempt = attempts, error = %what, "LLM request timed out; retrying once the server is free");
+                        // The switch to serial mode was said (once).
+                        info!(endpoint = %self.endpoint, attempt = attempts, error = %what, "LLM request timed out; retrying once the server is free");
                     }
                 }
                 Err(Failure::Transient { what, retry_after }) => {

@@ -248,6 +248,9 @@ async fn ask_model(
                         };
                     }
                     Err(e) => {
+                        if matches!(e, LlmError::NotSent { .. }) {
+                            requests -= 1;
+                        }
                         // The client stopped sending: said once for the whole run.
                         let fatal = e.stops_requests();
                         let mut r = failed(
