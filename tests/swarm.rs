@@ -1444,3 +1444,92 @@ async fn a_key_refused_during_the_fix_loop_hands_the_loop_to_the_stub_fixer() {
     let vm = read(ws.path(), "eterna/src/arch/x86_64/vm.rs");
     assert!(!vm.contains(TYPE_ERROR) && vm.contains(MARK), "{vm}");
 }
+
+/// An answer cut at `max_tokens` and then rejected says so in the task's error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejected_answer_cut_at_max_tokens_says_so() {
+    use cargo_eterna_port::config::Secret;
+    use cargo_eterna_port::llm::{ExtractOptions, LlmClient, LlmSettings, Message};
+    use cargo_eterna_port::swarm::{self, Role, Task};
+
+    let cut = |max: u64| {
+        let mut answer = completion("```rust src/m.rs\npub fn vmxon(region: u64) -> Result<");
+        answer["choices"][0]["finish_reason"] = json!("length");
+        answer["usage"]["completion_tokens"] = json!(max);
+        ResponseTemplate::new(200).set_body_json(answer)
+    };
+    let server = server_answering(cut(64)).await;
+    let settings = LlmSettings::new(
+        format!("{}/api/v1", server.uri()),
+        "test-model",
+        vec![Secret::new(KEY.to_string())],
+    );
+    let backend = |max_tokens| {
+        swarm::Backend::Llm(Arc::new(swarm::LlmBackend {
+            client: LlmClient::new(settings.clone()).unwrap(),
+            cache: None,
+            stream: false,
+            max_answer_attempts: 2,
+            temperature: None,
+            max_tokens,
+        }))
+    };
+    let task = Task {
+        id: "m#port".into(),
+        module: "hv::m".into(),
+        role: Role::EternaPort,
+        messages: vec![Message::user("port m")],
+        extract: ExtractOptions::for_targets(["src/m.rs".to_string()]),
+        package_dir: "hv/".into(),
+        draft: vec![("hv/src/m.rs".into(), "// draft".into())],
+        ask_model: true,
+        max_tokens: Some(64),
+    };
+    let opts = swarm::SwarmOptions {
+        jobs: 1,
+        heartbeat: Duration::from_millis(50),
+        cancel: Default::default(),
+    };
+    let outcome = swarm::run(vec![task.clone()], backend(None), &opts, &mut |_| {}).await;
+    let r = &outcome.results[0];
+    assert_eq!(r.status, swarm::TaskStatus::Failed);
+    assert_eq!(r.files, task.draft, "the draft is kept");
+    let error = r.error.as_deref().unwrap();
+    assert!(
+        error.contains("cut off at max_tokens = 64")
+            && error.contains("ETERNA_PORT_LLM_MAX_TOKENS"),
+        "{error}"
+    );
+    let bodies = server.received_requests().await.unwrap();
+    assert_eq!(bodies.len(), 2);
+    assert!(bodies
+        .iter()
+        .all(|b| b.body_json::<Value>().unwrap()["max_tokens"] == 64));
+
+    // The same answer without `finish_reason: length` is rejected without that note;
+    // the backend's setting overrides the task's bound.
+    let server = server_answering(ResponseTemplate::new(200).set_body_json(completion(
+        "```rust src/m.rs\npub fn vmxon(region: u64) -> Result<",
+    )))
+    .await;
+    let settings = LlmSettings::new(
+        format!("{}/api/v1", server.uri()),
+        "test-model",
+        vec![Secret::new(KEY.to_string())],
+    );
+    let backend = swarm::Backend::Llm(Arc::new(swarm::LlmBackend {
+        client: LlmClient::new(settings).unwrap(),
+        cache: None,
+        stream: false,
+        max_answer_attempts: 1,
+        temperature: None,
+        max_tokens: Some(4096),
+    }));
+    let outcome = swarm::run(vec![task], backend, &opts, &mut |_| {}).await;
+    let error = outcome.results[0].error.as_deref().unwrap();
+    assert!(!error.contains("max_tokens"), "{error}");
+    let body: Value = server.received_requests().await.unwrap()[0]
+        .body_json()
+        .unwrap();
+    assert_eq!(body["max_tokens"], 4096);
+}
