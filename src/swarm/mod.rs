@@ -9,6 +9,10 @@
 //!   with at most `jobs` in flight; one failing module never stops the others.
 //! - Cancellation (Ctrl-C) stops dispatching, aborts requests in flight and returns what
 //!   finished; the caller then writes nothing.
+//! - A client that stops sending (the server cannot be reached, refuses every key: the
+//!   LLM client's circuit breaker) does not stop the run: the tasks left fail at once
+//!   without a request, each keeping its draft ([`TaskResult::fatal`],
+//!   [`SwarmOutcome::fatal`]), and the caller writes the drafts.
 //!
 //! Agents have a backend: [`Backend::Offline`] hands back the offline engine's draft,
 //! [`Backend::Llm`] asks an OpenAI-compatible model (with the response cache) and
