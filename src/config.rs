@@ -17,6 +17,14 @@ pub const DEFAULT_MAX_FILE_SIZE: u64 = 8 * 1024 * 1024;
 pub const DEFAULT_EMBEDDER: &str = "local";
 pub const DEFAULT_EMBEDDINGS_BASE_URL: &str = "https://api.openai.com/v1";
 pub const DEFAULT_EMBEDDING_MODEL: &str = "text-embedding-3-small";
+/// Agents' heartbeat period, milliseconds.
+pub const DEFAULT_HEARTBEAT_MS: u64 = 1000;
+/// Total time a non-streamed LLM request may take, seconds.
+pub const DEFAULT_LLM_TIMEOUT_SECS: u64 = 180;
+/// Silence a streamed LLM answer may keep (no byte at all), seconds.
+pub const DEFAULT_LLM_STALL_TIMEOUT_SECS: u64 = 60;
+/// Tokens of one prompt (see [`Config::prompt_budget`]).
+pub const DEFAULT_PROMPT_BUDGET: u64 = 6000;
 
 /// API key variables, in load-balancing order.
 pub const KEY_VARS: [&str; 4] = [
@@ -27,7 +35,7 @@ pub const KEY_VARS: [&str; 4] = [
 ];
 
 /// Keys accepted in `[workspace.metadata.eterna-port]` / `[package.metadata.eterna-port]`.
-const METADATA_KEYS: [&str; 16] = [
+const METADATA_KEYS: [&str; 22] = [
     "target",
     "model",
     "base-url",
@@ -44,6 +52,12 @@ const METADATA_KEYS: [&str; 16] = [
     "failure-patterns",
     "exit-code-pattern",
     "vmx-unavailable-pattern",
+    "heartbeat-ms",
+    "llm-stream",
+    "llm-timeout",
+    "llm-stall-timeout",
+    "llm-max-tokens",
+    "prompt-budget",
 ];
 
 /// Where a value came from.
@@ -161,6 +175,32 @@ pub struct Config {
     pub boot_files: BootFiles,
     /// How `qemu` reads the serial console; each absent one is the generic default.
     pub console: ConsolePatterns,
+    /// The agents' heartbeat period in milliseconds (`ETERNA_PORT_HEARTBEAT_MS`,
+    /// metadata `heartbeat-ms`); an agent silent for three periods is `unresponsive`.
+    pub heartbeat_ms: Setting<u64>,
+    /// Stream LLM answers (`ETERNA_PORT_LLM_STREAM=on|off`, metadata `llm-stream`).
+    /// `None` (the default): streamed when the progress bar is shown (a terminal).
+    pub llm_stream: Setting<Option<bool>>,
+    /// Total time one non-streamed LLM request may take, in seconds
+    /// (`ETERNA_PORT_LLM_TIMEOUT`, metadata `llm-timeout`).
+    pub llm_timeout_secs: Setting<u64>,
+    /// How long a streamed answer may stay silent (no byte, keep-alives included)
+    /// before it is given up, in seconds (`ETERNA_PORT_LLM_STALL_TIMEOUT`, metadata
+    /// `llm-stall-timeout`). A stream that keeps sending has no total bound.
+    pub llm_stall_timeout_secs: Setting<u64>,
+    /// `max_tokens` of every LLM request (`ETERNA_PORT_LLM_MAX_TOKENS`, metadata
+    /// `llm-max-tokens`). `None` (the default): sized per module from its files
+    /// (`swarm::answer_max_tokens`).
+    pub llm_max_tokens: Option<Setting<u32>>,
+    /// Upper bound, in tokens (about 4 characters each), of one prompt sent to the
+    /// model: system message, task, source, draft and retrieved context together
+    /// (`ETERNA_PORT_PROMPT_BUDGET`, metadata `prompt-budget`). A module whose prompt
+    /// would exceed it is sent in parts. Sized by default for a small local model's
+    /// context window, with room left for the answer.
+    pub prompt_budget: Setting<u64>,
+    /// `ETERNA_PORT_LOG`: the log filter (`tracing` directives), read from the process
+    /// environment before anything else; `None`: `warn` (`-v`, `-vv`, `-q` change it).
+    pub log_filter: Option<Setting<String>>,
 }
 
 /// The workspace's console conventions for `qemu` (metadata keys `trace-prefix`,
@@ -318,7 +358,10 @@ impl Config {
         for t in &tables {
             for key in t.table.keys() {
                 let lower = key.to_ascii_lowercase();
-                if lower.contains("key") || lower.contains("token") || lower.contains("secret") {
+                let secret_like =
+                    lower.contains("key") || lower.contains("token") || lower.contains("secret");
+                // `llm-max-tokens` counts tokens of an answer; it is no secret.
+                if secret_like && !METADATA_KEYS.contains(&key.as_str()) {
                     bail!(
                         "`{key}` in {}: API keys must not be stored in Cargo.toml; set {} in the environment or in {}",
                         t.source,
@@ -566,6 +609,127 @@ impl Config {
             vmx_unavailable_pattern: text("vmx-unavailable-pattern")?,
         };
 
+        // Whole numbers: the environment (then `.env`) beats the metadata. Each error
+        // names the variable or key, where it was set, and what is accepted.
+        let number = |var: &str,
+                      key: &str,
+                      range: std::ops::RangeInclusive<u64>,
+                      unit: &str|
+         -> Result<Option<Setting<u64>>> {
+            let (lo, hi) = (*range.start(), *range.end());
+            if let Some((v, source)) = env.get(var) {
+                return match v.trim().parse::<u64>() {
+                    Ok(n) if range.contains(&n) => Ok(Some(Setting::new(n, source))),
+                    _ => bail!("{var}={v} ({source}): give {unit} between {lo} and {hi}"),
+                };
+            }
+            let mut found = None;
+            for t in &tables {
+                match t.table.get(key) {
+                    None => {}
+                    Some(Value::Number(n)) if n.as_u64().is_some_and(|n| range.contains(&n)) => {
+                        found = n.as_u64().map(|n| Setting::new(n, t.source.clone()))
+                    }
+                    Some(other) => bail!(
+                        "`{key}` in {} must be {unit} between {lo} and {hi}, found `{other}`",
+                        t.source
+                    ),
+                }
+            }
+            Ok(found)
+        };
+        let or_default = |s: Option<Setting<u64>>, default: u64| {
+            s.unwrap_or_else(|| Setting::new(default, Source::Default))
+        };
+        let heartbeat_ms = or_default(
+            number(
+                "ETERNA_PORT_HEARTBEAT_MS",
+                "heartbeat-ms",
+                10..=600_000,
+                "milliseconds",
+            )?,
+            DEFAULT_HEARTBEAT_MS,
+        );
+        let llm_timeout_secs = or_default(
+            number(
+                "ETERNA_PORT_LLM_TIMEOUT",
+                "llm-timeout",
+                1..=86_400,
+                "seconds",
+            )?,
+            DEFAULT_LLM_TIMEOUT_SECS,
+        );
+        let llm_stall_timeout_secs = or_default(
+            number(
+                "ETERNA_PORT_LLM_STALL_TIMEOUT",
+                "llm-stall-timeout",
+                1..=86_400,
+                "seconds",
+            )?,
+            DEFAULT_LLM_STALL_TIMEOUT_SECS,
+        );
+        let llm_max_tokens = number(
+            "ETERNA_PORT_LLM_MAX_TOKENS",
+            "llm-max-tokens",
+            16..=1_048_576,
+            "a number of tokens",
+        )?
+        .map(|s| Setting::new(s.value as u32, s.source));
+        let prompt_budget = or_default(
+            number(
+                "ETERNA_PORT_PROMPT_BUDGET",
+                "prompt-budget",
+                256..=10_000_000,
+                "a number of tokens",
+            )?,
+            DEFAULT_PROMPT_BUDGET,
+        );
+        let switch = |v: &str| match v.trim() {
+            "on" | "1" | "true" => Some(Some(true)),
+            "off" | "0" | "false" => Some(Some(false)),
+            "auto" => Some(None),
+            _ => None,
+        };
+        let mut llm_stream = Setting::new(None, Source::Default);
+        match env.get("ETERNA_PORT_LLM_STREAM") {
+            Some((v, source)) => match switch(&v) {
+                Some(on) => llm_stream = Setting::new(on, source),
+                None => bail!(
+                    "ETERNA_PORT_LLM_STREAM={v} ({source}): use `on` or `off` (or `auto`: on at a terminal)"
+                ),
+            },
+            None => {
+                for t in &tables {
+                    match t.table.get("llm-stream") {
+                        None => {}
+                        Some(Value::Bool(b)) => {
+                            llm_stream = Setting::new(Some(*b), t.source.clone())
+                        }
+                        Some(Value::String(v)) if switch(v).is_some() => {
+                            llm_stream =
+                                Setting::new(switch(v).flatten(), t.source.clone())
+                        }
+                        Some(other) => bail!(
+                            "`llm-stream` in {} must be true, false, \"on\", \"off\" or \"auto\", found `{other}`",
+                            t.source
+                        ),
+                    }
+                }
+            }
+        }
+        // Read by the logger before the configuration exists: the process environment
+        // only, as the logger sees it.
+        let log_filter = (env.process)("ETERNA_PORT_LOG")
+            .filter(|v| !v.is_empty())
+            .map(|v| {
+                Setting::new(
+                    v,
+                    Source::Env {
+                        var: "ETERNA_PORT_LOG".into(),
+                    },
+                )
+            });
+
         Ok(Config {
             console,
             boot_files,
@@ -580,7 +744,19 @@ impl Config {
             backend,
             db,
             max_file_size,
+            heartbeat_ms,
+            llm_stream,
+            llm_timeout_secs,
+            llm_stall_timeout_secs,
+            llm_max_tokens,
+            prompt_budget,
+            log_filter,
         })
+    }
+
+    /// The heartbeat period.
+    pub fn heartbeat(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.heartbeat_ms.value)
     }
 
     /// `(key, shown value, source)` rows for display; secrets redacted.
@@ -656,6 +832,57 @@ impl Config {
             self.max_file_size.value.to_string(),
             self.max_file_size.source.to_string(),
         ));
+        let n = |s: &Setting<u64>, unit: &str| (format!("{}{unit}", s.value), s.source.to_string());
+        for (key, (value, source)) in [
+            ("heartbeat-ms", n(&self.heartbeat_ms, " ms")),
+            (
+                "llm-timeout",
+                n(&self.llm_timeout_secs, " s (not streamed: whole answer)"),
+            ),
+            (
+                "llm-stall-timeout",
+                n(&self.llm_stall_timeout_secs, " s (streamed: silence)"),
+            ),
+            ("prompt-budget", n(&self.prompt_budget, " tokens")),
+        ] {
+            rows.push((key.into(), value, source));
+        }
+        rows.push(match &self.llm_max_tokens {
+            Some(s) => (
+                "llm-max-tokens".into(),
+                s.value.to_string(),
+                s.source.to_string(),
+            ),
+            None => (
+                "llm-max-tokens".into(),
+                "(per module)".into(),
+                {
+                    use crate::swarm::{
+                        ANSWER_FACTOR, ANSWER_HEADROOM, ANSWER_MAX_TOKENS, CHARS_PER_TOKEN,
+                    };
+                    format!(
+                        "default: the module's largest file in tokens (chars/{CHARS_PER_TOKEN}) x {ANSWER_FACTOR} + {ANSWER_HEADROOM}, at most {ANSWER_MAX_TOKENS}"
+                    )
+                },
+            ),
+        });
+        rows.push((
+            "llm-stream".into(),
+            match self.llm_stream.value {
+                Some(true) => "on".into(),
+                Some(false) => "off".into(),
+                None => "auto (on when the progress bar shows)".into(),
+            },
+            self.llm_stream.source.to_string(),
+        ));
+        rows.push(match &self.log_filter {
+            Some(s) => ("log".into(), s.value.clone(), s.source.to_string()),
+            None => (
+                "log".into(),
+                "(tool default)".into(),
+                "warn; -v/-vv/-q change it; set ETERNA_PORT_LOG to override".into(),
+            ),
+        });
         for (key, setting, otherwise) in [
             (
                 "x86_64-linker-script",

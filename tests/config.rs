@@ -301,3 +301,142 @@ fn bad_console_patterns_are_usage_errors_naming_key_and_file() {
         assert!(err.contains("Cargo.toml"), "{meta}: {err}");
     }
 }
+
+/// The `config` rows by key: (value, source).
+fn rows(out: &std::process::Output) -> std::collections::BTreeMap<String, String> {
+    stdout(out)
+        .lines()
+        .filter_map(|l| {
+            let l = l.trim();
+            let (key, rest) = l.split_once(char::is_whitespace)?;
+            Some((key.to_string(), rest.trim().to_string()))
+        })
+        .collect()
+}
+
+#[test]
+fn every_request_and_swarm_setting_shows_with_its_source() {
+    // Defaults: each listed, each from `default`.
+    let ws = ws_with_metadata("", "");
+    let c = config_json(ws.path(), &[], &[]);
+    for (key, value) in [
+        ("heartbeat_ms", 1000),
+        ("llm_timeout_secs", 180),
+        ("llm_stall_timeout_secs", 60),
+        ("prompt_budget", 6000),
+    ] {
+        assert_eq!(c[key]["value"], value, "{key}: {c:#}");
+        assert_eq!(c[key]["source"]["kind"], "default", "{key}");
+    }
+    assert_eq!(c["llm_stream"]["value"], serde_json::Value::Null);
+    assert_eq!(c["llm_max_tokens"], serde_json::Value::Null);
+    let out = run(ws.path(), &["config"]);
+    assert_code(&out, 0);
+    let shown = rows(&out);
+    for key in [
+        "heartbeat-ms",
+        "llm-stream",
+        "llm-timeout",
+        "llm-stall-timeout",
+        "llm-max-tokens",
+        "prompt-budget",
+        "log",
+    ] {
+        assert!(
+            shown.contains_key(key),
+            "`{key}` is not shown:\n{}",
+            stdout(&out)
+        );
+    }
+    assert!(shown["llm-max-tokens"].contains("per module"), "{shown:?}");
+
+    // From the metadata (package over workspace), `.env` and the environment.
+    let ws = ws_with_metadata(
+        "llm-timeout = 90\nllm-max-tokens = 2048\nprompt-budget = 3000\nllm-stream = \"off\"",
+        "llm-timeout = 120",
+    );
+    write(
+        ws.path(),
+        ".env",
+        b"ETERNA_PORT_LLM_STALL_TIMEOUT=15\nETERNA_PORT_HEARTBEAT_MS=250\n",
+    );
+    let c = config_json(
+        ws.path(),
+        &["-p", "hv"],
+        &[
+            ("ETERNA_PORT_PROMPT_BUDGET", "8000"),
+            ("ETERNA_PORT_LLM_STREAM", "on"),
+            ("ETERNA_PORT_LOG", "cargo_eterna_port=info"),
+        ],
+    );
+    assert_eq!(c["llm_timeout_secs"]["value"], 120);
+    assert_eq!(c["llm_timeout_secs"]["source"]["kind"], "package-metadata");
+    assert_eq!(c["llm_max_tokens"]["value"], 2048);
+    assert_eq!(c["llm_max_tokens"]["source"]["kind"], "workspace-metadata");
+    assert_eq!(c["llm_stall_timeout_secs"]["value"], 15);
+    assert_eq!(c["llm_stall_timeout_secs"]["source"]["kind"], "dot-env");
+    assert_eq!(c["heartbeat_ms"]["value"], 250);
+    assert_eq!(c["prompt_budget"]["value"], 8000);
+    assert_eq!(
+        c["prompt_budget"]["source"]["var"],
+        "ETERNA_PORT_PROMPT_BUDGET"
+    );
+    assert_eq!(c["llm_stream"]["value"], true);
+    assert_eq!(c["llm_stream"]["source"]["kind"], "env");
+    assert_eq!(c["log_filter"]["value"], "cargo_eterna_port=info");
+
+    let out = command(ws.path(), &["config", "-p", "hv"])
+        .env("ETERNA_PORT_LLM_MAX_TOKENS", "512")
+        .output()
+        .unwrap();
+    assert_code(&out, 0);
+    let shown = rows(&out);
+    assert!(
+        shown["llm-max-tokens"].starts_with("512")
+            && shown["llm-max-tokens"].contains("ETERNA_PORT_LLM_MAX_TOKENS"),
+        "{shown:?}"
+    );
+    assert!(shown["llm-stall-timeout"].contains(".env"), "{shown:?}");
+    assert!(
+        shown["llm-timeout"].contains("[package.metadata.eterna-port]"),
+        "{shown:?}"
+    );
+    assert!(shown["llm-stream"].starts_with("off"), "{shown:?}");
+}
+
+#[test]
+fn bad_request_settings_are_usage_errors_naming_the_variable_or_key() {
+    let ws = ws_with_metadata("", "");
+    for (var, value, says) in [
+        ("ETERNA_PORT_HEARTBEAT_MS", "5", "between 10 and 600000"),
+        ("ETERNA_PORT_LLM_TIMEOUT", "soon", "seconds"),
+        ("ETERNA_PORT_LLM_STALL_TIMEOUT", "0", "seconds"),
+        ("ETERNA_PORT_LLM_MAX_TOKENS", "-1", "tokens"),
+        ("ETERNA_PORT_PROMPT_BUDGET", "lots", "tokens"),
+        ("ETERNA_PORT_LLM_STREAM", "sometimes", "`on` or `off`"),
+    ] {
+        // Every command reads the configuration: `plan` fails as `port` would.
+        let out = command(ws.path(), &["plan"])
+            .env(var, value)
+            .output()
+            .unwrap();
+        assert_code(&out, 2);
+        let err = stderr(&out);
+        assert!(
+            err.contains(&format!("{var}={value}")) && err.contains(says),
+            "{var}: {err}"
+        );
+    }
+    let ws = ws_with_metadata("llm-max-tokens = \"many\"", "");
+    let out = run(ws.path(), &["config"]);
+    assert_code(&out, 2);
+    let err = stderr(&out);
+    assert!(
+        err.contains("`llm-max-tokens`") && err.contains("Cargo.toml") && err.contains("\"many\""),
+        "{err}"
+    );
+    let ws = ws_with_metadata("llm-stream = 3", "");
+    let out = run(ws.path(), &["config"]);
+    assert_code(&out, 2);
+    assert!(stderr(&out).contains("`llm-stream`"), "{}", stderr(&out));
+}

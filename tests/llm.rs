@@ -1,6 +1,8 @@
 //! The LLM client against a local OpenAI-compatible server (wiremock on 127.0.0.1; no
 //! test reaches the network), and the extraction of files from answers.
 
+mod common;
+
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -8,11 +10,12 @@ use std::time::{Duration, Instant};
 use cargo_eterna_port::config::{Backend, Config, Secret, Setting, Source};
 use cargo_eterna_port::llm::extract::{extract_files, ExtractError, ExtractOptions};
 use cargo_eterna_port::llm::{
-    CancellationToken, ChatRequest, LlmClient, LlmError, LlmSettings, Message,
+    CancellationToken, ChatRequest, LlmClient, LlmError, LlmSettings, Message, Notice,
 };
+use common::trickle::{self, Step, Trickle};
 use serde_json::{json, Value};
 use wiremock::matchers::{body_partial_json, header, method, path};
-use wiremock::{Mock, MockServer, Request, ResponseTemplate};
+use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
 const KEYS: [&str; 3] = [
     "sk-or-v1-aaaa-secret-key-one",
@@ -326,13 +329,111 @@ async fn all_keys_refused_is_a_clear_error() {
     );
     assert!(msg.contains("OPENROUTER_API_KEY"), "says what to do: {msg}");
     assert_eq!(server.received_requests().await.unwrap().len(), 2);
-    // Later requests fail the same way without asking the server again.
+    // The client has stopped: later requests fail at once, not sent, saying why.
+    assert_eq!(c.stopped().as_deref(), Some(msg.as_str()));
     let again = c
         .chat(&request(), &CancellationToken::new())
         .await
         .unwrap_err();
-    assert_eq!(again.to_string(), msg);
+    assert!(matches!(again, LlmError::NotSent { .. }), "{again:?}");
+    assert_eq!(again.to_string(), format!("not sent: {msg}"));
     assert_eq!(server.received_requests().await.unwrap().len(), 2);
+}
+
+/// Collects the client's notices.
+fn notices(c: &LlmClient) -> Arc<Mutex<Vec<Notice>>> {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let sink = seen.clone();
+    c.on_notice(move |n| sink.lock().unwrap().push(n.clone()));
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_key_costs_one_request_however_many_agents_ask_at_once() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(
+            ResponseTemplate::new(401)
+                .set_body_json(json!({"error": {"message": "No auth credentials found"}}))
+                .set_delay(Duration::from_millis(200)),
+        )
+        .mount(&server)
+        .await;
+    let c = Arc::new(client(&server, &KEYS[..2]));
+    let seen = notices(&c);
+    let asks = (0..12).map(|_| {
+        let c = c.clone();
+        tokio::spawn(async move { c.chat(&request(), &CancellationToken::new()).await })
+    });
+    let errors: Vec<LlmError> = futures_util::future::join_all(asks)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap().unwrap_err())
+        .collect();
+    assert_eq!(
+        server.received_requests().await.unwrap().len(),
+        2,
+        "one request per key, not one per agent"
+    );
+    assert!(
+        errors.iter().all(|e| matches!(
+            e,
+            LlmError::AllKeysRefused { .. } | LlmError::NotSent { .. }
+        )),
+        "{errors:?}"
+    );
+    assert!(errors.iter().all(LlmError::stops_requests));
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 1, "said once: {seen:?}");
+    assert!(
+        matches!(&seen[0], Notice::Stopped { message } if message.contains("No auth credentials found") && message.contains("OPENROUTER_API_KEY")),
+        "{seen:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_the_server_accepted_carries_requests_in_parallel() {
+    let server = MockServer::start().await;
+    let slot = Arc::new(OneSlot {
+        slow: Duration::from_millis(300),
+        fast: Duration::from_millis(300),
+        state: Mutex::new((Instant::now(), Vec::new())),
+    });
+    Mock::given(method("POST"))
+        .respond_with(Shared(slot.clone()))
+        .mount(&server)
+        .await;
+    let c = Arc::new(client(&server, &KEYS[..1]));
+    // The first request proves the key, alone; then the others go together.
+    let asks = (0..4).map(|i| {
+        let c = c.clone();
+        tokio::spawn(async move {
+            c.chat(&asking(&format!("m{i}"), 64), &CancellationToken::new())
+                .await
+        })
+    });
+    for r in futures_util::future::join_all(asks).await {
+        r.unwrap().unwrap();
+    }
+    c.chat(&asking("prove", 64), &CancellationToken::new())
+        .await
+        .unwrap();
+    let asks = (0..4).map(|i| {
+        let c = c.clone();
+        tokio::spawn(async move {
+            c.chat(&asking(&format!("n{i}"), 64), &CancellationToken::new())
+                .await
+        })
+    });
+    for r in futures_util::future::join_all(asks).await {
+        r.unwrap().unwrap();
+    }
+    let overlapping = slot.state.lock().unwrap().1.clone();
+    assert!(
+        overlapping.iter().any(|p| p.starts_with('n')),
+        "a confirmed key's requests overlap: {overlapping:?}"
+    );
+    assert!(!c.is_serial());
 }
 
 #[tokio::test]
@@ -381,7 +482,7 @@ async fn persistent_server_errors_fail_after_max_attempts() {
 }
 
 #[tokio::test]
-async fn timeout_is_retried_then_fails_with_a_clear_message() {
+async fn a_timeout_is_retried_once_the_server_is_free_then_fails_clearly() {
     let server = MockServer::start().await;
     Mock::given(method("POST"))
         .respond_with(ok("too late").set_delay(Duration::from_secs(5)))
@@ -389,56 +490,291 @@ async fn timeout_is_retried_then_fails_with_a_clear_message() {
         .await;
     let mut s = settings(&server, &KEYS[..1]);
     s.timeout = Duration::from_millis(100);
+    s.drain_tokens_per_sec = 10_000;
     let c = LlmClient::new(s).unwrap();
-    let start = Instant::now();
+    let seen = notices(&c);
+    let err = c
+        .chat(&request(), &CancellationToken::new())
+        .await
+        .unwrap_err();
+    // The retry had the server to itself and timed out too: not tried a third time.
+    assert!(
+        matches!(err, LlmError::RetriesExhausted { attempts: 2, .. }),
+        "{err:?}"
+    );
+    let msg = err.to_string();
+    assert!(
+        msg.contains("no answer within 0.1s") && msg.contains("ETERNA_PORT_LLM_TIMEOUT"),
+        "{msg}"
+    );
+    assert_eq!(server.received_requests().await.unwrap().len(), 2);
+    assert!(c.is_serial());
+    assert_eq!(seen.lock().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn without_serial_mode_a_timeout_is_retried_with_backoff() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ok("too late").set_delay(Duration::from_secs(5)))
+        .mount(&server)
+        .await;
+    let mut s = settings(&server, &KEYS[..1]);
+    s.timeout = Duration::from_millis(100);
+    s.serial_after_timeout = false;
+    let c = LlmClient::new(s).unwrap();
     let err = c
         .chat(&request(), &CancellationToken::new())
         .await
         .unwrap_err();
     assert!(
-        start.elapsed() < Duration::from_secs(3),
-        "{:?}",
-        start.elapsed()
-    );
-    assert!(
         matches!(err, LlmError::RetriesExhausted { attempts: 3, .. }),
         "{err:?}"
     );
-    let msg = err.to_string();
-    assert!(msg.contains("no answer within 0.1s"), "{msg}");
     assert_eq!(server.received_requests().await.unwrap().len(), 3);
+    assert!(!c.is_serial());
+}
+
+/// A server with one slot, like llama.cpp's: requests queue, and one abandoned by its
+/// client is still worked on. It answers a prompt containing "slow" in `slow`, others
+/// in `fast`, and records every request that arrived while the slot was taken.
+struct OneSlot {
+    slow: Duration,
+    fast: Duration,
+    state: Mutex<(Instant, Vec<String>)>,
+}
+
+struct Shared(Arc<OneSlot>);
+
+impl Respond for Shared {
+    fn respond(&self, req: &Request) -> ResponseTemplate {
+        let slot = &self.0;
+        let body: Value = serde_json::from_slice(&req.body).unwrap();
+        let prompt = body["messages"][1]["content"].as_str().unwrap().to_string();
+        let work = if prompt.contains("slow") {
+            slot.slow
+        } else {
+            slot.fast
+        };
+        let now = Instant::now();
+        let mut state = slot.state.lock().unwrap();
+        let (free_at, overlaps) = &mut *state;
+        if *free_at > now {
+            overlaps.push(prompt.clone());
+        }
+        let done = (*free_at).max(now) + work;
+        *free_at = done;
+        ResponseTemplate::new(200)
+            .set_body_json(completion(&prompt))
+            .set_delay(done - now)
+    }
+}
+
+fn asking(prompt: &str, max_tokens: u32) -> ChatRequest {
+    ChatRequest {
+        messages: vec![Message::system("s"), Message::user(prompt)],
+        max_tokens: Some(max_tokens),
+        ..ChatRequest::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_timeout_requests_wait_for_the_server_and_go_one_at_a_time() {
+    let server = MockServer::start().await;
+    let slot = Arc::new(OneSlot {
+        slow: Duration::from_millis(1200),
+        fast: Duration::from_millis(50),
+        state: Mutex::new((Instant::now(), Vec::new())),
+    });
+    Mock::given(method("POST"))
+        .respond_with(Shared(slot.clone()))
+        .mount(&server)
+        .await;
+    let mut s = settings(&server, &[]);
+    s.timeout = Duration::from_millis(500);
+    // 16 tokens at 10 tokens/s: the client leaves the server 1.6 s for an abandoned
+    // request, more than the 1.2 s it takes.
+    s.drain_tokens_per_sec = 10;
+    let c = Arc::new(LlmClient::new(s).unwrap());
+    let seen = notices(&c);
+    let burst = |label: &'static str| {
+        let c = c.clone();
+        async move {
+            let asks = (0..4).map(|i| {
+                let c = c.clone();
+                tokio::spawn(async move {
+                    c.chat(
+                        &asking(&format!("{label} {i}"), 16),
+                        &CancellationToken::new(),
+                    )
+                    .await
+                })
+            });
+            futures_util::future::join_all(asks).await
+        }
+    };
+    // Before any timeout the agents' requests go together (and queue on the slot).
+    c.chat(&asking("first", 16), &CancellationToken::new())
+        .await
+        .unwrap();
+    for r in burst("before").await {
+        assert!(r.unwrap().is_ok());
+    }
+    let queued = std::mem::take(&mut slot.state.lock().unwrap().1);
+    assert!(!queued.is_empty(), "the first burst was concurrent");
+    assert!(!c.is_serial());
+
+    // A request the server is too slow for: abandoned, retried once the server has had
+    // time to finish it, abandoned again.
+    let err = c
+        .chat(&asking("slow", 16), &CancellationToken::new())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, LlmError::RetriesExhausted { attempts: 2, .. }),
+        "{err:?}"
+    );
+    assert!(c.is_serial());
+    // Then the agents' requests go one at a time, none while the slot is taken.
+    for r in burst("after").await {
+        assert!(r.unwrap().is_ok());
+    }
+    let state = slot.state.lock().unwrap();
+    assert!(
+        state.1.is_empty(),
+        "requests sent while the server was busy: {:?}",
+        state.1
+    );
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 1, "said once: {seen:?}");
+    let Notice::Serial { message } = &seen[0] else {
+        panic!("{seen:?}")
+    };
+    assert!(
+        message.contains(&server.uri())
+            && message.contains("did not answer within")
+            && message.contains("one request at a time"),
+        "{message}"
+    );
 }
 
 #[tokio::test]
-async fn connection_refused_is_retried_then_reported() {
+async fn an_unreachable_server_stops_the_client_after_one_attempt() {
     // A port on 127.0.0.1 that nothing listens on.
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
-    let mut s = LlmSettings::new(
-        format!("http://127.0.0.1:{port}/v1"),
-        "m",
-        vec![Secret::new(KEYS[0].into())],
-    );
+    let base = format!("http://127.0.0.1:{port}/v1");
+    let mut s = LlmSettings::new(base.clone(), "m", vec![Secret::new(KEYS[0].into())]);
     s.backoff_base = Duration::from_millis(1);
     s.backoff_max = Duration::from_millis(2);
-    s.max_attempts = 2;
+    s.max_attempts = 5;
     let c = LlmClient::new(s).unwrap();
+    let seen = notices(&c);
     let err = c
         .chat(&request(), &CancellationToken::new())
         .await
         .unwrap_err();
     let msg = err.to_string();
     assert!(
-        matches!(err, LlmError::RetriesExhausted { attempts: 2, .. }),
-        "{err:?}"
+        matches!(err, LlmError::Unreachable { .. }),
+        "not retried: {err:?}"
     );
     assert!(msg.contains("cannot connect"), "{msg}");
     assert!(
-        msg.contains(&format!("127.0.0.1:{port}/v1/chat/completions")),
+        msg.contains(&format!("127.0.0.1:{port}/v1/chat/completions"))
+            && msg.contains("ETERNA_PORT_LLM_BASE_URL"),
         "{msg}"
     );
+    // Every later request fails at once, not sent, with the reason.
+    for _ in 0..3 {
+        let again = c
+            .chat(&request(), &CancellationToken::new())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&again, LlmError::NotSent { reason } if reason.contains(&base)),
+            "{again:?}"
+        );
+    }
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert!(
+        matches!(&seen[0], Notice::Stopped { message } if message.contains(&base) && message.contains("start the server")),
+        "{seen:?}"
+    );
+}
+
+fn stream_client(url: &str, stall: Duration) -> LlmClient {
+    let mut s = LlmSettings::new(url, "m", vec![]);
+    s.stall_timeout = stall;
+    // A total bound that a stall-bounded stream must not be held to.
+    s.timeout = Duration::from_millis(200);
+    s.backoff_base = Duration::from_millis(1);
+    s.backoff_max = Duration::from_millis(5);
+    LlmClient::new(s).unwrap()
+}
+
+#[tokio::test]
+async fn a_stream_that_goes_silent_fails_after_the_stall_timeout() {
+    let server = Trickle::start(|_| {
+        vec![
+            Step::Send(": PROCESSING\n\n".into()),
+            Step::Send(trickle::delta("pub fn vmx")),
+            Step::Hang,
+        ]
+    });
+    let c = stream_client(&server.url, Duration::from_millis(500));
+    let seen = notices(&c);
+    let mut got = String::new();
+    let err = c
+        .chat_stream(&request(), &CancellationToken::new(), &mut |d: &str| {
+            got.push_str(d)
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(got, "pub fn vmx");
+    assert!(
+        matches!(
+            err,
+            LlmError::Truncated {
+                received_chars: 10,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let msg = err.to_string();
+    assert!(
+        msg.contains("stalled")
+            && msg.contains("nothing received for 0.5s")
+            && msg.contains("ETERNA_PORT_LLM_STALL_TIMEOUT"),
+        "{msg}"
+    );
+    assert_eq!(server.requests(), 1, "content went out: not retried");
+    // The server may still be working on it: said once.
+    assert!(matches!(&seen.lock().unwrap()[..], [Notice::Serial { .. }]));
+}
+
+#[tokio::test]
+async fn a_slow_but_steady_stream_is_not_cut_off() {
+    let text = "pub fn vmxon(region: u64) -> Result<(), VmxError> { Ok(()) }";
+    let server = Trickle::start(move |body| {
+        assert_eq!(body["stream"], true);
+        // 8 pieces 150 ms apart: 1.2 s in all, over both bounds, never silent 0.5 s.
+        trickle::steady(text, 8, Duration::from_millis(150))
+    });
+    let c = stream_client(&server.url, Duration::from_millis(500));
+    let seen = notices(&c);
+    let resp = c
+        .chat_stream(&request(), &CancellationToken::new(), &mut |_: &str| {})
+        .await
+        .unwrap();
+    assert_eq!(resp.content, text);
+    assert_eq!(resp.finish_reason.as_deref(), Some("stop"));
+    assert_eq!(server.requests(), 1);
+    assert!(seen.lock().unwrap().is_empty());
 }
 
 #[tokio::test]
@@ -682,6 +1018,10 @@ fn settings_from_config() {
         value: Secret::new(v.to_string()),
         source: Source::Env { var: "X".into() },
     };
+    let number = |n: u64| Setting {
+        value: n,
+        source: Source::Default,
+    };
     let config = Config {
         target: setting("x86_64-unknown-none"),
         model: setting("qwen2.5-coder:7b"),
@@ -708,9 +1048,22 @@ fn settings_from_config() {
         embedder: setting("local"),
         embeddings_base_url: setting("https://api.openai.com/v1"),
         embedding_model: setting("text-embedding-3-small"),
+        heartbeat_ms: number(1000),
+        llm_stream: Setting {
+            value: None,
+            source: Source::Default,
+        },
+        llm_timeout_secs: number(42),
+        llm_stall_timeout_secs: number(7),
+        llm_max_tokens: None,
+        prompt_budget: number(6000),
+        log_filter: None,
     };
     let s = LlmSettings::from_config(&config);
     assert_eq!(s.endpoint(), "http://127.0.0.1:11434/v1/chat/completions");
+    assert_eq!(s.timeout, Duration::from_secs(42), "the request timeout");
+    assert_eq!(s.stall_timeout, Duration::from_secs(7), "the stall timeout");
+    assert!(s.serial_after_timeout, "a local server has one slot");
     assert_eq!(s.model, "qwen2.5-coder:7b");
     assert_eq!(
         s.keys.iter().map(|k| k.expose()).collect::<Vec<_>>(),
@@ -723,6 +1076,10 @@ fn settings_from_config() {
     );
     let or = LlmSettings::new("https://openrouter.ai/api/v1", "x-ai/grok-4-fast", vec![]);
     assert!(or.openrouter_usage);
+    assert!(
+        !or.serial_after_timeout,
+        "OpenRouter routes each request to a provider of its own"
+    );
     assert_eq!(
         or.endpoint(),
         "https://openrouter.ai/api/v1/chat/completions"

@@ -545,31 +545,155 @@ async fn keys_rotate_and_rate_limits_and_server_errors_are_survived() {
     assert_no_secret("the store", &store_bytes(ws.path()));
 }
 
+/// Every file of a port's workspace (without `target/`), by relative path.
+fn tree(root: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    fn walk(dir: &Path, root: &Path, out: &mut std::collections::BTreeMap<String, Vec<u8>>) {
+        for e in std::fs::read_dir(dir).unwrap().flatten() {
+            let p = e.path();
+            if p.file_name().is_some_and(|n| n == "target") {
+                continue;
+            }
+            if p.is_dir() {
+                walk(&p, root, out);
+            } else {
+                let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+                out.insert(rel, std::fs::read(&p).unwrap());
+            }
+        }
+    }
+    let mut out = std::collections::BTreeMap::new();
+    walk(root, root, &mut out);
+    out
+}
+
+/// The files the offline engine's port of the fixture writes (fix loop included).
+async fn offline_port() -> std::collections::BTreeMap<String, Vec<u8>> {
+    let ws = fixture_copy();
+    let out = run_async(command(ws.path(), &["--allow-no-vcs", "-q"])).await;
+    assert!(matches!(out.status.code(), Some(0 | 1)), "{}", stderr(&out));
+    tree(ws.path())
+}
+
+/// The lines of stderr that name `needle`.
+fn lines_naming(out: &Output, needle: &str) -> Vec<String> {
+    stderr(out)
+        .lines()
+        .filter(|l| l.contains(needle))
+        .map(str::to_string)
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn refused_keys_stop_the_run_with_nothing_written() {
-    let server = server_answering(
-        ResponseTemplate::new(401).set_body_string(format!("{{\"error\":\"invalid key {KEY}\"}}")),
-    )
+async fn refused_keys_cost_one_request_each_and_the_drafts_are_written() {
+    let server = server_answering(ResponseTemplate::new(401).set_body_string(format!(
+        "{{\"error\":\"invalid key {} (nor {})\"}}",
+        KEYS[0], KEYS[2]
+    )))
     .await;
     let ws = fixture_copy();
-    // With debug logs and JSON events: the server's echo of the key is never shown.
-    let out = run_async(llm_cmd(
+    // Three keys, eight agents; with debug logs and JSON events: the server's echo of
+    // the key is never shown.
+    let mut cmd = command(
         ws.path(),
-        &server,
         &["--allow-no-vcs", "-vv", "--message-format", "json"],
-    ))
-    .await;
-    assert_code(&out, 2);
-    assert!(stderr(&out).contains("DEBUG"), "debug logs are on");
-    assert_no_secret("stdout", &out.stdout);
-    assert!(
-        stderr(&out).contains("refused") && stderr(&out).contains("nothing was written"),
-        "{}",
-        stderr(&out)
     );
-    assert!(!ws.path().join("eterna/src/arch/x86_64").exists());
+    cmd.env(
+        "ETERNA_PORT_LLM_BASE_URL",
+        format!("{}/api/v1", server.uri()),
+    );
+    for (var, key) in [
+        "OPENROUTER_API_KEY1",
+        "OPENROUTER_API_KEY2",
+        "OPENROUTER_API_KEY3",
+    ]
+    .iter()
+    .zip(KEYS)
+    {
+        cmd.env(var, key);
+    }
+    let out = run_async(cmd).await;
+    assert_code(&out, 1);
+    assert!(stderr(&out).contains("DEBUG"), "debug logs are on");
+    let requests = server.received_requests().await.unwrap().len();
+    assert!(
+        (1..=KEYS.len()).contains(&requests),
+        "{requests} requests for {} keys",
+        KEYS.len()
+    );
+    // One message, naming the server and what to do.
+    let said = lines_naming(&out, "error:");
+    assert_eq!(said.len(), 1, "{}", stderr(&out));
+    assert!(
+        said[0].contains(&server.uri())
+            && said[0].contains("refused all 3 API keys")
+            && said[0].contains("OPENROUTER_API_KEY"),
+        "{}",
+        said[0]
+    );
+    // Every module that needed the model failed without it and kept its draft; the
+    // files are the offline port's (its fix loop ran offline: no request after).
+    let summary = json(&out);
+    for t in summary["tasks"].as_array().unwrap() {
+        if t["requests"] != 0 || t["status"] == "failed" {
+            assert_eq!(t["status"], "failed", "{t:#}");
+            assert_eq!(t["files_from"], "draft", "{t:#}");
+        }
+    }
+    let not_sent = summary["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| {
+            t["error"]
+                .as_str()
+                .is_some_and(|e| e.starts_with("not sent: "))
+        })
+        .count();
+    assert!(not_sent > 0, "{summary:#}");
+    assert!(
+        summary["fix_loop"]["iterations"].is_array(),
+        "the fix loop ran"
+    );
+    assert_eq!(tree(ws.path()), offline_port().await);
+    assert_no_secret("stdout", &out.stdout);
     assert_no_secret("stderr", &out.stderr);
     assert_no_secret("the store", &store_bytes(ws.path()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_is_down_is_said_once_and_the_offline_port_is_written() {
+    // A port on 127.0.0.1 that nothing listens on: connection refused.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let base = format!("http://127.0.0.1:{port}/v1");
+    let ws = fixture_copy();
+    let mut cmd = command(ws.path(), &["--allow-no-vcs"]);
+    cmd.env("OPENROUTER_API_KEY", KEY)
+        .env("ETERNA_PORT_LLM_BASE_URL", &base);
+    let out = run_async(cmd).await;
+    assert_code(&out, 1);
+    let said = lines_naming(&out, &format!("127.0.0.1:{port}"));
+    assert_eq!(said.len(), 1, "one message: {}", stderr(&out));
+    assert!(
+        said[0].starts_with("error:")
+            && said[0].contains("cannot be reached")
+            && said[0].contains("start the server")
+            && said[0].contains("ETERNA_PORT_LLM_BASE_URL")
+            && said[0].contains("offline engine's draft"),
+        "{}",
+        said[0]
+    );
+    assert!(!stderr(&out).contains("nothing was written"));
+    assert_eq!(tree(ws.path()), offline_port().await);
+    assert_eq!(
+        store_strings(
+            ws.path(),
+            "SELECT status FROM runs WHERE command = 'port' ORDER BY id DESC LIMIT 1"
+        ),
+        ["failed"]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -711,6 +835,7 @@ async fn the_coordinator_bounds_concurrency_and_keeps_a_health_table() {
         stream: false,
         max_answer_attempts: 1,
         temperature: None,
+        max_tokens: None,
     }));
     let tasks: Vec<Task> = (0..12)
         .map(|i| Task {
@@ -723,6 +848,7 @@ async fn the_coordinator_bounds_concurrency_and_keeps_a_health_table() {
             draft: vec![(format!("hv/src/m{i}.rs"), "// draft".into())],
             ask_model: true,
             api: Vec::new(),
+            max_tokens: Some(64),
         })
         .collect();
     let opts = swarm::SwarmOptions {
@@ -919,6 +1045,23 @@ async fn the_fix_loop_converges_in_one_iteration_with_a_fixing_debug_agent() {
             "SELECT agent FROM agent_tasks WHERE task_id LIKE '%#debug1'"
         ),
         ["DebugAgent"]
+    );
+    // The DebugAgent's request is bounded by the size of the file it rewrites.
+    let debug_body = server
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .filter_map(|r| r.body_json::<Value>().ok())
+        .find(|b| debug_file(b).is_some())
+        .unwrap();
+    let (_, current) = debug_file(&debug_body).unwrap();
+    let sized = cargo_eterna_port::swarm::answer_max_tokens([current.as_str()]);
+    let max = debug_body["max_tokens"].as_u64().unwrap();
+    assert!(
+        max.abs_diff(u64::from(sized)) <= 2,
+        "{max} for a file of {} chars",
+        current.chars().count()
     );
 }
 
@@ -1143,4 +1286,252 @@ async fn llm_without_a_key_or_with_a_dry_run() {
     );
     assert!(!ws.path().join("eterna/src/arch/x86_64").exists());
     assert!(!ws.path().join("target/eterna-port/eterna.db").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_request_carries_max_tokens_from_the_module_size_or_the_setting() {
+    use cargo_eterna_port::swarm::answer_max_tokens;
+    let (server, _) = model_server(no_twist).await;
+    let ws = fixture_copy();
+    let args = ["--allow-no-vcs", "-q", "--max-fix-iterations", "0"];
+    let out = run_async(llm_cmd(ws.path(), &server, &args)).await;
+    assert_code(&out, INCOMPLETE);
+    let bodies: Vec<Value> = server
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.body_json().unwrap())
+        .collect();
+    assert!(bodies.len() > 3, "{}", bodies.len());
+    let mut seen = std::collections::BTreeSet::new();
+    for body in &bodies {
+        let (target, draft) = prompt_parts(body);
+        let max = body["max_tokens"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no max_tokens for {target}"));
+        // At least what the draft alone asks for; the source may ask for more.
+        assert!(
+            max >= u64::from(answer_max_tokens([draft.as_str()])) && max <= 32768,
+            "{target}: {max} for a draft of {} chars",
+            draft.chars().count()
+        );
+        seen.insert(max);
+    }
+    assert!(seen.len() > 1, "sized per module: {seen:?}");
+
+    // The setting overrides it for every request.
+    let (server, _) = model_server(no_twist).await;
+    let ws = fixture_copy();
+    let mut cmd = llm_cmd(ws.path(), &server, &args);
+    cmd.env("ETERNA_PORT_LLM_MAX_TOKENS", "777");
+    let out = run_async(cmd).await;
+    assert_code(&out, INCOMPLETE);
+    let requests = server.received_requests().await.unwrap();
+    assert_eq!(requests.len(), bodies.len());
+    for r in &requests {
+        assert_eq!(r.body_json::<Value>().unwrap()["max_tokens"], 777);
+    }
+}
+
+/// Streams the draft back, a piece every 300 ms, 2.4 s in all: over the 1 s stall
+/// timeout, and still going when the client, having given up on the timer's answer
+/// (silent after its first piece), has waited for the server as long as it does.
+fn stall_the_timer(body: &Value) -> Vec<common::trickle::Step> {
+    use common::trickle::{delta, steady, Step};
+    let (target, draft) = prompt_parts(body);
+    let answer = format!("```rust {target}\n{draft}\n{MARK}\n```\n");
+    if target.ends_with("timer.rs") {
+        return vec![Step::Send(delta("```rust")), Step::Hang];
+    }
+    steady(&answer, 8, Duration::from_millis(300))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_stream_fails_its_module_and_then_requests_go_one_at_a_time() {
+    let server = common::trickle::Trickle::start(stall_the_timer);
+    let ws = fixture_copy();
+    let mut cmd = command(
+        ws.path(),
+        &[
+            "--allow-no-vcs",
+            "--message-format",
+            "json",
+            "--max-fix-iterations",
+            "0",
+        ],
+    );
+    cmd.env("OPENROUTER_API_KEY", KEY)
+        .env("ETERNA_PORT_LLM_BASE_URL", &server.url)
+        .env("ETERNA_PORT_LLM_STREAM", "on")
+        .env("ETERNA_PORT_LLM_STALL_TIMEOUT", "1")
+        // 16 tokens: the client gives the server 0.8 s for what it abandoned.
+        .env("ETERNA_PORT_LLM_MAX_TOKENS", "16");
+    let out = run_async(cmd).await;
+    assert_code(&out, 1);
+    let summary = json(&out);
+    let timer = task_of(&summary, "::timer");
+    assert_eq!(timer["status"], "failed");
+    let error = timer["error"].as_str().unwrap();
+    assert!(
+        error.contains("stalled") && error.contains("ETERNA_PORT_LLM_STALL_TIMEOUT"),
+        "{error}"
+    );
+    // The slow but steady answers were not cut off.
+    let gic = task_of(&summary, "::gic");
+    assert_eq!(gic["status"], "done", "{gic:#}");
+    assert!(read(ws.path(), "eterna/src/arch/x86_64/gic.rs").contains(MARK));
+    // Said once; after the stall no two requests were out together.
+    let said = lines_naming(&out, "one request at a time");
+    assert_eq!(said.len(), 1, "{}", stderr(&out));
+    assert!(said[0].contains(&server.url), "{}", said[0]);
+    let log = server.log.lock().unwrap();
+    assert_eq!(log.abandoned, 1);
+    assert_eq!(
+        log.overlaps_after_abandon, 0,
+        "requests sent while others were out, after the stall"
+    );
+}
+
+/// Port prompts as `LoopModel` answers them; DebugAgent prompts refused with 401.
+struct RefusesDebugging(LoopModel);
+
+impl Respond for RefusesDebugging {
+    fn respond(&self, req: &Request) -> ResponseTemplate {
+        let body: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
+        if debug_file(&body).is_some() {
+            self.0.debug_calls.fetch_add(1, Ordering::SeqCst);
+            return ResponseTemplate::new(401)
+                .set_body_json(json!({"error": {"message": "key revoked"}}));
+        }
+        self.0.respond(req)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_refused_during_the_fix_loop_hands_the_loop_to_the_stub_fixer() {
+    let server = MockServer::start().await;
+    let debug_calls = Arc::new(AtomicUsize::new(0));
+    Mock::given(method("POST"))
+        .respond_with(RefusesDebugging(LoopModel {
+            port_calls: Arc::new(AtomicUsize::new(0)),
+            debug_calls: debug_calls.clone(),
+            vmcs_extra: TYPE_ERROR,
+            debug: fix_the_error,
+        }))
+        .mount(&server)
+        .await;
+    let ws = fixture_copy();
+    let out = run_async(llm_cmd(
+        ws.path(),
+        &server,
+        &["--allow-no-vcs", "--message-format", "json"],
+    ))
+    .await;
+    assert_code(&out, 1);
+    assert_eq!(
+        debug_calls.load(Ordering::SeqCst),
+        1,
+        "one refused request, then no more"
+    );
+    let said = lines_naming(&out, "error:");
+    assert_eq!(said.len(), 1, "{}", stderr(&out));
+    assert!(said[0].contains("key revoked"), "{}", said[0]);
+    // The loop went on with the stub fixer: the broken function is stubbed, the port
+    // checks clean.
+    let summary = json(&out);
+    let fl = &summary["fix_loop"];
+    assert_eq!(fl["stop"], "clean", "{fl:#}");
+    let vm = read(ws.path(), "eterna/src/arch/x86_64/vm.rs");
+    assert!(!vm.contains(TYPE_ERROR) && vm.contains(MARK), "{vm}");
+}
+
+/// An answer cut at `max_tokens` and then rejected says so in the task's error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejected_answer_cut_at_max_tokens_says_so() {
+    use cargo_eterna_port::config::Secret;
+    use cargo_eterna_port::llm::{ExtractOptions, LlmClient, LlmSettings, Message};
+    use cargo_eterna_port::swarm::{self, Role, Task};
+
+    let cut = |max: u64| {
+        let mut answer = completion("```rust src/m.rs\npub fn vmxon(region: u64) -> Result<");
+        answer["choices"][0]["finish_reason"] = json!("length");
+        answer["usage"]["completion_tokens"] = json!(max);
+        ResponseTemplate::new(200).set_body_json(answer)
+    };
+    let server = server_answering(cut(64)).await;
+    let settings = LlmSettings::new(
+        format!("{}/api/v1", server.uri()),
+        "test-model",
+        vec![Secret::new(KEY.to_string())],
+    );
+    let backend = |max_tokens| {
+        swarm::Backend::Llm(Arc::new(swarm::LlmBackend {
+            client: LlmClient::new(settings.clone()).unwrap(),
+            cache: None,
+            stream: false,
+            max_answer_attempts: 2,
+            temperature: None,
+            max_tokens,
+        }))
+    };
+    let task = Task {
+        id: "m#port".into(),
+        module: "hv::m".into(),
+        role: Role::EternaPort,
+        messages: vec![Message::user("port m")],
+        extract: ExtractOptions::for_targets(["src/m.rs".to_string()]),
+        package_dir: "hv/".into(),
+        draft: vec![("hv/src/m.rs".into(), "// draft".into())],
+        ask_model: true,
+        api: Vec::new(),
+        max_tokens: Some(64),
+    };
+    let opts = swarm::SwarmOptions {
+        jobs: 1,
+        heartbeat: Duration::from_millis(50),
+        cancel: Default::default(),
+    };
+    let outcome = swarm::run(vec![task.clone()], backend(None), &opts, &mut |_| {}).await;
+    let r = &outcome.results[0];
+    assert_eq!(r.status, swarm::TaskStatus::Failed);
+    assert_eq!(r.files, task.draft, "the draft is kept");
+    let error = r.error.as_deref().unwrap();
+    assert!(
+        error.contains("cut off at max_tokens = 64")
+            && error.contains("ETERNA_PORT_LLM_MAX_TOKENS"),
+        "{error}"
+    );
+    let bodies = server.received_requests().await.unwrap();
+    assert_eq!(bodies.len(), 2);
+    assert!(bodies
+        .iter()
+        .all(|b| b.body_json::<Value>().unwrap()["max_tokens"] == 64));
+
+    // The same answer without `finish_reason: length` is rejected without that note;
+    // the backend's setting overrides the task's bound.
+    let server = server_answering(ResponseTemplate::new(200).set_body_json(completion(
+        "```rust src/m.rs\npub fn vmxon(region: u64) -> Result<",
+    )))
+    .await;
+    let settings = LlmSettings::new(
+        format!("{}/api/v1", server.uri()),
+        "test-model",
+        vec![Secret::new(KEY.to_string())],
+    );
+    let backend = swarm::Backend::Llm(Arc::new(swarm::LlmBackend {
+        client: LlmClient::new(settings).unwrap(),
+        cache: None,
+        stream: false,
+        max_answer_attempts: 1,
+        temperature: None,
+        max_tokens: Some(4096),
+    }));
+    let outcome = swarm::run(vec![task], backend, &opts, &mut |_| {}).await;
+    let error = outcome.results[0].error.as_deref().unwrap();
+    assert!(!error.contains("max_tokens"), "{error}");
+    let body: Value = server.received_requests().await.unwrap()[0]
+        .body_json()
+        .unwrap();
+    assert_eq!(body["max_tokens"], 4096);
 }

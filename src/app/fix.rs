@@ -35,6 +35,9 @@ pub(super) struct DebugFixer<'a> {
     pub results: Vec<TaskResult>,
     /// The DebugAgents' health, summed over the iterations.
     pub health: BTreeMap<String, HealthRecord>,
+    /// The fixer once the LLM client has stopped sending requests (the server cannot
+    /// be reached or refuses every key): the model is not asked again.
+    pub offline: crate::engine::fix::StubFixer<'a>,
 }
 
 impl DebugFixer<'_> {
@@ -65,6 +68,10 @@ impl DebugFixer<'_> {
             .map(|d| d.rendered.trim_end().to_string())
             .collect();
         let allowed: Vec<String> = current.iter().map(|f| f.path.clone()).collect();
+        // The answer rewrites the files shown.
+        let max_tokens = Some(swarm::answer_max_tokens(
+            current.iter().map(|f| f.content.as_str()),
+        ));
         let messages = self.prompts.debug(
             &prompts::DebugPrompt {
                 module,
@@ -89,6 +96,7 @@ impl DebugFixer<'_> {
             draft: Vec::new(),
             ask_model: true,
             api: Vec::new(),
+            max_tokens,
         }))
     }
 }
@@ -99,6 +107,13 @@ impl Fixer for DebugFixer<'_> {
         iteration: u32,
         modules: &[ModuleDiagnostics],
     ) -> Result<Vec<(String, String)>> {
+        let stopped = || match &self.backend {
+            swarm::Backend::Llm(l) => l.client.stopped().is_some(),
+            swarm::Backend::Offline => false,
+        };
+        if stopped() {
+            return self.offline.fix(iteration, modules);
+        }
         let mut tasks = Vec::new();
         for md in modules {
             if let Some(t) = self.task(iteration, md)? {
@@ -115,9 +130,7 @@ impl Fixer for DebugFixer<'_> {
             &self.options,
             on_event,
         ));
-        if let Some(fatal) = outcome.fatal {
-            anyhow::bail!("{fatal}");
-        }
+        let stopped = outcome.fatal.is_some();
         if outcome.cancelled {
             anyhow::bail!("interrupted");
         }
@@ -155,6 +168,11 @@ impl Fixer for DebugFixer<'_> {
                 files.extend(r.files.iter().cloned());
             }
             self.results.push(r);
+        }
+        // The client stopped during this round (said once, by the client): what was
+        // answered before is used, else the stub fixer takes over from this round.
+        if stopped && files.is_empty() {
+            return self.offline.fix(iteration, modules);
         }
         Ok(files)
     }

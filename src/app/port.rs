@@ -68,9 +68,10 @@ pub(super) fn cmd_port(g: &GlobalArgs, targets: &[String], flags: &PortFlags) ->
         );
     }
 
-    // Every setting is checked before anything is recorded or asked.
-    let heartbeat = heartbeat_setting()?;
-    let stream = stream_setting(g)?;
+    // Every setting was checked with the configuration, before anything is recorded
+    // or asked.
+    let heartbeat = s.config.heartbeat();
+    let stream = stream_setting(g, s.config.llm_stream.value);
     let client = match backend {
         Backend::Llm => Some(LlmClient::new(settings.clone())?),
         Backend::Offline => None,
@@ -213,6 +214,7 @@ pub(super) fn cmd_port(g: &GlobalArgs, targets: &[String], flags: &PortFlags) ->
             stream,
             max_answer_attempts: 2,
             temperature: Some(0.2),
+            max_tokens: s.config.llm_max_tokens.as_ref().map(|m| m.value),
         }))
     } else {
         swarm::Backend::Offline
@@ -224,6 +226,26 @@ pub(super) fn cmd_port(g: &GlobalArgs, targets: &[String], flags: &PortFlags) ->
         cancel: cancel.clone(),
     };
     let sink = std::sync::Mutex::new(EventSink::new(g, tasks.len()));
+    if let swarm::Backend::Llm(l) = &swarm_backend {
+        // What the client says once about the server (it stopped sending, or sends one
+        // request at a time), above the progress bar.
+        let bar = sink.lock().unwrap_or_else(|p| p.into_inner()).bar.clone();
+        let quiet = g.quiet;
+        l.client.on_notice(move |n| {
+            bar.suspend(|| match n {
+                crate::llm::Notice::Stopped { message } => report::stderr_message(
+                    "error",
+                    &format!(
+                        "{message}. Every module not answered yet keeps the offline engine's draft, and the fix loop goes on offline"
+                    ),
+                ),
+                crate::llm::Notice::Serial { message } if !quiet => {
+                    report::stderr_message("warning", message)
+                }
+                crate::llm::Notice::Serial { .. } => {}
+            })
+        });
+    }
     let event = |e: &Event| sink.lock().unwrap_or_else(|p| p.into_inner()).on(e);
     let mut on_event = event;
     let outcome = runtime.block_on(swarm::run(
@@ -233,25 +255,20 @@ pub(super) fn cmd_port(g: &GlobalArgs, targets: &[String], flags: &PortFlags) ->
         &mut on_event,
     ));
 
-    if outcome.fatal.is_some() || outcome.cancelled {
+    // A client that stopped sending (the server cannot be reached, refuses every key)
+    // is not a reason to stop: the tasks kept their drafts, which are written and
+    // checked like an offline port's (the client said why, once).
+    if outcome.cancelled {
         sink.into_inner()
             .unwrap_or_else(|p| p.into_inner())
             .finish()?;
-        let status = if outcome.cancelled && outcome.fatal.is_none() {
-            "cancelled"
-        } else {
-            "failed"
-        };
         finish(
             &store.as_ref(),
             &run.as_ref(),
             &outcome.results,
             &outcome.health,
-            status,
+            "cancelled",
         )?;
-        if let Some(fatal) = &outcome.fatal {
-            bail!("{fatal}; nothing was written");
-        }
         if !g.quiet {
             report::stderr_message(
                 "warning",
@@ -369,7 +386,29 @@ pub(super) fn cmd_port(g: &GlobalArgs, targets: &[String], flags: &PortFlags) ->
             lopts.toolchain = toolchain;
             lopts.build_std = choice.build_std;
             lopts.max_iterations = flags.max_fix_iterations;
-            let mut debug = llm.then(|| super::fix::DebugFixer {
+            let dropped_crates: BTreeMap<String, Option<(String, String)>> = arm_dependencies
+                .iter()
+                .map(|d| {
+                    let gated = output
+                        .gated_dependencies
+                        .iter()
+                        .any(|(p, n)| *p == d.package && *n == d.name)
+                        .then(|| {
+                            manifests
+                                .get(&d.package)
+                                .map(|m| (m.clone(), d.name.clone()))
+                        })
+                        .flatten();
+                    (engine::deps::ident_of(&d.name), gated)
+                })
+                .collect();
+            // The DebugAgent, unless the client has stopped sending (then, and if it
+            // stops during the loop, the stub fixer works on).
+            let stopped = match &swarm_backend {
+                swarm::Backend::Llm(l) => l.client.stopped().is_some(),
+                swarm::Backend::Offline => false,
+            };
+            let mut debug = (llm && !stopped).then(|| super::fix::DebugFixer {
                 runtime: &runtime,
                 backend: swarm_backend.clone(),
                 options: options.clone(),
@@ -387,23 +426,12 @@ pub(super) fn cmd_port(g: &GlobalArgs, targets: &[String], flags: &PortFlags) ->
                 on_event: &mut on_event,
                 results: Vec::new(),
                 health: BTreeMap::new(),
+                offline: engine::fix::StubFixer {
+                    root: &s.ws.root,
+                    generated: &generated,
+                    dropped_crates: &dropped_crates,
+                },
             });
-            let dropped_crates: BTreeMap<String, Option<(String, String)>> = arm_dependencies
-                .iter()
-                .map(|d| {
-                    let gated = output
-                        .gated_dependencies
-                        .iter()
-                        .any(|(p, n)| *p == d.package && *n == d.name)
-                        .then(|| {
-                            manifests
-                                .get(&d.package)
-                                .map(|m| (m.clone(), d.name.clone()))
-                        })
-                        .flatten();
-                    (engine::deps::ident_of(&d.name), gated)
-                })
-                .collect();
             let mut stubs = engine::fix::StubFixer {
                 root: &s.ws.root,
                 generated: &generated,
@@ -604,29 +632,14 @@ pub(super) fn cmd_port(g: &GlobalArgs, targets: &[String], flags: &PortFlags) ->
     Ok(if incomplete { EXIT_PROBLEMS } else { EXIT_OK })
 }
 
-/// The agents' heartbeat period: `ETERNA_PORT_HEARTBEAT_MS`, default 1 s.
-fn heartbeat_setting() -> Result<Duration> {
-    match std::env::var("ETERNA_PORT_HEARTBEAT_MS").ok().as_deref() {
-        None | Some("") => Ok(Duration::from_secs(1)),
-        Some(v) => match v.parse::<u64>() {
-            Ok(ms) if (10..=600_000).contains(&ms) => Ok(Duration::from_millis(ms)),
-            _ => bail!("ETERNA_PORT_HEARTBEAT_MS={v}: give milliseconds between 10 and 600000"),
-        },
-    }
-}
-
-/// Whether answers are streamed: `ETERNA_PORT_LLM_STREAM=on|off`, else on when the
-/// progress bar is shown (a terminal), where a stalled answer is visible sooner.
-fn stream_setting(g: &GlobalArgs) -> Result<bool> {
+/// Whether answers are streamed: the `llm-stream` setting (`ETERNA_PORT_LLM_STREAM`),
+/// else on when the progress bar is shown (a terminal), where a stalled answer is
+/// visible sooner.
+fn stream_setting(g: &GlobalArgs, setting: Option<bool>) -> bool {
     use std::io::IsTerminal;
-    match std::env::var("ETERNA_PORT_LLM_STREAM").ok().as_deref() {
-        None | Some("") => Ok(!g.quiet
-            && g.message_format == MessageFormat::Human
-            && std::io::stderr().is_terminal()),
-        Some("on" | "1" | "true") => Ok(true),
-        Some("off" | "0" | "false") => Ok(false),
-        Some(other) => bail!("ETERNA_PORT_LLM_STREAM={other}: use `on` or `off`"),
-    }
+    setting.unwrap_or_else(|| {
+        !g.quiet && g.message_format == MessageFormat::Human && std::io::stderr().is_terminal()
+    })
 }
 
 /// A fix-loop iteration as a JSON event line.
@@ -744,7 +757,8 @@ impl EventSink {
             }
             Event::TaskFinished(r) => {
                 self.bar.inc(1);
-                if r.status == TaskStatus::Failed {
+                // A stopped client is said once, by the client, not once per task.
+                if r.status == TaskStatus::Failed && !r.fatal {
                     self.bar.suspend(|| {
                         report::stderr_message(
                             "warning",

@@ -4,7 +4,32 @@
 //! Keys go into the `Authorization` header and nowhere else: errors and logs name a key
 //! by its position (`key #2`), and any text that comes back from the server is scrubbed
 //! of key text before it is shown.
+//!
+//! Requests are bounded, and the client is shared by every agent of a run, so what one
+//! request learns about the server applies to all:
+//!
+//! - **Timeouts.** A non-streamed request has a total bound ([`LlmSettings::timeout`]);
+//!   a streamed one only a stall bound ([`LlmSettings::stall_timeout`]: no byte for that
+//!   long), so a slow model that keeps sending is never cut off.
+//! - **A busy server is not sent more work.** A local server (llama.cpp) has one slot
+//!   and goes on generating an answer after the client that asked for it has gone. So
+//!   after a timeout the client sends one request at a time to it from then on, and
+//!   the next request first waits as long as the abandoned one may still keep the
+//!   server busy: its `max_tokens` at a conservative
+//!   [`LlmSettings::drain_tokens_per_sec`], at most [`LlmSettings::max_drain`]. A
+//!   request that timed out while it had the server to itself is not retried (it would
+//!   time out again). This is said once ([`Notice::Serial`]). OpenRouter, which routes
+//!   each request to a provider of its own, is exempt
+//!   ([`LlmSettings::serial_after_timeout`]).
+//! - **A circuit breaker.** When the server cannot be reached (connection refused,
+//!   DNS, TLS) or refuses every key, the first such failure stops the client: every
+//!   later request fails at once with [`LlmError::NotSent`], without being sent, and
+//!   the reason is said once ([`Notice::Stopped`]). Connection failures are not
+//!   retried. Until a key has been answered once with anything but 401/403, at most
+//!   one request with it is out (see [`super::keys`]), so a refused key costs one
+//!   request, not one per agent.
 
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 
 use futures_util::StreamExt;
@@ -12,12 +37,13 @@ use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_TYPE, RETRY
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use super::error::LlmError;
 use super::keys::{parse_retry_after, KeyPool, Pick};
 use super::sse::{SseParser, StreamState};
 use crate::config::{Config, Secret, REDACTED};
+use tokio::sync::{Notify, Semaphore};
 
 /// OpenRouter's app attribution headers.
 pub const DEFAULT_REFERER: &str = "https://crates.io/crates/cargo-eterna-port";
@@ -32,9 +58,19 @@ pub struct LlmSettings {
     pub model: String,
     /// API keys, used round-robin. Empty: no `Authorization` header (local servers).
     pub keys: Vec<Secret>,
-    /// Per request: the whole answer for `chat`, the response headers and then each
-    /// gap between chunks for `chat_stream`.
+    /// Total bound of a non-streamed request (`chat`): the whole answer.
     pub timeout: Duration,
+    /// Bound of a streamed request (`chat_stream`) while nothing arrives: until the
+    /// response headers, then each gap between bytes (keep-alive comments count).
+    pub stall_timeout: Duration,
+    /// After a timeout, send one request at a time to the server and wait for it to
+    /// finish the abandoned one (see the module documentation). Off for OpenRouter.
+    pub serial_after_timeout: bool,
+    /// The generation rate assumed for a server that was left working on a
+    /// timed-out request, in tokens per second: low, so the wait is long enough.
+    pub drain_tokens_per_sec: u32,
+    /// Upper bound of the wait for a busy server, however many requests timed out.
+    pub max_drain: Duration,
     /// Attempts (the first one included) when the server fails with 5xx, times out or
     /// cannot be reached.
     pub max_attempts: u32,
@@ -66,7 +102,11 @@ impl LlmSettings {
             base_url,
             model: model.into(),
             keys,
-            timeout: Duration::from_secs(180),
+            timeout: Duration::from_secs(crate::config::DEFAULT_LLM_TIMEOUT_SECS),
+            stall_timeout: Duration::from_secs(crate::config::DEFAULT_LLM_STALL_TIMEOUT_SECS),
+            serial_after_timeout: !openrouter_usage,
+            drain_tokens_per_sec: 20,
+            max_drain: Duration::from_secs(600),
             max_attempts: 5,
             backoff_base: Duration::from_millis(500),
             backoff_max: Duration::from_secs(30),
@@ -80,18 +120,22 @@ impl LlmSettings {
     }
 
     /// The settings of the effective configuration (`ETERNA_PORT_LLM_BASE_URL`,
-    /// `ETERNA_PORT_MODEL`, `OPENROUTER_API_KEY1..3`, `OPENROUTER_API_KEY`).
+    /// `ETERNA_PORT_MODEL`, `OPENROUTER_API_KEY1..3`, `OPENROUTER_API_KEY`,
+    /// `ETERNA_PORT_LLM_TIMEOUT`, `ETERNA_PORT_LLM_STALL_TIMEOUT`).
     pub fn from_config(config: &Config) -> Self {
         let keys = config
             .api_keys
             .iter()
             .map(|(_, s)| s.value.clone())
             .collect();
-        LlmSettings::new(
+        let mut s = LlmSettings::new(
             config.base_url.value.clone(),
             config.model.value.clone(),
             keys,
-        )
+        );
+        s.timeout = Duration::from_secs(config.llm_timeout_secs.value);
+        s.stall_timeout = Duration::from_secs(config.llm_stall_timeout_secs.value);
+        s
     }
 
     /// `{base_url}/chat/completions`.
@@ -222,11 +266,19 @@ enum Failure {
     },
     /// 401/403: disable the key.
     Refused { status: u16, message: String },
-    /// 5xx, timeout, connection error: back off (at least `retry_after`) and retry.
+    /// 5xx, a broken connection: back off (at least `retry_after`) and retry.
     Transient {
         what: String,
         retry_after: Option<Duration>,
     },
+    /// No answer (or no byte of a stream) in time; the server may still be working on
+    /// it. `partial`: content went out already, so it cannot be retried.
+    TimedOut {
+        what: String,
+        partial: Option<LlmError>,
+    },
+    /// The server cannot be reached (connection refused, DNS, TLS): stop.
+    Unreachable(String),
     /// Anything else: give up now.
     Fatal(LlmError),
 }
@@ -246,7 +298,83 @@ pub struct LlmClient {
     endpoint: String,
     /// The last 401/403 (status, message), for the error once every key is disabled,
     /// which may be in a later request than the refusals.
-    last_refusal: std::sync::Mutex<Option<(u16, String)>>,
+    last_refusal: Mutex<Option<(u16, String)>>,
+    /// Set once the client stops sending (the circuit breaker is open): why.
+    stopped: Mutex<Option<String>>,
+    /// Cancelled when the breaker opens, to wake requests waiting for their turn.
+    stop: CancellationToken,
+    /// Serial mode and when the server is expected to be free again.
+    busy: Mutex<Busy>,
+    /// One permit: taken by every request once in serial mode.
+    serial_gate: Semaphore,
+    /// Requests out now (sent, answer not complete), and a signal when one ends: in
+    /// serial mode a request waits until those sent before the switch are done too.
+    in_flight: Mutex<usize>,
+    idle: Notify,
+    /// Woken whenever a key on probation gets its verdict.
+    verdict: Notify,
+    /// Where [`Notice`]s go.
+    notice: RwLock<NoticeHook>,
+}
+
+/// What the client says once, while it works, about the server (see [`LlmClient::on_notice`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    /// The server did not answer in time: one request at a time from now on.
+    Serial { message: String },
+    /// No more requests are sent to the server in this run.
+    Stopped { message: String },
+}
+
+impl Notice {
+    pub fn message(&self) -> &str {
+        match self {
+            Notice::Serial { message } | Notice::Stopped { message } => message,
+        }
+    }
+}
+
+type NoticeHook = Arc<dyn Fn(&Notice) + Send + Sync>;
+
+#[derive(Debug, Default)]
+struct Busy {
+    /// One request at a time (after a timeout).
+    serial: bool,
+    /// The server may be busy with abandoned requests until then.
+    until: Option<tokio::time::Instant>,
+}
+
+/// Ends a key's probation without a verdict when the attempt ends without one (a
+/// timeout, a failed connection, cancellation: the attempt's future dropped).
+struct Probe<'c> {
+    client: &'c LlmClient,
+    key: usize,
+}
+
+/// Counts a request as out while it lives.
+struct Sending<'c>(&'c LlmClient);
+
+impl<'c> Sending<'c> {
+    fn new(client: &'c LlmClient) -> Self {
+        *client.in_flight.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+        Sending(client)
+    }
+}
+
+impl Drop for Sending<'_> {
+    fn drop(&mut self) {
+        let mut n = self.0.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+        *n = n.saturating_sub(1);
+        drop(n);
+        self.0.idle.notify_waiters();
+    }
+}
+
+impl Drop for Probe<'_> {
+    fn drop(&mut self) {
+        self.client.pool.release(self.key);
+        self.client.verdict.notify_waiters();
+    }
 }
 
 impl std::fmt::Debug for LlmClient {
@@ -312,12 +440,151 @@ impl LlmClient {
             http,
             pool,
             endpoint,
-            last_refusal: std::sync::Mutex::new(None),
+            last_refusal: Mutex::new(None),
+            stopped: Mutex::new(None),
+            stop: CancellationToken::new(),
+            busy: Mutex::new(Busy::default()),
+            serial_gate: Semaphore::new(1),
+            in_flight: Mutex::new(0),
+            idle: Notify::new(),
+            verdict: Notify::new(),
+            notice: RwLock::new(Arc::new(|n: &Notice| warn!("{}", n.message()))),
         })
     }
 
     pub fn settings(&self) -> &LlmSettings {
         &self.settings
+    }
+
+    /// Where the client's [`Notice`]s go (by default: a `tracing` warning). Each kind
+    /// is said at most once per client.
+    pub fn on_notice(&self, hook: impl Fn(&Notice) + Send + Sync + 'static) {
+        *self.notice.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(hook);
+    }
+
+    /// Why the client stopped sending requests (the server cannot be reached, or
+    /// refuses every key), if it did.
+    pub fn stopped(&self) -> Option<String> {
+        self.stopped
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Whether requests go out one at a time (a request timed out).
+    pub fn is_serial(&self) -> bool {
+        self.busy.lock().unwrap_or_else(|e| e.into_inner()).serial
+    }
+
+    fn say(&self, notice: Notice) {
+        let hook = self
+            .notice
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        hook(&notice);
+    }
+
+    /// Opens the circuit breaker (once): no request is sent after this.
+    fn stop_sending(&self, reason: String) {
+        {
+            let mut stopped = self.stopped.lock().unwrap_or_else(|e| e.into_inner());
+            if stopped.is_some() {
+                return;
+            }
+            *stopped = Some(reason.clone());
+        }
+        self.stop.cancel();
+        self.verdict.notify_waiters();
+        self.say(Notice::Stopped {
+            message: format!("{reason}; no more requests are sent to it in this run"),
+        });
+    }
+
+    /// The error of a request the open breaker keeps from being sent.
+    fn not_sent(&self) -> Option<LlmError> {
+        self.stopped().map(|reason| LlmError::NotSent { reason })
+    }
+
+    /// A request timed out after `waited`: the server may go on working on it for as
+    /// long as `max_tokens` take at [`LlmSettings::drain_tokens_per_sec`] (the request
+    /// timeout when the request set no bound). Every later request waits until then,
+    /// one at a time.
+    fn server_busy(&self, max_tokens: Option<u64>, waited: Duration) {
+        if !self.settings.serial_after_timeout {
+            return;
+        }
+        let rate = f64::from(self.settings.drain_tokens_per_sec.max(1));
+        let drain = max_tokens
+            .map(|n| Duration::from_secs_f64(n as f64 / rate))
+            .unwrap_or(self.settings.timeout)
+            .min(self.settings.max_drain);
+        let now = tokio::time::Instant::now();
+        let was_serial = {
+            let mut busy = self.busy.lock().unwrap_or_else(|e| e.into_inner());
+            let from = busy.until.filter(|u| *u > now).unwrap_or(now);
+            busy.until = Some((from + drain).min(now + self.settings.max_drain));
+            std::mem::replace(&mut busy.serial, true)
+        };
+        if !was_serial {
+            self.say(Notice::Serial {
+                message: format!(
+                    "{} did not answer within {} s; sending one request at a time from now on, each after the server has had {} s to finish what was abandoned",
+                    self.settings.base_url,
+                    waited.as_secs_f64().round(),
+                    drain.as_secs_f64().ceil()
+                ),
+            });
+        }
+    }
+
+    /// Waits for the serial gate (in serial mode) and for the server to be free.
+    async fn take_turn(
+        &self,
+        cancel: &CancellationToken,
+    ) -> Result<Option<tokio::sync::SemaphorePermit<'_>>, LlmError> {
+        let permit = if self.is_serial() {
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled() => return Err(self.cancelled()),
+                _ = self.stop.cancelled() => return Err(self.not_sent().unwrap_or_else(|| self.cancelled())),
+                p = self.serial_gate.acquire() => p.ok(),
+            }
+        } else {
+            None
+        };
+        // One at a time means none of those sent before the switch is still out.
+        while permit.is_some() {
+            let idle = self.idle.notified();
+            tokio::pin!(idle);
+            idle.as_mut().enable();
+            if *self.in_flight.lock().unwrap_or_else(|e| e.into_inner()) == 0 {
+                break;
+            }
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled() => return Err(self.cancelled()),
+                _ = self.stop.cancelled() => break,
+                _ = idle => {}
+            }
+        }
+        let until = self.busy.lock().unwrap_or_else(|e| e.into_inner()).until;
+        if let Some(until) = until.filter(|u| *u > tokio::time::Instant::now()) {
+            debug!(endpoint = %self.endpoint, wait_ms = (until - tokio::time::Instant::now()).as_millis() as u64, "waiting for the server to finish an abandoned request");
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled() => return Err(self.cancelled()),
+                _ = self.stop.cancelled() => {}
+                _ = tokio::time::sleep_until(until) => {}
+            }
+        }
+        Ok(permit)
+    }
+
+    fn cancelled(&self) -> LlmError {
+        LlmError::Cancelled {
+            endpoint: self.endpoint.clone(),
+        }
     }
 
     /// The chat/completions URL requests go to.
@@ -372,14 +639,42 @@ impl LlmClient {
         cancel: &CancellationToken,
         mut on_delta: Option<&mut (dyn FnMut(&str) + Send)>,
     ) -> Result<ChatResponse, LlmError> {
-        let body = self.body(req, on_delta.is_some());
+        let stream = on_delta.is_some();
+        let body = self.body(req, stream);
+        let waited = if stream {
+            self.settings.stall_timeout
+        } else {
+            self.settings.timeout
+        };
         let mut attempts = 0u32;
         let mut transient = 0u32;
         let mut rate_limited = 0u32;
         let mut last_rate_limit = String::new();
         loop {
+            if let Some(e) = self.not_sent() {
+                return Err(e);
+            }
+            let permit = self.take_turn(cancel).await?;
+            if let Some(e) = self.not_sent() {
+                return Err(e);
+            }
+            // Registered before the pick, so a verdict between the two is not missed.
+            let verdict = self.verdict.notified();
+            tokio::pin!(verdict);
+            verdict.as_mut().enable();
             let key_index = match self.pool.pick() {
                 Pick::Key(i) => i,
+                Pick::Pending => {
+                    drop(permit);
+                    tokio::select! {
+                        biased;
+                        _ = cancel.cancelled() => return Err(self.cancelled()),
+                        _ = verdict => {}
+                        // Belt and braces: look again now and then.
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    }
+                    continue;
+                }
                 Pick::AllDisabled => {
                     let (status, message) = self
                         .last_refusal
@@ -387,14 +682,17 @@ impl LlmClient {
                         .unwrap_or_else(|e| e.into_inner())
                         .clone()
                         .unwrap_or_default();
-                    return Err(LlmError::AllKeysRefused {
+                    let e = LlmError::AllKeysRefused {
                         endpoint: self.endpoint.clone(),
                         keys: self.settings.keys.len(),
                         status,
                         message,
-                    });
+                    };
+                    self.stop_sending(e.to_string());
+                    return Err(e);
                 }
                 Pick::Wait(wait) => {
+                    drop(permit);
                     if wait > self.settings.max_key_wait {
                         return Err(LlmError::RateLimited {
                             endpoint: self.endpoint.clone(),
@@ -408,13 +706,22 @@ impl LlmClient {
                     continue;
                 }
             };
+            let probe = Probe {
+                client: self,
+                key: key_index,
+            };
+            let serial = permit.is_some();
             attempts += 1;
+            let sending = Sending::new(self);
             let attempt = self.attempt(&body, key_index, on_delta.as_deref_mut());
             let outcome = tokio::select! {
                 biased;
-                _ = cancel.cancelled() => return Err(LlmError::Cancelled { endpoint: self.endpoint.clone() }),
+                _ = cancel.cancelled() => return Err(self.cancelled()),
                 r = attempt => r,
             };
+            drop(sending);
+            drop(probe);
+            drop(permit);
             match outcome {
                 Ok(mut resp) => {
                     resp.attempts = attempts;
@@ -455,15 +762,51 @@ impl LlmClient {
                     }
                 }
                 Err(Failure::Refused { status, message }) => {
-                    warn!(
+                    // Not a warning: once every key is refused the client says so,
+                    // once; a key refused among good ones shows in `-vv`.
+                    info!(
                         endpoint = %self.endpoint,
                         key = key_index + 1,
                         status,
                         "API key refused; not using it again in this run"
                     );
-                    self.pool.disable(key_index);
                     *self.last_refusal.lock().unwrap_or_else(|e| e.into_inner()) =
                         Some((status, message));
+                    self.pool.disable(key_index);
+                }
+                Err(Failure::Unreachable(detail)) => {
+                    self.stop_sending(format!(
+                        "{} cannot be reached ({detail}); start the server, or check ETERNA_PORT_LLM_BASE_URL",
+                        self.settings.base_url
+                    ));
+                    return Err(LlmError::Unreachable {
+                        endpoint: self.endpoint.clone(),
+                        detail,
+                    });
+                }
+                Err(Failure::TimedOut { what, partial }) => {
+                    let max_tokens = body.get("max_tokens").and_then(Value::as_u64);
+                    self.server_busy(max_tokens, waited);
+                    if let Some(e) = partial {
+                        return Err(e);
+                    }
+                    transient += 1;
+                    // Timed out with the server to itself: it would time out again.
+                    if serial || transient >= self.settings.max_attempts.max(1) {
+                        return Err(LlmError::RetriesExhausted {
+                            endpoint: self.endpoint.clone(),
+                            attempts,
+                            last: what,
+                        });
+                    }
+                    if !self.settings.serial_after_timeout {
+                        let delay = self.backoff(transient);
+                        warn!(endpoint = %self.endpoint, attempt = attempts, retry_in_ms = delay.as_millis() as u64, error = %what, "LLM request timed out; retrying");
+                        self.sleep(delay, cancel).await?;
+                    } else {
+                        // The switch to serial mode was said (once).
+                        info!(endpoint = %self.endpoint, attempt = attempts, error = %what, "LLM request timed out; retrying once the server is free");
+                    }
                 }
                 Err(Failure::Transient { what, retry_after }) => {
                     transient += 1;
@@ -489,7 +832,15 @@ impl LlmClient {
                     );
                     self.sleep(delay, cancel).await?;
                 }
-                Err(Failure::Fatal(e)) => return Err(e),
+                Err(Failure::Fatal(e)) => {
+                    if let LlmError::Config { message } = &e {
+                        self.stop_sending(format!(
+                            "the LLM client cannot send to {}: {message}",
+                            self.settings.base_url
+                        ));
+                    }
+                    return Err(e);
+                }
             }
         }
     }
@@ -547,39 +898,55 @@ impl LlmClient {
             v.set_sensitive(true);
             rb = rb.header(AUTHORIZATION, v);
         }
-        if stream {
+        // Streamed: only silence is bounded (until the headers, then between bytes);
+        // else the whole answer.
+        let bound = if stream {
             rb = rb.header(reqwest::header::ACCEPT, "text/event-stream");
+            self.settings.stall_timeout
         } else {
             rb = rb.timeout(self.settings.timeout);
-        }
+            self.settings.timeout
+        };
         debug!(endpoint = %self.endpoint, key = key_index + 1, stream, "sending LLM request");
-        let sent = tokio::time::timeout(self.settings.timeout, rb.send()).await;
+        let sent = tokio::time::timeout(bound, rb.send()).await;
         let resp = match sent {
-            Err(_) => return Err(transient(self.timed_out())),
-            Ok(Err(e)) => return Err(self.transport_failure(&e)),
+            Err(_) => return Err(self.timed_out(stream, None)),
+            Ok(Err(e)) => return Err(self.transport_failure(&e, stream)),
             Ok(Ok(r)) => r,
         };
         let status = resp.status();
+        if !matches!(status.as_u16(), 401 | 403) {
+            // The server knows the key (or wants none): off probation.
+            self.pool.confirm(key_index);
+            self.verdict.notify_waiters();
+        }
         if !status.is_success() {
             let retry_after = resp
                 .headers()
                 .get(RETRY_AFTER)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| parse_retry_after(v, SystemTime::now()));
-            let text = tokio::time::timeout(self.settings.timeout, resp.text())
+            let text = tokio::time::timeout(bound, resp.text())
                 .await
                 .ok()
                 .and_then(Result::ok)
                 .unwrap_or_default();
             let message = self.scrub(&error_message(&text));
+            if matches!(status.as_u16(), 401 | 403) {
+                // The verdict, before the key leaves probation: no other request
+                // may take the key in between.
+                *self.last_refusal.lock().unwrap_or_else(|e| e.into_inner()) =
+                    Some((status.as_u16(), message.clone()));
+                self.pool.disable(key_index);
+                self.verdict.notify_waiters();
+            }
             return Err(self.classify(status.as_u16(), message, retry_after));
         }
         match on_delta {
             None => {
                 let text = match resp.text().await {
                     Ok(t) => t,
-                    Err(e) if e.is_timeout() => return Err(transient(self.timed_out())),
-                    Err(e) => return Err(self.transport_failure(&e)),
+                    Err(e) => return Err(self.transport_failure(&e, false)),
                 };
                 self.parse_completion(&text, key_index)
             }
@@ -595,8 +962,8 @@ impl LlmClient {
                 // A server that does not stream answers with one completion.
                 let text = tokio::time::timeout(self.settings.timeout, resp.text())
                     .await
-                    .map_err(|_| transient(self.timed_out()))?
-                    .map_err(|e| self.transport_failure(&e))?;
+                    .map_err(|_| self.timed_out(false, None))?
+                    .map_err(|e| self.transport_failure(&e, false))?;
                 let resp = self.parse_completion(&text, key_index)?;
                 if !resp.content.is_empty() {
                     on_delta(&resp.content);
@@ -606,16 +973,26 @@ impl LlmClient {
         }
     }
 
-    fn timed_out(&self) -> String {
-        format!(
-            "no answer within {:.1}s (the request timeout)",
-            self.settings.timeout.as_secs_f64()
-        )
+    /// A timeout of a streamed request (the stall bound) or not (the total bound);
+    /// `partial`: the error to give when content went out already.
+    fn timed_out(&self, stream: bool, partial: Option<LlmError>) -> Failure {
+        let what = if stream {
+            format!(
+                "nothing received for {:.1}s (the stall timeout, ETERNA_PORT_LLM_STALL_TIMEOUT)",
+                self.settings.stall_timeout.as_secs_f64()
+            )
+        } else {
+            format!(
+                "no answer within {:.1}s (the request timeout, ETERNA_PORT_LLM_TIMEOUT)",
+                self.settings.timeout.as_secs_f64()
+            )
+        };
+        Failure::TimedOut { what, partial }
     }
 
-    fn transport_failure(&self, e: &reqwest::Error) -> Failure {
-        if e.is_timeout() {
-            return transient(self.timed_out());
+    fn transport_failure(&self, e: &reqwest::Error, stream: bool) -> Failure {
+        if e.is_timeout() && !e.is_connect() {
+            return self.timed_out(stream, None);
         }
         // The causes, without reqwest's "error sending request for url (…)": the
         // error names the endpoint already.
@@ -631,7 +1008,7 @@ impl LlmClient {
             causes.join(": ")
         };
         if e.is_connect() {
-            transient(format!("cannot connect: {}", self.scrub(&msg)))
+            Failure::Unreachable(format!("cannot connect: {}", self.scrub(&msg)))
         } else if e.is_builder() {
             Failure::Fatal(LlmError::Config {
                 message: self.scrub(&msg),
@@ -746,29 +1123,34 @@ impl LlmClient {
         key_index: usize,
         on_delta: &mut (dyn FnMut(&str) + Send + 'd),
     ) -> Result<ChatResponse, Failure> {
-        let truncated = |state: &StreamState, detail: String| {
-            Failure::Fatal(LlmError::Truncated {
-                endpoint: self.endpoint.clone(),
-                received_chars: state.content.chars().count(),
-                detail,
-            })
+        let cut = |state: &StreamState, detail: String| LlmError::Truncated {
+            endpoint: self.endpoint.clone(),
+            received_chars: state.content.chars().count(),
+            detail,
         };
+        let truncated = |state: &StreamState, detail: String| Failure::Fatal(cut(state, detail));
         let mut body = resp.bytes_stream();
         let mut parser = SseParser::default();
         let mut state = StreamState::default();
         loop {
-            let next = tokio::time::timeout(self.settings.timeout, body.next()).await;
+            // No total bound: a stream that keeps sending is never cut off.
+            let next = tokio::time::timeout(self.settings.stall_timeout, body.next()).await;
             let chunk = match next {
                 Err(_) => {
                     if state.finish_reason.is_some() {
                         break;
                     }
-                    let what = self.timed_out();
-                    return Err(if state.content.is_empty() {
-                        // Nothing was passed on yet, so trying again is safe.
-                        transient(what)
-                    } else {
-                        truncated(&state, format!("the stream stalled: {what}"))
+                    // Nothing was passed on yet: trying again is safe; else the
+                    // content so far is lost.
+                    return Err(match self.timed_out(true, None) {
+                        Failure::TimedOut { what, .. } if !state.content.is_empty() => {
+                            let partial = cut(&state, format!("the stream stalled: {what}"));
+                            Failure::TimedOut {
+                                what,
+                                partial: Some(partial),
+                            }
+                        }
+                        f => f,
                     });
                 }
                 Ok(None) => break,
@@ -777,7 +1159,7 @@ impl LlmClient {
                         break;
                     }
                     if state.content.is_empty() {
-                        return Err(self.transport_failure(&e));
+                        return Err(self.transport_failure(&e, true));
                     }
                     return Err(truncated(
                         &state,
@@ -809,7 +1191,9 @@ impl LlmClient {
                     }
                     // Content went out already: a retry would repeat it.
                     let what = match f {
-                        Failure::Transient { what, .. } => what,
+                        Failure::Transient { what, .. }
+                        | Failure::TimedOut { what, .. }
+                        | Failure::Unreachable(what) => what,
                         Failure::RateLimited { message, .. } | Failure::Refused { message, .. } => {
                             message
                         }

@@ -62,6 +62,18 @@ pub enum LlmError {
 
     #[error("LLM request to {endpoint} was cancelled")]
     Cancelled { endpoint: String },
+
+    /// The server could not be reached at all (connection refused, DNS, TLS). Not
+    /// retried: the client stops sending (see [`crate::llm::LlmClient::stopped`]).
+    #[error(
+        "cannot reach {endpoint}: {detail}; start the server, or check ETERNA_PORT_LLM_BASE_URL"
+    )]
+    Unreachable { endpoint: String, detail: String },
+
+    /// The client had stopped sending requests (the server cannot be reached or
+    /// refuses every key) before this one was sent.
+    #[error("not sent: {reason}")]
+    NotSent { reason: String },
 }
 
 fn refused_keys(keys: usize) -> String {
@@ -73,6 +85,19 @@ fn refused_keys(keys: usize) -> String {
 }
 
 impl LlmError {
+    /// Whether the client has stopped sending requests to the server because of this
+    /// error or an earlier one like it (the circuit breaker is open): every later
+    /// request fails the same way without being sent.
+    pub fn stops_requests(&self) -> bool {
+        matches!(
+            self,
+            LlmError::AllKeysRefused { .. }
+                | LlmError::Unreachable { .. }
+                | LlmError::NotSent { .. }
+                | LlmError::Config { .. }
+        )
+    }
+
     /// Whether the task may succeed when tried again later (rate limits, outages,
     /// truncated streams), as opposed to configuration or request errors.
     pub fn is_transient(&self) -> bool {

@@ -2,6 +2,12 @@
 //! cools down (for `Retry-After`, or a default), a key answered with 401/403 is disabled
 //! for the rest of the run.
 //!
+//! A key is on probation until the server has answered one request made with it with
+//! anything but 401/403 ([`KeyPool::confirm`]): while one request with it is out, it is
+//! not handed out again ([`Pick::Pending`]). So a refused key costs one request, not
+//! one per agent that was about to use it; once confirmed, a key carries any number of
+//! requests at once.
+//!
 //! The pool only deals in key *indices*: the secrets stay in the client, so nothing here
 //! can leak one. Time comes from a [`Clock`], so the logic is tested without sleeping.
 
@@ -59,12 +65,20 @@ pub enum Pick {
     Wait(Duration),
     /// Every key has been disabled (401/403).
     AllDisabled,
+    /// Every usable key is on probation with a request out: wait for its verdict
+    /// ([`KeyPool::confirm`], [`KeyPool::disable`] or [`KeyPool::release`]).
+    Pending,
 }
 
 #[derive(Debug, Clone, Default)]
 struct KeyState {
     cooling_until: Option<Instant>,
     disabled: bool,
+    /// The server has answered a request with this key with something else than
+    /// 401/403.
+    confirmed: bool,
+    /// Not confirmed yet, and a request with it is out.
+    probing: bool,
 }
 
 #[derive(Debug)]
@@ -122,16 +136,23 @@ impl<C: Clock> KeyPool<C> {
         self.len() == 0
     }
 
-    /// The next key in round-robin order that is neither disabled nor cooling down.
+    /// The next key in round-robin order that is neither disabled, nor cooling down,
+    /// nor on probation with a request out. An unconfirmed key handed out is on
+    /// probation until its verdict.
     pub fn pick(&self) -> Pick {
         let now = self.clock.now();
         let mut state = self.lock();
         let n = state.keys.len();
         let mut earliest: Option<Instant> = None;
+        let mut pending = false;
         for step in 0..n {
             let i = (state.next + step) % n;
             let key = &state.keys[i];
             if key.disabled {
+                continue;
+            }
+            if key.probing {
+                pending = true;
                 continue;
             }
             match key.cooling_until {
@@ -139,15 +160,38 @@ impl<C: Clock> KeyPool<C> {
                     earliest = Some(earliest.map_or(until, |e| e.min(until)));
                 }
                 _ => {
-                    state.keys[i].cooling_until = None;
+                    let key = &mut state.keys[i];
+                    key.cooling_until = None;
+                    key.probing = !key.confirmed;
                     state.next = (i + 1) % n;
                     return Pick::Key(i);
                 }
             }
         }
+        // A verdict may free a key before any cool-down ends.
+        if pending {
+            return Pick::Pending;
+        }
         match earliest {
             Some(until) => Pick::Wait(until - now),
             None => Pick::AllDisabled,
+        }
+    }
+
+    /// The server answered a request with key `i` (with anything but 401/403): the
+    /// key is no longer on probation.
+    pub fn confirm(&self, i: usize) {
+        if let Some(key) = self.lock().keys.get_mut(i) {
+            key.confirmed = true;
+            key.probing = false;
+        }
+    }
+
+    /// The request with key `i` ended without a verdict (a timeout, a connection
+    /// failure, cancellation): the key may be tried again.
+    pub fn release(&self, i: usize) {
+        if let Some(key) = self.lock().keys.get_mut(i) {
+            key.probing = false;
         }
     }
 
@@ -165,6 +209,7 @@ impl<C: Clock> KeyPool<C> {
     pub fn disable(&self, i: usize) {
         if let Some(key) = self.lock().keys.get_mut(i) {
             key.disabled = true;
+            key.probing = false;
         }
     }
 
@@ -201,9 +246,38 @@ pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
 mod tests {
     use super::*;
 
+    /// A pool whose keys the server has accepted already.
     fn pool(n: usize) -> (KeyPool<ManualClock>, ManualClock) {
         let clock = ManualClock::default();
-        (KeyPool::with_clock(n, clock.clone()), clock)
+        let p = KeyPool::with_clock(n, clock.clone());
+        for i in 0..n {
+            p.confirm(i);
+        }
+        (p, clock)
+    }
+
+    #[test]
+    fn an_unconfirmed_key_carries_one_request_until_its_verdict() {
+        let p = KeyPool::with_clock(2, ManualClock::default());
+        assert_eq!(p.pick(), Pick::Key(0));
+        assert_eq!(p.pick(), Pick::Key(1));
+        assert_eq!(p.pick(), Pick::Pending, "both keys have a request out");
+        p.release(1);
+        assert_eq!(p.pick(), Pick::Key(1), "no verdict: tried again");
+        p.confirm(0);
+        assert_eq!(p.pick(), Pick::Key(0));
+        assert_eq!(
+            p.pick(),
+            Pick::Key(0),
+            "a confirmed key carries many requests"
+        );
+        p.disable(1);
+        assert_eq!(p.pick(), Pick::Key(0));
+        let refused = KeyPool::with_clock(1, ManualClock::default());
+        assert_eq!(refused.pick(), Pick::Key(0));
+        assert_eq!(refused.pick(), Pick::Pending);
+        refused.disable(0);
+        assert_eq!(refused.pick(), Pick::AllDisabled);
     }
 
     #[test]

@@ -12,7 +12,7 @@ pub mod extract;
 pub mod keys;
 mod sse;
 
-pub use client::{ChatRequest, ChatResponse, LlmClient, LlmSettings, Message, Usage};
+pub use client::{ChatRequest, ChatResponse, LlmClient, LlmSettings, Message, Notice, Usage};
 pub use error::LlmError;
 pub use extract::{extract_files, ExtractError, ExtractOptions, ExtractedFile};
 pub use keys::KeyPool;

@@ -213,6 +213,8 @@ async fn ask_model(
     let mut messages = task.messages.clone();
     let mut usage = Usage::default();
     let (mut requests, mut hits) = (0u32, 0u32);
+    // The last answer was cut at this `max_tokens` (`finish_reason == "length"`).
+    let mut cut: Option<u32>;
     let attempts = llm.max_answer_attempts.max(1);
     let (mut asked, mut rejected) = (0u32, 0u32);
     let target = contract_target(task);
@@ -223,7 +225,7 @@ async fn ask_model(
         let req = ChatRequest {
             messages: messages.clone(),
             temperature: llm.temperature,
-            max_tokens: None,
+            max_tokens: llm.max_tokens.or(task.max_tokens),
             model: None,
         };
         let key = llm.cache.as_ref().map(|c| c.key(&req));
@@ -234,6 +236,7 @@ async fn ask_model(
         let answer = match cached {
             Some(a) => {
                 hits += 1;
+                cut = None;
                 a
             }
             None => {
@@ -249,6 +252,9 @@ async fn ask_model(
                         if let (Some(c), Some(k)) = (&llm.cache, &key) {
                             c.put(k, &r.content);
                         }
+                        cut = (r.finish_reason.as_deref() == Some("length"))
+                            .then_some(req.max_tokens)
+                            .flatten();
                         r.content
                     }
                     Err(LlmError::Cancelled { .. }) => {
@@ -262,8 +268,11 @@ async fn ask_model(
                         };
                     }
                     Err(e) => {
-                        let fatal =
-                            matches!(e, LlmError::AllKeysRefused { .. } | LlmError::Config { .. });
+                        if matches!(e, LlmError::NotSent { .. }) {
+                            requests -= 1;
+                        }
+                        // The client stopped sending: said once for the whole run.
+                        let fatal = e.stops_requests();
                         if let (Some(best), false, Some(target)) = (sent_back.take(), fatal, target)
                         {
                             return TaskResult {
@@ -383,7 +392,12 @@ async fn ask_model(
                 }
                 rejected += 1;
                 if rejected >= attempts {
-                    break e.to_string();
+                    break match cut {
+                        Some(n) => format!(
+                            "{e} (the answer was cut off at max_tokens = {n}; raise ETERNA_PORT_LLM_MAX_TOKENS if the module needs more)"
+                        ),
+                        None => e.to_string(),
+                    };
                 }
                 messages.push(Message::assistant(answer));
                 messages.push(Message::user(format!(

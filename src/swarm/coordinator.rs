@@ -32,7 +32,9 @@ pub struct SwarmOutcome {
     /// The health table at the end of the run (the PrimaryAgent first).
     pub health: Vec<HealthRecord>,
     pub cancelled: bool,
-    /// The first error that made every task fail (refused keys, configuration).
+    /// The first error that stopped the client sending requests (the server cannot be
+    /// reached, refuses every key, or the client is misconfigured); the tasks after it
+    /// failed without a request, each keeping its draft.
     pub fatal: Option<String>,
     pub wall: Duration,
 }
@@ -270,9 +272,10 @@ pub async fn run(
                         if result.status != TaskStatus::Cancelled {
                             h.latency_total += result.latency;
                         }
+                        // The client has stopped sending: the tasks left fail at
+                        // once without a request ("not sent"), each with its draft.
                         if result.fatal && fatal.is_none() {
                             fatal = result.error.clone();
-                            cancel.cancel();
                         }
                         on_event(&Event::TaskFinished((*result).clone()));
                         results[task] = Some(*result);
@@ -310,7 +313,7 @@ pub async fn run(
     // Stop the agents: close their mailboxes and wait for their goodbyes.
     let cancelled = opts.cancel.is_cancelled();
     drop(agents);
-    if cancelled || fatal.is_some() {
+    if cancelled {
         cancel.cancel();
     }
     let deadline = tokio::time::Instant::now() + heartbeat * 3 + Duration::from_secs(1);
@@ -347,7 +350,7 @@ pub async fn run(
         .zip(&tasks)
         .map(|(r, t)| {
             r.unwrap_or_else(|| {
-                let (status, error) = if cancelled || fatal.is_some() {
+                let (status, error) = if cancelled {
                     (TaskStatus::Cancelled, None)
                 } else {
                     (

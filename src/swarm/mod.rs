@@ -9,6 +9,10 @@
 //!   with at most `jobs` in flight; one failing module never stops the others.
 //! - Cancellation (Ctrl-C) stops dispatching, aborts requests in flight and returns what
 //!   finished; the caller then writes nothing.
+//! - A client that stops sending (the server cannot be reached, refuses every key: the
+//!   LLM client's circuit breaker) does not stop the run: the tasks left fail at once
+//!   without a request, each keeping its draft ([`TaskResult::fatal`],
+//!   [`SwarmOutcome::fatal`]), and the caller writes the drafts.
 //!
 //! Agents have a backend: [`Backend::Offline`] hands back the offline engine's draft,
 //! [`Backend::Llm`] asks an OpenAI-compatible model (with the response cache) and
@@ -101,6 +105,36 @@ pub struct Task {
     /// The public items of the module's ARM64 source (the scan's), for the API
     /// contract where the draft lacks them; empty where the draft is the whole API.
     pub api: Vec<crate::workspace::Item>,
+    /// `max_tokens` of the task's requests ([`answer_max_tokens`] of its files), unless
+    /// the `llm-max-tokens` setting overrides it ([`LlmBackend::max_tokens`]).
+    pub max_tokens: Option<u32>,
+}
+
+/// Tokens per character assumed for source text: 4 characters a token, the usual
+/// estimate for English and code (the prompts' budget counts the same way).
+pub const CHARS_PER_TOKEN: usize = 4;
+/// An answer's room over the size of the file it rewrites: stubs become bodies, and
+/// code tokenizes denser than prose.
+pub const ANSWER_FACTOR: usize = 2;
+/// Room for the fences, the path and a sentence around the code.
+pub const ANSWER_HEADROOM: usize = 1024;
+/// Upper bound of the computed `max_tokens`.
+pub const ANSWER_MAX_TOKENS: usize = 32768;
+
+/// The `max_tokens` of an answer that rewrites files of these sizes (characters of
+/// the largest file it has to write, or of the source it ports):
+/// `max_chars / 4 × 2 + 1024`, at most `32768`. A model that rambles is cut off
+/// there instead of talking until its context is full; the bound is generous enough
+/// that a real answer fits (a cut answer, `finish_reason == "length"`, is said so in
+/// the task's error when it is rejected).
+pub fn answer_max_tokens<'a>(texts: impl IntoIterator<Item = &'a str>) -> u32 {
+    let chars = texts
+        .into_iter()
+        .map(|t| t.chars().count())
+        .max()
+        .unwrap_or(0);
+    let tokens = chars.div_ceil(CHARS_PER_TOKEN) * ANSWER_FACTOR + ANSWER_HEADROOM;
+    tokens.min(ANSWER_MAX_TOKENS) as u32
 }
 
 /// How a task ended.
@@ -161,7 +195,9 @@ pub struct TaskResult {
     /// first (`None`: it did, or the task is not a port).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub contract: Option<ContractReport>,
-    /// The error makes every other task fail too (refused keys, bad configuration).
+    /// The client stopped sending requests (the server cannot be reached, refuses
+    /// every key, or the client is misconfigured): this task and every later one that
+    /// needs a request fail without it, each keeping its draft. Said once for all.
     #[serde(skip)]
     pub fatal: bool,
 }
@@ -181,6 +217,9 @@ pub struct LlmBackend {
     /// targets) is sent back with the reason, up to this many times in all.
     pub max_answer_attempts: u32,
     pub temperature: Option<f32>,
+    /// `max_tokens` of every request (the `llm-max-tokens` setting), over each task's
+    /// own [`Task::max_tokens`].
+    pub max_tokens: Option<u32>,
 }
 
 /// What the agents run on.
@@ -256,5 +295,29 @@ pub(crate) fn process_cpu() -> Option<Duration> {
     #[cfg(not(unix))]
     {
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn max_tokens_follow_the_largest_file_within_bounds() {
+        // 10 000 characters: 2 500 tokens, twice that, plus the headroom.
+        let big = "x".repeat(10_000);
+        assert_eq!(answer_max_tokens([big.as_str(), "fn f() {}"]), 6024);
+        assert_eq!(answer_max_tokens(["fn f() {}", big.as_str()]), 6024);
+        assert_eq!(
+            answer_max_tokens(["fn f() {}"]),
+            1030,
+            "3 tokens and the headroom"
+        );
+        assert_eq!(answer_max_tokens(std::iter::empty()), 1024);
+        let huge = "x".repeat(1_000_000);
+        assert_eq!(answer_max_tokens([huge.as_str()]), 32768, "a ceiling");
+        // Characters, not bytes.
+        let wide = "é".repeat(10_000);
+        assert_eq!(answer_max_tokens([wide.as_str()]), 6024);
     }
 }

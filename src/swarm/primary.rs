@@ -89,6 +89,7 @@ pub fn port_tasks(inp: &Inputs<'_>) -> Result<Vec<Task>> {
         };
         let ask = inp.llm && (role == Role::EternaPort || draft.contains(STUB_MARKER));
         let mut messages = Vec::new();
+        let mut max_tokens = None;
         let in_pkg = |rel: &str| rel.strip_prefix(&prefix).unwrap_or(rel).to_string();
         let target_pkg = in_pkg(target_rel);
         if ask {
@@ -99,6 +100,12 @@ pub fn port_tasks(inp: &Inputs<'_>) -> Result<Vec<Task>> {
                 (Mode::Split, Some(t)) => t.to_string(),
                 _ => read(inp.root, &report.source)?,
             };
+            // The answer is the whole target file: about the draft's size, or the
+            // source's where the draft is still mostly stubs.
+            max_tokens = Some(super::answer_max_tokens([
+                draft.as_str(),
+                source_text.as_str(),
+            ]));
             let dependents: Vec<String> = inp
                 .full
                 .modules
@@ -153,6 +160,7 @@ pub fn port_tasks(inp: &Inputs<'_>) -> Result<Vec<Task>> {
                 Mode::Mirrored => module.items.clone(),
                 Mode::Split | Mode::InPlace => Vec::new(),
             },
+            max_tokens,
         });
     }
     Ok(tasks)

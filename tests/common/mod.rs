@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod scripted;
+pub mod trickle;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -48,6 +49,13 @@ pub fn command(dir: &Path, args: &[&str]) -> Command {
         "ETERNA_PORT_EMBEDDER",
         "ETERNA_PORT_EMBEDDINGS_BASE_URL",
         "ETERNA_PORT_EMBEDDING_MODEL",
+        "ETERNA_PORT_HEARTBEAT_MS",
+        "ETERNA_PORT_LLM_STREAM",
+        "ETERNA_PORT_LLM_TIMEOUT",
+        "ETERNA_PORT_LLM_STALL_TIMEOUT",
+        "ETERNA_PORT_LLM_MAX_TOKENS",
+        "ETERNA_PORT_PROMPT_BUDGET",
+        "ETERNA_PORT_LOG",
         "CARGO_TERM_COLOR",
     ] {
         cmd.env_remove(var);
