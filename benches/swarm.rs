@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use wiremock::matchers::method;
-use wiremock::{Mock, MockServer, ResponseTemplate};
+use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
 const MODULES: usize = 24;
 const JOBS: usize = 8;
@@ -64,6 +64,58 @@ fn generate(root: &Path) {
     );
 }
 
+/// A model that answers every port prompt with the engine's draft it shows, every stub
+/// filled: an answer that keeps the module's API, so the contract sends nothing back and
+/// each module costs exactly one request (what the benchmark measures).
+struct KeepsTheApi;
+
+impl Respond for KeepsTheApi {
+    fn respond(&self, req: &Request) -> ResponseTemplate {
+        let body: Value = serde_json::from_slice(&req.body).unwrap_or_default();
+        let task = body["messages"]
+            .as_array()
+            .and_then(|m| m.iter().find(|m| m["role"] == "user"))
+            .and_then(|m| m["content"].as_str())
+            .unwrap_or_default();
+        let draft = task
+            .split("draft of `")
+            .nth(1)
+            .and_then(|r| r.split("```rust\n").nth(1))
+            .and_then(|r| r.split("\n```").next())
+            .unwrap_or_default();
+        let answer = json!({
+            "id": "gen-bench",
+            "object": "chat.completion",
+            "model": "x-ai/grok-4-fast",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": format!("```rust\n{}\n```\n", fill_stubs(draft))}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 900, "completion_tokens": 20, "total_tokens": 920}
+        });
+        ResponseTemplate::new(200)
+            .set_body_json(answer)
+            .set_delay(LATENCY)
+    }
+}
+
+/// `text` with every engine stub call (`unimplemented!("eterna-port…")`) replaced by
+/// `loop {}`, a body for any return type.
+fn fill_stubs(text: &str) -> String {
+    const STUB: &str = "unimplemented!(\"eterna-port";
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(at) = rest.find(STUB) {
+        out.push_str(&rest[..at]);
+        let tail = &rest[at..];
+        let end = tail
+            .match_indices("\")")
+            .find(|(i, _)| !tail[..*i].ends_with('\\'))
+            .map_or(tail.len(), |(i, _)| i + 2);
+        out.push_str("loop {}");
+        rest = &tail[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
 fn cpu_of_children() -> Duration {
     let mut u: libc::rusage = unsafe { std::mem::zeroed() };
     unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut u) };
@@ -89,15 +141,8 @@ fn main() {
         .unwrap();
     let server = rt.block_on(async {
         let server = MockServer::start().await;
-        let answer = json!({
-            "id": "gen-bench",
-            "object": "chat.completion",
-            "model": "x-ai/grok-4-fast",
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": "```rust\npub fn ported() -> u64 { 0 }\n```\n"}, "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": 900, "completion_tokens": 20, "total_tokens": 920}
-        });
         Mock::given(method("POST"))
-            .respond_with(ResponseTemplate::new(200).set_body_json(answer).set_delay(LATENCY))
+            .respond_with(KeepsTheApi)
             .mount(&server)
             .await;
         server

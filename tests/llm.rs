@@ -359,7 +359,11 @@ async fn a_refused_key_costs_one_request_however_many_agents_ask_at_once() {
         )
         .mount(&server)
         .await;
-    let c = Arc::new(client(&server, &KEYS[..2]));
+    // The refusal comes within the key's grace period (a refusal is quick; here it is
+    // slowed down so that the twelve agents certainly ask while it is on its way).
+    let mut s = settings(&server, &KEYS[..2]);
+    s.probation_grace = Some(Duration::from_secs(2));
+    let c = Arc::new(LlmClient::new(s).unwrap());
     let seen = notices(&c);
     let asks = (0..12).map(|_| {
         let c = c.clone();
@@ -403,8 +407,11 @@ async fn a_key_the_server_accepted_carries_requests_in_parallel() {
         .respond_with(Shared(slot.clone()))
         .mount(&server)
         .await;
-    let c = Arc::new(client(&server, &KEYS[..1]));
-    // The first request proves the key, alone; then the others go together.
+    let mut s = settings(&server, &KEYS[..1]);
+    s.probation_grace = Some(Duration::from_millis(20));
+    let c = Arc::new(LlmClient::new(s).unwrap());
+    // The first request goes alone for the key's grace period only, not until its
+    // whole answer is back: the others overlap it.
     let asks = (0..4).map(|i| {
         let c = c.clone();
         tokio::spawn(async move {
@@ -415,6 +422,15 @@ async fn a_key_the_server_accepted_carries_requests_in_parallel() {
     for r in futures_util::future::join_all(asks).await {
         r.unwrap().unwrap();
     }
+    assert!(
+        slot.state
+            .lock()
+            .unwrap()
+            .1
+            .iter()
+            .any(|p| p.starts_with('m')),
+        "an unconfirmed key is held back for its grace period, not a whole answer"
+    );
     c.chat(&asking("prove", 64), &CancellationToken::new())
         .await
         .unwrap();

@@ -91,6 +91,10 @@ pub struct LlmSettings {
     /// Ask for usage accounting with OpenRouter's `usage: {include: true}`. Other servers
     /// get OpenAI's `stream_options.include_usage` on streams instead.
     pub openrouter_usage: bool,
+    /// How long a key on probation is held back after its first request
+    /// ([`KeyPool::set_grace`]); `None`: from the round trip measured when the client
+    /// first connects.
+    pub probation_grace: Option<Duration>,
 }
 
 impl LlmSettings {
@@ -116,6 +120,7 @@ impl LlmSettings {
             referer: Some(DEFAULT_REFERER.to_string()),
             title: Some(DEFAULT_TITLE.to_string()),
             openrouter_usage,
+            probation_grace: None,
         }
     }
 
@@ -290,6 +295,40 @@ fn transient(what: String) -> Failure {
     }
 }
 
+/// A key on probation is held back this long plus four round trips to the server (a
+/// refusal is one round trip and a little work), and never longer than the cap.
+const GRACE_FLOOR: Duration = Duration::from_millis(50);
+const GRACE_CAP: Duration = Duration::from_secs(2);
+
+/// The host and port a request to `base_url` connects to directly, or `None` when a
+/// proxy from the environment is in the way (or the URL has no host).
+fn direct_host_port(base_url: &str) -> Option<(String, u16)> {
+    let url = reqwest::Url::parse(base_url).ok()?;
+    let host = url
+        .host_str()?
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    let port = url.port_or_known_default()?;
+    let proxy_vars: &[&str] = match url.scheme() {
+        "https" => &["HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"],
+        _ => &["HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"],
+    };
+    let proxied = proxy_vars
+        .iter()
+        .any(|v| std::env::var(v).is_ok_and(|v| !v.trim().is_empty()));
+    let exempt = ["NO_PROXY", "no_proxy"].iter().any(|v| {
+        std::env::var(v).is_ok_and(|list| {
+            list.split(',')
+                .map(|e| e.trim().trim_start_matches('.'))
+                .any(|e| {
+                    e == "*" || e == host || (!e.is_empty() && host.ends_with(&format!(".{e}")))
+                })
+        })
+    });
+    (!proxied || exempt).then_some((host, port))
+}
+
 /// The chat client. Cheap to share (`Arc`) between tasks.
 pub struct LlmClient {
     settings: LlmSettings,
@@ -313,6 +352,8 @@ pub struct LlmClient {
     idle: Notify,
     /// Woken whenever a key on probation gets its verdict.
     verdict: Notify,
+    /// Whether the server accepts connections, probed once ([`LlmClient::reach`]).
+    reach: tokio::sync::OnceCell<Result<(), String>>,
     /// Where [`Notice`]s go.
     notice: RwLock<NoticeHook>,
 }
@@ -435,6 +476,9 @@ impl LlmClient {
             })?;
         // No key: one anonymous slot, so the pool logic is the same.
         let pool = KeyPool::new(settings.keys.len().max(1));
+        if let Some(grace) = settings.probation_grace {
+            pool.set_grace(grace);
+        }
         Ok(LlmClient {
             settings,
             http,
@@ -448,6 +492,7 @@ impl LlmClient {
             in_flight: Mutex::new(0),
             idle: Notify::new(),
             verdict: Notify::new(),
+            reach: tokio::sync::OnceCell::new(),
             notice: RwLock::new(Arc::new(|n: &Notice| warn!("{}", n.message()))),
         })
     }
@@ -654,6 +699,9 @@ impl LlmClient {
             if let Some(e) = self.not_sent() {
                 return Err(e);
             }
+            if let Err(detail) = self.reach().await {
+                return Err(self.unreachable(detail));
+            }
             let permit = self.take_turn(cancel).await?;
             if let Some(e) = self.not_sent() {
                 return Err(e);
@@ -664,14 +712,14 @@ impl LlmClient {
             verdict.as_mut().enable();
             let key_index = match self.pool.pick() {
                 Pick::Key(i) => i,
-                Pick::Pending => {
+                Pick::Pending(grace) => {
                     drop(permit);
                     tokio::select! {
                         biased;
                         _ = cancel.cancelled() => return Err(self.cancelled()),
                         _ = verdict => {}
-                        // Belt and braces: look again now and then.
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        // The grace period is over: the key is handed out anyway.
+                        _ = tokio::time::sleep(grace) => {}
                     }
                     continue;
                 }
@@ -774,16 +822,7 @@ impl LlmClient {
                         Some((status, message));
                     self.pool.disable(key_index);
                 }
-                Err(Failure::Unreachable(detail)) => {
-                    self.stop_sending(format!(
-                        "{} cannot be reached ({detail}); start the server, or check ETERNA_PORT_LLM_BASE_URL",
-                        self.settings.base_url
-                    ));
-                    return Err(LlmError::Unreachable {
-                        endpoint: self.endpoint.clone(),
-                        detail,
-                    });
-                }
+                Err(Failure::Unreachable(detail)) => return Err(self.unreachable(detail)),
                 Err(Failure::TimedOut { what, partial }) => {
                     let max_tokens = body.get("max_tokens").and_then(Value::as_u64);
                     self.server_busy(max_tokens, waited);
@@ -988,6 +1027,58 @@ impl LlmClient {
             )
         };
         Failure::TimedOut { what, partial }
+    }
+
+    /// The server cannot be reached: no request is sent from now on.
+    fn unreachable(&self, detail: String) -> LlmError {
+        self.stop_sending(format!(
+            "{} cannot be reached ({detail}); start the server, or check ETERNA_PORT_LLM_BASE_URL",
+            self.settings.base_url
+        ));
+        LlmError::Unreachable {
+            endpoint: self.endpoint.clone(),
+            detail,
+        }
+    }
+
+    /// Whether the server accepts connections, found out once per client before the
+    /// first request: a TCP connection to its host and port, which no HTTP server
+    /// counts as a request. A server that is down costs no request at all (every agent
+    /// would otherwise send one at the same moment), and the round trip sets how long a
+    /// key on probation is held back ([`KeyPool::set_grace`]). Behind a proxy the
+    /// connection says nothing about the server: not probed.
+    async fn reach(&self) -> Result<(), String> {
+        self.reach
+            .get_or_init(|| async {
+                let Some((host, port)) = direct_host_port(&self.settings.base_url) else {
+                    return Ok(());
+                };
+                let start = tokio::time::Instant::now();
+                let bound = self.settings.timeout.min(Duration::from_secs(30));
+                match tokio::time::timeout(
+                    bound,
+                    tokio::net::TcpStream::connect((host.as_str(), port)),
+                )
+                .await
+                {
+                    Ok(Ok(_)) => {
+                        let rtt = start.elapsed();
+                        let grace = self
+                            .settings
+                            .probation_grace
+                            .unwrap_or((GRACE_FLOOR + rtt * 4).min(GRACE_CAP));
+                        self.pool.set_grace(grace);
+                        Ok(())
+                    }
+                    Ok(Err(e)) => Err(format!("cannot connect: {}", self.scrub(&e.to_string()))),
+                    Err(_) => Err(format!(
+                        "cannot connect: no answer in {} s",
+                        bound.as_secs()
+                    )),
+                }
+            })
+            .await
+            .clone()
     }
 
     fn transport_failure(&self, e: &reqwest::Error, stream: bool) -> Failure {

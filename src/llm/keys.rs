@@ -3,10 +3,12 @@
 //! for the rest of the run.
 //!
 //! A key is on probation until the server has answered one request made with it with
-//! anything but 401/403 ([`KeyPool::confirm`]): while one request with it is out, it is
-//! not handed out again ([`Pick::Pending`]). So a refused key costs one request, not
-//! one per agent that was about to use it; once confirmed, a key carries any number of
-//! requests at once.
+//! anything but 401/403 ([`KeyPool::confirm`]): for a short grace period after that
+//! request went out ([`KeyPool::set_grace`], a refusal's round trip), the key is not
+//! handed out again ([`Pick::Pending`]). A server refuses a key before it does any work,
+//! so a refused key costs one request, not one per agent that was about to use it; a
+//! good key is not held back for the length of a whole answer (which, unstreamed, is
+//! the whole generation). Once confirmed, a key carries any number of requests at once.
 //!
 //! The pool only deals in key *indices*: the secrets stay in the client, so nothing here
 //! can leak one. Time comes from a [`Clock`], so the logic is tested without sleeping.
@@ -66,8 +68,9 @@ pub enum Pick {
     /// Every key has been disabled (401/403).
     AllDisabled,
     /// Every usable key is on probation with a request out: wait for its verdict
-    /// ([`KeyPool::confirm`], [`KeyPool::disable`] or [`KeyPool::release`]).
-    Pending,
+    /// ([`KeyPool::confirm`], [`KeyPool::disable`] or [`KeyPool::release`]), at most
+    /// this long (the end of the earliest grace period).
+    Pending(Duration),
 }
 
 #[derive(Debug, Clone, Default)]
@@ -77,15 +80,20 @@ struct KeyState {
     /// The server has answered a request with this key with something else than
     /// 401/403.
     confirmed: bool,
-    /// Not confirmed yet, and a request with it is out.
-    probing: bool,
+    /// Not confirmed yet, and a request with it went out then.
+    probing_since: Option<Instant>,
 }
 
 #[derive(Debug)]
 struct State {
     keys: Vec<KeyState>,
     next: usize,
+    grace: Duration,
 }
+
+/// How long an unconfirmed key is held back after its first request, unless the
+/// client measures the server's round trip ([`KeyPool::set_grace`]).
+pub const DEFAULT_GRACE: Duration = Duration::from_millis(250);
 
 /// Round-robin key pool with cool-downs and disabling.
 pub struct KeyPool<C: Clock = SystemClock> {
@@ -117,6 +125,7 @@ impl<C: Clock> KeyPool<C> {
             state: Mutex::new(State {
                 keys: vec![KeyState::default(); n],
                 next: 0,
+                grace: DEFAULT_GRACE,
             }),
             clock,
         }
@@ -136,23 +145,32 @@ impl<C: Clock> KeyPool<C> {
         self.len() == 0
     }
 
+    /// How long an unconfirmed key is held back after its first request went out:
+    /// long enough for the server to refuse it (the client sets it from the round trip
+    /// it measured).
+    pub fn set_grace(&self, grace: Duration) {
+        self.lock().grace = grace;
+    }
+
     /// The next key in round-robin order that is neither disabled, nor cooling down,
-    /// nor on probation with a request out. An unconfirmed key handed out is on
-    /// probation until its verdict.
+    /// nor within the grace period of its probation. An unconfirmed key handed out is
+    /// on probation until its verdict.
     pub fn pick(&self) -> Pick {
         let now = self.clock.now();
         let mut state = self.lock();
         let n = state.keys.len();
+        let grace = state.grace;
         let mut earliest: Option<Instant> = None;
-        let mut pending = false;
+        let mut pending: Option<Instant> = None;
         for step in 0..n {
             let i = (state.next + step) % n;
             let key = &state.keys[i];
             if key.disabled {
                 continue;
             }
-            if key.probing {
-                pending = true;
+            if let Some(since) = key.probing_since.filter(|s| *s + grace > now) {
+                let end = since + grace;
+                pending = Some(pending.map_or(end, |p| p.min(end)));
                 continue;
             }
             match key.cooling_until {
@@ -162,15 +180,17 @@ impl<C: Clock> KeyPool<C> {
                 _ => {
                     let key = &mut state.keys[i];
                     key.cooling_until = None;
-                    key.probing = !key.confirmed;
+                    if !key.confirmed && key.probing_since.is_none() {
+                        key.probing_since = Some(now);
+                    }
                     state.next = (i + 1) % n;
                     return Pick::Key(i);
                 }
             }
         }
         // A verdict may free a key before any cool-down ends.
-        if pending {
-            return Pick::Pending;
+        if let Some(end) = pending {
+            return Pick::Pending(end - now);
         }
         match earliest {
             Some(until) => Pick::Wait(until - now),
@@ -183,7 +203,7 @@ impl<C: Clock> KeyPool<C> {
     pub fn confirm(&self, i: usize) {
         if let Some(key) = self.lock().keys.get_mut(i) {
             key.confirmed = true;
-            key.probing = false;
+            key.probing_since = None;
         }
     }
 
@@ -191,7 +211,7 @@ impl<C: Clock> KeyPool<C> {
     /// failure, cancellation): the key may be tried again.
     pub fn release(&self, i: usize) {
         if let Some(key) = self.lock().keys.get_mut(i) {
-            key.probing = false;
+            key.probing_since = None;
         }
     }
 
@@ -209,7 +229,7 @@ impl<C: Clock> KeyPool<C> {
     pub fn disable(&self, i: usize) {
         if let Some(key) = self.lock().keys.get_mut(i) {
             key.disabled = true;
-            key.probing = false;
+            key.probing_since = None;
         }
     }
 
@@ -257,13 +277,21 @@ mod tests {
     }
 
     #[test]
-    fn an_unconfirmed_key_carries_one_request_until_its_verdict() {
-        let p = KeyPool::with_clock(2, ManualClock::default());
+    fn an_unconfirmed_key_is_held_back_for_its_grace_period_after_its_first_request() {
+        let clock = ManualClock::default();
+        let p = KeyPool::with_clock(2, clock.clone());
+        p.set_grace(Duration::from_millis(100));
         assert_eq!(p.pick(), Pick::Key(0));
         assert_eq!(p.pick(), Pick::Key(1));
-        assert_eq!(p.pick(), Pick::Pending, "both keys have a request out");
+        assert_eq!(
+            p.pick(),
+            Pick::Pending(Duration::from_millis(100)),
+            "both keys have a request out"
+        );
         p.release(1);
         assert_eq!(p.pick(), Pick::Key(1), "no verdict: tried again");
+        clock.advance(Duration::from_millis(40));
+        assert_eq!(p.pick(), Pick::Pending(Duration::from_millis(60)));
         p.confirm(0);
         assert_eq!(p.pick(), Pick::Key(0));
         assert_eq!(
@@ -273,11 +301,26 @@ mod tests {
         );
         p.disable(1);
         assert_eq!(p.pick(), Pick::Key(0));
-        let refused = KeyPool::with_clock(1, ManualClock::default());
+
+        let refused = KeyPool::with_clock(1, clock.clone());
+        refused.set_grace(Duration::from_millis(100));
         assert_eq!(refused.pick(), Pick::Key(0));
-        assert_eq!(refused.pick(), Pick::Pending);
+        assert!(matches!(refused.pick(), Pick::Pending(_)));
         refused.disable(0);
         assert_eq!(refused.pick(), Pick::AllDisabled);
+
+        // No verdict within the grace period (a server that only answers once the
+        // whole answer is written): the key is used without waiting any longer.
+        let slow = KeyPool::with_clock(1, clock.clone());
+        slow.set_grace(Duration::from_millis(100));
+        assert_eq!(slow.pick(), Pick::Key(0));
+        clock.advance(Duration::from_millis(100));
+        assert_eq!(slow.pick(), Pick::Key(0));
+        assert_eq!(
+            slow.pick(),
+            Pick::Key(0),
+            "the grace runs from the first request"
+        );
     }
 
     #[test]
