@@ -540,7 +540,7 @@ mod tests {
         let mut facts = nightly();
         facts.trace = Some(TraceRule {
             prefix: "[vm] ".into(),
-            exit_line: Some("[hv] exit code=".into()),
+            exit_prefix: Some("[hv] exit code=".into()),
         });
         facts.toolchain = ToolchainFact::Unpinned;
         facts.packages.get_mut("hv").unwrap().rust_version = Some("1.80".into());

@@ -75,7 +75,7 @@ pub struct TraceRule {
     /// Every guest-visible event is one line starting with this.
     pub prefix: String,
     /// The line that closes the trace (followed by the exit code), if configured.
-    pub exit_line: Option<String>,
+    pub exit_prefix: Option<String>,
 }
 
 impl TraceRule {
@@ -84,7 +84,7 @@ impl TraceRule {
         let prefix = c.trace_prefix.as_ref()?.value.clone();
         Some(TraceRule {
             prefix,
-            exit_line: c.exit_code_pattern.as_ref().map(|s| s.value.clone()),
+            exit_prefix: c.exit_code_pattern.as_ref().map(|s| s.value.clone()),
         })
     }
 }
