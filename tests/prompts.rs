@@ -339,6 +339,14 @@ fn a_nightly_workspace_without_a_trace_gets_only_true_statements() {
         "{task}"
     );
 
+    // A module without errors of its own in a crate that has some: not said to compile
+    // (rustc may have stopped before it).
+    let timer = prompts.get("src/arch/x86_64/timer.rs").unwrap();
+    assert!(
+        timer.user.contains("It has not been compiled: cargo check found no error in it, but 1 error(s) elsewhere in its crate"),
+        "{}",
+        timer.user
+    );
     // The arch roots: their `pub mod`/`pub use` lines are their API.
     let platform = prompts
         .get("src/arch/x86_64/mod.rs")

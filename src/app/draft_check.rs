@@ -70,6 +70,7 @@ fn run(job: &DraftCheckJob<'_>) -> Result<DraftChecks> {
     opts.apply_rustfix = false;
     opts.target_dir = Some(base.join("target"));
     let check = crate::fixloop::check(&opts)?;
+    let crate_errors = errors_by_crate(&mirror, job.modules, &check.report);
     Ok(DraftChecks {
         target: choice.triple.clone(),
         modules: check
@@ -77,10 +78,64 @@ fn run(job: &DraftCheckJob<'_>) -> Result<DraftChecks> {
             .modules
             .iter()
             .filter(|m| m.component.is_some())
-            .map(|m| (m.module_path.clone(), DraftCheck::from_result(m)))
+            .map(|m| {
+                let dir = crate_dir(&mirror, job.modules, &m.module_path);
+                let elsewhere = crate_errors
+                    .get(&dir)
+                    .copied()
+                    .unwrap_or(0)
+                    .saturating_sub(m.errors);
+                (m.module_path.clone(), DraftCheck::from_result(m, elsewhere))
+            })
             .collect(),
         not_run: None,
     })
+}
+
+/// The package directory (relative to the mirror, `/`-separated) of a planned module:
+/// the nearest directory above its source with a `Cargo.toml`.
+fn crate_dir(mirror: &Path, modules: &[ModulePlan], module: &str) -> String {
+    let Some(m) = modules.iter().find(|m| m.module_path == module) else {
+        return String::new();
+    };
+    mirror
+        .join(&m.source)
+        .ancestors()
+        .skip(1)
+        .find(|d| d.join("Cargo.toml").is_file())
+        .map(|d| crate::workspace::relative_to(mirror, d))
+        .unwrap_or_default()
+}
+
+/// The check's errors per package directory: each error counted in the package whose
+/// directory holds its file (the deepest one); an error without a file counts in every
+/// package.
+fn errors_by_crate(
+    mirror: &Path,
+    modules: &[ModulePlan],
+    report: &crate::fixloop::CheckReport,
+) -> BTreeMap<String, usize> {
+    let dirs: BTreeSet<String> = modules
+        .iter()
+        .map(|m| crate_dir(mirror, modules, &m.module_path))
+        .collect();
+    let mut out: BTreeMap<String, usize> = dirs.iter().map(|d| (d.clone(), 0)).collect();
+    for d in report
+        .modules
+        .iter()
+        .flat_map(|m| &m.diagnostics)
+        .filter(|d| d.is_error())
+    {
+        let owner = dirs
+            .iter()
+            .filter(|dir| dir.is_empty() || d.file.starts_with(&format!("{dir}/")))
+            .max_by_key(|dir| dir.len());
+        match owner {
+            Some(dir) if !d.file.is_empty() => *out.entry(dir.clone()).or_default() += 1,
+            _ => out.values_mut().for_each(|n| *n += 1),
+        }
+    }
+    out
 }
 
 /// Makes `mirror` hold the workspace's files (without `.git` and the `skip`ped

@@ -56,8 +56,11 @@ pub enum DraftCheck {
 
 impl DraftCheck {
     /// From a module's `cargo check` result: its errors, rendered, the first
-    /// [`MAX_DRAFT_ERRORS`] shown (each cut at a sane length).
-    pub fn from_result(m: &crate::fixloop::ModuleResult) -> DraftCheck {
+    /// [`MAX_DRAFT_ERRORS`] shown (each cut at a sane length). `elsewhere`: the errors
+    /// the check found in other files of the module's crate; rustc may stop on those
+    /// before it checks this module, so a module without errors of its own then is
+    /// not said to compile.
+    pub fn from_result(m: &crate::fixloop::ModuleResult, elsewhere: usize) -> DraftCheck {
         if m.errors > 0 {
             let shown = m
                 .diagnostics
@@ -73,6 +76,12 @@ impl DraftCheck {
         } else if !m.compiled {
             DraftCheck::NotChecked {
                 reason: "cargo check did not compile its crate (it stopped before, or the file is not part of the build)".into(),
+            }
+        } else if elsewhere > 0 {
+            DraftCheck::NotChecked {
+                reason: format!(
+                    "cargo check found no error in it, but {elsewhere} error(s) elsewhere in its crate, which may have stopped rustc before it checked this module"
+                ),
             }
         } else {
             DraftCheck::Compiles
@@ -545,6 +554,7 @@ mod tests {
         facts.toolchain = ToolchainFact::Unpinned;
         facts.packages.get_mut("hv").unwrap().rust_version = Some("1.80".into());
         facts.packages.get_mut("hv").unwrap().no_std = Some(false);
+        facts.packages.get_mut("hv").unwrap().features.clear();
         let (system, _) = render(&Prompts::embedded().unwrap().with_workspace(facts), &m);
         assert!(
             system.contains("starting with\n  `[vm] ` that the ARM64 original prints")
@@ -556,6 +566,16 @@ mod tests {
             "{system}"
         );
         assert!(!system.contains("no_std"), "{system}");
+        // Unpinned but with `#![feature]`s: not stable.
+        let mut facts = nightly();
+        facts.toolchain = ToolchainFact::Unpinned;
+        let (system, _) = render(&Prompts::embedded().unwrap().with_workspace(facts), &m);
+        assert!(
+            system.contains(
+                "and the crate enables `#![feature(naked_functions)]`: it builds with a nightly."
+            ) && !system.contains("stable"),
+            "{system}"
+        );
 
         // Nothing known: nothing claimed.
         let (system, _) = render(&Prompts::embedded().unwrap(), &m);
@@ -621,6 +641,52 @@ mod tests {
         let (_, user) = render(&Prompts::embedded().unwrap().with_draft_checks(clean), &m);
         assert!(user.contains("It compiles: `cargo check --target x86_64-unknown-none`"));
         assert!(!user.contains("Fix the errors"), "{user}");
+    }
+
+    #[test]
+    fn a_module_compiles_only_when_its_crate_had_no_error_elsewhere() {
+        let diag = |level: &str| crate::fixloop::Diag {
+            file: "hv/src/x86_64/irq.rs".into(),
+            line: 3,
+            column: 1,
+            level: level.into(),
+            code: None,
+            message: "m".into(),
+            rendered: format!("{level}: m\n{}", "x".repeat(5000)),
+        };
+        let result = |errors: usize, compiled: bool| crate::fixloop::ModuleResult {
+            module_path: "hv::irq".into(),
+            component: Some("interrupt-controller".into()),
+            package: Some("hv".into()),
+            files: vec!["hv/src/x86_64/irq.rs".into()],
+            errors,
+            warnings: 1,
+            compiled,
+            status: "ok",
+            diagnostics: std::iter::once(diag("warning"))
+                .chain((0..errors).map(|_| diag("error")))
+                .collect(),
+        };
+        assert_eq!(
+            DraftCheck::from_result(&result(0, true), 0),
+            DraftCheck::Compiles
+        );
+        assert!(matches!(
+            DraftCheck::from_result(&result(0, true), 2),
+            DraftCheck::NotChecked { reason } if reason.contains("2 error(s) elsewhere in its crate")
+        ));
+        assert!(matches!(
+            DraftCheck::from_result(&result(0, false), 0),
+            DraftCheck::NotChecked { .. }
+        ));
+        let DraftCheck::Errors { count, shown } = DraftCheck::from_result(&result(5, true), 0)
+        else {
+            panic!("errors expected");
+        };
+        assert_eq!((count, shown.len()), (5, MAX_DRAFT_ERRORS));
+        assert!(shown
+            .iter()
+            .all(|e| e.starts_with("error: m") && e.len() < 1600));
     }
 
     #[test]
