@@ -191,7 +191,7 @@ fn collect(
         };
         if meta.is_dir() {
             let canonical = path.canonicalize().unwrap_or_else(|_| path.clone());
-            if name == ".git" || skip.iter().any(|s| *s == canonical) {
+            if name == ".git" || skip.contains(&canonical) {
                 continue;
             }
             collect(root, &rel.join(&name), skip, out)?;
