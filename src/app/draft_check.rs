@@ -18,6 +18,9 @@ use crate::fixloop::{LoopOptions, ModuleSpec};
 use crate::plan::ModulePlan;
 use crate::swarm::prompts::{DraftCheck, DraftChecks};
 
+/// Files above this size are compared by size and modification time only.
+const LARGE_FILE: u64 = 1 << 20;
+
 /// What the check needs.
 pub(super) struct DraftCheckJob<'a> {
     pub root: &'a Path,
@@ -139,66 +142,99 @@ fn errors_by_crate(
 }
 
 /// Makes `mirror` hold the workspace's files (without `.git` and the `skip`ped
-/// directories) with `changes` applied: only files whose content differs are written,
-/// files that are gone are removed.
+/// directories) with `changes` applied. A file is written only when it differs (so
+/// cargo re-checks only what changed); files that are gone are removed.
 fn sync_mirror(root: &Path, mirror: &Path, skip: &[&Path], changes: &[FileChange]) -> Result<()> {
     let skip: Vec<PathBuf> = skip
         .iter()
         .map(|p| p.canonicalize().unwrap_or_else(|_| p.to_path_buf()))
         .collect();
-    let mut wanted: BTreeMap<PathBuf, Vec<u8>> = BTreeMap::new();
-    collect(root, Path::new(""), &skip, &mut wanted)?;
-    for c in changes {
-        wanted.insert(PathBuf::from(&c.rel), c.new.clone().into_bytes());
+    let changed: BTreeMap<PathBuf, &str> = changes
+        .iter()
+        .map(|c| (PathBuf::from(&c.rel), c.new.as_str()))
+        .collect();
+    let mut files = Vec::new();
+    collect(root, Path::new(""), &skip, &mut files)?;
+    let mut wanted: BTreeSet<PathBuf> = BTreeSet::new();
+    for rel in files {
+        if !changed.contains_key(&rel) {
+            copy_if_changed(&root.join(&rel), &mirror.join(&rel))?;
+        }
+        wanted.insert(rel);
     }
+    for (rel, text) in &changed {
+        let path = mirror.join(rel);
+        if std::fs::read(&path).is_ok_and(|old| old == text.as_bytes()) {
+            continue;
+        }
+        write(&path, text.as_bytes())?;
+        wanted.insert(rel.clone());
+    }
+    wanted.extend(changed.keys().cloned());
     let mut present = BTreeSet::new();
     if mirror.is_dir() {
         collect_paths(mirror, Path::new(""), &mut present)?;
     }
-    for gone in present.iter().filter(|p| !wanted.contains_key(*p)) {
+    for gone in present.difference(&wanted) {
         let _ = std::fs::remove_file(mirror.join(gone));
-    }
-    for (rel, bytes) in &wanted {
-        let path = mirror.join(rel);
-        if std::fs::read(&path).is_ok_and(|old| &old == bytes) {
-            continue;
-        }
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("could not create {}", dir.display()))?;
-        }
-        std::fs::write(&path, bytes)
-            .with_context(|| format!("could not write {}", path.display()))?;
     }
     Ok(())
 }
 
-/// The workspace's files (relative path → bytes), without `.git` and `skip`.
-fn collect(
-    root: &Path,
-    rel: &Path,
-    skip: &[PathBuf],
-    out: &mut BTreeMap<PathBuf, Vec<u8>>,
-) -> Result<()> {
+fn write(path: &Path, bytes: &[u8]) -> Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("could not create {}", dir.display()))?;
+    }
+    std::fs::write(path, bytes).with_context(|| format!("could not write {}", path.display()))
+}
+
+/// Copies `from` to `to` unless `to` already has its content.
+fn copy_if_changed(from: &Path, to: &Path) -> Result<()> {
+    let (Ok(src), Ok(dst)) = (std::fs::metadata(from), std::fs::metadata(to)) else {
+        let bytes =
+            std::fs::read(from).with_context(|| format!("could not read {}", from.display()))?;
+        return write(to, &bytes);
+    };
+    let newer = match (src.modified(), dst.modified()) {
+        (Ok(s), Ok(d)) => s > d,
+        _ => true,
+    };
+    // Sources are compared byte for byte; only a large file (an image, a blob) is
+    // taken as unchanged from its size and age.
+    if src.len() == dst.len() && !newer && src.len() > LARGE_FILE {
+        return Ok(());
+    }
+    let bytes =
+        std::fs::read(from).with_context(|| format!("could not read {}", from.display()))?;
+    if std::fs::read(to).is_ok_and(|old| old == bytes) {
+        return Ok(());
+    }
+    write(to, &bytes)
+}
+
+/// The workspace's files, relative, without `.git`, `skip` and symlinked directories.
+fn collect(root: &Path, rel: &Path, skip: &[PathBuf], out: &mut Vec<PathBuf>) -> Result<()> {
     let dir = root.join(rel);
     let entries =
         std::fs::read_dir(&dir).with_context(|| format!("could not read {}", dir.display()))?;
     for e in entries.flatten() {
         let name = e.file_name();
         let path = e.path();
+        let Ok(kind) = e.file_type() else {
+            continue;
+        };
         let Ok(meta) = std::fs::metadata(&path) else {
             continue;
         };
         if meta.is_dir() {
             let canonical = path.canonicalize().unwrap_or_else(|_| path.clone());
-            if name == ".git" || skip.contains(&canonical) {
+            if kind.is_symlink() || name == ".git" || skip.contains(&canonical) {
                 continue;
             }
             collect(root, &rel.join(&name), skip, out)?;
         } else if meta.is_file() {
-            let bytes = std::fs::read(&path)
-                .with_context(|| format!("could not read {}", path.display()))?;
-            out.insert(rel.join(&name), bytes);
+            out.push(rel.join(&name));
         }
     }
     Ok(())
@@ -274,5 +310,13 @@ mod tests {
             "pub fn c() {}\n"
         );
         assert!(!mirror.join("hv/src/lib.rs").exists());
+        // A workspace file edited since: copied again.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        write("hv/src/a.rs", "pub fn z() {}\n");
+        sync_mirror(root.path(), &mirror, &[&target], &changes).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(mirror.join("hv/src/a.rs")).unwrap(),
+            "pub fn z() {}\n"
+        );
     }
 }
