@@ -1,6 +1,7 @@
 //! Command dispatch: turns parsed arguments into work and an exit code.
 
 mod check;
+mod draft_check;
 mod fix;
 mod hook;
 mod memory;

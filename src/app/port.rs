@@ -138,7 +138,25 @@ pub(super) fn cmd_port(g: &GlobalArgs, targets: &[String], flags: &PortFlags) ->
 
     // The PrimaryAgent: tasks with their prompts.
     let llm = backend == Backend::Llm;
-    let prompts = swarm::prompts::Prompts::embedded()?;
+    // What the prompts say of the workspace is read from it; whether a draft compiles,
+    // from one check of the drafts before any prompt.
+    let mut prompts = swarm::prompts::Prompts::embedded()?.with_workspace(
+        crate::workspace::WorkspaceFacts::read(&s.ws, &s.config.console),
+    );
+    if llm {
+        let packages = selected.packages();
+        prompts = prompts.with_draft_checks(super::draft_check::check_drafts(
+            &super::draft_check::DraftCheckJob {
+                root: &s.ws.root,
+                target_dir: &s.ws.target_dir,
+                changes: &output.changes,
+                modules: &selected.modules,
+                packages: &packages,
+                target: &s.config.target.value,
+                host_fallback: flags.host_fallback,
+            },
+        ));
+    }
     let written: BTreeSet<String> = output.changes.iter().map(|c| c.rel.clone()).collect();
     let embedder = if llm {
         Some(super::memory::make_embedder(&s.config)?)

@@ -358,11 +358,32 @@ pub fn gate_and_delegate(text: &str, items: &[SourceItem], child: &str) -> Strin
         if !new.ends_with('\n') {
             new.push('\n');
         }
-        new.push_str(&format!(
-            "\n// x86_64 counterparts of the items above, by cargo-eterna-port.\n{CFG_X86_64}\nmod x86_64;\n{CFG_X86_64}\npub use self::x86_64::*;\n"
-        ));
+        new.push_str(&delegation());
     }
     new
+}
+
+/// What [`gate_and_delegate`] appends to a split module.
+fn delegation() -> String {
+    format!(
+        "\n// x86_64 counterparts of the items above, by cargo-eterna-port.\n{CFG_X86_64}\nmod x86_64;\n{CFG_X86_64}\npub use self::x86_64::*;\n"
+    )
+}
+
+/// A split module's ARM64 source without the port's own edits, as an earlier run of
+/// [`gate_and_delegate`] left it in the workspace: its delegation to `x86_64` and the
+/// aarch64 gates before top-level items removed. A file without that delegation is
+/// returned as it is. (A gate the file had of its own before the first port cannot be
+/// told from one the port added, and is removed too.)
+pub fn without_split_wiring(text: &str) -> String {
+    let trailer = delegation();
+    let Some(at) = text.rfind(&trailer) else {
+        return text.to_string();
+    };
+    let rest = format!("{}{}", &text[..at], &text[at + trailer.len()..]);
+    rest.split_inclusive('\n')
+        .filter(|l| l.trim_end() != CFG_AARCH64)
+        .collect()
 }
 
 /// Which items of a split module are gated to aarch64: those with ARM64 code, and,
@@ -460,6 +481,9 @@ mod tests {
             "fn x86() -> u32 { CHILD }",
         );
         assert_eq!(again, out);
+        // What an earlier run left is shown to the model as the original it was.
+        assert_eq!(without_split_wiring(&out), text);
+        assert_eq!(without_split_wiring(text), text);
     }
 
     #[test]

@@ -602,6 +602,28 @@ fn api(draft: &str, scanned: &[ScanItem]) -> Vec<(String, Vec<Entry>)> {
     out
 }
 
+/// The module's API (see [`api`]) as a prompt lists it, one line per item: a method or
+/// an item of an impl named with its type (`` `Gic::ack`: `pub fn ack(&self) -> u32` ``),
+/// a trait impl as its `impl Trait for Type` line (its items are the trait's), every
+/// other item (`pub mod`, `pub use`, types, functions, …) as its signature. Items under
+/// cfg twins are listed once per distinct signature.
+pub fn api_lines(draft: &str, scanned: &[ScanItem]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for (name, entries) in api(draft, scanned) {
+        for e in entries {
+            let line = match &e.owner {
+                Some(o) if o.tr.is_some() && o.member.is_some() => continue,
+                Some(o) if o.member.is_some() => format!("`{name}`: `{}`", e.display),
+                _ => format!("`{}`", e.display),
+            };
+            if !out.contains(&line) {
+                out.push(line);
+            }
+        }
+    }
+    out
+}
+
 /// The names an entry of the answer answers to: its own, and the same item through
 /// the answer's type aliases (`type A = B`: an impl of `B` is one of `A` and back).
 fn names_through_aliases(e: &Entry, aliases: &BTreeMap<String, String>) -> Vec<String> {

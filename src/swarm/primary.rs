@@ -93,12 +93,14 @@ pub fn port_tasks(inp: &Inputs<'_>) -> Result<Vec<Task>> {
         let in_pkg = |rel: &str| rel.strip_prefix(&prefix).unwrap_or(rel).to_string();
         let target_pkg = in_pkg(target_rel);
         if ask {
-            // What the model sees of the source must not depend on an earlier run's
-            // output: a split module's source is edited by the port, so it sees the
-            // engine's (idempotent) version of it.
-            let source_text = match (report.mode, changes.get(report.source.as_str())) {
-                (Mode::Split, Some(t)) => t.to_string(),
-                _ => read(inp.root, &report.source)?,
+            // The model sees the ARM64 source as the workspace has it, never the
+            // engine's edit of it; and not an earlier run's output either (a re-run must
+            // see the same prompt): a split module's source without the port's gates.
+            let source_text = match report.mode {
+                Mode::Split => {
+                    crate::engine::wiring::without_split_wiring(&read(inp.root, &report.source)?)
+                }
+                Mode::Mirrored | Mode::InPlace => read(inp.root, &report.source)?,
             };
             // The answer is the whole target file: about the draft's size, or the
             // source's where the draft is still mostly stubs.
@@ -115,18 +117,14 @@ pub fn port_tasks(inp: &Inputs<'_>) -> Result<Vec<Task>> {
                 .collect();
             // In place, the draft is the whole file (the ARM64 items gated, their
             // x86_64 twins added): the CodeAgent edits it.
-            let (shown_source, shown_draft) = match role {
-                Role::Code => (draft.as_str(), None),
-                _ => (source_text.as_str(), Some(draft.as_str())),
-            };
             messages = inp.prompts.port(
                 role,
                 &PortPrompt {
                     module,
                     source: &in_pkg(&report.source),
                     target: &target_pkg,
-                    source_text: shown_source,
-                    draft: shown_draft,
+                    source_text: &source_text,
+                    draft: Some(&draft),
                     dependents,
                     context: (inp.context)(module),
                     triple: inp.triple,

@@ -1,27 +1,130 @@
 //! The agents' prompts: minijinja templates from `templates/prompts/`, embedded in the
 //! binary, filled from the plan, the sources, the offline engine's drafts, the store's
 //! retrieved context and (for the DebugAgent) `cargo check` diagnostics.
+//!
+//! Every statement a prompt makes is read from the workspace or checked, never assumed:
+//! the toolchain, edition and `no_std` come from [`WorkspaceFacts`] (set with
+//! [`Prompts::with_workspace`]; without them the prompts say nothing of the kind), the
+//! trace rule only where the workspace configures a trace, whether the engine's draft
+//! compiles from the check made before prompting ([`Prompts::with_draft_checks`];
+//! without it the prompt says the draft is not checked), the API from the draft and
+//! the ARM64 source (`pub mod`/`pub use` lines, methods with their type), and the task
+//! names the draft's own `eterna-port` stubs.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use anyhow::{Context, Result};
 use minijinja::Environment;
 use serde::Serialize;
 
 use super::Role;
+use crate::engine::coverage::{items_of, ItemStatus};
+use crate::engine::port::{mode_of, Mode};
 use crate::knowledge::Knowledge;
 use crate::llm::Message;
 use crate::plan::ModulePlan;
 use crate::store::RankedChunk;
-use crate::workspace::EvidenceKind;
+use crate::workspace::{EvidenceKind, WorkspaceFacts};
 
 const SYSTEM: &str = include_str!("../../templates/prompts/system.md");
 const ETERNA_PORT: &str = include_str!("../../templates/prompts/eterna_port.md");
 const CODE: &str = include_str!("../../templates/prompts/code.md");
 const DEBUG: &str = include_str!("../../templates/prompts/debug.md");
+const CHECK: &str = include_str!("../../templates/prompts/check.md");
+const TASK: &str = include_str!("../../templates/prompts/task.md");
 
 /// At most this many concept-map entries go into one system prompt.
 const MAX_CONCEPTS: usize = 60;
+
+/// At most this many of a draft's errors are shown in a prompt (the count is said).
+pub const MAX_DRAFT_ERRORS: usize = 3;
+
+/// At most this many characters of one shown error (rustc's rendering).
+const MAX_ERROR_CHARS: usize = 1500;
+
+/// What the check made before prompting found in one module's draft.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "status", rename_all = "kebab-case")]
+pub enum DraftCheck {
+    /// `cargo check` compiled the module's files without an error.
+    Compiles,
+    /// `count` errors in the module's files; `shown`: the first few, rendered.
+    Errors { count: usize, shown: Vec<String> },
+    /// Not known (the check could not run, or did not reach the module): why.
+    NotChecked { reason: String },
+}
+
+impl DraftCheck {
+    /// From a module's `cargo check` result: its errors, rendered, the first
+    /// [`MAX_DRAFT_ERRORS`] shown (each cut at a sane length). `elsewhere`: the errors
+    /// the check found in other files of the module's crate; rustc may stop on those
+    /// before it checks this module, so a module without errors of its own then is
+    /// not said to compile.
+    pub fn from_result(m: &crate::fixloop::ModuleResult, elsewhere: usize) -> DraftCheck {
+        if m.errors > 0 {
+            let shown = m
+                .diagnostics
+                .iter()
+                .filter(|d| d.is_error())
+                .take(MAX_DRAFT_ERRORS)
+                .map(|d| cut(d.rendered.trim_end(), MAX_ERROR_CHARS))
+                .collect();
+            DraftCheck::Errors {
+                count: m.errors,
+                shown,
+            }
+        } else if !m.compiled {
+            DraftCheck::NotChecked {
+                reason: "cargo check did not compile its crate (it stopped before, or the file is not part of the build)".into(),
+            }
+        } else if elsewhere > 0 {
+            DraftCheck::NotChecked {
+                reason: format!(
+                    "cargo check found no error in it, but {elsewhere} error(s) elsewhere in its crate, which may have stopped rustc before it checked this module"
+                ),
+            }
+        } else {
+            DraftCheck::Compiles
+        }
+    }
+}
+
+fn cut(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}\n[… cut]", &text[..end])
+}
+
+/// The check of the engine's drafts made once before prompting.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DraftChecks {
+    /// The `--target` of the check.
+    pub target: String,
+    /// By module path.
+    pub modules: BTreeMap<String, DraftCheck>,
+    /// Why there is no result for a module not in `modules` (the check did not run).
+    pub not_run: Option<String>,
+}
+
+impl DraftChecks {
+    /// The result for `module`.
+    pub fn get(&self, module: &str) -> DraftCheck {
+        self.modules
+            .get(module)
+            .cloned()
+            .unwrap_or_else(|| DraftCheck::NotChecked {
+                reason: self
+                    .not_run
+                    .clone()
+                    .unwrap_or_else(|| "no check was run before this prompt".into()),
+            })
+    }
+}
 
 /// One concept-map entry as the system prompt shows it.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq, PartialOrd, Ord)]
@@ -58,9 +161,12 @@ pub struct FileText {
     pub content: String,
 }
 
-/// The prompt renderer.
+/// The prompt renderer, with what the prompts may say about the workspace and the
+/// engine's drafts.
 pub struct Prompts {
     env: Environment<'static>,
+    facts: WorkspaceFacts,
+    checks: DraftChecks,
 }
 
 /// What a port (EternaPortAgent) or in-place (CodeAgent) prompt needs.
@@ -69,7 +175,11 @@ pub struct PortPrompt<'a> {
     /// Paths relative to the package root.
     pub source: &'a str,
     pub target: &'a str,
+    /// The ARM64 source as the workspace has it (without the port's own edits).
     pub source_text: &'a str,
+    /// The offline engine's draft of `target` (for the CodeAgent: the file it edits,
+    /// the ARM64 items gated and their x86_64 twins added). `None`: the CodeAgent edits
+    /// `source_text`.
     pub draft: Option<&'a str>,
     pub dependents: Vec<String>,
     pub context: Vec<ContextChunk>,
@@ -102,11 +212,34 @@ impl Prompts {
             ("eterna_port.md", ETERNA_PORT),
             ("code.md", CODE),
             ("debug.md", DEBUG),
+            ("check.md", CHECK),
+            ("task.md", TASK),
         ] {
             env.add_template(name, text)
                 .with_context(|| format!("internal: prompt template {name} does not parse"))?;
         }
-        Ok(Prompts { env })
+        Ok(Prompts {
+            env,
+            facts: WorkspaceFacts::default(),
+            checks: DraftChecks::default(),
+        })
+    }
+
+    /// The prompts of a workspace: its toolchain, editions, `no_std` and trace rule.
+    pub fn with_workspace(mut self, facts: WorkspaceFacts) -> Prompts {
+        self.facts = facts;
+        self
+    }
+
+    /// The check of the engine's drafts made before prompting.
+    pub fn with_draft_checks(mut self, checks: DraftChecks) -> Prompts {
+        self.checks = checks;
+        self
+    }
+
+    /// The check of a module's draft as the prompts state it.
+    pub fn draft_check(&self, module: &str) -> DraftCheck {
+        self.checks.get(module)
     }
 
     fn render(&self, name: &str, ctx: minijinja::Value) -> Result<String> {
@@ -125,6 +258,7 @@ impl Prompts {
         example_path: &str,
         triple: &str,
     ) -> Result<String> {
+        let package = self.facts.packages.get(&module.package);
         self.render(
             "system.md",
             minijinja::context! {
@@ -133,6 +267,9 @@ impl Prompts {
                 concepts => minijinja::Value::from(minijinja::value::Serde(concepts_for(module, knowledge))),
                 example_path => example_path,
                 target => triple,
+                toolchain => minijinja::Value::from(minijinja::value::Serde(&self.facts.toolchain)),
+                package => minijinja::Value::from(minijinja::value::Serde(package)),
+                trace => minijinja::Value::from(minijinja::value::Serde(&self.facts.trace)),
             },
         )
     }
@@ -148,6 +285,9 @@ impl Prompts {
             Role::Code => "code.md",
             _ => "eterna_port.md",
         };
+        // The CodeAgent edits the engine's draft of the file (or the file itself).
+        let draft = p.draft.unwrap_or(p.source_text);
+        let check = self.draft_check(&p.module.module_path);
         let user = self.render(
             template,
             minijinja::context! {
@@ -157,9 +297,12 @@ impl Prompts {
                 source => p.source,
                 target => p.target,
                 source_text => p.source_text,
-                draft => p.draft,
+                draft => draft,
                 dependents => &p.dependents,
-                api => api_of(p.module),
+                api => api_of(p.module, draft),
+                stubs => stubs_of(draft),
+                check => minijinja::Value::from(minijinja::value::Serde(&check)),
+                check_target => if self.checks.target.is_empty() { p.triple } else { self.checks.target.as_str() },
                 context => minijinja::Value::from(minijinja::value::Serde(&p.context)),
             },
         )?;
@@ -192,9 +335,36 @@ impl Prompts {
     }
 }
 
-/// The module's public API as signatures.
-fn api_of(module: &ModulePlan) -> Vec<String> {
-    module.items.iter().map(|i| i.signature.clone()).collect()
+/// The module's API as the prompt lists it (see [`super::contract::api_lines`]): the
+/// draft's public items (`pub mod`/`pub use` lines included, methods with their type)
+/// and, where the draft lacks them, the ARM64 source's. A split module's x86_64 child
+/// holds only its ARM64 part: its draft alone is its API.
+pub fn api_of(module: &ModulePlan, draft: &str) -> Vec<String> {
+    let scanned: &[crate::workspace::Item] = match mode_of(module) {
+        Mode::Split => &[],
+        Mode::Mirrored | Mode::InPlace => &module.items,
+    };
+    super::contract::api_lines(draft, scanned)
+}
+
+/// The items of a draft the model must fill: those with the engine's `eterna-port`
+/// stub, and the ARM64 code the engine left out, by name.
+pub fn stubs_of(draft: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for i in items_of(draft) {
+        let engine_stub = match i.status {
+            ItemStatus::Stubbed => i
+                .reason
+                .as_deref()
+                .is_some_and(|r| r.starts_with("eterna-port")),
+            ItemStatus::LeftOut => true,
+            ItemStatus::Ported => false,
+        };
+        if engine_stub && !out.contains(&i.name) {
+            out.push(i.name);
+        }
+    }
+    out
 }
 
 /// The concept-map entries for a module: every system register and instruction its
@@ -256,4 +426,305 @@ pub fn concepts_for(module: &ModulePlan, k: &Knowledge) -> Vec<Concept> {
     }
     used.truncate(MAX_CONCEPTS);
     used
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::workspace::{
+        Evidence, Item, ItemKind, PackageFacts, ToolchainFact, TraceRule, WorkspaceFacts,
+    };
+
+    fn module(source: &str, target: &str) -> ModulePlan {
+        ModulePlan {
+            package: "hv".into(),
+            source: source.into(),
+            module_path: "hv::arch::aarch64::irq".into(),
+            component: "interrupt-controller".into(),
+            target: target.into(),
+            x86_concept: None,
+            status: crate::plan::Status::New,
+            depends_on: Vec::new(),
+            evidence: ["ICC_IAR1_EL1", "ICH_LR0_EL2", "CNTV_CTL_EL0"]
+                .iter()
+                .map(|n| Evidence {
+                    kind: EvidenceKind::Sysreg,
+                    name: n.to_string(),
+                    line: Some(1),
+                    file: None,
+                    line_in_file: None,
+                    count: 1,
+                })
+                .collect(),
+            items: vec![
+                Item {
+                    kind: ItemKind::Struct,
+                    name: "Irq".into(),
+                    signature: "pub struct Irq".into(),
+                    line: 1,
+                },
+                Item {
+                    kind: ItemKind::Method,
+                    name: "Irq::reset".into(),
+                    signature: "pub fn reset(&self)".into(),
+                    line: 2,
+                },
+            ],
+            missing: Vec::new(),
+        }
+    }
+
+    fn nightly() -> WorkspaceFacts {
+        WorkspaceFacts {
+            toolchain: ToolchainFact::Pinned {
+                channel: "nightly-2024-06-01".into(),
+                file: "rust-toolchain.toml".into(),
+                nightly: true,
+            },
+            packages: BTreeMap::from([(
+                "hv".to_string(),
+                PackageFacts {
+                    edition: "2021".into(),
+                    rust_version: None,
+                    no_std: Some(true),
+                    features: vec!["naked_functions".into()],
+                },
+            )]),
+            trace: None,
+        }
+    }
+
+    const SOURCE: &str = "pub mod regs;\npub use regs::Lr;\n\npub struct Irq;\n\nimpl Irq {\n    pub fn reset(&self) {\n        unsafe { core::arch::asm!(\"msr ich_hcr_el2, xzr\") }\n    }\n    pub fn pending(&self) -> u32 {\n        0\n    }\n}\n";
+    const DRAFT: &str = "pub mod regs;\npub use regs::Lr;\n\npub struct Irq;\n\nimpl Irq {\n    pub fn reset(&self) {\n        unimplemented!(\"eterna-port: msr ich_hcr_el2 has no x86_64 counterpart yet\")\n    }\n    pub fn pending(&self) -> u32 {\n        0\n    }\n}\n\npub fn helper() {\n    todo!()\n}\n";
+
+    fn render(prompts: &Prompts, m: &ModulePlan) -> (String, String) {
+        let k = Knowledge::embedded().unwrap();
+        let msgs = prompts
+            .port(
+                Role::EternaPort,
+                &PortPrompt {
+                    module: m,
+                    source: "src/arch/aarch64/irq.rs",
+                    target: "src/arch/x86_64/irq.rs",
+                    source_text: SOURCE,
+                    draft: Some(DRAFT),
+                    dependents: Vec::new(),
+                    context: Vec::new(),
+                    triple: "x86_64-unknown-none",
+                },
+                &k,
+            )
+            .unwrap();
+        (msgs[0].content.clone(), msgs[1].content.clone())
+    }
+
+    #[test]
+    fn the_system_prompt_says_only_what_the_workspace_says() {
+        let m = module("hv/src/arch/aarch64/irq.rs", "hv/src/arch/x86_64/irq.rs");
+        let prompts = Prompts::embedded().unwrap().with_workspace(nightly());
+        let (system, _) = render(&prompts, &m);
+        assert!(
+            system.contains("`nightly-2024-06-01`, a nightly pinned by `rust-toolchain.toml`; the crate enables `#![feature(naked_functions)]`")
+                && system.contains("with Rust edition 2021")
+                && system.contains("The crate is `#![no_std]`"),
+            "{system}"
+        );
+        assert!(!system.to_lowercase().contains("stable"), "{system}");
+        assert!(!system.contains("trace"), "no trace rule: {system}");
+        // One concept-map entry per line.
+        let concepts: Vec<&str> = system
+            .lines()
+            .skip_while(|l| !l.starts_with("ARM64 → x86_64 concept map"))
+            .skip(1)
+            .collect();
+        assert!(concepts.len() >= 3, "{system}");
+        for l in &concepts {
+            assert!(
+                l.starts_with("- ") && l.matches(" → ").count() == 1,
+                "not one entry per line: {l:?}\n{system}"
+            );
+        }
+
+        // A configured trace: its rule, with the workspace's own prefix.
+        let mut facts = nightly();
+        facts.trace = Some(TraceRule {
+            prefix: "[vm] ".into(),
+            exit_prefix: Some("[hv] exit code=".into()),
+        });
+        facts.toolchain = ToolchainFact::Unpinned;
+        facts.packages.get_mut("hv").unwrap().rust_version = Some("1.80".into());
+        facts.packages.get_mut("hv").unwrap().no_std = Some(false);
+        facts.packages.get_mut("hv").unwrap().features.clear();
+        let (system, _) = render(&Prompts::embedded().unwrap().with_workspace(facts), &m);
+        assert!(
+            system.contains("starting with\n  `[vm] ` that the ARM64 original prints")
+                && system.contains("ends with the line `[hv] exit code=<code>`"),
+            "{system}"
+        );
+        assert!(
+            system.contains("write stable Rust that builds with Rust 1.80"),
+            "{system}"
+        );
+        assert!(!system.contains("no_std"), "{system}");
+        // Unpinned but with `#![feature]`s: not stable.
+        let mut facts = nightly();
+        facts.toolchain = ToolchainFact::Unpinned;
+        let (system, _) = render(&Prompts::embedded().unwrap().with_workspace(facts), &m);
+        assert!(
+            system.contains(
+                "and the crate enables `#![feature(naked_functions)]`: it builds with a nightly."
+            ) && !system.contains("stable"),
+            "{system}"
+        );
+
+        // Nothing known: nothing claimed.
+        let (system, _) = render(&Prompts::embedded().unwrap(), &m);
+        for claim in ["stable", "nightly", "edition", "no_std", "trace"] {
+            assert!(!system.contains(claim), "{claim}: {system}");
+        }
+    }
+
+    #[test]
+    fn the_task_shows_the_api_the_check_and_the_stubs_as_they_are() {
+        let m = module("hv/src/arch/aarch64/irq.rs", "hv/src/arch/x86_64/irq.rs");
+        let prompts = Prompts::embedded().unwrap().with_workspace(nightly());
+        let (_, user) = render(&prompts, &m);
+        // The whole API: mod and use lines, methods with their type.
+        for line in [
+            "- `pub mod regs`\n",
+            "- `pub use regs::Lr;`\n",
+            "- `pub struct Irq`\n",
+            "- `Irq::reset`: `pub fn reset(&self)`\n",
+            "- `Irq::pending`: `pub fn pending(&self) -> u32`\n",
+        ] {
+            assert!(user.contains(line), "{line}: {user}");
+        }
+        assert!(!user.contains("(none"), "{user}");
+        // The ARM64 source as given, the draft, and only the engine's stub as the task.
+        assert!(user.contains(SOURCE) && user.contains(DRAFT), "{user}");
+        assert!(
+            user.contains("engine's `unimplemented!(\"eterna-port: …\")` stub (or the ARM64 code it left out): `Irq::reset`.\n"),
+            "{user}"
+        );
+        // Not checked: never said to compile.
+        assert!(
+            user.contains("It has not been compiled: no check was run before this prompt.")
+                && !user.contains("It compiles"),
+            "{user}"
+        );
+
+        let failing = DraftChecks {
+            target: "x86_64-unknown-none".into(),
+            modules: BTreeMap::from([(
+                m.module_path.clone(),
+                DraftCheck::Errors {
+                    count: 5,
+                    shown: vec!["error[E0425]: cannot find value `x`".into(); 3],
+                },
+            )]),
+            not_run: None,
+        };
+        let (_, user) = render(&Prompts::embedded().unwrap().with_draft_checks(failing), &m);
+        assert!(
+            user.contains("It does not compile: `cargo check --target x86_64-unknown-none` of the drafted workspace,\nrun before this prompt, found 5 error(s) in it (the first 3 below):")
+                && user.matches("cannot find value `x`").count() == 3
+                && user.contains("Fix the errors above too."),
+            "{user}"
+        );
+        assert!(!user.contains("It compiles"), "{user}");
+
+        let clean = DraftChecks {
+            target: "x86_64-unknown-none".into(),
+            modules: BTreeMap::from([(m.module_path.clone(), DraftCheck::Compiles)]),
+            not_run: None,
+        };
+        let (_, user) = render(&Prompts::embedded().unwrap().with_draft_checks(clean), &m);
+        assert!(user.contains("It compiles: `cargo check --target x86_64-unknown-none`"));
+        assert!(!user.contains("Fix the errors"), "{user}");
+    }
+
+    #[test]
+    fn a_module_compiles_only_when_its_crate_had_no_error_elsewhere() {
+        let diag = |level: &str| crate::fixloop::Diag {
+            file: "hv/src/x86_64/irq.rs".into(),
+            line: 3,
+            column: 1,
+            level: level.into(),
+            code: None,
+            message: "m".into(),
+            rendered: format!("{level}: m\n{}", "x".repeat(5000)),
+        };
+        let result = |errors: usize, compiled: bool| crate::fixloop::ModuleResult {
+            module_path: "hv::irq".into(),
+            component: Some("interrupt-controller".into()),
+            package: Some("hv".into()),
+            files: vec!["hv/src/x86_64/irq.rs".into()],
+            errors,
+            warnings: 1,
+            compiled,
+            status: "ok",
+            diagnostics: std::iter::once(diag("warning"))
+                .chain((0..errors).map(|_| diag("error")))
+                .collect(),
+        };
+        assert_eq!(
+            DraftCheck::from_result(&result(0, true), 0),
+            DraftCheck::Compiles
+        );
+        assert!(matches!(
+            DraftCheck::from_result(&result(0, true), 2),
+            DraftCheck::NotChecked { reason } if reason.contains("2 error(s) elsewhere in its crate")
+        ));
+        assert!(matches!(
+            DraftCheck::from_result(&result(0, false), 0),
+            DraftCheck::NotChecked { .. }
+        ));
+        let DraftCheck::Errors { count, shown } = DraftCheck::from_result(&result(5, true), 0)
+        else {
+            panic!("errors expected");
+        };
+        assert_eq!((count, shown.len()), (5, MAX_DRAFT_ERRORS));
+        assert!(shown
+            .iter()
+            .all(|e| e.starts_with("error: m") && e.len() < 1600));
+    }
+
+    #[test]
+    fn an_arch_root_lists_its_mod_and_use_lines_as_its_api() {
+        let mut m = module("hv/src/arch/mod.rs", "hv/src/arch/mod.rs");
+        m.items.clear();
+        let draft = "#[cfg(target_arch = \"aarch64\")]\npub mod aarch64;\n#[cfg(target_arch = \"x86_64\")]\npub mod x86_64;\n#[cfg(target_arch = \"aarch64\")]\npub use aarch64::Platform;\n#[cfg(target_arch = \"x86_64\")]\npub use x86_64::Platform;\n";
+        let k = Knowledge::embedded().unwrap();
+        let msgs = Prompts::embedded()
+            .unwrap()
+            .port(
+                Role::Code,
+                &PortPrompt {
+                    module: &m,
+                    source: "src/arch/mod.rs",
+                    target: "src/arch/mod.rs",
+                    source_text: "#[cfg(target_arch = \"aarch64\")]\npub mod aarch64;\n",
+                    draft: Some(draft),
+                    dependents: Vec::new(),
+                    context: Vec::new(),
+                    triple: "x86_64-unknown-none",
+                },
+                &k,
+            )
+            .unwrap();
+        let user = &msgs[1].content;
+        for line in [
+            "- `pub mod aarch64`\n",
+            "- `pub mod x86_64`\n",
+            "- `pub use aarch64::Platform;`\n",
+            "- `pub use x86_64::Platform;`\n",
+        ] {
+            assert!(user.contains(line), "{line}: {user}");
+        }
+        assert!(!user.contains("no public items"), "{user}");
+        assert!(
+            user.contains("the draft has no `eterna-port` stubs"),
+            "{user}"
+        );
+    }
 }

@@ -5,6 +5,7 @@
 
 mod cache;
 mod evidence;
+mod facts;
 mod scan;
 
 use std::path::{Path, PathBuf};
@@ -15,6 +16,9 @@ use cargo_metadata::{Metadata, MetadataCommand, Package};
 pub use evidence::{
     arch_gate_of, is_arm64_only, is_string_literal, tidy_tokens, type_name, ArchGate, Evidence,
     EvidenceKind, ParseError,
+};
+pub use facts::{
+    crate_root_facts, is_nightly, PackageFacts, ToolchainFact, TraceRule, WorkspaceFacts,
 };
 pub use scan::{
     is_arm64_path, scan_packages, Diagnostic, GatedRoot, Item, ItemKind, ScanLimits, ScannedModule,
