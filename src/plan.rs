@@ -594,7 +594,9 @@ pub fn classify<'k>(m: &ScannedModule, source: &str, knowledge: &'k Knowledge) -
 /// - An ARM64 crate's root is edited in place.
 /// - Elsewhere a module that only wires architectures together (cfg gates) is edited in
 ///   place; one that holds ARM64 code gets an `x86_64` child beside it
-///   (`guest.rs` → `guest/x86_64.rs`).
+///   (`guest.rs` → `guest/x86_64.rs`), unless it declares an ARM64-named child
+///   (`mod aarch64;`), whose counterpart is its `x86_64` child: then it is edited in
+///   place too, its ARM64 items twinned.
 fn target_path(m: &ScannedModule, source: &str, root: &Path) -> String {
     let pkg_prefix = relative_to(root, &m.package_dir);
     let in_pkg = relative_to(&m.package_dir, &m.file);
@@ -655,7 +657,18 @@ fn target_path(m: &ScannedModule, source: &str, root: &Path) -> String {
                 | EvidenceKind::ArmCratePath
         )
     });
-    if wiring_only {
+    // A module that declares an ARM64-named child (`mod aarch64;`) has that child's
+    // counterpart as its `x86_64` child already: a split child of its own would be a
+    // second `x86_64` module (E0761). Its ARM64 items get x86_64 twins in place.
+    let arm_child = m.facts.mods.iter().any(|d| {
+        d.inline_path.is_empty()
+            && matches!(d.name.as_str(), "aarch64" | "arm64")
+            && !matches!(
+                d.gate,
+                Some(crate::workspace::ArchGate::X86_64 | crate::workspace::ArchGate::Other)
+            )
+    });
+    if wiring_only || arm_child {
         return source.to_string();
     }
     let segs: Vec<&str> = source.split('/').collect();
