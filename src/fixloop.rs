@@ -765,6 +765,15 @@ pub fn check(opts: &LoopOptions) -> Result<Check> {
         owner.entry(m.source.clone()).or_insert(i);
     }
     let fixable: BTreeSet<&String> = spec_files.iter().flatten().collect();
+    // Files edited in place are the ARM64 build's too: what the x86_64 build finds
+    // unused there (an import only the aarch64-gated code needs) is not the ARM64
+    // build's to lose, so only errors' suggestions apply to them.
+    let shared: BTreeSet<&String> = opts
+        .modules
+        .iter()
+        .filter(|m| m.source == m.target)
+        .map(|m| &m.source)
+        .collect();
 
     let mut seen: HashSet<(String, usize, usize, String, String)> = HashSet::new();
     let mut suggestions: BTreeMap<String, Vec<rustfix::Suggestion>> = BTreeMap::new();
@@ -843,7 +852,10 @@ pub fn check(opts: &LoopOptions) -> Result<Check> {
                 let (Some(Some(f)), None) = (files.next(), files.next()) else {
                     continue;
                 };
-                if fixable.contains(&f) && seen_suggestions.insert(s.clone()) {
+                if fixable.contains(&f)
+                    && (level == "error" || !shared.contains(&f))
+                    && seen_suggestions.insert(s.clone())
+                {
                     suggestions.entry(f).or_default().push(s);
                 }
             }
