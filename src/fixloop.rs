@@ -74,6 +74,26 @@ pub trait Fixer {
         iteration: u32,
         modules: &[ModuleDiagnostics],
     ) -> Result<Vec<(String, String)>>;
+
+    /// Told that its last change made things worse and was backed out, before the loop
+    /// asks it again (the DebugAgent puts this failure in its next prompt).
+    fn regressed(&mut self, _regression: &Regression) {}
+}
+
+/// A fix round that made things worse: more errors, or errors in a module that had
+/// none. Its files were restored byte for byte before the next round.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Regression {
+    /// The check that found it.
+    pub iteration: u32,
+    /// Who made the round: `rustfix` or `fixer`.
+    pub by: &'static str,
+    pub errors_before: usize,
+    pub errors_after: usize,
+    /// The files the round changed (and that were restored).
+    pub files: Vec<String>,
+    /// Errors the round introduced (rustc's rendering), the first ones.
+    pub new_errors: Vec<String>,
 }
 
 /// Why the loop stopped.
@@ -95,6 +115,8 @@ pub enum StopReason {
     /// No compiler errors, but planned modules were not compiled (a build script, a
     /// dependency or their crate failed before them); nothing for the fixer.
     NotCompiled,
+    /// The fixer's change made things worse twice running; both were backed out.
+    Regressed,
 }
 
 impl StopReason {
@@ -106,6 +128,7 @@ impl StopReason {
             StopReason::NoFixer => "no-fixer",
             StopReason::OutsideModules => "outside-modules",
             StopReason::NotCompiled => "not-compiled",
+            StopReason::Regressed => "regressed",
         }
     }
 
@@ -125,6 +148,9 @@ impl StopReason {
             }
             StopReason::NotCompiled => {
                 "planned modules were not compiled (a build script or a crate before them failed)"
+            }
+            StopReason::Regressed => {
+                "the fixer's changes made things worse twice running; both were backed out"
             }
         }
     }
@@ -400,8 +426,13 @@ pub struct IterationSummary {
     pub check_ms: u64,
     /// Time spent in the fixer (the DebugAgent's latency).
     pub fix_ms: u64,
-    /// `fixing`, `clean`, `max-iterations`, `no-progress`, `no-fixer`, `outside-modules`.
+    /// `fixing`, `regressed` (this check found the last round made things worse, its
+    /// files were restored, and a new round was made from the check before), `clean`, `max-iterations`, `no-progress`, `no-fixer`,
+    /// `outside-modules`, `not-compiled`.
     pub outcome: String,
+    /// The round this check backed out.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub regression: Option<Regression>,
 }
 
 impl IterationSummary {
@@ -434,11 +465,19 @@ pub struct LoopOutcome {
 }
 
 impl LoopOutcome {
-    /// Fix rounds made (rustfix or fixer).
+    /// Fix rounds made (rustfix or fixer), those backed out later included.
     pub fn fix_rounds(&self) -> usize {
         self.iterations
             .iter()
-            .filter(|i| i.outcome == "fixing")
+            .filter(|i| i.outcome == "fixing" || i.outcome == "regressed")
+            .count()
+    }
+
+    /// Rounds backed out because they made things worse.
+    pub fn regressions(&self) -> usize {
+        self.iterations
+            .iter()
+            .filter(|i| i.regression.is_some())
             .count()
     }
 }
@@ -458,18 +497,23 @@ pub fn run_loop(
     let mut previous_hash: Option<String> = None;
     let mut rounds: u32 = 0;
     let mut iteration: u32 = 0;
+    // The round written after the last check, to back out if the next check is worse.
+    let mut last_round: Option<Round> = None;
+    // rustfix made things worse once: its suggestions are not applied again.
+    let mut rustfix_off = false;
+    // The fixer's rounds backed out in a row.
+    let mut fixer_regressions = 0u32;
     loop {
         iteration += 1;
         let check = check(opts)?;
         let elapsed = check.cargo_time;
         check_time += elapsed;
         let report = &check.report;
-        let hash = report.errors_hash();
         let mut it = IterationSummary {
             iteration,
             errors: report.errors,
             warnings: report.warnings,
-            diagnostics_hash: hash.clone(),
+            diagnostics_hash: report.errors_hash(),
             rustfix_applied: 0,
             rustfix_files: Vec::new(),
             fixer_called: false,
@@ -477,9 +521,48 @@ pub fn run_loop(
             check_ms: elapsed.as_millis() as u64,
             fix_ms: 0,
             outcome: "fixing".into(),
+            regression: None,
         };
+        // The round before this check made things worse: back it out, and go on from
+        // the check before it (the files are as they were then).
+        let mut check = check;
+        if let Some(round) = last_round.take() {
+            if let Some(reg) = round.regression(iteration, &check.report) {
+                round.restore(opts.root, write)?;
+                if round.by == "rustfix" {
+                    rustfix_off = true;
+                } else {
+                    fixer_regressions += 1;
+                    if let Some(f) = fixer.as_deref_mut() {
+                        f.regressed(&reg);
+                    }
+                }
+                it.regression = Some(reg);
+                check = round.before;
+                // The fixer is asked again about the same errors: that is not "no progress".
+                previous_hash = None;
+                // A fixer that made things worse twice running is not asked a third time.
+                if fixer_regressions >= 2 {
+                    let reason = StopReason::Regressed;
+                    it.outcome = reason.as_str().into();
+                    record(&it.to_record())?;
+                    iterations.push(it);
+                    return Ok(LoopOutcome {
+                        stop: reason,
+                        iterations,
+                        final_report: check.report,
+                        check_time,
+                        total_time: started.elapsed(),
+                    });
+                }
+            } else if round.by == "fixer" {
+                fixer_regressions = 0;
+            }
+        }
+        let report = &check.report;
+        let hash = report.errors_hash();
         let mut stopped = None;
-        let rustfix_ready = opts.apply_rustfix && !check.suggestions.is_empty();
+        let rustfix_ready = opts.apply_rustfix && !rustfix_off && !check.suggestions.is_empty();
         if report.clean() && !report.complete() {
             stopped = Some(StopReason::NotCompiled);
         } else if report.clean() && !rustfix_ready {
@@ -503,6 +586,12 @@ pub fn run_loop(
             if !fixed.files.is_empty() {
                 it.rustfix_applied = fixed.applied;
                 it.rustfix_files = fixed.files.iter().map(|(p, _)| p.clone()).collect();
+                last_round = Some(Round::before_writing(
+                    opts.root,
+                    "rustfix",
+                    &fixed.files,
+                    check.clone(),
+                )?);
                 write(fixed.files)?;
                 rounds += 1;
             } else if report.clean() {
@@ -526,6 +615,12 @@ pub fn run_loop(
                             stopped = Some(StopReason::NoProgress);
                         } else {
                             it.fixer_files = files.iter().map(|(p, _)| p.clone()).collect();
+                            last_round = Some(Round::before_writing(
+                                opts.root,
+                                "fixer",
+                                &files,
+                                check.clone(),
+                            )?);
                             write(files)?;
                             rounds += 1;
                         }
@@ -545,11 +640,133 @@ pub fn run_loop(
                 total_time: started.elapsed(),
             });
         }
+        if it.regression.is_some() {
+            it.outcome = "regressed".into();
+        }
         record(&it.to_record())?;
         // "No progress" judges the fixer's work: after a rustfix round the same errors
         // may remain while rustc's fixes went in.
         previous_hash = it.fixer_called.then_some(hash);
         iterations.push(it);
+    }
+}
+
+/// A fix round as it was written: the files' bytes before it, and the check it
+/// answered.
+struct Round {
+    by: &'static str,
+    /// Workspace-relative path → the file's bytes before the round (`None`: it did not
+    /// exist).
+    saved: Vec<(String, Option<Vec<u8>>)>,
+    before: Check,
+}
+
+impl Round {
+    fn before_writing(
+        root: &Path,
+        by: &'static str,
+        files: &[(String, String)],
+        before: Check,
+    ) -> Result<Round> {
+        let mut saved = Vec::new();
+        for (rel, _) in files {
+            let path = root.join(rel);
+            let bytes = match std::fs::read(&path) {
+                Ok(b) => Some(b),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                Err(e) => {
+                    return Err(e).with_context(|| {
+                        format!("could not read {} before the fix round", path.display())
+                    })
+                }
+            };
+            saved.push((rel.clone(), bytes));
+        }
+        Ok(Round { by, saved, before })
+    }
+
+    /// Whether `after` (the check after the round) is worse than the check before it:
+    /// more errors, or errors in a planned module that had none.
+    fn regression(&self, iteration: u32, after: &CheckReport) -> Option<Regression> {
+        let before = &self.before.report;
+        let had_errors: BTreeSet<&str> = before
+            .modules
+            .iter()
+            .filter(|m| m.errors > 0)
+            .map(|m| m.module_path.as_str())
+            .collect();
+        let newly_broken = after.modules.iter().any(|m| {
+            m.component.is_some() && m.errors > 0 && !had_errors.contains(m.module_path.as_str())
+        });
+        if after.errors <= before.errors && !newly_broken {
+            return None;
+        }
+        // The errors the round added: per (file, code, message), those beyond the count
+        // before, preferring ones on lines that had no such error.
+        type Key = (String, Option<String>, String);
+        let key = |d: &Diag| -> Key { (d.file.clone(), d.code.clone(), d.message.clone()) };
+        let errors = |r: &'_ CheckReport| -> BTreeMap<Key, Vec<Diag>> {
+            let mut out: BTreeMap<Key, Vec<Diag>> = BTreeMap::new();
+            for d in r.modules.iter().flat_map(|m| &m.diagnostics) {
+                if d.is_error() {
+                    out.entry(key(d)).or_default().push(d.clone());
+                }
+            }
+            out
+        };
+        let old = errors(before);
+        let mut new_errors = Vec::new();
+        for (k, mut now) in errors(after) {
+            let had = old.get(&k).map_or(&[][..], Vec::as_slice);
+            let surplus = now.len().saturating_sub(had.len());
+            now.sort_by_key(|d| had.iter().any(|h| h.line == d.line));
+            new_errors.extend(
+                now.into_iter()
+                    .take(surplus)
+                    .map(|d| d.rendered.trim_end().to_string()),
+            );
+        }
+        new_errors.truncate(10);
+        Some(Regression {
+            iteration,
+            by: self.by,
+            errors_before: before.errors,
+            errors_after: after.errors,
+            files: self.saved.iter().map(|(p, _)| p.clone()).collect(),
+            new_errors,
+        })
+    }
+
+    /// Puts every file back as it was: its bytes through `write` (the safe writer, so
+    /// the ledger knows them), a file the round created removed.
+    fn restore(
+        &self,
+        root: &Path,
+        write: &mut dyn FnMut(Vec<(String, String)>) -> Result<()>,
+    ) -> Result<()> {
+        let mut back = Vec::new();
+        for (rel, bytes) in &self.saved {
+            match bytes {
+                Some(b) => match String::from_utf8(b.clone()) {
+                    Ok(text) => back.push((rel.clone(), text)),
+                    // Not text (the round could only have read it as text): byte for byte.
+                    Err(_) => crate::writer::atomic_write(&root.join(rel), b, None)?,
+                },
+                None => match std::fs::remove_file(root.join(rel)) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => {
+                        return Err(e).with_context(|| {
+                            format!("could not remove {rel}, which a backed-out fix created")
+                        })
+                    }
+                },
+            }
+        }
+        if !back.is_empty() {
+            write(back)?;
+        }
+        Ok(())
     }
 }
 

@@ -230,11 +230,15 @@ pub struct GatedDependency {
 /// How the fix loop ended.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct FixLoopSummary {
-    /// `clean`, `max-iterations`, `no-progress`, `no-fixer`, `outside-modules`.
+    /// `clean`, `max-iterations`, `no-progress`, `no-fixer`, `outside-modules`,
+    /// `not-compiled`, `regressed`.
     pub stop: &'static str,
     pub explanation: &'static str,
     pub target_triple: String,
     pub fix_rounds: usize,
+    /// Rounds backed out because they made things worse (each iteration's
+    /// `regression` says which and why).
+    pub regressed: usize,
     pub iterations: Vec<crate::fixloop::IterationSummary>,
     pub errors_left: usize,
     /// `file:line: message` of the first error left, if any.
@@ -445,6 +449,15 @@ pub fn port_human(s: &PortSummary, verbose: bool) -> String {
             if f.fix_rounds == 1 { "" } else { "s" },
             f.explanation
         );
+        if f.regressed > 0 {
+            let _ = writeln!(
+                out,
+                "  {} round{} made things worse and {} backed out (files restored as they were)",
+                f.regressed,
+                if f.regressed == 1 { "" } else { "s" },
+                if f.regressed == 1 { "was" } else { "were" }
+            );
+        }
         if let Some(e) = &f.first_error {
             let _ = writeln!(
                 out,

@@ -1535,3 +1535,183 @@ async fn a_rejected_answer_cut_at_max_tokens_says_so() {
         .unwrap();
     assert_eq!(body["max_tokens"], 4096);
 }
+
+// ---------------------------------------------------------------------------
+// A fix round that makes things worse is backed out (as `cargo fix` does).
+// ---------------------------------------------------------------------------
+
+/// Two more type errors, appended by a DebugAgent that makes things worse.
+const WORSE: &str =
+    "pub fn made_worse_a() -> u32 {\n    \"a\"\n}\npub fn made_worse_b() -> u32 {\n    \"b\"\n}";
+const TOLD: &str = "Your previous fix made things worse";
+
+/// Port answers put [`TYPE_ERROR`] into vm.rs. The DebugAgent's first answer keeps it
+/// and adds [`WORSE`]; told that it made things worse, it fixes the error, unless
+/// `always_worse`.
+struct RegressingModel {
+    debug_prompts: Arc<std::sync::Mutex<Vec<String>>>,
+    always_worse: bool,
+}
+
+impl Respond for RegressingModel {
+    fn respond(&self, req: &Request) -> ResponseTemplate {
+        let body: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
+        let answer = match debug_file(&body) {
+            Some((path, content)) => {
+                let user = body["messages"][1]["content"].as_str().unwrap().to_string();
+                let told = user.contains(TOLD);
+                self.debug_prompts.lock().unwrap().push(user);
+                let new = if told && !self.always_worse {
+                    fix_the_error(&content)
+                } else {
+                    format!("{content}\n{WORSE}")
+                };
+                format!("Fixed.\n\n```rust {path}\n{new}\n```\n")
+            }
+            None => {
+                let (target, draft) = prompt_parts(&body);
+                let extra = if target.ends_with("/vm.rs") {
+                    TYPE_ERROR
+                } else {
+                    ""
+                };
+                format!("```rust {target}\n{draft}\n{extra}\n{MARK}\n```\n")
+            }
+        };
+        ResponseTemplate::new(200).set_body_json(completion(&answer))
+    }
+}
+
+async fn regressing_server(always_worse: bool) -> (MockServer, Arc<std::sync::Mutex<Vec<String>>>) {
+    let server = MockServer::start().await;
+    let debug_prompts = Arc::new(std::sync::Mutex::new(Vec::new()));
+    Mock::given(method("POST"))
+        .respond_with(RegressingModel {
+            debug_prompts: debug_prompts.clone(),
+            always_worse,
+        })
+        .mount(&server)
+        .await;
+    (server, debug_prompts)
+}
+
+const VM: &str = "eterna/src/arch/x86_64/vm.rs";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_debug_answer_that_adds_errors_is_backed_out_and_the_next_prompt_says_so() {
+    let (server, debug_prompts) = regressing_server(false).await;
+    let ws = fixture_copy();
+    let out = run_async(llm_cmd(
+        ws.path(),
+        &server,
+        &["--allow-no-vcs", "--message-format", "json"],
+    ))
+    .await;
+    assert_code(&out, INCOMPLETE);
+    let summary = json(&out);
+    let fl = &summary["fix_loop"];
+    assert_eq!(fl["stop"], "clean", "{fl:#}");
+    assert_eq!(fl["regressed"], 1, "{fl:#}");
+    let its = fl["iterations"].as_array().unwrap();
+    assert_eq!(
+        its.iter()
+            .map(|i| i["outcome"].as_str().unwrap())
+            .collect::<Vec<_>>(),
+        ["fixing", "regressed", "clean"],
+        "{its:#?}"
+    );
+    // The check after the bad round: more errors, and which ones it brought.
+    let reg = &its[1]["regression"];
+    assert_eq!(reg["by"], "fixer", "{reg:#}");
+    assert_eq!(reg["files"], json!([VM]), "{reg:#}");
+    assert!(
+        reg["errors_after"].as_u64().unwrap() > reg["errors_before"].as_u64().unwrap(),
+        "{reg:#}"
+    );
+    // The two errors it added, not the one it was asked about.
+    let new_errors = reg["new_errors"].as_array().unwrap();
+    assert_eq!(new_errors.len(), 2, "{reg:#}");
+    assert!(
+        new_errors
+            .iter()
+            .all(|e| e.as_str().unwrap().contains("made_worse")),
+        "{reg:#}"
+    );
+    assert_eq!(
+        store_strings(
+            ws.path(),
+            "SELECT outcome FROM fix_iterations ORDER BY iteration"
+        ),
+        ["fixing", "regressed", "clean"]
+    );
+    // The DebugAgent was asked again about the file as it was before its bad answer,
+    // and told what that answer did.
+    let prompts = debug_prompts.lock().unwrap().clone();
+    assert_eq!(prompts.len(), 2, "{prompts:#?}");
+    assert!(!prompts[0].contains(TOLD));
+    assert!(prompts[1].contains(TOLD), "{}", prompts[1]);
+    assert!(prompts[1].contains("made_worse_a"), "{}", prompts[1]);
+    let current = |p: &str| {
+        debug_file(&json!({"messages": [{}, {"content": p}]}))
+            .unwrap()
+            .1
+    };
+    assert_eq!(current(&prompts[0]), current(&prompts[1]));
+    assert!(!current(&prompts[1]).contains("made_worse"));
+    let vm = read(ws.path(), VM);
+    assert!(vm.contains(FIXED) && !vm.contains("made_worse"), "{vm}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_debug_agent_that_only_makes_things_worse_leaves_the_files_byte_identical() {
+    // What the port writes before any fix round: the same answers, no fix loop.
+    let (server, _) = regressing_server(true).await;
+    let before = fixture_copy();
+    let out = run_async(llm_cmd(
+        before.path(),
+        &server,
+        &["--allow-no-vcs", "-q", "--max-fix-iterations", "0"],
+    ))
+    .await;
+    assert_code(&out, 1);
+
+    let (server, debug_prompts) = regressing_server(true).await;
+    let ws = fixture_copy();
+    let out = run_async(llm_cmd(
+        ws.path(),
+        &server,
+        &["--allow-no-vcs", "--message-format", "json"],
+    ))
+    .await;
+    assert_code(&out, 1);
+    let summary = json(&out);
+    let fl = &summary["fix_loop"];
+    assert_eq!(fl["stop"], "regressed", "{fl:#}");
+    assert_eq!(fl["regressed"], 2, "{fl:#}");
+    assert_eq!(debug_prompts.lock().unwrap().len(), 2);
+    assert_eq!(
+        store_strings(
+            ws.path(),
+            "SELECT outcome FROM fix_iterations ORDER BY iteration"
+        ),
+        ["fixing", "regressed", "regressed"]
+    );
+    // Every file as the port left it before the loop, byte for byte.
+    let (a, b) = (tree(before.path()), tree(ws.path()));
+    assert_eq!(
+        a.keys().collect::<Vec<_>>(),
+        b.keys().collect::<Vec<_>>(),
+        "the same files"
+    );
+    for (rel, bytes) in &a {
+        assert!(
+            b[rel] == *bytes,
+            "{rel} differs after the backed-out rounds"
+        );
+    }
+    // The human summary says what happened.
+    let human = run_async(llm_cmd(ws.path(), &server, &["--allow-no-vcs"])).await;
+    assert_code(&human, 1);
+    let text = stdout(&human);
+    assert!(text.contains("made things worse"), "{text}");
+}

@@ -38,6 +38,9 @@ pub(super) struct DebugFixer<'a> {
     /// The fixer once the LLM client has stopped sending requests (the server cannot
     /// be reached or refuses every key): the model is not asked again.
     pub offline: crate::engine::fix::StubFixer<'a>,
+    /// The last round, when it made things worse and was backed out: the next prompts
+    /// of the modules it touched say so.
+    pub regression: Option<crate::fixloop::Regression>,
 }
 
 impl DebugFixer<'_> {
@@ -79,6 +82,10 @@ impl DebugFixer<'_> {
                 diagnostics,
                 context: (self.context)(module),
                 triple: self.triple,
+                regression: self
+                    .regression
+                    .as_ref()
+                    .filter(|r| r.files.iter().any(|f| md.files.contains(f))),
             },
             self.knowledge,
         )?;
@@ -120,6 +127,8 @@ impl Fixer for DebugFixer<'_> {
                 tasks.push(t);
             }
         }
+        // Said once: the prompts of this round carry it.
+        self.regression = None;
         if tasks.is_empty() {
             return Ok(Vec::new());
         }
@@ -175,5 +184,9 @@ impl Fixer for DebugFixer<'_> {
             return self.offline.fix(iteration, modules);
         }
         Ok(files)
+    }
+
+    fn regressed(&mut self, regression: &crate::fixloop::Regression) {
+        self.regression = Some(regression.clone());
     }
 }

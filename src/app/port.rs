@@ -449,6 +449,7 @@ pub(super) fn cmd_port(g: &GlobalArgs, targets: &[String], flags: &PortFlags) ->
                     generated: &generated,
                     dropped_crates: &dropped_crates,
                 },
+                regression: None,
             });
             let mut stubs = engine::fix::StubFixer {
                 root: &s.ws.root,
@@ -482,7 +483,7 @@ pub(super) fn cmd_port(g: &GlobalArgs, targets: &[String], flags: &PortFlags) ->
                     "fix loop: check {} found {} error(s); {}",
                     rec.iteration,
                     rec.errors,
-                    if rec.outcome == "fixing" {
+                    if rec.outcome == "fixing" || rec.outcome == "regressed" {
                         "fixing"
                     } else {
                         "done"
@@ -522,6 +523,7 @@ pub(super) fn cmd_port(g: &GlobalArgs, targets: &[String], flags: &PortFlags) ->
                         explanation: l.stop.explain(),
                         target_triple: target.clone(),
                         fix_rounds: l.fix_rounds(),
+                        regressed: l.regressions(),
                         errors_left: l.final_report.errors,
                         first_error: first,
                         check_ms: l.check_time.as_millis() as u64,

@@ -195,6 +195,8 @@ pub struct DebugPrompt<'a> {
     pub diagnostics: Vec<String>,
     pub context: Vec<ContextChunk>,
     pub triple: &'a str,
+    /// The fix before this one made things worse and was backed out.
+    pub regression: Option<&'a crate::fixloop::Regression>,
 }
 
 impl Prompts {
@@ -325,6 +327,7 @@ impl Prompts {
                 diagnostics => &p.diagnostics,
                 current => minijinja::Value::from(minijinja::value::Serde(&p.current)),
                 context => minijinja::Value::from(minijinja::value::Serde(&p.context)),
+                regression => minijinja::Value::from(minijinja::value::Serde(&p.regression)),
             },
         )?;
         let example = files.first().map_or("src/lib.rs", String::as_str);
