@@ -631,6 +631,8 @@ pub struct LastRun {
     pub tasks: Vec<crate::store::TaskRow>,
     pub health: Vec<crate::store::HealthRecord>,
     pub fix_iterations: Vec<crate::store::FixIterationRecord>,
+    /// Every item the run wrote, with its status and who wrote it.
+    pub items: Vec<crate::store::PortItemRecord>,
 }
 
 /// The last run's swarm health and tasks for a person.
@@ -673,6 +675,48 @@ pub fn last_run_human(r: &LastRun) -> String {
                     .map(|m| format!("{m:.0}"))
                     .unwrap_or_else(|| "-".into()),
                 h.last_heartbeat.as_deref().unwrap_or("-")
+            );
+        }
+    }
+    if !r.items.is_empty() {
+        // Per module: how many items are ported, stubbed, left out, and by whom.
+        type Counts<K> = std::collections::BTreeMap<K, usize>;
+        let mut modules: Vec<(&str, Counts<&str>, Counts<String>)> = Vec::new();
+        for i in &r.items {
+            if modules.last().map_or(true, |m| m.0 != i.module) {
+                modules.push((&i.module, Counts::new(), Counts::new()));
+            }
+            let m = modules.last_mut().expect("pushed");
+            *m.1.entry(i.status.as_str()).or_default() += 1;
+            if i.status == "ported" {
+                let who = match (&i.by, &i.model) {
+                    (Some(b), Some(model)) => format!("{b} ({model})"),
+                    (Some(b), None) => b.clone(),
+                    (None, _) => "unknown".into(),
+                };
+                *m.2.entry(who).or_default() += 1;
+            }
+        }
+        let w = modules.iter().map(|m| m.0.len()).max().unwrap_or(6).max(6);
+        let _ = writeln!(
+            s,
+            "{BOLD}{:<w$}  {:>6}  {:>7}  {:>8}  PORTED BY{BOLD:#}",
+            "MODULE", "PORTED", "STUBBED", "LEFT OUT"
+        );
+        for (module, status, by) in &modules {
+            let n = |k: &str| status.get(k).copied().unwrap_or(0);
+            let by: Vec<String> = by.iter().map(|(who, k)| format!("{who} {k}")).collect();
+            let _ = writeln!(
+                s,
+                "{module:<w$}  {:>6}  {:>7}  {:>8}  {}",
+                n("ported"),
+                n("stubbed"),
+                n("left-out"),
+                if by.is_empty() {
+                    "-".to_string()
+                } else {
+                    by.join(", ")
+                }
             );
         }
     }

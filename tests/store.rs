@@ -356,7 +356,7 @@ fn migrates_a_version_1_store_and_keeps_its_data() {
     make_v1_store(&db);
 
     let st = status(ws.path(), &[]);
-    assert_eq!(st["stats"]["schema_version"], 3, "{st:#}");
+    assert_eq!(st["stats"]["schema_version"], 4, "{st:#}");
     assert_eq!(st["stats"]["code_artifacts"], 1);
     assert_eq!(st["stats"]["agent_tasks"], 1);
     assert_eq!(st["stats"]["llm_cache"], 1);
@@ -382,9 +382,9 @@ fn migrates_a_version_1_store_and_keeps_its_data() {
     let (version, app): (i64, i64) = conn
         .query_row("SELECT (SELECT user_version FROM pragma_user_version), (SELECT application_id FROM pragma_application_id)", [], |r| Ok((r.get(0)?, r.get(1)?)))
         .unwrap();
-    assert_eq!((version, app), (3, 0x4554_5054));
-    // Version 3's tables exist and are empty.
-    for table in ["agent_health", "fix_iterations"] {
+    assert_eq!((version, app), (4, 0x4554_5054));
+    // Version 3's and 4's tables exist and are empty.
+    for table in ["agent_health", "fix_iterations", "port_items"] {
         let n: i64 = conn
             .query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
             .unwrap();

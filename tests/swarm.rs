@@ -1660,6 +1660,35 @@ async fn a_debug_answer_that_adds_errors_is_backed_out_and_the_next_prompt_says_
     assert!(!current(&prompts[1]).contains("made_worse"));
     let vm = read(ws.path(), VM);
     assert!(vm.contains(FIXED) && !vm.contains("made_worse"), "{vm}");
+    // The item the DebugAgent fixed is the fix loop's; the answer's others stay the
+    // port agent's.
+    let module = summary["modules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["target"] == VM)
+        .unwrap();
+    let item = |name: &str| {
+        module["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["name"] == name)
+            .unwrap_or_else(|| panic!("no {name}: {module:#}"))
+            .clone()
+    };
+    let fixed = item("broken_for_the_test");
+    assert_eq!(fixed["by"], "fix-loop", "{fixed:#}");
+    assert_eq!(fixed["status"], "ported", "{fixed:#}");
+    assert!(fixed["model"].is_string(), "{fixed:#}");
+    assert!(
+        module["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|i| i["by"] == "engine"),
+        "{module:#}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1714,4 +1743,109 @@ async fn a_debug_agent_that_only_makes_things_worse_leaves_the_files_byte_identi
     assert_code(&human, 1);
     let text = stdout(&human);
     assert!(text.contains("made things worse"), "{text}");
+}
+
+// ---------------------------------------------------------------------------
+// Per-item results: what each item is and who wrote it, in the events, `status` and
+// the store.
+// ---------------------------------------------------------------------------
+
+/// Fills the first engine stub of every draft that has one (`loop {}` has every type),
+/// and keeps the rest of the draft.
+fn fill_first_stub(target: &str, draft: &str, _: usize) -> Option<String> {
+    let at = draft.find("unimplemented!(\"eterna-port:")?;
+    let end = at + draft[at..].find("\")")? + 2;
+    let answer = format!("{}loop {{}}{}", &draft[..at], &draft[end..]);
+    Some(format!("```rust {target}\n{answer}\n```\n"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_item_says_what_it_is_and_who_wrote_it_in_the_events_status_and_store() {
+    let (server, _) = model_server(fill_first_stub).await;
+    let ws = fixture_copy();
+    let mut cmd = llm_cmd(
+        ws.path(),
+        &server,
+        &["--allow-no-vcs", "--message-format", "json"],
+    );
+    cmd.env("ETERNA_PORT_MODEL", "test/model-1");
+    let out = run_async(cmd).await;
+    assert_code(&out, 1);
+    let summary = json(&out);
+    let items: Vec<&Value> = summary["modules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|m| m["items"].as_array().unwrap())
+        .collect();
+    let by_agent: Vec<&&Value> = items
+        .iter()
+        .filter(|i| i["by"].as_str().is_some_and(|b| b.starts_with("agent:")))
+        .collect();
+    assert!(!by_agent.is_empty(), "no item credited to an agent");
+    // (An item whose text the answer changed is the agent's, ported or not: a macro
+    // with several stubs keeps the others.)
+    assert!(by_agent.iter().any(|i| i["status"] == "ported"));
+    for i in &by_agent {
+        assert_eq!(i["model"], "test/model-1", "{i:#}");
+        assert!(
+            i["by"]
+                .as_str()
+                .unwrap()
+                .starts_with("agent:EternaPortAgent#"),
+            "{i:#}"
+        );
+    }
+    // The stubs the answers left are still the engine's, and said to be stubs.
+    assert!(
+        items
+            .iter()
+            .any(|i| i["by"] == "engine" && i["status"] == "stubbed" && i["model"].is_null()),
+        "no engine stub left"
+    );
+    assert!(
+        items.iter().all(|i| i["by"].is_string()),
+        "an item without its author"
+    );
+
+    // The store has the same items, authors and models.
+    let rows = store_strings(
+        ws.path(),
+        "SELECT module || '|' || name || '|' || status || '|' || by || '|' || coalesce(model, '')
+         FROM port_items ORDER BY id",
+    );
+    assert_eq!(rows.len(), items.len());
+    let mut json_rows: Vec<String> = summary["modules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|m| {
+            m["items"].as_array().unwrap().iter().map(move |i| {
+                format!(
+                    "{}|{}|{}|{}|{}",
+                    m["module_path"].as_str().unwrap(),
+                    i["name"].as_str().unwrap(),
+                    i["status"].as_str().unwrap(),
+                    i["by"].as_str().unwrap(),
+                    i["model"].as_str().unwrap_or("")
+                )
+            })
+        })
+        .collect();
+    let mut rows = rows;
+    rows.sort();
+    json_rows.sort();
+    assert_eq!(rows, json_rows);
+
+    // `status` shows them: JSON per item, and per module for a person.
+    let st = json(&run_async(command(ws.path(), &["status", "--message-format", "json"])).await);
+    let st_items = st["last_run"]["items"].as_array().unwrap();
+    assert_eq!(st_items.len(), items.len());
+    assert!(st_items
+        .iter()
+        .any(|i| i["by"].as_str().unwrap_or("").starts_with("agent:")
+            && i["model"] == "test/model-1"));
+    let human = stdout(&run_async(command(ws.path(), &["status"])).await);
+    assert!(human.contains("PORTED BY"), "{human}");
+    assert!(human.contains("(test/model-1)"), "{human}");
 }

@@ -399,6 +399,7 @@ pub(super) fn cmd_status(g: &GlobalArgs) -> Result<u8> {
             tasks: store.run_tasks(&run.run_id)?,
             health: store.run_health(&run.run_id)?,
             fix_iterations: store.run_fix_iterations(&run.run_id)?,
+            items: store.run_port_items(&run.run_id)?,
             run,
         }),
         None => None,

@@ -297,6 +297,14 @@ pub(super) fn cmd_port(g: &GlobalArgs, targets: &[String], flags: &PortFlags) ->
     }
 
     let deps = primary::integrate(&mut output, &outcome.results);
+    // Every agent runs the one configured model.
+    if llm {
+        for i in output.modules.iter_mut().flat_map(|m| m.items.iter_mut()) {
+            if i.by.as_deref().is_some_and(|b| b.starts_with("agent:")) {
+                i.model = Some(settings.model.clone());
+            }
+        }
+    }
     engine::port::regate_split_parents(&s.ws.root, &mut output, &s.knowledge)?;
     // The tool's own files: x86_64 modules and the support library, plus module
     // targets the model answered; manifests and build scripts (`--allow-deps`) and
@@ -574,13 +582,20 @@ pub(super) fn cmd_port(g: &GlobalArgs, targets: &[String], flags: &PortFlags) ->
                 })
         });
         // The loop may have stubbed or rewritten modules: count what is on disk now.
+        // Its items carry the model when a DebugAgent's answer was written in it.
+        let debug_answered = results.iter().any(|r| {
+            r.role == swarm::Role::Debug
+                && r.status == TaskStatus::Done
+                && r.files_from == swarm::FilesFrom::Model
+        });
         for m in output
             .modules
             .iter_mut()
             .filter(|m| m.mode != engine::port::Mode::InPlace)
         {
             if let Ok(text) = std::fs::read_to_string(s.ws.root.join(&m.target)) {
-                m.set_items(engine::coverage::items_of(&text));
+                let model = debug_answered.then_some(settings.model.as_str());
+                m.set_items_by(engine::coverage::items_of(&text), "fix-loop", model);
             }
         }
     }
@@ -601,6 +616,24 @@ pub(super) fn cmd_port(g: &GlobalArgs, targets: &[String], flags: &PortFlags) ->
         || fix_loop.as_ref().is_some_and(|f| {
             f.errors_left > 0 || f.stop == crate::fixloop::StopReason::NotCompiled.as_str()
         });
+    if let (Some(store), Some(run)) = (store.as_ref(), run.as_ref()) {
+        let items: Vec<crate::store::PortItemRecord> = output
+            .modules
+            .iter()
+            .flat_map(|m| {
+                m.items.iter().map(|i| crate::store::PortItemRecord {
+                    module: m.module_path.clone(),
+                    name: i.name.clone(),
+                    kind: i.kind.to_string(),
+                    status: i.status.as_str().to_string(),
+                    by: i.by.clone(),
+                    model: i.model.clone(),
+                    reason: i.reason.clone(),
+                })
+            })
+            .collect();
+        store.record_port_items(run, &items)?;
+    }
     finish(
         &store.as_ref(),
         &run.as_ref(),

@@ -39,6 +39,43 @@ pub struct ItemReport {
     /// Why it is not ported (the stub's message).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// Who wrote the item as it is: `engine`, `agent:<agent>` (a model's answer) or
+    /// `fix-loop` (rustfix, the DebugAgent or the stub fixer).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+    /// The model, for an item a model wrote.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// A hash of the item's text (whitespace ignored), to tell which items a later
+    /// writer changed.
+    #[serde(skip)]
+    pub text_hash: u64,
+}
+
+/// Credits `by` (and `model`) with the items of `next` that are new or changed since
+/// `prev`; the others keep who wrote them before.
+pub fn attribute(prev: &[ItemReport], next: &mut [ItemReport], by: &str, model: Option<&str>) {
+    for item in next {
+        match prev.iter().find(|p| p.name == item.name) {
+            Some(p) if p.text_hash == item.text_hash && p.by.is_some() => {
+                item.by = p.by.clone();
+                item.model = p.model.clone();
+            }
+            _ => {
+                item.by = Some(by.to_string());
+                item.model = model.map(str::to_string);
+            }
+        }
+    }
+}
+
+fn text_hash(text: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::hash::DefaultHasher::new();
+    for w in text.split_whitespace() {
+        w.hash(&mut h);
+    }
+    h.finish()
 }
 
 /// The items of `text` (a module the port writes) and what became of each. A text
@@ -52,6 +89,9 @@ pub fn items_of(text: &str) -> Vec<ItemReport> {
             kind: "module",
             status: ItemStatus::Stubbed,
             reason: Some(format!("does not parse: {e}")),
+            by: None,
+            model: None,
+            text_hash: text_hash(text),
         }),
     }
     for line in text.lines() {
@@ -64,6 +104,9 @@ pub fn items_of(text: &str) -> Vec<ItemReport> {
                 kind: "asm",
                 status: ItemStatus::LeftOut,
                 reason: Some(rest.to_string()),
+                by: None,
+                model: None,
+                text_hash: text_hash(line),
             });
         }
     }
@@ -90,7 +133,7 @@ fn span_text<'a>(text: &'a str, node: &impl Spanned) -> &'a str {
     text.get(node.span().byte_range()).unwrap_or_default()
 }
 
-fn push(out: &mut Vec<ItemReport>, name: String, kind: &'static str, body: &str) {
+fn push(out: &mut Vec<ItemReport>, name: String, kind: &'static str, body: &str, whole: &str) {
     let reason = stub_reason(body);
     out.push(ItemReport {
         name,
@@ -101,28 +144,50 @@ fn push(out: &mut Vec<ItemReport>, name: String, kind: &'static str, body: &str)
             ItemStatus::Ported
         },
         reason,
+        by: None,
+        model: None,
+        text_hash: text_hash(whole),
     });
 }
 
 fn collect(text: &str, items: &[syn::Item], prefix: &str, out: &mut Vec<ItemReport>) {
     let named = |i: &syn::Ident| format!("{prefix}{i}");
     for item in items {
+        let whole = span_text(text, item);
         match item {
-            syn::Item::Fn(f) => push(out, named(&f.sig.ident), "fn", span_text(text, &f.block)),
-            syn::Item::Struct(s) => push(out, named(&s.ident), "struct", ""),
-            syn::Item::Enum(e) => push(out, named(&e.ident), "enum", ""),
-            syn::Item::Union(u) => push(out, named(&u.ident), "union", ""),
-            syn::Item::Type(t) => push(out, named(&t.ident), "type", ""),
-            syn::Item::Const(c) => push(out, named(&c.ident), "const", span_text(text, &c.expr)),
-            syn::Item::Static(s) => push(out, named(&s.ident), "static", span_text(text, &s.expr)),
+            syn::Item::Fn(f) => push(
+                out,
+                named(&f.sig.ident),
+                "fn",
+                span_text(text, &f.block),
+                whole,
+            ),
+            syn::Item::Struct(s) => push(out, named(&s.ident), "struct", "", whole),
+            syn::Item::Enum(e) => push(out, named(&e.ident), "enum", "", whole),
+            syn::Item::Union(u) => push(out, named(&u.ident), "union", "", whole),
+            syn::Item::Type(t) => push(out, named(&t.ident), "type", "", whole),
+            syn::Item::Const(c) => push(
+                out,
+                named(&c.ident),
+                "const",
+                span_text(text, &c.expr),
+                whole,
+            ),
+            syn::Item::Static(s) => push(
+                out,
+                named(&s.ident),
+                "static",
+                span_text(text, &s.expr),
+                whole,
+            ),
             syn::Item::Macro(m) => {
                 // A `macro_rules!` whose expansion holds a stub is not ported either.
                 if let Some(i) = &m.ident {
-                    push(out, named(i), "macro", span_text(text, &m.mac));
+                    push(out, named(i), "macro", span_text(text, &m.mac), whole);
                 }
             }
             syn::Item::Trait(t) => {
-                push(out, named(&t.ident), "trait", "");
+                push(out, named(&t.ident), "trait", "", whole);
                 for ti in &t.items {
                     if let syn::TraitItem::Fn(f) = ti {
                         let body = f.default.as_ref().map_or("", |b| span_text(text, b));
@@ -131,6 +196,7 @@ fn collect(text: &str, items: &[syn::Item], prefix: &str, out: &mut Vec<ItemRepo
                             format!("{}::{}", named(&t.ident), f.sig.ident),
                             "fn",
                             body,
+                            span_text(text, ti),
                         );
                     }
                 }
@@ -154,16 +220,22 @@ fn collect(text: &str, items: &[syn::Item], prefix: &str, out: &mut Vec<ItemRepo
                             format!("{owner}::{}", f.sig.ident),
                             "fn",
                             span_text(text, &f.block),
+                            span_text(text, ii),
                         ),
                         syn::ImplItem::Const(c) => push(
                             out,
                             format!("{owner}::{}", c.ident),
                             "const",
                             span_text(text, &c.expr),
+                            span_text(text, ii),
                         ),
-                        syn::ImplItem::Type(t) => {
-                            push(out, format!("{owner}::{}", t.ident), "type", "")
-                        }
+                        syn::ImplItem::Type(t) => push(
+                            out,
+                            format!("{owner}::{}", t.ident),
+                            "type",
+                            "",
+                            span_text(text, ii),
+                        ),
                         _ => {}
                     }
                 }

@@ -60,8 +60,14 @@ pub struct ModuleReport {
 }
 
 impl ModuleReport {
-    /// A report whose figures come from `items`.
-    pub fn new(m: &ModulePlan, mode: Mode, items: Vec<ItemReport>) -> Self {
+    /// A report whose figures come from `items` (the offline engine's, unless they say
+    /// who wrote them).
+    pub fn new(m: &ModulePlan, mode: Mode, mut items: Vec<ItemReport>) -> Self {
+        for i in &mut items {
+            if i.by.is_none() {
+                i.by = Some("engine".into());
+            }
+        }
         let mut r = ModuleReport {
             module_path: m.module_path.clone(),
             component: m.component.clone(),
@@ -76,6 +82,14 @@ impl ModuleReport {
         };
         r.set_items(items);
         r
+    }
+
+    /// Recounts the module from the items of its new text, crediting `by` (and
+    /// `model`) with the items that are new or changed (see
+    /// [`super::coverage::attribute`]).
+    pub fn set_items_by(&mut self, mut items: Vec<ItemReport>, by: &str, model: Option<&str>) {
+        super::coverage::attribute(&self.items, &mut items, by, model);
+        self.set_items(items);
     }
 
     /// Recounts the module from the items of its final text.
@@ -310,6 +324,9 @@ fn skip_undeclared_children(
             reason: Some(format!(
                 "not written: {parent_target} exists, is not the tool's, and does not declare `mod {name}`"
             )),
+            by: Some("engine".into()),
+            model: None,
+            text_hash: 0,
         }]);
     }
 }

@@ -168,6 +168,21 @@ pub struct HealthRecord {
     pub mean_latency_ms: Option<f64>,
 }
 
+/// One item of a module a port wrote, for `port_items`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PortItemRecord {
+    pub module: String,
+    pub name: String,
+    pub kind: String,
+    /// `ported`, `stubbed` or `left-out`.
+    pub status: String,
+    /// `engine`, `agent:<agent>` or `fix-loop`.
+    pub by: Option<String>,
+    pub model: Option<String>,
+    /// Why it is not ported.
+    pub reason: Option<String>,
+}
+
 /// One iteration of the fix loop, for `fix_iterations`.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct FixIterationRecord {
@@ -678,6 +693,51 @@ impl Store {
             .map_err(|e| self.err("read agent health", e))?;
         rows.collect::<rusqlite::Result<_>>()
             .map_err(|e| self.err("read agent health", e))
+    }
+
+    /// Replaces the items recorded for `run_id` with `rows`.
+    pub fn record_port_items(&self, run_id: &str, rows: &[PortItemRecord]) -> Result<()> {
+        let tx = self
+            .conn
+            .unchecked_transaction()
+            .map_err(|e| self.err("begin", e))?;
+        tx.execute("DELETE FROM port_items WHERE run_id = ?1", [run_id])
+            .map_err(|e| self.err("record the port's items", e))?;
+        for i in rows {
+            tx.execute(
+                "INSERT INTO port_items (run_id, module, name, kind, status, by, model, reason)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![run_id, i.module, i.name, i.kind, i.status, i.by, i.model, i.reason],
+            )
+            .map_err(|e| self.err("record the port's items", e))?;
+        }
+        tx.commit().map_err(|e| self.err("commit", e))
+    }
+
+    /// The items recorded for a run, in the order they were written.
+    pub fn run_port_items(&self, run_id: &str) -> Result<Vec<PortItemRecord>> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT module, name, kind, status, by, model, reason
+                 FROM port_items WHERE run_id = ?1 ORDER BY id",
+            )
+            .map_err(|e| self.err("read the port's items", e))?;
+        let rows = stmt
+            .query_map([run_id], |r| {
+                Ok(PortItemRecord {
+                    module: r.get(0)?,
+                    name: r.get(1)?,
+                    kind: r.get(2)?,
+                    status: r.get(3)?,
+                    by: r.get(4)?,
+                    model: r.get(5)?,
+                    reason: r.get(6)?,
+                })
+            })
+            .map_err(|e| self.err("read the port's items", e))?;
+        rows.collect::<rusqlite::Result<_>>()
+            .map_err(|e| self.err("read the port's items", e))
     }
 
     /// The fix-loop iterations recorded for a run.

@@ -9,13 +9,15 @@
 //!   the first embedding, when the dimension is known) and `memory_sources`.
 //! - 3: `agent_health` (the swarm's health table at the end of each run) and
 //!   `fix_iterations` (one row per iteration of the cargo check fix loop).
+//! - 4: `port_items` (every item of every module a port wrote: its status and who
+//!   wrote it).
 //!
 //! Each step runs in one `BEGIN IMMEDIATE` transaction that re-reads the version, so two
 //! processes opening a new store at once migrate it exactly once.
 
 use super::{Result, Store, APPLICATION_ID};
 
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 const V1: &str = "
 CREATE TABLE IF NOT EXISTS runs (
@@ -137,6 +139,21 @@ CREATE TABLE IF NOT EXISTS fix_iterations (
 );
 ";
 
+const V4: &str = "
+CREATE TABLE IF NOT EXISTS port_items (
+    id      INTEGER PRIMARY KEY,
+    run_id  TEXT NOT NULL,
+    module  TEXT NOT NULL,
+    name    TEXT NOT NULL,
+    kind    TEXT NOT NULL,
+    status  TEXT NOT NULL,
+    by      TEXT,
+    model   TEXT,
+    reason  TEXT
+);
+CREATE INDEX IF NOT EXISTS port_items_run ON port_items(run_id);
+";
+
 pub(super) fn migrate(store: &Store) -> Result<()> {
     let conn = store.conn();
     let version: i64 = conn
@@ -185,6 +202,12 @@ fn migrate_in_transaction(store: &Store) -> Result<()> {
         tx.execute_batch(V3)
             .map_err(|e| store.err("migrate to schema version 3", e))?;
         version = 3;
+    }
+    if version == 3 {
+        tracing::debug!(path = %store.path().display(), "migrating the store to schema 4");
+        tx.execute_batch(V4)
+            .map_err(|e| store.err("migrate to schema version 4", e))?;
+        version = 4;
     }
     tx.pragma_update(None, "user_version", version)
         .map_err(|e| store.err("set the schema version", e))

@@ -218,7 +218,11 @@ pub fn integrate(output: &mut PortOutput, results: &[TaskResult]) -> BTreeSet<St
             written,
         ) {
             // Counted from the text that will be written, like the engine's drafts.
-            m.set_items(crate::engine::coverage::items_of(&text));
+            m.set_items_by(
+                crate::engine::coverage::items_of(&text),
+                &format!("agent:{}", r.agent),
+                None,
+            );
             m.ported_by = Some(r.agent.clone());
         }
     }
@@ -259,6 +263,9 @@ mod tests {
                 kind: "fn",
                 status: crate::engine::coverage::ItemStatus::Stubbed,
                 reason: None,
+                by: None,
+                model: None,
+                text_hash: 0,
             }],
         )
     }
