@@ -32,7 +32,7 @@
 //!   come along. A group that failed, or an item the contract refused, keeps the draft's
 //!   item. The module's file is written once, from the merged text, and counted from it.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::ops::Range;
 
 use anyhow::Result;
@@ -502,6 +502,9 @@ pub struct Part {
     pub source: String,
     /// Those of `items` that hold other items (see [`Group::nested`]).
     pub nested: Vec<String>,
+    /// The group's items as the draft and the source have them (without the draft's
+    /// head and outlines): what the concept map entries are chosen by.
+    pub focus: String,
 }
 
 /// The groups of a module (see [`plan`]).
@@ -533,15 +536,94 @@ impl Planned {
 struct Slot {
     /// Indexes into the draft layout's units.
     units: Vec<usize>,
-    source: Vec<String>,
     /// Estimated tokens of its draft and source text.
     size: usize,
 }
 
+/// A file read as units, with its text.
+struct Read<'a> {
+    text: &'a str,
+    layout: Layout,
+}
+
+impl Read<'_> {
+    /// The text of unit `i` from the start of its line.
+    fn unit_text(&self, i: usize) -> &str {
+        let u = &self.layout.units[i];
+        &self.text[line_start(self.text, u.range.start)..u.range.end]
+    }
+
+    /// The file trimmed: its head (with `head`), the units `whole` as written, the
+    /// units `outlined` as their outline, members inside their impl's header; the
+    /// number of units left out.
+    fn excerpt(
+        &self,
+        head: bool,
+        whole: &BTreeSet<usize>,
+        outlined: &BTreeSet<usize>,
+    ) -> (String, usize) {
+        let l = &self.layout;
+        let mut out = String::new();
+        if head {
+            for h in &l.head {
+                out.push_str(h);
+                out.push('\n');
+            }
+        }
+        let mut open: Option<usize> = None;
+        let mut hidden = 0usize;
+        for (i, u) in l.units.iter().enumerate() {
+            let text = if whole.contains(&i) {
+                let t = self.unit_text(i);
+                match u.place {
+                    Place::Member(_) if !t.starts_with(char::is_whitespace) => format!("    {t}"),
+                    _ => t.to_string(),
+                }
+            } else if outlined.contains(&i) {
+                match u.place {
+                    Place::Member(_) => format!("    {}", u.outline),
+                    _ => u.outline.clone(),
+                }
+            } else {
+                hidden += 1;
+                continue;
+            };
+            match u.place {
+                Place::Member(n) if open == Some(n) => {}
+                Place::Member(n) => {
+                    if open.take().is_some() {
+                        out.push_str("}\n");
+                    }
+                    if !out.is_empty() {
+                        out.push('\n');
+                    }
+                    out.push_str(&l.impls[n].header);
+                    out.push_str(" {\n");
+                    open = Some(n);
+                }
+                _ => {
+                    if open.take().is_some() {
+                        out.push_str("}\n");
+                    }
+                    if !out.is_empty() {
+                        out.push('\n');
+                    }
+                }
+            }
+            out.push_str(&text);
+            out.push('\n');
+        }
+        if open.is_some() {
+            out.push_str("}\n");
+        }
+        (out, hidden + l.others)
+    }
+}
+
 /// Splits a module whose prompt is over `budget` tokens into groups of its items (see
 /// the module docs). `render(part, index, count)` gives a group's prompt. `None`: the
-/// draft does not parse, or the shared context alone is over the budget, or there is
-/// nothing to split: the module goes as one request (the warnings say why).
+/// draft does not parse, or there is nothing to split: the module goes as one request
+/// (`warnings` say why, and name the items over the budget alone).
 pub fn plan(
     draft: &str,
     source: &str,
@@ -553,14 +635,14 @@ pub fn plan(
         warnings.push("its draft does not parse: sent whole".into());
         return Ok(None);
     };
-    let src = read(source).unwrap_or_default();
-    let mut source_of: BTreeMap<&str, Vec<String>> = BTreeMap::new();
-    for u in &src.units {
-        source_of
-            .entry(u.name.as_str())
-            .or_default()
-            .push(source[line_start(source, u.range.start)..u.range.end].to_string());
-    }
+    let d = Read {
+        text: draft,
+        layout,
+    };
+    let s = Read {
+        text: source,
+        layout: read(source).unwrap_or_default(),
+    };
     // The units to ask for: the stubs, else everything.
     let stubs = super::prompts::stubs_of(draft);
     let is_stub = |u: &Unit| {
@@ -571,34 +653,31 @@ pub fn plan(
                         .is_some_and(|r| r.starts_with("::")))
         })
     };
-    let mut wanted: Vec<usize> = (0..layout.units.len())
-        .filter(|&i| is_stub(&layout.units[i]))
-        .collect();
+    let units = &d.layout.units;
+    let mut wanted: Vec<usize> = (0..units.len()).filter(|&i| is_stub(&units[i])).collect();
     if wanted.is_empty() {
-        wanted = (0..layout.units.len()).collect();
+        wanted = (0..units.len()).collect();
     }
     let mut slots: Vec<Slot> = Vec::new();
     for i in wanted {
-        let u = &layout.units[i];
-        let text = &draft[u.range.clone()];
+        let size = estimate_tokens(d.unit_text(i));
         match slots
             .iter_mut()
-            .find(|s| layout.units[s.units[0]].name == u.name)
+            .find(|s| units[s.units[0]].name == units[i].name)
         {
-            Some(s) => {
-                s.units.push(i);
-                s.size += estimate_tokens(text);
+            Some(slot) => {
+                slot.units.push(i);
+                slot.size += size;
             }
             None => {
-                let src_texts = source_of.get(u.name.as_str()).cloned().unwrap_or_default();
-                let size = estimate_tokens(text)
-                    + src_texts.iter().map(|t| estimate_tokens(t)).sum::<usize>()
-                    + estimate_tokens(&u.name)
-                    + 2;
+                let name = &units[i].name;
+                let source_size: usize = (0..s.layout.units.len())
+                    .filter(|&j| s.layout.units[j].name == *name)
+                    .map(|j| estimate_tokens(s.unit_text(j)))
+                    .sum();
                 slots.push(Slot {
                     units: vec![i],
-                    source: src_texts,
-                    size,
+                    size: size + source_size + estimate_tokens(name) + 2,
                 });
             }
         }
@@ -607,30 +686,29 @@ pub fn plan(
         warnings.push("its draft has no items to split: sent whole".into());
         return Ok(None);
     }
-    let part_of = |group: &[usize]| part(draft, &layout, &slots, group, &stubs);
+    let part_of = |group: &[usize]| part(&d, &s, &slots, group, &stubs);
     let shared = prompt_tokens(&render(&part_of(&[]), 1, 1)?);
-    if shared >= budget {
+    let room = budget.saturating_sub(shared);
+    if room == 0 {
         warnings.push(format!(
-            "its shared context alone (system prompt, API, the draft's `use` lines and check) is about {shared} tokens, over the prompt budget of {budget}: sent whole"
+            "its shared context alone (system prompt, API, the draft's `use` lines and check) is about {shared} tokens, over the prompt budget of {budget}: each item is sent alone"
         ));
-        return Ok(None);
     }
-    let room = budget - shared;
     // First fit, largest first.
     let mut order: Vec<usize> = (0..slots.len()).collect();
-    order.sort_by_key(|&s| std::cmp::Reverse(slots[s].size));
-    let mut groups: Vec<(Vec<usize>, usize)> = Vec::new();
-    for s in order {
-        let size = slots[s].size;
-        match groups.iter_mut().find(|(_, used)| used + size <= room) {
-            Some((g, used)) if size <= room => {
-                g.push(s);
+    order.sort_by_key(|&i| std::cmp::Reverse(slots[i].size));
+    let mut packed: Vec<(Vec<usize>, usize)> = Vec::new();
+    for i in order {
+        let size = slots[i].size;
+        match packed.iter_mut().find(|(_, used)| used + size <= room) {
+            Some((g, used)) => {
+                g.push(i);
                 *used += size;
             }
-            _ => groups.push((vec![s], size)),
+            None => packed.push((vec![i], size)),
         }
     }
-    let mut groups: Vec<Vec<usize>> = groups
+    let mut groups: Vec<Vec<usize>> = packed
         .into_iter()
         .map(|(mut g, _)| {
             g.sort();
@@ -676,91 +754,47 @@ pub fn plan(
 }
 
 /// The part of the module a group of slots shows.
-fn part(draft: &str, layout: &Layout, slots: &[Slot], group: &[usize], stubs: &[String]) -> Part {
+fn part(d: &Read<'_>, s: &Read<'_>, slots: &[Slot], group: &[usize], stubs: &[String]) -> Part {
+    let units = &d.layout.units;
     let mine: BTreeSet<usize> = group
         .iter()
-        .flat_map(|&s| slots[s].units.iter().copied())
+        .flat_map(|&i| slots[i].units.iter().copied())
         .collect();
     let mut items: Vec<String> = Vec::new();
     let mut nested: Vec<String> = Vec::new();
-    let mut names = BTreeSet::new();
     for &i in &mine {
-        let u = &layout.units[i];
+        let u = &units[i];
         if !items.contains(&u.name) {
             items.push(u.name.clone());
             if u.nested {
                 nested.push(u.name.clone());
             }
         }
-        idents(&draft[u.range.clone()], &mut names);
-        if let Place::Member(n) = u.place {
-            names.insert(layout.impls[n].key.0.clone());
-        }
     }
-    let mut source = String::new();
-    for &s in group {
-        for t in &slots[s].source {
-            idents(t, &mut names);
-            if !source.is_empty() {
-                source.push_str("\n\n");
-            }
-            source.push_str(t);
-        }
-    }
+    // The ARM64 source of the group's items.
+    let in_source: BTreeSet<usize> = (0..s.layout.units.len())
+        .filter(|&j| items.contains(&s.layout.units[j].name))
+        .collect();
+    let (source, _) = s.excerpt(false, &in_source, &BTreeSet::new());
     // The draft: head, the group's units whole, the outline of the units they name.
-    let mut out = String::new();
-    for h in &layout.head {
-        out.push_str(h);
-        out.push('\n');
-    }
-    let mut open: Option<usize> = None;
-    let mut hidden = 0usize;
-    let close = |out: &mut String, open: &mut Option<usize>| {
-        if open.take().is_some() {
-            out.push_str("}\n");
+    let mut names = BTreeSet::new();
+    idents(&source, &mut names);
+    let mut focus = source.clone();
+    for &i in &mine {
+        focus.push('\n');
+        focus.push_str(d.unit_text(i));
+        idents(d.unit_text(i), &mut names);
+        if let Place::Member(n) = units[i].place {
+            names.insert(d.layout.impls[n].key.0.clone());
         }
-    };
-    for (i, u) in layout.units.iter().enumerate() {
-        let shown = if mine.contains(&i) {
-            let start = line_start(draft, u.range.start);
-            let text = &draft[start..u.range.end];
-            Some(match u.place {
-                Place::Member(_) if start == u.range.start => format!("    {text}"),
-                _ => text.to_string(),
-            })
-        } else if u.place != Place::LeftOut && names.contains(&u.ident) {
-            Some(match u.place {
-                Place::Member(_) => format!("    {}", u.outline),
-                _ => u.outline.clone(),
-            })
-        } else {
-            None
-        };
-        let Some(text) = shown else {
-            hidden += 1;
-            continue;
-        };
-        match u.place {
-            Place::Member(n) if open == Some(n) => {}
-            Place::Member(n) => {
-                close(&mut out, &mut open);
-                out.push('\n');
-                out.push_str(&layout.impls[n].header);
-                out.push_str(" {\n");
-                open = Some(n);
-            }
-            _ => {
-                close(&mut out, &mut open);
-                out.push('\n');
-            }
-        }
-        out.push_str(&text);
-        out.push('\n');
     }
-    close(&mut out, &mut open);
-    let hidden = hidden + layout.others;
+    let outlined: BTreeSet<usize> = (0..units.len())
+        .filter(|i| !mine.contains(i))
+        .filter(|&i| units[i].place != Place::LeftOut && names.contains(&units[i].ident))
+        .collect();
+    let (mut draft, hidden) = d.excerpt(true, &mine, &outlined);
     if hidden > 0 && !group.is_empty() {
-        out.push_str(&format!(
+        draft.push_str(&format!(
             "\n// … {hidden} other item(s) of the draft, not shown: they stay as they are\n"
         ));
     }
@@ -779,9 +813,10 @@ fn part(draft: &str, layout: &Layout, slots: &[Slot], group: &[usize], stubs: &[
     Part {
         items,
         stubs,
-        draft: out,
-        source,
+        draft: draft.trim_end().to_string(),
+        source: source.trim_end().to_string(),
         nested,
+        focus,
     }
 }
 
@@ -1277,9 +1312,15 @@ mod tests {
     fn stubs_are_packed_into_groups_that_fit_the_budget() {
         let source = "pub struct Counter(u64);\nimpl Counter {\n    pub fn read(&self) -> u64 {\n        let v: u64;\n        unsafe { core::arch::asm!(\"mrs {}, cntpct_el0\", out(reg) v) };\n        v\n    }\n}\npub fn start() {\n    unsafe { core::arch::asm!(\"msr cntv_ctl_el0, {}\", in(reg) 1u64) };\n}\ncore::arch::global_asm!(include_str!(\"boot.S\"));\n";
         let mut warnings = Vec::new();
-        let whole = prompt_tokens(
-            &render(&part(DRAFT, &read(DRAFT).unwrap(), &[], &[], &[]), 1, 1).unwrap(),
-        );
+        let d = Read {
+            text: DRAFT,
+            layout: read(DRAFT).unwrap(),
+        };
+        let none = Read {
+            text: "",
+            layout: Layout::default(),
+        };
+        let whole = prompt_tokens(&render(&part(&d, &none, &[], &[], &[]), 1, 1).unwrap());
         // A budget a little over the shared context: one stub a group.
         let budget = whole + 110;
         let planned = plan(DRAFT, source, budget, &render, &mut warnings)
@@ -1344,11 +1385,12 @@ mod tests {
                 .any(|w| w.contains("alone needs a prompt of about")),
             "{warnings:?}"
         );
-        // The shared context alone over the budget: sent whole.
+        // The shared context alone over the budget: each item alone, and said.
         let mut warnings = Vec::new();
-        assert!(plan(DRAFT, source, 20, &render, &mut warnings)
+        let alone = plan(DRAFT, source, 20, &render, &mut warnings)
             .unwrap()
-            .is_none());
+            .unwrap();
+        assert_eq!(alone.parts.len(), 3);
         assert!(warnings[0].contains("shared context alone"), "{warnings:?}");
     }
 

@@ -260,11 +260,11 @@ impl Prompts {
         example_path: &str,
         triple: &str,
     ) -> Result<String> {
-        self.system_for(role, module, knowledge, example_path, triple, false)
+        self.system_for(role, module, knowledge, example_path, triple, None)
     }
 
     /// The system prompt; `part`: the answer is a group of the module's items, not a
-    /// whole file.
+    /// whole file, and the concept map keeps the entries this text of the group names.
     fn system_for(
         &self,
         role: Role,
@@ -272,16 +272,20 @@ impl Prompts {
         knowledge: &Knowledge,
         example_path: &str,
         triple: &str,
-        part: bool,
+        part: Option<&str>,
     ) -> Result<String> {
         let package = self.facts.packages.get(&module.package);
+        let mut concepts = concepts_for(module, knowledge);
+        if let Some(text) = part {
+            concepts = concepts_named_in(concepts, text);
+        }
         self.render(
             "system.md",
             minijinja::context! {
-                part => part,
+                part => part.is_some(),
                 agent => role.name(),
                 specialization => role.specialization(),
-                concepts => minijinja::Value::from(minijinja::value::Serde(concepts_for(module, knowledge))),
+                concepts => minijinja::Value::from(minijinja::value::Serde(concepts)),
                 example_path => example_path,
                 target => triple,
                 toolchain => minijinja::Value::from(minijinja::value::Serde(&self.facts.toolchain)),
@@ -378,7 +382,7 @@ impl Prompts {
                 knowledge,
                 p.target,
                 p.triple,
-                true,
+                Some(&part.focus),
             )?),
             Message::user(user),
         ])
@@ -437,6 +441,30 @@ pub fn stubs_of(draft: &str) -> Vec<String> {
         }
     }
     out
+}
+
+/// The concept-map entries `text` names (a group of a module's items): a register or
+/// an instruction whose name is one of its words, a family (`CNTV_*`) one of whose
+/// registers it names, and the component-wide entries (names of several words).
+pub fn concepts_named_in(concepts: Vec<Concept>, text: &str) -> Vec<Concept> {
+    let words: BTreeSet<String> = text
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|w| !w.is_empty())
+        .map(|w| w.to_ascii_uppercase())
+        .collect();
+    concepts
+        .into_iter()
+        .filter(|c| {
+            let name = c.name.to_ascii_uppercase();
+            if name.contains(' ') {
+                true
+            } else if let Some(prefix) = name.strip_suffix('*') {
+                words.iter().any(|w| w.starts_with(prefix))
+            } else {
+                words.contains(&name)
+            }
+        })
+        .collect()
 }
 
 /// The concept-map entries for a module: every system register and instruction its
