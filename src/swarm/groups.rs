@@ -620,6 +620,9 @@ impl Read<'_> {
     }
 }
 
+/// Renders a group's prompt: `(part, index, count)` (1-based index).
+pub type RenderPart<'a> = dyn Fn(&Part, usize, usize) -> Result<Vec<Message>> + 'a;
+
 /// Splits a module whose prompt is over `budget` tokens into groups of its items (see
 /// the module docs). `render(part, index, count)` gives a group's prompt. `None`: the
 /// draft does not parse, or there is nothing to split: the module goes as one request
@@ -628,7 +631,7 @@ pub fn plan(
     draft: &str,
     source: &str,
     budget: usize,
-    render: &dyn Fn(&Part, usize, usize) -> Result<Vec<Message>>,
+    render: &RenderPart<'_>,
     warnings: &mut Vec<String>,
 ) -> Result<Option<Planned>> {
     let Some(layout) = read(draft) else {
@@ -921,7 +924,9 @@ pub fn splice(
         edits.push((r.start, r.end, t, n));
     };
     let mut appended: Vec<String> = Vec::new();
-    let mut new_impls: Vec<((String, Option<String>), String, Vec<String>)> = Vec::new();
+    // (impl key, header, members) of impl blocks `base` lacks.
+    type NewImpl = ((String, Option<String>), String, Vec<String>);
+    let mut new_impls: Vec<NewImpl> = Vec::new();
     let mut taken: Vec<String> = Vec::new();
     let mut bound = b.bound.clone();
     let mut replaced: BTreeSet<usize> = BTreeSet::new();
