@@ -848,7 +848,10 @@ impl Config {
                 "llm-stall-timeout",
                 n(&self.llm_stall_timeout_secs, " s (streamed: silence)"),
             ),
-            ("prompt-budget", n(&self.prompt_budget, " tokens")),
+            (
+                "prompt-budget",
+                n(&self.prompt_budget, " tokens (estimated as characters / 3)"),
+            ),
         ] {
             rows.push((key.into(), value, source));
         }

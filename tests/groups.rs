@@ -93,8 +93,11 @@ fn fill_stubs(text: &str) -> String {
 
 /// The answer to a group prompt: its `use` lines and the asked items from the trimmed
 /// draft it shows, every stub filled.
-fn group_answer(user: &str) -> String {
-    let items = asked_items(user);
+fn group_answer(user: &str, omit_first: bool) -> String {
+    let mut items = asked_items(user);
+    if omit_first {
+        items.remove(0);
+    }
     let excerpt = between(user, "trimmed to this part\n", "\n```\n")
         .and_then(|r| r.split("```rust\n").nth(1))
         .expect("a trimmed draft")
@@ -141,9 +144,11 @@ fn group_answer(user: &str) -> String {
 }
 
 /// A model answering port prompts: a group prompt with [`group_answer`] (junk for
-/// the groups in `junk`), a whole-module prompt with its draft, stubs filled.
+/// the groups in `junk`, without the first item for those in `omit`, every time), a
+/// whole-module prompt with its draft, stubs filled.
 struct Model {
     junk: Vec<usize>,
+    omit: Vec<usize>,
     bodies: Arc<Mutex<Vec<Value>>>,
 }
 
@@ -154,9 +159,10 @@ impl Respond for Model {
         let user = first_user(&body);
         let content = match part_of(&user) {
             Some((i, _)) if self.junk.contains(&i) => "No code today, sorry.".to_string(),
-            Some(_) => {
+            Some((i, _)) => {
                 let target = between(&user, "whose info string is `", "`").unwrap();
-                format!("```rust {target}\n{}```\n", group_answer(&user))
+                let answer = group_answer(&user, self.omit.contains(&i));
+                format!("```rust {target}\n{answer}```\n")
             }
             None => {
                 let target = between(&user, "Write exactly this file: `", "`").unwrap();
@@ -176,13 +182,14 @@ impl Respond for Model {
     }
 }
 
-async fn server(junk: Vec<usize>) -> (MockServer, Arc<Mutex<Vec<Value>>>) {
+async fn server(junk: Vec<usize>, omit: Vec<usize>) -> (MockServer, Arc<Mutex<Vec<Value>>>) {
     let server = MockServer::start().await;
     let bodies = Arc::new(Mutex::new(Vec::new()));
     Mock::given(method("POST"))
         .and(path("/api/v1/chat/completions"))
         .respond_with(Model {
             junk,
+            omit,
             bodies: bodies.clone(),
         })
         .mount(&server)
@@ -263,7 +270,7 @@ fn groups_asked(asks: &[Value]) -> Vec<(usize, usize, Vec<String>)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_module_over_the_budget_goes_in_groups_within_it_and_is_merged_whole() {
-    let (server, bodies) = server(Vec::new()).await;
+    let (server, bodies) = server(Vec::new(), Vec::new()).await;
     let ws = copy_tree(&fixture_dir());
     let out = port(ws.path(), &server, Some(BUDGET)).await;
     assert_code(&out, 0);
@@ -370,7 +377,7 @@ async fn a_module_over_the_budget_goes_in_groups_within_it_and_is_merged_whole()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_group_with_a_junk_answer_keeps_the_drafts_items_the_others_are_ported() {
-    let (server, bodies) = server(vec![1]).await;
+    let (server, bodies) = server(vec![1], Vec::new()).await;
     let ws = copy_tree(&fixture_dir());
     let out = port(ws.path(), &server, Some(BUDGET)).await;
     assert_code(&out, 1);
@@ -423,9 +430,56 @@ async fn a_group_with_a_junk_answer_keeps_the_drafts_items_the_others_are_ported
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_answer_missing_an_item_is_sent_back_for_that_group_only() {
+    let (server, bodies) = server(Vec::new(), vec![2]).await;
+    let ws = copy_tree(&fixture_dir());
+    let out = port(ws.path(), &server, Some(BUDGET)).await;
+    assert_code(&out, 1);
+    let summary = json(&out);
+    let (module, task) = only_module(&summary);
+    let bodies = bodies.lock().unwrap().clone();
+    let asks = first_asks(&bodies);
+    let groups = groups_asked(&asks);
+    assert!(groups.len() >= 2, "{groups:?}");
+    let omitted = groups[1].2[0].clone();
+    // Group 2 was sent back once, naming only what it lacks; no other group was.
+    assert_eq!(bodies.len(), asks.len() + 1, "one resend");
+    let resend = bodies
+        .iter()
+        .find(|b| messages(b).len() == 4)
+        .map(|b| messages(b)[3].1.clone())
+        .unwrap();
+    assert!(
+        resend.contains(&format!("part 2 of {}", groups.len()))
+            && resend.contains("Missing from your answer")
+            && resend.contains(&format!("`{omitted}`")),
+        "{resend}"
+    );
+    for (_, _, items) in groups.iter().filter(|(i, _, _)| *i != 2) {
+        for item in items {
+            assert!(!resend.contains(&format!("`{item}`")), "{item}: {resend}");
+        }
+    }
+    // The item it never gave keeps the draft's stub; the group's others are ported.
+    let written =
+        std::fs::read_to_string(ws.path().join(module["target"].as_str().unwrap())).unwrap();
+    assert_eq!(
+        stubbed(&written),
+        BTreeSet::from([omitted.clone()]),
+        "{written}"
+    );
+    assert_eq!(task["status"], "done", "{task:#}");
+    assert_eq!(task["files_from"], "merged");
+    assert_eq!(task["contract"]["resent"], true);
+    assert_eq!(task["contract"]["missing"], json!([omitted]));
+    assert_eq!(task["contract"]["kept_from_draft"], json!([omitted]));
+    assert_eq!(summary["coverage"]["unported"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_small_budget_a_module_is_one_request_as_before() {
     for budget in [None, Some(10_000_000)] {
-        let (server, bodies) = server(Vec::new()).await;
+        let (server, bodies) = server(Vec::new(), Vec::new()).await;
         let ws = copy_tree(&fixture_dir());
         let out = port(ws.path(), &server, budget).await;
         assert_code(&out, 0);
