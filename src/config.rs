@@ -23,8 +23,12 @@ pub const DEFAULT_HEARTBEAT_MS: u64 = 1000;
 pub const DEFAULT_LLM_TIMEOUT_SECS: u64 = 180;
 /// Silence a streamed LLM answer may keep (no byte at all), seconds.
 pub const DEFAULT_LLM_STALL_TIMEOUT_SECS: u64 = 60;
-/// Tokens of one prompt (see [`Config::prompt_budget`]).
-pub const DEFAULT_PROMPT_BUDGET: u64 = 6000;
+/// Tokens of one prompt (see [`Config::prompt_budget`]), estimated at 3 characters a
+/// token (`swarm::groups::estimate_tokens`): sized for the default model, whose context
+/// window is far larger, so that a module of a few thousand lines still goes to it
+/// in one request (whole-module prompts run to about 16 000 tokens); a smaller model
+/// needs a smaller budget, about half its context window (the answer needs the rest).
+pub const DEFAULT_PROMPT_BUDGET: u64 = 32768;
 
 /// API key variables, in load-balancing order.
 pub const KEY_VARS: [&str; 4] = [
@@ -192,11 +196,12 @@ pub struct Config {
     /// `llm-max-tokens`). `None` (the default): sized per module from its files
     /// (`swarm::answer_max_tokens`).
     pub llm_max_tokens: Option<Setting<u32>>,
-    /// Upper bound, in tokens (about 4 characters each), of one prompt sent to the
-    /// model: system message, task, source, draft and retrieved context together
-    /// (`ETERNA_PORT_PROMPT_BUDGET`, metadata `prompt-budget`). A module whose prompt
-    /// would exceed it is sent in parts. Sized by default for a small local model's
-    /// context window, with room left for the answer.
+    /// Upper bound, in tokens (estimated at 3 characters each), of one port prompt
+    /// sent to the model: system message, task, source, draft and retrieved context
+    /// together (`ETERNA_PORT_PROMPT_BUDGET`, metadata `prompt-budget`). A module whose
+    /// prompt would exceed it is sent as groups of its items, each prompt within it
+    /// (`swarm::groups`). The default ([`DEFAULT_PROMPT_BUDGET`]) is sized for the
+    /// default model; for a small local model set about half its context window.
     pub prompt_budget: Setting<u64>,
     /// `ETERNA_PORT_LOG`: the log filter (`tracing` directives), read from the process
     /// environment before anything else; `None`: `warn` (`-v`, `-vv`, `-q` change it).
@@ -843,7 +848,10 @@ impl Config {
                 "llm-stall-timeout",
                 n(&self.llm_stall_timeout_secs, " s (streamed: silence)"),
             ),
-            ("prompt-budget", n(&self.prompt_budget, " tokens")),
+            (
+                "prompt-budget",
+                n(&self.prompt_budget, " tokens (estimated as characters / 3)"),
+            ),
         ] {
             rows.push((key.into(), value, source));
         }

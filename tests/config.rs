@@ -323,7 +323,7 @@ fn every_request_and_swarm_setting_shows_with_its_source() {
         ("heartbeat_ms", 1000),
         ("llm_timeout_secs", 180),
         ("llm_stall_timeout_secs", 60),
-        ("prompt_budget", 6000),
+        ("prompt_budget", 32768),
     ] {
         assert_eq!(c[key]["value"], value, "{key}: {c:#}");
         assert_eq!(c[key]["source"]["kind"], "default", "{key}");

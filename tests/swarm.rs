@@ -849,6 +849,7 @@ async fn the_coordinator_bounds_concurrency_and_keeps_a_health_table() {
             ask_model: true,
             api: Vec::new(),
             max_tokens: Some(64),
+            group: None,
         })
         .collect();
     let opts = swarm::SwarmOptions {
@@ -1486,6 +1487,7 @@ async fn a_rejected_answer_cut_at_max_tokens_says_so() {
         ask_model: true,
         api: Vec::new(),
         max_tokens: Some(64),
+        group: None,
     };
     let opts = swarm::SwarmOptions {
         jobs: 1,

@@ -104,6 +104,7 @@ impl DebugFixer<'_> {
             ask_model: true,
             api: Vec::new(),
             max_tokens,
+            group: None,
         }))
     }
 }

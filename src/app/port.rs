@@ -211,6 +211,7 @@ pub(super) fn cmd_port(g: &GlobalArgs, targets: &[String], flags: &PortFlags) ->
         allow_deps: flags.allow_deps,
         triple: &s.config.target.value,
         llm,
+        prompt_budget: Some(s.config.prompt_budget.value as usize),
     })?;
     tracing::debug!(
         tasks = tasks.len(),

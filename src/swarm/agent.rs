@@ -10,6 +10,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::contract::{self, Judgement};
+use super::groups;
 use super::{Backend, ContractReport, FilesFrom, LlmBackend, Role, Task, TaskResult, TaskStatus};
 use crate::llm::{extract_files, ChatRequest, LlmError, Message, Usage};
 
@@ -330,7 +331,11 @@ async fn ask_model(
                     .iter()
                     .find(|(rel, _)| rel == target_rel)
                     .map_or("", |(_, t)| t.as_str());
-                let judged = contract::judge(draft, &task.api, text);
+                // A group's answer is judged for the group's items only.
+                let judged = match &task.group {
+                    Some(g) => groups::judge(draft, &task.api, text, g),
+                    None => contract::judge(draft, &task.api, text),
+                };
                 match sent_back.take() {
                     None if judged.clean() => return done(files, None, usage),
                     None => {
@@ -344,7 +349,10 @@ async fn ask_model(
                             .strip_prefix(task.package_dir.as_str())
                             .unwrap_or(target_rel);
                         messages.push(Message::assistant(answer));
-                        messages.push(Message::user(judged.resend_message(shown)));
+                        messages.push(Message::user(match &task.group {
+                            Some(g) => groups::resend_message(&judged, shown, g),
+                            None => judged.resend_message(shown),
+                        }));
                         sent_back = Some((files, judged));
                     }
                     Some(_) if judged.clean() => {
@@ -430,6 +438,31 @@ fn merged(
     (mut files, judged): (Vec<(String, String)>, Judgement),
     note: Option<String>,
 ) -> TaskResult {
+    if let Some(g) = &task.group {
+        // A group's answer holds only its items: the items it falls short on keep the
+        // draft's when the module's groups are merged ([`groups::fold`]).
+        let mut report = judged.report();
+        report.resent = true;
+        report.kept_from_draft = report
+            .missing
+            .iter()
+            .chain(&report.changed)
+            .filter_map(|n| g.unit_of(n))
+            .fold(Vec::new(), |mut v: Vec<String>, i| {
+                if !v.iter().any(|x| x == i) {
+                    v.push(i.to_string());
+                }
+                v
+            });
+        report.note = note;
+        tracing::debug!(task = %task.id, kept = report.kept_from_draft.len(), "group answer falls short; its items keep the draft");
+        return TaskResult {
+            files,
+            files_from: FilesFrom::Merged,
+            contract: Some(report),
+            ..result(name, task, TaskStatus::Done)
+        };
+    }
     let answer = files
         .iter()
         .find(|(rel, _)| rel == target_rel)

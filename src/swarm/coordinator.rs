@@ -27,7 +27,8 @@ pub struct SwarmOptions {
 /// What the swarm returns.
 #[derive(Debug)]
 pub struct SwarmOutcome {
-    /// One result per task, in task order.
+    /// One result per task, in task order; the group tasks of a module
+    /// ([`super::Task::group`]) folded into one result with the module's task id.
     pub results: Vec<TaskResult>,
     /// The health table at the end of the run (the PrimaryAgent first).
     pub health: Vec<HealthRecord>,
@@ -378,6 +379,9 @@ pub async fn run(
             })
         })
         .collect();
+    // A module sent as groups of its items is one result again: every group's accepted
+    // items merged into its draft (each group had its own events).
+    let results = super::groups::fold(&tasks, results);
 
     let mut table = vec![primary_record(&results, &backend)];
     table.extend(health.iter().map(Health::record));

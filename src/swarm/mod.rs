@@ -24,6 +24,7 @@ mod agent;
 pub mod cache;
 pub mod contract;
 mod coordinator;
+pub mod groups;
 pub mod primary;
 pub mod prompts;
 
@@ -35,6 +36,7 @@ use serde::Serialize;
 pub use cache::ResponseCache;
 pub use contract::ContractReport;
 pub use coordinator::{run, SwarmOptions, SwarmOutcome};
+pub use groups::Group;
 
 use crate::llm::{ExtractOptions, LlmClient, Message, Usage};
 
@@ -108,10 +110,16 @@ pub struct Task {
     /// `max_tokens` of the task's requests ([`answer_max_tokens`] of its files), unless
     /// the `llm-max-tokens` setting overrides it ([`LlmBackend::max_tokens`]).
     pub max_tokens: Option<u32>,
+    /// The group of the module's items this task asks for, when the module's prompt
+    /// was over the prompt budget ([`groups`]): the answer is judged for those items
+    /// only, and [`run`] merges the module's groups into one result. `None`: the whole
+    /// module.
+    pub group: Option<Group>,
 }
 
-/// Tokens per character assumed for source text: 4 characters a token, the usual
-/// estimate for English and code (the prompts' budget counts the same way).
+/// Characters per token assumed for the size of an answer: 4 characters a token, the
+/// usual estimate for English and code. (The prompt budget counts 3, on the safe side
+/// for a prompt: [`groups::estimate_tokens`].)
 pub const CHARS_PER_TOKEN: usize = 4;
 /// An answer's room over the size of the file it rewrites: stubs become bodies, and
 /// code tokenizes denser than prose.

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 
 use super::prompts::{ContextChunk, PortPrompt, Prompts};
-use super::{contract, FilesFrom, Role, Task, TaskResult, TaskStatus};
+use super::{contract, groups, FilesFrom, Role, Task, TaskResult, TaskStatus};
 use crate::engine::port::{Mode, PortOutput};
 use crate::knowledge::Knowledge;
 use crate::llm::ExtractOptions;
@@ -42,6 +42,10 @@ pub struct Inputs<'a> {
     pub triple: &'a str,
     /// Whether prompts are needed at all (LLM backend).
     pub llm: bool,
+    /// The prompt budget in tokens (the `prompt-budget` setting): a port prompt over it
+    /// is sent as groups of the module's items ([`super::groups`]). `None`: every
+    /// module in one request.
+    pub prompt_budget: Option<usize>,
 }
 
 /// `dir` of `package` relative to the root, `""` or ending in `/`.
@@ -117,20 +121,76 @@ pub fn port_tasks(inp: &Inputs<'_>) -> Result<Vec<Task>> {
                 .collect();
             // In place, the draft is the whole file (the ARM64 items gated, their
             // x86_64 twins added): the CodeAgent edits it.
-            messages = inp.prompts.port(
-                role,
-                &PortPrompt {
-                    module,
-                    source: &in_pkg(&report.source),
-                    target: &target_pkg,
-                    source_text: &source_text,
-                    draft: Some(&draft),
-                    dependents,
-                    context: (inp.context)(module),
-                    triple: inp.triple,
-                },
-                inp.knowledge,
-            )?;
+            let prompt = PortPrompt {
+                module,
+                source: &in_pkg(&report.source),
+                target: &target_pkg,
+                source_text: &source_text,
+                draft: Some(&draft),
+                dependents,
+                context: (inp.context)(module),
+                triple: inp.triple,
+            };
+            messages = inp.prompts.port(role, &prompt, inp.knowledge)?;
+            // Over the prompt budget: a port is sent as groups of its items.
+            let tokens = groups::prompt_tokens(&messages);
+            match inp.prompt_budget {
+                Some(budget) if tokens > budget && role == Role::EternaPort => {
+                    let mut warnings = Vec::new();
+                    let render = |part: &groups::Part, index: usize, count: usize| {
+                        inp.prompts
+                            .port_group(&prompt, part, index, count, inp.knowledge)
+                    };
+                    let planned =
+                        groups::plan(&draft, &source_text, budget, &render, &mut warnings)?;
+                    for w in &warnings {
+                        tracing::warn!(
+                            "{}: its prompt of about {tokens} tokens is over the prompt budget of {budget}; {w}",
+                            module.module_path
+                        );
+                    }
+                    if let Some(planned) = planned {
+                        let module_task = format!("{}#port", module.module_path);
+                        tracing::debug!(
+                            module = %module.module_path,
+                            tokens,
+                            budget,
+                            groups = planned.parts.len(),
+                            "port prompt over the budget: sent as groups of its items"
+                        );
+                        let groups = planned.groups(&module_task);
+                        for ((part, messages), group) in planned.parts.into_iter().zip(groups) {
+                            tasks.push(Task {
+                                id: group.task_id(),
+                                module: module.module_path.clone(),
+                                role,
+                                messages,
+                                extract: ExtractOptions {
+                                    allowed: vec![target_pkg.clone()],
+                                    default_target: Some(target_pkg.clone()),
+                                    allow_deps: inp.allow_deps,
+                                },
+                                package_dir: prefix.clone(),
+                                draft: vec![(target_rel.to_string(), draft.clone())],
+                                ask_model: true,
+                                api: api_of_task(report.mode, module),
+                                // The answer holds the group's items only.
+                                max_tokens: Some(super::answer_max_tokens([
+                                    part.draft.as_str(),
+                                    part.source.as_str(),
+                                ])),
+                                group: Some(group),
+                            });
+                        }
+                        continue;
+                    }
+                }
+                Some(budget) if tokens > budget => tracing::warn!(
+                    "{}: its prompt of about {tokens} tokens is over the prompt budget of {budget}; a file edited in place is sent whole",
+                    module.module_path
+                ),
+                _ => {}
+            }
         }
         tasks.push(Task {
             id: format!(
@@ -152,16 +212,22 @@ pub fn port_tasks(inp: &Inputs<'_>) -> Result<Vec<Task>> {
             package_dir: prefix,
             draft: vec![(target_rel.to_string(), draft)],
             ask_model: ask,
-            // A mirrored module's file is the whole ARM64 module: its public items
-            // are the API. Split and in-place drafts hold only their part of it.
-            api: match report.mode {
-                Mode::Mirrored => module.items.clone(),
-                Mode::Split | Mode::InPlace => Vec::new(),
-            },
+            api: api_of_task(report.mode, module),
             max_tokens,
+            group: None,
         });
     }
     Ok(tasks)
+}
+
+/// The API items a task's answer is held to where its draft lacks them: a mirrored
+/// module's file is the whole ARM64 module, so its public items are the API; split and
+/// in-place drafts hold only their part of it.
+fn api_of_task(mode: Mode, module: &ModulePlan) -> Vec<crate::workspace::Item> {
+    match mode {
+        Mode::Mirrored => module.items.clone(),
+        Mode::Split | Mode::InPlace => Vec::new(),
+    }
 }
 
 fn read(root: &Path, rel: &str) -> Result<String> {
@@ -175,7 +241,9 @@ fn read(root: &Path, rel: &str) -> Result<String> {
 pub fn integrate(output: &mut PortOutput, results: &[TaskResult]) -> BTreeSet<String> {
     let mut deps = BTreeSet::new();
     for r in results {
-        if r.status != TaskStatus::Done || r.files_from == FilesFrom::Draft {
+        // A module sent in groups fails when one of its groups failed, and still
+        // brings the other groups' items (the failed group's keep the draft's).
+        if r.status == TaskStatus::Cancelled || r.files_from == FilesFrom::Draft {
             continue;
         }
         let target = output
@@ -339,6 +407,7 @@ mod tests {
             allow_deps: false,
             triple: "x86_64-unknown-none",
             llm,
+            prompt_budget: None,
         };
         let tasks = port_tasks(&inputs(true)).unwrap();
         let summary: Vec<(Role, bool, &str)> = tasks

@@ -32,6 +32,7 @@ const CODE: &str = include_str!("../../templates/prompts/code.md");
 const DEBUG: &str = include_str!("../../templates/prompts/debug.md");
 const CHECK: &str = include_str!("../../templates/prompts/check.md");
 const TASK: &str = include_str!("../../templates/prompts/task.md");
+const ETERNA_PORT_GROUP: &str = include_str!("../../templates/prompts/eterna_port_group.md");
 
 /// At most this many concept-map entries go into one system prompt.
 const MAX_CONCEPTS: usize = 60;
@@ -216,6 +217,7 @@ impl Prompts {
             ("debug.md", DEBUG),
             ("check.md", CHECK),
             ("task.md", TASK),
+            ("eterna_port_group.md", ETERNA_PORT_GROUP),
         ] {
             env.add_template(name, text)
                 .with_context(|| format!("internal: prompt template {name} does not parse"))?;
@@ -260,13 +262,32 @@ impl Prompts {
         example_path: &str,
         triple: &str,
     ) -> Result<String> {
+        self.system_for(role, module, knowledge, example_path, triple, None)
+    }
+
+    /// The system prompt; `part`: the answer is a group of the module's items, not a
+    /// whole file, and the concept map keeps the entries this text of the group names.
+    fn system_for(
+        &self,
+        role: Role,
+        module: &ModulePlan,
+        knowledge: &Knowledge,
+        example_path: &str,
+        triple: &str,
+        part: Option<&str>,
+    ) -> Result<String> {
         let package = self.facts.packages.get(&module.package);
+        let mut concepts = concepts_for(module, knowledge);
+        if let Some(text) = part {
+            concepts = concepts_named_in(concepts, text);
+        }
         self.render(
             "system.md",
             minijinja::context! {
+                part => part.is_some(),
                 agent => role.name(),
                 specialization => role.specialization(),
-                concepts => minijinja::Value::from(minijinja::value::Serde(concepts_for(module, knowledge))),
+                concepts => minijinja::Value::from(minijinja::value::Serde(concepts)),
                 example_path => example_path,
                 target => triple,
                 toolchain => minijinja::Value::from(minijinja::value::Serde(&self.facts.toolchain)),
@@ -310,6 +331,61 @@ impl Prompts {
         )?;
         Ok(vec![
             Message::system(self.system(role, p.module, knowledge, p.target, p.triple)?),
+            Message::user(user),
+        ])
+    }
+
+    /// System and user messages for one group of a module's items (an EternaPortAgent
+    /// task over the prompt budget, [`super::groups`]): the shared context (toolchain,
+    /// concept map, the module's whole API, the draft's check) and the `part`: the
+    /// draft trimmed to the group's items and the ARM64 source of those items; only
+    /// the group's items are asked for.
+    pub fn port_group(
+        &self,
+        p: &PortPrompt<'_>,
+        part: &super::groups::Part,
+        index: usize,
+        count: usize,
+        knowledge: &Knowledge,
+    ) -> Result<Vec<Message>> {
+        let draft = p.draft.unwrap_or(p.source_text);
+        let check = self.draft_check(&p.module.module_path);
+        let others: Vec<String> = part
+            .items
+            .iter()
+            .filter(|i| !part.stubs.contains(i))
+            .cloned()
+            .collect();
+        let user = self.render(
+            "eterna_port_group.md",
+            minijinja::context! {
+                module_path => &p.module.module_path,
+                component => &p.module.component,
+                package => &p.module.package,
+                source => p.source,
+                target => p.target,
+                index => index,
+                count => count,
+                dependents => &p.dependents,
+                api => api_of(p.module, draft),
+                items => &part.items,
+                stubs => &part.stubs,
+                others => others,
+                draft => &part.draft,
+                source_text => &part.source,
+                check => minijinja::Value::from(minijinja::value::Serde(&check)),
+                check_target => if self.checks.target.is_empty() { p.triple } else { self.checks.target.as_str() },
+            },
+        )?;
+        Ok(vec![
+            Message::system(self.system_for(
+                Role::EternaPort,
+                p.module,
+                knowledge,
+                p.target,
+                p.triple,
+                Some(&part.focus),
+            )?),
             Message::user(user),
         ])
     }
@@ -368,6 +444,30 @@ pub fn stubs_of(draft: &str) -> Vec<String> {
         }
     }
     out
+}
+
+/// The concept-map entries `text` names (a group of a module's items): a register or
+/// an instruction whose name is one of its words, a family (`CNTV_*`) one of whose
+/// registers it names, and the component-wide entries (names of several words).
+pub fn concepts_named_in(concepts: Vec<Concept>, text: &str) -> Vec<Concept> {
+    let words: BTreeSet<String> = text
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|w| !w.is_empty())
+        .map(|w| w.to_ascii_uppercase())
+        .collect();
+    concepts
+        .into_iter()
+        .filter(|c| {
+            let name = c.name.to_ascii_uppercase();
+            if name.contains(' ') {
+                true
+            } else if let Some(prefix) = name.strip_suffix('*') {
+                words.iter().any(|w| w.starts_with(prefix))
+            } else {
+                words.contains(&name)
+            }
+        })
+        .collect()
 }
 
 /// The concept-map entries for a module: every system register and instruction its
