@@ -541,20 +541,6 @@ pub fn run_loop(
                 check = round.before;
                 // The fixer is asked again about the same errors: that is not "no progress".
                 previous_hash = None;
-                // A fixer that made things worse twice running is not asked a third time.
-                if fixer_regressions >= 2 {
-                    let reason = StopReason::Regressed;
-                    it.outcome = reason.as_str().into();
-                    record(&it.to_record())?;
-                    iterations.push(it);
-                    return Ok(LoopOutcome {
-                        stop: reason,
-                        iterations,
-                        final_report: check.report,
-                        check_time,
-                        total_time: started.elapsed(),
-                    });
-                }
             } else if round.by == "fixer" {
                 fixer_regressions = 0;
             }
@@ -563,7 +549,10 @@ pub fn run_loop(
         let hash = report.errors_hash();
         let mut stopped = None;
         let rustfix_ready = opts.apply_rustfix && !rustfix_off && !check.suggestions.is_empty();
-        if report.clean() && !report.complete() {
+        if fixer_regressions >= 2 {
+            // A fixer that made things worse twice running is not asked a third time.
+            stopped = Some(StopReason::Regressed);
+        } else if report.clean() && !report.complete() {
             stopped = Some(StopReason::NotCompiled);
         } else if report.clean() && !rustfix_ready {
             stopped = Some(StopReason::Clean);

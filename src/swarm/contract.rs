@@ -83,11 +83,10 @@ impl Judgement {
         self.missing.len() + self.changed.len()
     }
 
-    /// The message that sends an answer back: every shortfall with its expected item.
-    pub fn resend_message(&self, target: &str) -> String {
-        let mut s = format!(
-            "Your answer for `{target}` does not keep the module's API: the rest of the workspace uses these items with exactly these signatures.\n"
-        );
+    /// The answer's shortfalls as the resend message lists them: what is missing, what
+    /// changed, each with its expected item.
+    pub fn shortfall_lines(&self) -> String {
+        let mut s = String::new();
         if !self.missing.is_empty() {
             s.push_str("\nMissing from your answer:\n");
             for m in &self.missing {
@@ -105,6 +104,15 @@ impl Judgement {
                 ));
             }
         }
+        s
+    }
+
+    /// The message that sends an answer back: every shortfall with its expected item.
+    pub fn resend_message(&self, target: &str) -> String {
+        let mut s = format!(
+            "Your answer for `{target}` does not keep the module's API: the rest of the workspace uses these items with exactly these signatures.\n"
+        );
+        s.push_str(&self.shortfall_lines());
         s.push_str(&format!(
             "\nAnswer again with the complete file `{target}` in a ```rust block whose info string names its path: keep every item of the API with its signature and visibility, give each a real x86_64 body (no `unimplemented!`/`todo!` where the draft has a working one), and keep the helpers you added."
         ));

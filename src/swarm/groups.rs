@@ -846,23 +846,7 @@ pub fn resend_message(j: &Judgement, target: &str, group: &Group) -> String {
         "Your answer for part {} of {} of `{target}` does not keep the module's API: the rest of the workspace uses these items with exactly these signatures.\n",
         group.index, group.count
     );
-    if !j.missing.is_empty() {
-        s.push_str("\nMissing from your answer:\n");
-        for m in &j.missing {
-            s.push_str(&format!("- `{}`: `{}`\n", m.name, m.expected));
-        }
-    }
-    if !j.changed.is_empty() {
-        s.push_str("\nChanged in your answer:\n");
-        for c in &j.changed {
-            s.push_str(&format!(
-                "- `{}`: expected `{}`, found {}\n",
-                c.name,
-                c.expected,
-                c.found.as_deref().unwrap_or("nothing")
-            ));
-        }
-    }
+    s.push_str(&j.shortfall_lines());
     s.push_str(&format!(
         "\nAnswer again with only this part's items ({}) for `{target}`, in one ```rust block whose info string names that path: each with its signature and visibility and a real x86_64 body, methods inside an `impl` block of their type, with the `use` lines and helpers they need.",
         group
