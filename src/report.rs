@@ -679,7 +679,7 @@ pub fn last_run_human(r: &LastRun) -> String {
         }
     }
     if !r.items.is_empty() {
-        // Per module: how many items are ported, stubbed, left out, and by whom.
+        // Per module: how many items are ported, stubbed, left out, missing, and by whom.
         type Counts<K> = std::collections::BTreeMap<K, usize>;
         let mut modules: Vec<(&str, Counts<&str>, Counts<String>)> = Vec::new();
         for i in &r.items {
@@ -700,18 +700,19 @@ pub fn last_run_human(r: &LastRun) -> String {
         let w = modules.iter().map(|m| m.0.len()).max().unwrap_or(6).max(6);
         let _ = writeln!(
             s,
-            "{BOLD}{:<w$}  {:>6}  {:>7}  {:>8}  PORTED BY{BOLD:#}",
-            "MODULE", "PORTED", "STUBBED", "LEFT OUT"
+            "{BOLD}{:<w$}  {:>6}  {:>7}  {:>8}  {:>7}  PORTED BY{BOLD:#}",
+            "MODULE", "PORTED", "STUBBED", "LEFT OUT", "MISSING"
         );
         for (module, status, by) in &modules {
             let n = |k: &str| status.get(k).copied().unwrap_or(0);
             let by: Vec<String> = by.iter().map(|(who, k)| format!("{who} {k}")).collect();
             let _ = writeln!(
                 s,
-                "{module:<w$}  {:>6}  {:>7}  {:>8}  {}",
+                "{module:<w$}  {:>6}  {:>7}  {:>8}  {:>7}  {}",
                 n("ported"),
                 n("stubbed"),
                 n("left-out"),
+                n("missing"),
                 if by.is_empty() {
                     "-".to_string()
                 } else {

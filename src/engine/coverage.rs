@@ -1,6 +1,8 @@
 //! Coverage counted from the text the port writes: every named item and every
 //! method or associated item of an `impl`, each `ported`, `stubbed` (its body is an
-//! `eterna-port` stub), or `left-out` (ARM64 assembly the port dropped).
+//! `eterna-port` stub), or `left-out` (ARM64 assembly the port dropped); and `missing`
+//! for an item of the module's API (the ARM64 source's public items) the written text
+//! has nothing of that name for.
 
 use serde::Serialize;
 use syn::spanned::Spanned;
@@ -17,6 +19,7 @@ pub enum ItemStatus {
     Ported,
     Stubbed,
     LeftOut,
+    Missing,
 }
 
 impl ItemStatus {
@@ -25,6 +28,7 @@ impl ItemStatus {
             ItemStatus::Ported => "ported",
             ItemStatus::Stubbed => "stubbed",
             ItemStatus::LeftOut => "left-out",
+            ItemStatus::Missing => "missing",
         }
     }
 }

@@ -55,8 +55,13 @@ pub struct ModuleReport {
     pub items_total: usize,
     pub items_ported: usize,
     pub unported: Vec<Unported>,
-    /// Every item of the x86_64 text written for the module, with its status.
+    /// Every item of the x86_64 text written for the module, with its status, and the
+    /// items of its API the text has nothing for (`missing`).
     pub items: Vec<ItemReport>,
+    /// The module's API items the engine's draft lacks (`(name, item)`, from the ARM64
+    /// source's public items): reported `missing` while the written text lacks them.
+    #[serde(skip)]
+    pub expected: Vec<(String, String)>,
 }
 
 impl ModuleReport {
@@ -79,9 +84,19 @@ impl ModuleReport {
             items_ported: 0,
             unported: Vec::new(),
             items: Vec::new(),
+            expected: Vec::new(),
         };
         r.set_items(items);
         r
+    }
+
+    /// The same report, holding the written text to the API items `expected` (see
+    /// [`crate::swarm::contract::absent_from`]): those it lacks count as `missing`.
+    pub fn expecting(mut self, expected: Vec<(String, String)>) -> Self {
+        self.expected = expected;
+        let items = std::mem::take(&mut self.items);
+        self.set_items(items);
+        self
     }
 
     /// Recounts the module from the items of its new text, crediting `by` (and
@@ -92,8 +107,23 @@ impl ModuleReport {
         self.set_items(items);
     }
 
-    /// Recounts the module from the items of its final text.
-    pub fn set_items(&mut self, items: Vec<ItemReport>) {
+    /// Recounts the module from the items of its final text, with a `missing` item for
+    /// each expected API item the text has nothing of that name for.
+    pub fn set_items(&mut self, mut items: Vec<ItemReport>) {
+        items.retain(|i| i.status != ItemStatus::Missing);
+        for (name, item) in &self.expected {
+            if !items.iter().any(|i| &i.name == name) {
+                items.push(ItemReport {
+                    name: name.clone(),
+                    kind: "api",
+                    status: ItemStatus::Missing,
+                    reason: Some(format!("the written module has no `{item}`")),
+                    by: None,
+                    model: None,
+                    text_hash: 0,
+                });
+            }
+        }
         self.items_total = items.len();
         self.items_ported = items
             .iter()
@@ -211,6 +241,7 @@ pub fn port(job: &PortJob<'_>) -> Result<PortOutput> {
             .map_err(|e| anyhow::anyhow!("{}:{}: does not parse: {e}", m.source, e.line))?;
         let crate_name = m.module_path.split("::").next().unwrap_or_default();
         let mode = mode_of(m);
+        let mut expected = Vec::new();
         let report_items = match mode {
             Mode::InPlace => {
                 let children: BTreeMap<String, String> = src_items
@@ -247,6 +278,7 @@ pub fn port(job: &PortJob<'_>) -> Result<PortOutput> {
                     },
                 );
                 let text = keep_fix_stubs(job.root, &m.target, text);
+                expected = crate::swarm::contract::absent_from(&text, &m.items);
                 let report = items_of(&text);
                 pending.insert(m.target.clone(), text);
                 out.generated.insert(m.target.clone());
@@ -266,7 +298,8 @@ pub fn port(job: &PortJob<'_>) -> Result<PortOutput> {
                 report
             }
         };
-        out.modules.push(ModuleReport::new(m, mode, report_items));
+        out.modules
+            .push(ModuleReport::new(m, mode, report_items).expecting(expected));
     }
     skip_undeclared_children(job, &elsewhere, &mut pending, &mut out);
     gate_arm_dependencies(job, &mut pending, &mut out)?;

@@ -676,7 +676,7 @@ fn statuses(items: &[ItemReport]) -> BTreeMap<&str, (usize, usize)> {
         match i.status {
             ItemStatus::Ported => e.0 += 1,
             ItemStatus::Stubbed => e.1 += 1,
-            ItemStatus::LeftOut => {}
+            ItemStatus::LeftOut | ItemStatus::Missing => {}
         }
     }
     out
@@ -734,6 +734,16 @@ pub fn judge(draft: &str, scanned: &[ScanItem], answer: &str) -> Judgement {
         }
     }
     j
+}
+
+/// The public items of the ARM64 source (`scanned`) that `text` has nothing of that
+/// name for (through its type aliases too): `(name, the item as the source has it)`.
+pub fn absent_from(text: &str, scanned: &[ScanItem]) -> Vec<(String, String)> {
+    judge(text, scanned, text)
+        .missing
+        .into_iter()
+        .map(|s| (s.name, s.expected))
+        .collect()
 }
 
 const STUB_FOR_BODY: &str = "a stub (`unimplemented!`/`todo!`) where the draft has a working body";

@@ -501,6 +501,75 @@ mod tests {
     }
 
     #[test]
+    fn an_api_item_the_written_text_lacks_is_missing_until_an_answer_brings_it() {
+        let mut vm = module(
+            "hv::arch::aarch64::vm",
+            "hv/src/arch/aarch64/vm.rs",
+            "hv/src/arch/x86_64/vmcs.rs",
+        );
+        vm.items.push(crate::workspace::Item {
+            kind: crate::workspace::ItemKind::Fn,
+            name: "disable".into(),
+            signature: "pub fn disable(vm: u32)".into(),
+            line: 2,
+        });
+        // A draft with `enable` only: `disable` of the ARM64 source is missing.
+        let draft = "pub fn enable() -> u64 { 0 }\n";
+        let expected = contract::absent_from(draft, &vm.items);
+        assert_eq!(
+            expected,
+            [("disable".to_string(), "pub fn disable(vm: u32)".to_string())]
+        );
+        let report = crate::engine::port::ModuleReport::new(
+            &vm,
+            Mode::Mirrored,
+            crate::engine::coverage::items_of(draft),
+        )
+        .expecting(expected);
+        assert_eq!((report.items_ported, report.items_total), (1, 2));
+        let missing = report.items.iter().find(|i| i.name == "disable").unwrap();
+        assert_eq!(missing.status.as_str(), "missing");
+        assert!(report
+            .unported
+            .iter()
+            .any(|u| u.item == "disable" && u.reason.contains("pub fn disable(vm: u32)")));
+        let mut output = PortOutput {
+            changes: vec![crate::engine::port::FileChange {
+                rel: vm.target.clone(),
+                new: draft.into(),
+            }],
+            modules: vec![report],
+            ..PortOutput::default()
+        };
+        let answer = "pub fn enable() -> u64 { 0 }\npub fn disable(vm: u32) { let _ = vm; }\n";
+        let result = TaskResult {
+            task: "hv::arch::aarch64::vm#port".into(),
+            module: vm.module_path.clone(),
+            role: Role::EternaPort,
+            agent: "EternaPortAgent#1".into(),
+            status: TaskStatus::Done,
+            files: vec![(vm.target.clone(), answer.into())],
+            files_from: FilesFrom::Model,
+            attempts: 1,
+            requests: 1,
+            cache_hits: 0,
+            usage: Default::default(),
+            latency: Default::default(),
+            error: None,
+            contract: None,
+            fatal: false,
+        };
+        integrate(&mut output, &[result]);
+        let m = &output.modules[0];
+        assert_eq!((m.items_ported, m.items_total), (2, 2), "{:?}", m.unported);
+        let disable = m.items.iter().find(|i| i.name == "disable").unwrap();
+        assert_eq!(
+            (disable.status.as_str(), disable.by.as_deref()),
+            ("ported", Some("agent:EternaPortAgent#1"))
+        );
+    }
+
+    #[test]
     fn package_prefix_is_relative_with_a_slash() {
         let root = Path::new("/ws");
         assert_eq!(package_prefix(root, Some(&PathBuf::from("/ws"))), "");

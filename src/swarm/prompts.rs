@@ -436,7 +436,7 @@ pub fn stubs_of(draft: &str) -> Vec<String> {
                 .reason
                 .as_deref()
                 .is_some_and(|r| r.starts_with("eterna-port")),
-            ItemStatus::LeftOut => true,
+            ItemStatus::LeftOut | ItemStatus::Missing => true,
             ItemStatus::Ported => false,
         };
         if engine_stub && !out.contains(&i.name) {
