@@ -1,6 +1,6 @@
 //! Boot-to-verdict times of `cargo eterna-port qemu` on a ported copy of the fixture:
 //! the port the LLM backend writes when a scripted local model serves the hand-written
-//! x86_64 port as its answers (`tests/common/scripted.rs`), the one that runs its guest.
+//! x86_64 port as its answers (`tests/integration/common/scripted.rs`), the one that runs its guest.
 //!
 //! `cargo bench --bench boot`: the first run builds the image (reported separately),
 //! then QEMU (TCG) and Bochs (VMX) runs are timed: the emulator's boot to verdict (from
@@ -8,7 +8,7 @@
 //! Targets: QEMU ≤ 3 s, Bochs ≤ 30 s. Without `--bench` (as `cargo test` runs it) one
 //! run of each, as a smoke test.
 
-#[path = "../tests/common/mod.rs"]
+#[path = "../tests/integration/common/mod.rs"]
 mod common;
 
 use std::time::{Duration, Instant};

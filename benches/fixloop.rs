@@ -6,7 +6,7 @@
 //! fixes itself (check → rustfix → check). Target: loop ≤ 1.05 × Σ cargo check. Without
 //! `--bench` (as `cargo test` runs it) one loop per case, as a smoke test.
 
-#[path = "../tests/common/mod.rs"]
+#[path = "../tests/integration/common/mod.rs"]
 mod common;
 
 use std::path::Path;

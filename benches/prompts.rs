@@ -10,7 +10,7 @@
 //! --all-targets` runs it): one component (`ETERNA_BENCH_COMPONENT`, else `timer`) as a
 //! smoke test.
 
-#[path = "../tests/common/mod.rs"]
+#[path = "../tests/integration/common/mod.rs"]
 mod common;
 
 use std::collections::BTreeMap;

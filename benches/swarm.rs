@@ -8,7 +8,7 @@
 //! `cargo bench --bench swarm`; without `--bench` (as `cargo test` runs it) one run as
 //! a smoke test. `ETERNA_BENCH_RUNS` changes the repetitions.
 
-#[path = "../tests/common/mod.rs"]
+#[path = "../tests/integration/common/mod.rs"]
 mod common;
 
 use std::fmt::Write as _;

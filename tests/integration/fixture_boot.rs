@@ -8,7 +8,7 @@
 //! below. Missing tools make the tests fail (not skip) with the command that
 //! installs them.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::io::Read;

@@ -1,6 +1,6 @@
 //! `plan` on a temp copy of the reference ARM64 hypervisor (tests/fixtures/eterna-arm64).
 
-mod common;
+use crate::common;
 
 use std::collections::{HashMap, HashSet};
 

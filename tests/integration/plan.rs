@@ -1,6 +1,6 @@
 //! `cargo eterna-port plan` on small temp workspaces: plan contents and bad input.
 
-mod common;
+use crate::common;
 
 use common::*;
 use serde_json::Value;

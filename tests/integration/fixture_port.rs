@@ -3,7 +3,7 @@
 //! touches only that module and the support library. (That the port checks clean for
 //! x86_64 and leaves the aarch64 build as it was: tests/layout_ports.rs.)
 
-mod common;
+use crate::common;
 
 use common::*;
 

@@ -1,6 +1,6 @@
 //! `cargo eterna-port config`: precedence, provenance, redaction and bad values.
 
-mod common;
+use crate::common;
 
 use common::*;
 

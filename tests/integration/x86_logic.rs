@@ -4,19 +4,19 @@
 //! from the Intel SDM (Vol. 3C/3D, appendices A-C).
 
 #[allow(dead_code)]
-#[path = "../templates/x86_64/vtx/vmx_fields.rs"]
+#[path = "../../templates/x86_64/vtx/vmx_fields.rs"]
 mod vmx_fields;
 
 #[allow(dead_code)]
-#[path = "../templates/x86_64/vtx/ept_entry.rs"]
+#[path = "../../templates/x86_64/vtx/ept_entry.rs"]
 mod ept_entry;
 
 #[allow(dead_code)]
-#[path = "../templates/x86_64/vtx/exit_reason.rs"]
+#[path = "../../templates/x86_64/vtx/exit_reason.rs"]
 mod exit_reason;
 
 #[allow(dead_code)]
-#[path = "../templates/x86_64/vtx/mmio_insn.rs"]
+#[path = "../../templates/x86_64/vtx/mmio_insn.rs"]
 mod mmio_insn;
 
 use ept_entry::{ept, pte, MemoryType};

@@ -1,7 +1,7 @@
 //! `cargo eterna-port check`, the fix loop and the pre-commit hook, on temp copies of
 //! the reference fixture ported by the tool itself (offline, no network).
 
-mod common;
+use crate::common;
 
 use std::cell::Cell;
 use std::path::{Path, PathBuf};

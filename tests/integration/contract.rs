@@ -2,7 +2,7 @@
 //! bundled workspace, against a local OpenAI-compatible server (wiremock on 127.0.0.1)
 //! whose answers keep or break the module's API.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Output;

@@ -8,7 +8,7 @@
 //! makes a missing server a failure; without it (a plain `cargo test`) the test says
 //! why it skips.
 
-mod common;
+use crate::common;
 
 use std::io::Read;
 use std::net::TcpListener;

@@ -5,7 +5,7 @@
 //!
 //! Needs the rustup targets x86_64-unknown-none and aarch64-unknown-none (scripts/test.sh).
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -5,7 +5,7 @@
 //! items; the answers are merged into the draft item by item; a group whose answer is
 //! junk keeps the draft's items. Without a (small) budget, one request per module.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::path::Path;

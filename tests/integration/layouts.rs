@@ -1,7 +1,7 @@
 //! `cargo eterna-port plan` on one small workspace per layout real hypervisors use
 //! (tests/fixtures/layouts/*): the exact plan of each.
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 

@@ -11,7 +11,7 @@
 //! prompt is compared with `tests/snapshots/prompts/nightly_irq.md` (after its
 //! machine-specific parts are normalised): set `UPDATE_PROMPT_SNAPSHOTS=1` to rewrite it.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -108,7 +108,7 @@ fn port_prompts(ws: &Path) -> BTreeMap<String, Prompt> {
         });
     }
     assert!(!prompts.is_empty(), "no prompt was sent");
-    // To read them: PROMPT_DUMP_DIR=dir cargo test --test prompts.
+    // To read them: PROMPT_DUMP_DIR=dir cargo test --test integration prompts::.
     if let Some(dir) = std::env::var_os("PROMPT_DUMP_DIR") {
         let name = ws.file_name().unwrap().to_string_lossy().into_owned();
         for (target, p) in &prompts {

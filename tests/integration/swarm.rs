@@ -2,7 +2,7 @@
 //! the fixture, against a local OpenAI-compatible server (wiremock on 127.0.0.1) that
 //! answers like a model would: it reads the prompt and sends back a file.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Output;

@@ -1,7 +1,7 @@
 //! The store: `index`, `search`, `status` on temp copies of the reference fixture and on
 //! generated workspaces; retrieval quality, incremental indexing, migrations and faults.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Output;

@@ -1,7 +1,7 @@
 //! The LLM client against a local OpenAI-compatible server (wiremock on 127.0.0.1; no
 //! test reaches the network), and the extraction of files from answers.
 
-mod common;
+use crate::common;
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};

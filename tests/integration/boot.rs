@@ -14,7 +14,7 @@
 //! Needs `qemu-system-x86 qemu-system-arm bochs bochsbios vgabios bochs-term
 //! grub-pc-bin grub-common xorriso mtools` (Debian); the tool names the missing package.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::path::Path;

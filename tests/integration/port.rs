@@ -1,7 +1,7 @@
 //! `cargo eterna-port [port]`: safe writing like `cargo fix` — VCS checks, dry runs,
 //! hand edits that survive, idempotent re-runs, no partial files after a kill.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::path::Path;

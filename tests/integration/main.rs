@@ -1,0 +1,23 @@
+//! The integration tests, one binary (as cargo and cargo-nextest keep theirs): a module
+//! per area, sharing `common` (temp workspaces, the binary, scripted model servers).
+
+mod boot;
+mod check;
+mod common;
+mod config;
+mod contract;
+mod fixture_boot;
+mod fixture_plan;
+mod fixture_port;
+mod groups;
+mod layout_ports;
+mod layouts;
+mod llm;
+mod plan;
+mod port;
+mod prompts;
+mod real_model;
+mod store;
+mod swarm;
+mod templates_generic;
+mod x86_logic;
