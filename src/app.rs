@@ -21,7 +21,8 @@ use crate::plan::{self, Plan};
 use crate::report;
 use crate::workspace::{scan_packages, Diagnostic, ScanLimits, ScannedModule, Severity, Workspace};
 
-/// Exit codes (DESIGN.md): success, problems found, usage/configuration/environment error.
+/// Exit codes, a fixed contract of the command line: 0 success, 1 problems found (a
+/// shortfall), 2 usage, configuration or environment error (bad input).
 pub const EXIT_OK: u8 = 0;
 pub const EXIT_PROBLEMS: u8 = 1;
 pub const EXIT_ERROR: u8 = 2;

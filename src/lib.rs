@@ -1,7 +1,10 @@
 //! `cargo eterna-port`: ports an ARM64 (EL2) Rust hypervisor workspace to x86_64 (VT-x).
 //!
-//! Data flows one way: workspace scan → plan → (swarm → write → check → boot, in later
-//! stages). The binary in `main.rs` is a thin shell around [`app::run`].
+//! Data flows one way: workspace scan ([`workspace`]) → plan ([`plan`]) → offline drafts
+//! ([`engine`]) → LLM swarm ([`swarm`], over [`llm`], with retrieval from [`store`] and
+//! [`knowledge`]) → ledgered writes ([`writer`]) → fix loop on `cargo check`
+//! ([`fixloop`]) → boot in an emulator ([`emulate`]); [`report`] renders the results.
+//! The binary in `main.rs` is a thin shell around [`app::run`].
 
 pub mod app;
 pub mod check_report;

@@ -34,14 +34,15 @@ use std::time::{Duration, SystemTime};
 
 use futures_util::StreamExt;
 use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
-use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::error::LlmError;
 use super::keys::{parse_retry_after, KeyPool, Pick};
+use super::parse::{error_message, preview};
 use super::sse::{SseParser, StreamState};
+pub use super::types::{ChatRequest, ChatResponse, Message, Usage};
 use crate::config::{Config, Secret, REDACTED};
 use tokio::sync::{Notify, Semaphore};
 
@@ -159,111 +160,8 @@ fn is_openrouter(base_url: &str) -> bool {
         .unwrap_or(false)
 }
 
-/// One chat message.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Message {
-    pub role: String,
-    pub content: String,
-}
-
-impl Message {
-    pub fn system(content: impl Into<String>) -> Self {
-        Message {
-            role: "system".into(),
-            content: content.into(),
-        }
-    }
-    pub fn user(content: impl Into<String>) -> Self {
-        Message {
-            role: "user".into(),
-            content: content.into(),
-        }
-    }
-    pub fn assistant(content: impl Into<String>) -> Self {
-        Message {
-            role: "assistant".into(),
-            content: content.into(),
-        }
-    }
-}
-
-/// A chat completion request; the model comes from the settings unless overridden.
-#[derive(Debug, Clone, Default)]
-pub struct ChatRequest {
-    pub messages: Vec<Message>,
-    pub temperature: Option<f32>,
-    pub max_tokens: Option<u32>,
-    /// Another model than [`LlmSettings::model`] for this request.
-    pub model: Option<String>,
-}
-
-impl ChatRequest {
-    pub fn new(messages: Vec<Message>) -> Self {
-        ChatRequest {
-            messages,
-            ..ChatRequest::default()
-        }
-    }
-}
-
-/// Token usage of one answer, as the server reports it.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
-pub struct Usage {
-    pub prompt_tokens: u64,
-    pub completion_tokens: u64,
-    pub total_tokens: u64,
-    /// OpenRouter's `usage.cost` (credits, USD), when the server reports it.
-    pub cost: Option<f64>,
-}
-
-impl Usage {
-    /// Adds `other` (the usage of a task is the sum over its requests).
-    pub fn add(&mut self, other: &Usage) {
-        self.prompt_tokens += other.prompt_tokens;
-        self.completion_tokens += other.completion_tokens;
-        self.total_tokens += other.total_tokens;
-        self.cost = match (self.cost, other.cost) {
-            (None, None) => None,
-            (a, b) => Some(a.unwrap_or(0.0) + b.unwrap_or(0.0)),
-        };
-    }
-
-    pub(crate) fn from_json(v: &Value) -> Option<Usage> {
-        let obj = v.as_object()?;
-        let n = |k: &str| obj.get(k).and_then(Value::as_u64).unwrap_or(0);
-        let prompt_tokens = n("prompt_tokens");
-        let completion_tokens = n("completion_tokens");
-        let total_tokens = obj
-            .get("total_tokens")
-            .and_then(Value::as_u64)
-            .unwrap_or(prompt_tokens + completion_tokens);
-        Some(Usage {
-            prompt_tokens,
-            completion_tokens,
-            total_tokens,
-            cost: obj.get("cost").and_then(Value::as_f64),
-        })
-    }
-}
-
-/// The answer to a [`ChatRequest`].
-#[derive(Debug, Clone, PartialEq)]
-pub struct ChatResponse {
-    pub content: String,
-    /// Zero when the server reported no usage.
-    pub usage: Usage,
-    /// The model that answered (as the server names it).
-    pub model: String,
-    /// `stop`, `length` (cut at `max_tokens`), …; `None` if the server did not say.
-    pub finish_reason: Option<String>,
-    /// Which key (index into [`LlmSettings::keys`]) was used.
-    pub key_index: usize,
-    /// Attempts it took (1 when the first one succeeded).
-    pub attempts: u32,
-}
-
 /// How one attempt failed, and what the retry loop does about it.
-enum Failure {
+pub(super) enum Failure {
     /// 429: cool the key down, try another.
     RateLimited {
         retry_after: Option<Duration>,
@@ -288,7 +186,7 @@ enum Failure {
     Fatal(LlmError),
 }
 
-fn transient(what: String) -> Failure {
+pub(super) fn transient(what: String) -> Failure {
     Failure::Transient {
         what,
         retry_after: None,
@@ -904,7 +802,7 @@ impl LlmClient {
     }
 
     /// Replaces any key text in `s` (server messages may echo what they were sent).
-    fn scrub(&self, s: &str) -> String {
+    pub(super) fn scrub(&self, s: &str) -> String {
         let mut out = s.to_string();
         for key in &self.settings.keys {
             let k = key.expose();
@@ -1109,7 +1007,12 @@ impl LlmClient {
         }
     }
 
-    fn classify(&self, status: u16, message: String, retry_after: Option<Duration>) -> Failure {
+    pub(super) fn classify(
+        &self,
+        status: u16,
+        message: String,
+        retry_after: Option<Duration>,
+    ) -> Failure {
         match status {
             429 => Failure::RateLimited {
                 retry_after,
@@ -1126,86 +1029,6 @@ impl LlmClient {
                 message,
             }),
         }
-    }
-
-    /// An error object inside a 200 answer (OpenRouter passes provider errors so).
-    fn embedded_error(&self, v: &Value) -> Option<Failure> {
-        let err = v.get("error")?;
-        if err.is_null() {
-            return None;
-        }
-        let message = self.scrub(
-            err.get("message")
-                .and_then(Value::as_str)
-                .map(str::to_string)
-                .unwrap_or_else(|| err.to_string())
-                .as_str(),
-        );
-        let code = err
-            .get("code")
-            .and_then(|c| {
-                c.as_u64()
-                    .or_else(|| c.as_str().and_then(|s| s.parse().ok()))
-            })
-            .map(|c| c as u16);
-        Some(match code {
-            Some(c) if c >= 400 => self.classify(c, message, None),
-            _ => transient(format!("server error: {message}")),
-        })
-    }
-
-    fn parse_completion(&self, text: &str, key_index: usize) -> Result<ChatResponse, Failure> {
-        let invalid = |detail: String| {
-            Failure::Fatal(LlmError::InvalidResponse {
-                endpoint: self.endpoint.clone(),
-                detail,
-            })
-        };
-        let v: Value = serde_json::from_str(text).map_err(|e| {
-            invalid(format!(
-                "the body is not JSON ({e}); it starts with {:?}",
-                self.scrub(&preview(text))
-            ))
-        })?;
-        if let Some(f) = self.embedded_error(&v) {
-            return Err(f);
-        }
-        let choice = v
-            .get("choices")
-            .and_then(Value::as_array)
-            .and_then(|c| c.first())
-            .ok_or_else(|| invalid("the answer has no `choices[0]`".into()))?;
-        let message = choice
-            .get("message")
-            .ok_or_else(|| invalid("`choices[0]` has no `message`".into()))?;
-        let content = match message.get("content") {
-            Some(Value::String(s)) => s.clone(),
-            Some(Value::Null) | None => String::new(),
-            Some(other) => {
-                return Err(invalid(format!(
-                    "`choices[0].message.content` is not a string but {}",
-                    json_kind(other)
-                )))
-            }
-        };
-        Ok(ChatResponse {
-            content,
-            usage: v
-                .get("usage")
-                .and_then(Usage::from_json)
-                .unwrap_or_default(),
-            model: v
-                .get("model")
-                .and_then(Value::as_str)
-                .unwrap_or(&self.settings.model)
-                .to_string(),
-            finish_reason: choice
-                .get("finish_reason")
-                .and_then(Value::as_str)
-                .map(str::to_string),
-            key_index,
-            attempts: 0,
-        })
     }
 
     async fn read_stream<'d>(
@@ -1326,47 +1149,6 @@ impl LlmClient {
             key_index,
             attempts: 0,
         })
-    }
-}
-
-/// The server's error message: `error.message` of an OpenAI-style error body, else the
-/// body itself (shortened).
-fn error_message(body: &str) -> String {
-    if let Ok(v) = serde_json::from_str::<Value>(body) {
-        let err = v.get("error").unwrap_or(&v);
-        if let Some(m) = err.get("message").and_then(Value::as_str) {
-            return preview(m);
-        }
-        if let Some(m) = err.as_str() {
-            return preview(m);
-        }
-    }
-    let t = body.trim();
-    if t.is_empty() {
-        "(empty body)".into()
-    } else {
-        preview(t)
-    }
-}
-
-fn preview(s: &str) -> String {
-    const MAX: usize = 300;
-    if s.chars().count() <= MAX {
-        s.to_string()
-    } else {
-        let cut: String = s.chars().take(MAX).collect();
-        format!("{cut}…")
-    }
-}
-
-fn json_kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
     }
 }
 
