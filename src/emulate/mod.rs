@@ -316,10 +316,16 @@ pub fn build(
     let mut cmd = match pinned {
         Some(tc) => {
             let mut c = tc.cargo();
-            c.args(["build", "--message-format=json", "--release", "--target", triple])
-                .args(["-p", &t.package, "--bin", &t.bin])
-                .arg("--target-dir")
-                .arg(req.target_dir);
+            c.args([
+                "build",
+                "--message-format=json",
+                "--release",
+                "--target",
+                triple,
+            ])
+            .args(["-p", &t.package, "--bin", &t.bin])
+            .arg("--target-dir")
+            .arg(req.target_dir);
             c
         }
         None => escargot::CargoBuild::new()
@@ -374,11 +380,9 @@ pub fn build(
 /// `Build` error says they are above).
 fn run_build(cmd: Command, shown: &str, bin: &str) -> Result<PathBuf, EmulateError> {
     use escargot::format::Message;
-    let messages = escargot::CommandMessages::with_command(cmd).map_err(|e| {
-        EmulateError::Io {
-            what: format!("running `{shown}`"),
-            source: std::io::Error::other(e.to_string()),
-        }
+    let messages = escargot::CommandMessages::with_command(cmd).map_err(|e| EmulateError::Io {
+        what: format!("running `{shown}`"),
+        source: std::io::Error::other(e.to_string()),
     })?;
     let mut elf = None;
     for message in messages {
@@ -821,6 +825,59 @@ pub fn boot(req: &Request<'_>) -> Result<Report, EmulateError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A one-binary crate in a temp dir, whose `main.rs` is `main`.
+    fn tiny_crate(main: &str) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("Cargo.toml"),
+            "[package]\nname = \"tiny\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[workspace]\n",
+        )
+        .unwrap();
+        std::fs::create_dir(dir.path().join("src")).unwrap();
+        std::fs::write(dir.path().join("src/main.rs"), main).unwrap();
+        dir
+    }
+
+    fn escargot_build(dir: &Path) -> Command {
+        let mut cmd = escargot::CargoBuild::new()
+            .package("tiny")
+            .bin("tiny")
+            .target_dir(dir.join("target"))
+            .arg("--quiet")
+            .arg("--offline")
+            .into_command();
+        cmd.current_dir(dir);
+        cmd
+    }
+
+    #[test]
+    fn the_escargot_build_returns_the_executable_its_messages_name() {
+        let dir = tiny_crate("fn main() {}\n");
+        let elf = run_build(escargot_build(dir.path()), "cargo build -p tiny", "tiny").unwrap();
+        assert!(elf.is_file(), "{}", elf.display());
+        assert!(
+            elf.starts_with(dir.path().join("target")),
+            "{}",
+            elf.display()
+        );
+        assert_eq!(elf.file_stem().unwrap(), "tiny");
+    }
+
+    #[test]
+    fn a_compile_error_is_a_build_error_naming_the_command_not_a_panic() {
+        let dir = tiny_crate("fn main() { let x: u32 = \"no\"; }\n");
+        let err = run_build(escargot_build(dir.path()), "cargo build -p tiny", "tiny").unwrap_err();
+        assert!(
+            matches!(&err, EmulateError::Build { command, .. } if command == "cargo build -p tiny"),
+            "{err:?}"
+        );
+        assert_eq!(err.exit_code(), 1);
+        assert!(
+            err.to_string().contains("`cargo build -p tiny` failed"),
+            "{err}"
+        );
+    }
 
     #[test]
     fn aarch64_runner_comes_from_cargo_config_else_the_default() {
