@@ -77,7 +77,22 @@ pub(super) fn cmd_port(g: &GlobalArgs, targets: &[String], flags: &PortFlags) ->
         Backend::Offline => None,
     };
     if !flags.dry_run {
-        writer::check_vcs(&s.ws.root, flags.allow_dirty, flags.allow_no_vcs)?;
+        // The tool's own files (its target directory, the store and its journals) are
+        // not the user's changes.
+        let db = &s.config.db.value;
+        let journal = |suffix: &str| {
+            let mut p = db.clone().into_os_string();
+            p.push(suffix);
+            PathBuf::from(p)
+        };
+        let own = [
+            s.ws.target_dir.clone(),
+            db.clone(),
+            journal("-wal"),
+            journal("-shm"),
+            journal("-journal"),
+        ];
+        writer::check_vcs(&s.ws.root, &own, flags.allow_dirty, flags.allow_no_vcs)?;
     }
     let package_dirs: BTreeMap<String, PathBuf> =
         s.ws.packages()
