@@ -62,8 +62,8 @@ fn setup_output(g: &GlobalArgs) {
             _ => "trace",
         }
     };
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_env("ETERNA_PORT_LOG").unwrap_or_else(|_| {
+    let filter = tracing_subscriber::EnvFilter::try_from_env(crate::config::LOG_ENV)
+        .unwrap_or_else(|_| {
             tracing_subscriber::EnvFilter::new(format!("cargo_eterna_port={level}"))
         });
     let _ = tracing_subscriber::fmt()
@@ -237,7 +237,14 @@ fn cmd_plan(g: &GlobalArgs, targets: &[String]) -> Result<u8> {
 fn cmd_config(g: &GlobalArgs) -> Result<u8> {
     let s = open(g)?;
     match g.message_format {
-        MessageFormat::Json => report::print_json(&s.config)?,
+        MessageFormat::Json => {
+            let mut doc = serde_json::to_value(&s.config)?;
+            doc["environment"] = crate::config::ENVIRONMENT
+                .iter()
+                .map(|(var, key)| serde_json::json!({"var": var, "setting": key}))
+                .collect();
+            report::print_json(&doc)?
+        }
         MessageFormat::Human => report::print_stdout(&report::config_human(&s.config))?,
     }
     Ok(EXIT_OK)

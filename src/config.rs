@@ -38,6 +38,34 @@ pub const KEY_VARS: [&str; 4] = [
     "OPENROUTER_API_KEY",
 ];
 
+/// Every environment variable the tool reads, with the setting it sets (the key of
+/// `cargo eterna-port config`). The process environment comes first, then the
+/// workspace's `.env`; `ETERNA_PORT_LOG` is read from the process only, before the
+/// workspace is known.
+pub const ENVIRONMENT: &[(&str, &str)] = &[
+    ("OPENROUTER_API_KEY1", "api-keys"),
+    ("OPENROUTER_API_KEY2", "api-keys"),
+    ("OPENROUTER_API_KEY3", "api-keys"),
+    ("OPENROUTER_API_KEY", "api-keys"),
+    ("OPENAI_API_KEY", "embeddings-key"),
+    ("ETERNA_PORT_MODEL", "model"),
+    ("ETERNA_PORT_LLM_BASE_URL", "base-url"),
+    ("ETERNA_PORT_DB", "db"),
+    ("ETERNA_PORT_EMBEDDER", "embedder"),
+    ("ETERNA_PORT_EMBEDDINGS_BASE_URL", "embeddings-base-url"),
+    ("ETERNA_PORT_EMBEDDING_MODEL", "embedding-model"),
+    ("ETERNA_PORT_HEARTBEAT_MS", "heartbeat-ms"),
+    ("ETERNA_PORT_LLM_TIMEOUT", "llm-timeout"),
+    ("ETERNA_PORT_LLM_STALL_TIMEOUT", "llm-stall-timeout"),
+    ("ETERNA_PORT_LLM_MAX_TOKENS", "llm-max-tokens"),
+    ("ETERNA_PORT_PROMPT_BUDGET", "prompt-budget"),
+    ("ETERNA_PORT_LLM_STREAM", "llm-stream"),
+    ("ETERNA_PORT_LOG", "log"),
+];
+
+/// The variable that sets the log filter ([`ENVIRONMENT`]).
+pub const LOG_ENV: &str = "ETERNA_PORT_LOG";
+
 /// Keys accepted in `[workspace.metadata.eterna-port]` / `[package.metadata.eterna-port]`.
 const METADATA_KEYS: [&str; 22] = [
     "target",
@@ -724,16 +752,14 @@ impl Config {
         }
         // Read by the logger before the configuration exists: the process environment
         // only, as the logger sees it.
-        let log_filter = (env.process)("ETERNA_PORT_LOG")
-            .filter(|v| !v.is_empty())
-            .map(|v| {
-                Setting::new(
-                    v,
-                    Source::Env {
-                        var: "ETERNA_PORT_LOG".into(),
-                    },
-                )
-            });
+        let log_filter = (env.process)(LOG_ENV).filter(|v| !v.is_empty()).map(|v| {
+            Setting::new(
+                v,
+                Source::Env {
+                    var: LOG_ENV.into(),
+                },
+            )
+        });
 
         Ok(Config {
             console,
@@ -820,18 +846,17 @@ impl Config {
             self.embedder.value.clone(),
             self.embedder.source.to_string(),
         ));
-        if self.embedder.value == "remote" {
-            rows.push((
-                "embeddings-base-url".into(),
-                self.embeddings_base_url.value.clone(),
-                self.embeddings_base_url.source.to_string(),
-            ));
-            rows.push((
-                "embedding-model".into(),
-                self.embedding_model.value.clone(),
-                self.embedding_model.source.to_string(),
-            ));
-        }
+        // Shown with the local embedder too: they are what `embedder = "remote"` uses.
+        rows.push((
+            "embeddings-base-url".into(),
+            self.embeddings_base_url.value.clone(),
+            self.embeddings_base_url.source.to_string(),
+        ));
+        rows.push((
+            "embedding-model".into(),
+            self.embedding_model.value.clone(),
+            self.embedding_model.source.to_string(),
+        ));
         rows.push((
             "max-file-size".into(),
             self.max_file_size.value.to_string(),

@@ -134,6 +134,18 @@ pub fn config_human(config: &Config) -> String {
     for (k, v, src) in rows {
         let _ = writeln!(s, "{BOLD}{k:<kw$}{BOLD:#}  {v:<vw$}  {DIM}{src}{DIM:#}");
     }
+    let _ = writeln!(
+        s,
+        "\nenvironment (process first, then the workspace's .env; a flag beats both):"
+    );
+    let ew = crate::config::ENVIRONMENT
+        .iter()
+        .map(|(var, _)| var.len())
+        .max()
+        .unwrap_or(0);
+    for (var, key) in crate::config::ENVIRONMENT {
+        let _ = writeln!(s, "  {var:<ew$}  sets {key}");
+    }
     s
 }
 

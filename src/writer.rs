@@ -108,7 +108,12 @@ impl<'s> Ledger<'s> {
 /// journal files): they are not the user's changes, so a tree whose only untracked or
 /// modified entries are under them is clean (a workspace without a `.gitignore` for
 /// `target/` is not dirty because the tool ran in it).
-pub fn check_vcs(root: &Path, own: &[PathBuf], allow_dirty: bool, allow_no_vcs: bool) -> Result<()> {
+pub fn check_vcs(
+    root: &Path,
+    own: &[PathBuf],
+    allow_dirty: bool,
+    allow_no_vcs: bool,
+) -> Result<()> {
     let out = Command::new("git")
         .args(["status", "--porcelain", "-z", "--untracked-files=all"])
         .current_dir(root)

@@ -32,7 +32,7 @@ const CODE: &str = include_str!("../../templates/prompts/code.md");
 const DEBUG: &str = include_str!("../../templates/prompts/debug.md");
 const CHECK: &str = include_str!("../../templates/prompts/check.md");
 const TASK: &str = include_str!("../../templates/prompts/task.md");
-const ETERNA_PORT_GROUP: &str = include_str!("../../templates/prompts/eterna_port_group.md");
+const PORT_GROUP_TEMPLATE: &str = include_str!("../../templates/prompts/eterna_port_group.md");
 
 /// At most this many concept-map entries go into one system prompt.
 const MAX_CONCEPTS: usize = 60;
@@ -217,7 +217,7 @@ impl Prompts {
             ("debug.md", DEBUG),
             ("check.md", CHECK),
             ("task.md", TASK),
-            ("eterna_port_group.md", ETERNA_PORT_GROUP),
+            ("eterna_port_group.md", PORT_GROUP_TEMPLATE),
         ] {
             env.add_template(name, text)
                 .with_context(|| format!("internal: prompt template {name} does not parse"))?;

@@ -39,7 +39,10 @@ fn fake_machine(dir: &Path, installed: &[&str], packages: &[&str], present: &[&s
             packages.join(" ")
         ),
     );
-    script("apt-get", &format!("echo \"apt-get $*\" >> {}", log.display()));
+    script(
+        "apt-get",
+        &format!("echo \"apt-get $*\" >> {}", log.display()),
+    );
     script("id", "echo 0");
     for name in present {
         script(name, "exit 0");
