@@ -12,6 +12,7 @@ pub mod engine;
 pub mod fixloop;
 pub mod knowledge;
 pub mod llm;
+pub mod ops;
 pub mod plan;
 pub mod report;
 pub mod store;

@@ -19,7 +19,7 @@ use crate::swarm::{self, prompts, Event, Role, Task, TaskResult};
 /// the next iteration).
 const MAX_DIAGNOSTICS: usize = 20;
 
-pub(super) struct DebugFixer<'a> {
+pub struct DebugFixer<'a> {
     pub runtime: &'a Runtime,
     pub backend: swarm::Backend,
     pub options: swarm::SwarmOptions,

@@ -22,7 +22,7 @@ use crate::swarm::prompts::{DraftCheck, DraftChecks};
 const LARGE_FILE: u64 = 1 << 20;
 
 /// What the check needs.
-pub(super) struct DraftCheckJob<'a> {
+pub struct DraftCheckJob<'a> {
     pub root: &'a Path,
     /// The workspace's cargo target dir (the mirror and its build go under it).
     pub target_dir: &'a Path,
@@ -37,7 +37,7 @@ pub(super) struct DraftCheckJob<'a> {
 
 /// Checks the drafts; a check that cannot run gives every module a `not checked`
 /// result saying why.
-pub(super) fn check_drafts(job: &DraftCheckJob<'_>) -> DraftChecks {
+pub fn check_drafts(job: &DraftCheckJob<'_>) -> DraftChecks {
     let started = std::time::Instant::now();
     let out = match run(job) {
         Ok(checks) => checks,
