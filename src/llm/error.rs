@@ -97,15 +97,4 @@ impl LlmError {
                 | LlmError::Config { .. }
         )
     }
-
-    /// Whether the task may succeed when tried again later (rate limits, outages,
-    /// truncated streams), as opposed to configuration or request errors.
-    pub fn is_transient(&self) -> bool {
-        matches!(
-            self,
-            LlmError::RateLimited { .. }
-                | LlmError::RetriesExhausted { .. }
-                | LlmError::Truncated { .. }
-        )
-    }
 }

@@ -4,7 +4,7 @@
 
 use serde_json::Value;
 
-use super::client::Usage;
+use super::types::Usage;
 
 /// Splits a byte stream into the `data` of each event. Multi-line `data` fields are
 /// joined with `\n`; other fields (`event:`, `id:`) and comments are ignored.

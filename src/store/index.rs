@@ -12,7 +12,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
 use rayon::prelude::*;
-use rusqlite::{params, OptionalExtension};
+use rusqlite::params;
 use serde::Serialize;
 
 use super::chunk::{chunk_knowledge_toml, chunk_lines, chunk_markdown, chunk_rust, Chunk};
@@ -628,18 +628,6 @@ impl Store {
             tx.commit().map_err(|e| self.err("commit", e))?;
             total += rows.len();
         }
-    }
-
-    /// Number of chunks of one source (for tests and `status`).
-    pub fn source_chunks(&self, path: &str) -> Result<Option<i64>> {
-        self.conn()
-            .query_row(
-                "SELECT chunks FROM memory_sources WHERE path = ?1",
-                [path],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(|e| self.err("read sources", e))
     }
 }
 

@@ -12,15 +12,11 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub use super::evidence::content_hash;
 use super::evidence::FileFacts;
 
 /// Bumped when the cached data's meaning changes.
 const FORMAT: u64 = 2;
-
-/// Hash of file contents used for cache validation.
-pub fn content_hash(bytes: &[u8]) -> u64 {
-    xxhash_rust::xxh3::xxh3_64(bytes)
-}
 
 #[derive(Serialize)]
 struct CacheOut<'a> {

@@ -34,233 +34,20 @@ use std::time::{Duration, SystemTime};
 
 use futures_util::StreamExt;
 use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
-use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+mod response;
+
 use super::error::LlmError;
 use super::keys::{parse_retry_after, KeyPool, Pick};
+pub use super::settings::{LlmSettings, DEFAULT_REFERER, DEFAULT_TITLE};
 use super::sse::{SseParser, StreamState};
-use crate::config::{Config, Secret, REDACTED};
+pub use super::types::{ChatRequest, ChatResponse, Message, Usage};
+use crate::config::REDACTED;
+use response::{error_message, preview};
 use tokio::sync::{Notify, Semaphore};
-
-/// OpenRouter's app attribution headers.
-pub const DEFAULT_REFERER: &str = "https://crates.io/crates/cargo-eterna-port";
-pub const DEFAULT_TITLE: &str = "cargo-eterna-port";
-
-/// Everything the client needs; built from the [`Config`] or by hand (tests).
-#[derive(Debug, Clone)]
-pub struct LlmSettings {
-    /// Base URL of an OpenAI-compatible API, e.g. `https://openrouter.ai/api/v1`;
-    /// requests go to `{base_url}/chat/completions`.
-    pub base_url: String,
-    pub model: String,
-    /// API keys, used round-robin. Empty: no `Authorization` header (local servers).
-    pub keys: Vec<Secret>,
-    /// Total bound of a non-streamed request (`chat`): the whole answer.
-    pub timeout: Duration,
-    /// Bound of a streamed request (`chat_stream`) while nothing arrives: until the
-    /// response headers, then each gap between bytes (keep-alive comments count).
-    pub stall_timeout: Duration,
-    /// After a timeout, send one request at a time to the server and wait for it to
-    /// finish the abandoned one (see the module documentation). Off for OpenRouter.
-    pub serial_after_timeout: bool,
-    /// The generation rate assumed for a server that was left working on a
-    /// timed-out request, in tokens per second: low, so the wait is long enough.
-    pub drain_tokens_per_sec: u32,
-    /// Upper bound of the wait for a busy server, however many requests timed out.
-    pub max_drain: Duration,
-    /// Attempts (the first one included) when the server fails with 5xx, times out or
-    /// cannot be reached.
-    pub max_attempts: u32,
-    /// First backoff delay; doubled per failed attempt, with jitter.
-    pub backoff_base: Duration,
-    /// Upper bound of one backoff delay.
-    pub backoff_max: Duration,
-    /// Cool-down of a rate-limited key when the server sends no `Retry-After`.
-    pub default_cooldown: Duration,
-    /// Give up instead of waiting longer than this for a rate-limited key.
-    pub max_key_wait: Duration,
-    /// How many 429 answers one request tolerates before it fails.
-    pub max_rate_limited: u32,
-    /// `HTTP-Referer` header (OpenRouter app attribution); `None` to omit.
-    pub referer: Option<String>,
-    /// `X-Title` header (OpenRouter app attribution); `None` to omit.
-    pub title: Option<String>,
-    /// Ask for usage accounting with OpenRouter's `usage: {include: true}`. Other servers
-    /// get OpenAI's `stream_options.include_usage` on streams instead.
-    pub openrouter_usage: bool,
-    /// How long a key on probation is held back after its first request
-    /// ([`KeyPool::set_grace`]); `None`: from the round trip measured when the client
-    /// first connects.
-    pub probation_grace: Option<Duration>,
-}
-
-impl LlmSettings {
-    /// Defaults for `base_url`, `model` and `keys`.
-    pub fn new(base_url: impl Into<String>, model: impl Into<String>, keys: Vec<Secret>) -> Self {
-        let base_url = base_url.into().trim_end_matches('/').to_string();
-        let openrouter_usage = is_openrouter(&base_url);
-        LlmSettings {
-            base_url,
-            model: model.into(),
-            keys,
-            timeout: Duration::from_secs(crate::config::DEFAULT_LLM_TIMEOUT_SECS),
-            stall_timeout: Duration::from_secs(crate::config::DEFAULT_LLM_STALL_TIMEOUT_SECS),
-            serial_after_timeout: !openrouter_usage,
-            drain_tokens_per_sec: 20,
-            max_drain: Duration::from_secs(600),
-            max_attempts: 5,
-            backoff_base: Duration::from_millis(500),
-            backoff_max: Duration::from_secs(30),
-            default_cooldown: Duration::from_secs(20),
-            max_key_wait: Duration::from_secs(300),
-            max_rate_limited: 12,
-            referer: Some(DEFAULT_REFERER.to_string()),
-            title: Some(DEFAULT_TITLE.to_string()),
-            openrouter_usage,
-            probation_grace: None,
-        }
-    }
-
-    /// The settings of the effective configuration (`ETERNA_PORT_LLM_BASE_URL`,
-    /// `ETERNA_PORT_MODEL`, `OPENROUTER_API_KEY1..3`, `OPENROUTER_API_KEY`,
-    /// `ETERNA_PORT_LLM_TIMEOUT`, `ETERNA_PORT_LLM_STALL_TIMEOUT`).
-    pub fn from_config(config: &Config) -> Self {
-        let keys = config
-            .api_keys
-            .iter()
-            .map(|(_, s)| s.value.clone())
-            .collect();
-        let mut s = LlmSettings::new(
-            config.base_url.value.clone(),
-            config.model.value.clone(),
-            keys,
-        );
-        s.timeout = Duration::from_secs(config.llm_timeout_secs.value);
-        s.stall_timeout = Duration::from_secs(config.llm_stall_timeout_secs.value);
-        s
-    }
-
-    /// `{base_url}/chat/completions`.
-    pub fn endpoint(&self) -> String {
-        format!("{}/chat/completions", self.base_url.trim_end_matches('/'))
-    }
-}
-
-fn is_openrouter(base_url: &str) -> bool {
-    reqwest::Url::parse(base_url)
-        .ok()
-        .and_then(|u| {
-            u.host_str()
-                .map(|h| h == "openrouter.ai" || h.ends_with(".openrouter.ai"))
-        })
-        .unwrap_or(false)
-}
-
-/// One chat message.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Message {
-    pub role: String,
-    pub content: String,
-}
-
-impl Message {
-    pub fn system(content: impl Into<String>) -> Self {
-        Message {
-            role: "system".into(),
-            content: content.into(),
-        }
-    }
-    pub fn user(content: impl Into<String>) -> Self {
-        Message {
-            role: "user".into(),
-            content: content.into(),
-        }
-    }
-    pub fn assistant(content: impl Into<String>) -> Self {
-        Message {
-            role: "assistant".into(),
-            content: content.into(),
-        }
-    }
-}
-
-/// A chat completion request; the model comes from the settings unless overridden.
-#[derive(Debug, Clone, Default)]
-pub struct ChatRequest {
-    pub messages: Vec<Message>,
-    pub temperature: Option<f32>,
-    pub max_tokens: Option<u32>,
-    /// Another model than [`LlmSettings::model`] for this request.
-    pub model: Option<String>,
-}
-
-impl ChatRequest {
-    pub fn new(messages: Vec<Message>) -> Self {
-        ChatRequest {
-            messages,
-            ..ChatRequest::default()
-        }
-    }
-}
-
-/// Token usage of one answer, as the server reports it.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
-pub struct Usage {
-    pub prompt_tokens: u64,
-    pub completion_tokens: u64,
-    pub total_tokens: u64,
-    /// OpenRouter's `usage.cost` (credits, USD), when the server reports it.
-    pub cost: Option<f64>,
-}
-
-impl Usage {
-    /// Adds `other` (the usage of a task is the sum over its requests).
-    pub fn add(&mut self, other: &Usage) {
-        self.prompt_tokens += other.prompt_tokens;
-        self.completion_tokens += other.completion_tokens;
-        self.total_tokens += other.total_tokens;
-        self.cost = match (self.cost, other.cost) {
-            (None, None) => None,
-            (a, b) => Some(a.unwrap_or(0.0) + b.unwrap_or(0.0)),
-        };
-    }
-
-    pub(crate) fn from_json(v: &Value) -> Option<Usage> {
-        let obj = v.as_object()?;
-        let n = |k: &str| obj.get(k).and_then(Value::as_u64).unwrap_or(0);
-        let prompt_tokens = n("prompt_tokens");
-        let completion_tokens = n("completion_tokens");
-        let total_tokens = obj
-            .get("total_tokens")
-            .and_then(Value::as_u64)
-            .unwrap_or(prompt_tokens + completion_tokens);
-        Some(Usage {
-            prompt_tokens,
-            completion_tokens,
-            total_tokens,
-            cost: obj.get("cost").and_then(Value::as_f64),
-        })
-    }
-}
-
-/// The answer to a [`ChatRequest`].
-#[derive(Debug, Clone, PartialEq)]
-pub struct ChatResponse {
-    pub content: String,
-    /// Zero when the server reported no usage.
-    pub usage: Usage,
-    /// The model that answered (as the server names it).
-    pub model: String,
-    /// `stop`, `length` (cut at `max_tokens`), …; `None` if the server did not say.
-    pub finish_reason: Option<String>,
-    /// Which key (index into [`LlmSettings::keys`]) was used.
-    pub key_index: usize,
-    /// Attempts it took (1 when the first one succeeded).
-    pub attempts: u32,
-}
 
 /// How one attempt failed, and what the retry loop does about it.
 enum Failure {
@@ -1109,105 +896,6 @@ impl LlmClient {
         }
     }
 
-    fn classify(&self, status: u16, message: String, retry_after: Option<Duration>) -> Failure {
-        match status {
-            429 => Failure::RateLimited {
-                retry_after,
-                message,
-            },
-            401 | 403 => Failure::Refused { status, message },
-            408 | 500..=599 => Failure::Transient {
-                what: format!("HTTP {status}: {message}"),
-                retry_after,
-            },
-            _ => Failure::Fatal(LlmError::Http {
-                endpoint: self.endpoint.clone(),
-                status,
-                message,
-            }),
-        }
-    }
-
-    /// An error object inside a 200 answer (OpenRouter passes provider errors so).
-    fn embedded_error(&self, v: &Value) -> Option<Failure> {
-        let err = v.get("error")?;
-        if err.is_null() {
-            return None;
-        }
-        let message = self.scrub(
-            err.get("message")
-                .and_then(Value::as_str)
-                .map(str::to_string)
-                .unwrap_or_else(|| err.to_string())
-                .as_str(),
-        );
-        let code = err
-            .get("code")
-            .and_then(|c| {
-                c.as_u64()
-                    .or_else(|| c.as_str().and_then(|s| s.parse().ok()))
-            })
-            .map(|c| c as u16);
-        Some(match code {
-            Some(c) if c >= 400 => self.classify(c, message, None),
-            _ => transient(format!("server error: {message}")),
-        })
-    }
-
-    fn parse_completion(&self, text: &str, key_index: usize) -> Result<ChatResponse, Failure> {
-        let invalid = |detail: String| {
-            Failure::Fatal(LlmError::InvalidResponse {
-                endpoint: self.endpoint.clone(),
-                detail,
-            })
-        };
-        let v: Value = serde_json::from_str(text).map_err(|e| {
-            invalid(format!(
-                "the body is not JSON ({e}); it starts with {:?}",
-                self.scrub(&preview(text))
-            ))
-        })?;
-        if let Some(f) = self.embedded_error(&v) {
-            return Err(f);
-        }
-        let choice = v
-            .get("choices")
-            .and_then(Value::as_array)
-            .and_then(|c| c.first())
-            .ok_or_else(|| invalid("the answer has no `choices[0]`".into()))?;
-        let message = choice
-            .get("message")
-            .ok_or_else(|| invalid("`choices[0]` has no `message`".into()))?;
-        let content = match message.get("content") {
-            Some(Value::String(s)) => s.clone(),
-            Some(Value::Null) | None => String::new(),
-            Some(other) => {
-                return Err(invalid(format!(
-                    "`choices[0].message.content` is not a string but {}",
-                    json_kind(other)
-                )))
-            }
-        };
-        Ok(ChatResponse {
-            content,
-            usage: v
-                .get("usage")
-                .and_then(Usage::from_json)
-                .unwrap_or_default(),
-            model: v
-                .get("model")
-                .and_then(Value::as_str)
-                .unwrap_or(&self.settings.model)
-                .to_string(),
-            finish_reason: choice
-                .get("finish_reason")
-                .and_then(Value::as_str)
-                .map(str::to_string),
-            key_index,
-            attempts: 0,
-        })
-    }
-
     async fn read_stream<'d>(
         &self,
         resp: reqwest::Response,
@@ -1329,47 +1017,6 @@ impl LlmClient {
     }
 }
 
-/// The server's error message: `error.message` of an OpenAI-style error body, else the
-/// body itself (shortened).
-fn error_message(body: &str) -> String {
-    if let Ok(v) = serde_json::from_str::<Value>(body) {
-        let err = v.get("error").unwrap_or(&v);
-        if let Some(m) = err.get("message").and_then(Value::as_str) {
-            return preview(m);
-        }
-        if let Some(m) = err.as_str() {
-            return preview(m);
-        }
-    }
-    let t = body.trim();
-    if t.is_empty() {
-        "(empty body)".into()
-    } else {
-        preview(t)
-    }
-}
-
-fn preview(s: &str) -> String {
-    const MAX: usize = 300;
-    if s.chars().count() <= MAX {
-        s.to_string()
-    } else {
-        let cut: String = s.chars().take(MAX).collect();
-        format!("{cut}…")
-    }
-}
-
-fn json_kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
-
 /// A number in `[0, 1)` for backoff jitter (xorshift; not for anything secret).
 fn jitter() -> f64 {
     use std::cell::Cell;
@@ -1405,13 +1052,6 @@ mod tests {
         assert_eq!(error_message("  "), "(empty body)");
         assert_eq!(error_message("Bad Gateway"), "Bad Gateway");
         assert!(error_message(&"x".repeat(1000)).ends_with('…'));
-    }
-
-    #[test]
-    fn openrouter_is_recognised_by_host() {
-        assert!(is_openrouter("https://openrouter.ai/api/v1"));
-        assert!(!is_openrouter("http://127.0.0.1:11434/v1"));
-        assert!(!is_openrouter("http://openrouter.ai.example.com/v1"));
     }
 
     #[test]
