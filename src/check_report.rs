@@ -350,7 +350,7 @@ mod tests {
             file: "k/src/x86_64/vmcs.rs".into(),
             line: 7,
             column: 5,
-            level: "error".into(),
+            level: crate::fixloop::Level::Error,
             code: Some("E0308".into()),
             message: "mismatched types: 100% <wrong>".into(),
             rendered: "error[E0308]: mismatched\r\n  --> k/src/x86_64/vmcs.rs:7:5\n".into(),

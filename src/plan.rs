@@ -6,7 +6,7 @@ use std::path::Path;
 
 use anyhow::{bail, Result};
 use petgraph::graph::DiGraph;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::knowledge::{Knowledge, ARCH_NEUTRAL};
 use crate::workspace::{
@@ -17,10 +17,11 @@ use crate::workspace::{
 pub const SCHEMA_VERSION: u32 = 1;
 
 /// Whether the x86_64 counterpart of a module exists.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
     /// The target file does not exist.
+    #[default]
     New,
     /// The target exists and covers the source's public API.
     Exists,
@@ -39,7 +40,7 @@ impl Status {
 }
 
 /// The plan for one ARM64 module.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ModulePlan {
     pub package: String,
     /// Source file, relative to the workspace root.

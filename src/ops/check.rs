@@ -12,7 +12,7 @@ use super::error::Outcome;
 use super::port::Level;
 use super::{Error, Session};
 use crate::check_report::CheckDocument;
-use crate::fixloop::{self, ModuleSpec};
+use crate::fixloop;
 use crate::workspace::{Diagnostic, Severity};
 
 /// What to check.
@@ -63,7 +63,7 @@ pub fn run(s: &Session, opts: &CheckOptions, events: &dyn CheckEvents) -> Result
     let root = s.ws.root.clone();
     let root_str = root.display().to_string();
     let full = s.full_plan(true, &|_| {});
-    let specs = ModuleSpec::from_plan(&full.modules);
+    let specs = &full.modules;
     let skipped = |why: Skipped| CheckRun {
         document: CheckDocument::skipped(root_str.clone(), s.config.target.value.clone()),
         skipped: Some(why),
@@ -77,7 +77,7 @@ pub fn run(s: &Session, opts: &CheckOptions, events: &dyn CheckEvents) -> Result
         let planned: BTreeSet<String> = specs
             .iter()
             .flat_map(|m| {
-                let mut f = m.files(&root);
+                let mut f = fixloop::owned_files(m, &root);
                 f.push(m.source.clone());
                 f
             })
@@ -109,7 +109,7 @@ pub fn run(s: &Session, opts: &CheckOptions, events: &dyn CheckEvents) -> Result
         events.message(Level::Note, note);
     }
     let target = choice.triple.clone();
-    let mut lopts = fixloop::LoopOptions::new(&root, &target, &specs);
+    let mut lopts = fixloop::LoopOptions::new(&root, &target, specs);
     lopts.packages = &packages;
     lopts.toolchain = toolchain;
     lopts.build_std = choice.build_std;

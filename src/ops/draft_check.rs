@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 
 use crate::engine::port::FileChange;
-use crate::fixloop::{LoopOptions, ModuleSpec};
+use crate::fixloop::LoopOptions;
 use crate::plan::ModulePlan;
 use crate::swarm::prompts::{DraftCheck, DraftChecks};
 
@@ -65,8 +65,7 @@ fn run(job: &DraftCheckJob<'_>) -> Result<DraftChecks> {
     let base = job.target_dir.join("eterna-port").join("draft-check");
     let mirror = base.join("ws");
     sync_mirror(job.root, &mirror, &[job.target_dir, &base], job.changes)?;
-    let specs = ModuleSpec::from_plan(job.modules);
-    let mut opts = LoopOptions::new(&mirror, &choice.triple, &specs);
+    let mut opts = LoopOptions::new(&mirror, &choice.triple, job.modules);
     opts.packages = job.packages;
     opts.toolchain = toolchain;
     opts.build_std = choice.build_std;

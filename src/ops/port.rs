@@ -488,9 +488,9 @@ pub fn run(
                 events.message(Level::Note, note);
             }
             let target = choice.triple.clone();
-            let specs = crate::fixloop::ModuleSpec::from_plan(&selected.modules);
+            let specs = &selected.modules;
             let packages = selected.packages();
-            let mut lopts = crate::fixloop::LoopOptions::new(&s.ws.root, &target, &specs);
+            let mut lopts = crate::fixloop::LoopOptions::new(&s.ws.root, &target, specs);
             lopts.packages = &packages;
             lopts.toolchain = toolchain;
             lopts.build_std = choice.build_std;

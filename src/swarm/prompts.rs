@@ -748,14 +748,14 @@ mod tests {
 
     #[test]
     fn a_module_compiles_only_when_its_crate_had_no_error_elsewhere() {
-        let diag = |level: &str| crate::fixloop::Diag {
+        let diag = |level: crate::fixloop::Level| crate::fixloop::Diag {
             file: "hv/src/x86_64/irq.rs".into(),
             line: 3,
             column: 1,
-            level: level.into(),
+            level,
             code: None,
             message: "m".into(),
-            rendered: format!("{level}: m\n{}", "x".repeat(5000)),
+            rendered: format!("{}: m\n{}", level.as_str(), "x".repeat(5000)),
         };
         let result = |errors: usize, compiled: bool| crate::fixloop::ModuleResult {
             module_path: "hv::irq".into(),
@@ -766,8 +766,8 @@ mod tests {
             warnings: 1,
             compiled,
             status: "ok",
-            diagnostics: std::iter::once(diag("warning"))
-                .chain((0..errors).map(|_| diag("error")))
+            diagnostics: std::iter::once(diag(crate::fixloop::Level::Warning))
+                .chain((0..errors).map(|_| diag(crate::fixloop::Level::Error)))
                 .collect(),
         };
         assert_eq!(
