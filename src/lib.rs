@@ -9,7 +9,6 @@
 //! ARCHITECTURE.md in the repository is the map.
 
 pub mod app;
-pub mod check_report;
 pub mod cli;
 pub mod config;
 pub mod emulate;

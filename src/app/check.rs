@@ -7,11 +7,11 @@ use std::process::Command;
 use anyhow::{bail, Context, Result};
 
 use super::{open, EXIT_ERROR};
-use crate::check_report;
 use crate::cli::{CheckArgs, CheckFormat, GlobalArgs, MessageFormat};
 use crate::ops::check::{self, CheckEvents, CheckOptions, Skipped};
 use crate::ops::port::Level;
 use crate::report;
+use crate::report::check as check_report;
 
 pub(super) fn cmd_check(g: &GlobalArgs, a: &CheckArgs) -> Result<u8> {
     let json = g.message_format == MessageFormat::Json;

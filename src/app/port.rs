@@ -15,7 +15,7 @@ use crate::config::Backend;
 use crate::ops::port::{self, Level, PortEvents, PortOptions};
 use crate::report;
 use crate::store::FixIterationRecord;
-use crate::swarm::{Event, TaskStatus};
+use crate::swarm::{Event, Role, TaskStatus};
 use crate::writer;
 
 pub(super) fn cmd_port(g: &GlobalArgs, targets: &[String], flags: &PortFlags) -> Result<u8> {
@@ -170,10 +170,10 @@ impl PortEvents for EventSink {
             Event::TaskStarted {
                 module,
                 agent,
-                task,
+                role,
                 ..
             } => {
-                if task.contains("#debug") {
+                if *role == Role::Debug {
                     self.bar.inc_length(1);
                 }
                 self.bar.set_message(format!("{module} ({agent})"));

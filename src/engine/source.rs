@@ -21,8 +21,8 @@ pub struct SourceItem {
     /// Byte range in the file, attributes and doc comments included.
     pub range: Range<usize>,
     pub text: String,
-    /// ARM64 evidence inside the item (`"sysreg HCR_EL2"`, `"asm-mnemonic eret"`).
-    pub arm64: Vec<String>,
+    /// ARM64 evidence inside the item: its kind and name (`Sysreg`, `HCR_EL2`).
+    pub arm64: Vec<(EvidenceKind, String)>,
     /// Already gated by `cfg(target_arch = "aarch64")` / `"x86_64"`.
     pub cfg_aarch64: bool,
     pub cfg_x86_64: bool,
@@ -37,7 +37,9 @@ impl SourceItem {
 
     /// ARM64 code, not merely a `cfg(target_arch = "aarch64")` gate on the item.
     pub fn has_arm64_code(&self) -> bool {
-        self.arm64.iter().any(|e| !e.starts_with("cfg "))
+        self.arm64
+            .iter()
+            .any(|(kind, _)| *kind != EvidenceKind::Cfg)
     }
 }
 
@@ -114,7 +116,7 @@ fn parse_items(
                 .evidence
                 .iter()
                 .filter(|e| e.kind != EvidenceKind::Path)
-                .map(|e| format!("{} {}", e.kind.as_str(), e.name))
+                .map(|e| (e.kind, e.name.clone()))
                 .collect();
         }
     }
@@ -297,7 +299,9 @@ mod tests {
         assert!(items[0].text.ends_with("    v\n}"));
         assert_eq!(&text[items[0].range.clone()], items[0].text);
         assert!(
-            items[0].arm64.contains(&"sysreg HCR_EL2".to_string()),
+            items[0]
+                .arm64
+                .contains(&(EvidenceKind::Sysreg, "HCR_EL2".to_string())),
             "{:?}",
             items[0].arm64
         );

@@ -208,10 +208,8 @@ pub struct IterationSummary {
     pub check_ms: u64,
     /// Time spent in the fixer (the DebugAgent's latency).
     pub fix_ms: u64,
-    /// `fixing`, `regressed` (this check found the last round made things worse, its
-    /// files were restored, and a new round was made from the check before), `clean`, `max-iterations`, `no-progress`, `no-fixer`,
-    /// `outside-modules`, `not-compiled`.
-    pub outcome: String,
+    /// What came of the iteration (`fixing`, `regressed`, or why the loop stopped).
+    pub outcome: IterationOutcome,
     /// The round this check backed out.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub regression: Option<Regression>,
@@ -227,8 +225,42 @@ impl IterationSummary {
             agent_files: self.fixer_files.len() as i64,
             diagnostics_hash: self.diagnostics_hash.clone(),
             check_ms: self.check_ms as i64,
-            outcome: self.outcome.clone(),
+            outcome: self.outcome.as_str().to_string(),
         }
+    }
+}
+
+/// What came of one iteration of the loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IterationOutcome {
+    /// A fix round was made after the check (rustfix or the fixer).
+    Fixing,
+    /// The check found the last round made things worse: its files were restored, and
+    /// a new round was made from the check before.
+    Regressed,
+    /// The loop stopped after this check.
+    Stopped(StopReason),
+}
+
+impl IterationOutcome {
+    /// `fixing`, `regressed`, or the stop reason (`clean`, `no-progress`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IterationOutcome::Fixing => "fixing",
+            IterationOutcome::Regressed => "regressed",
+            IterationOutcome::Stopped(reason) => reason.as_str(),
+        }
+    }
+
+    /// A fix round was made in this iteration (kept or backed out later).
+    pub fn made_a_round(self) -> bool {
+        matches!(self, IterationOutcome::Fixing | IterationOutcome::Regressed)
+    }
+}
+
+impl Serialize for IterationOutcome {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
     }
 }
 
@@ -251,7 +283,7 @@ impl LoopOutcome {
     pub fn fix_rounds(&self) -> usize {
         self.iterations
             .iter()
-            .filter(|i| i.outcome == "fixing" || i.outcome == "regressed")
+            .filter(|i| i.outcome.made_a_round())
             .count()
     }
 
@@ -302,7 +334,7 @@ pub fn run_loop(
             fixer_files: Vec::new(),
             check_ms: elapsed.as_millis() as u64,
             fix_ms: 0,
-            outcome: "fixing".into(),
+            outcome: IterationOutcome::Fixing,
             regression: None,
         };
         // The round before this check made things worse: back it out, and go on from
@@ -400,7 +432,7 @@ pub fn run_loop(
             }
         }
         if let Some(reason) = stopped {
-            it.outcome = reason.as_str().into();
+            it.outcome = IterationOutcome::Stopped(reason);
             record(&it.to_record())?;
             iterations.push(it);
             return Ok(LoopOutcome {
@@ -412,7 +444,7 @@ pub fn run_loop(
             });
         }
         if it.regression.is_some() {
-            it.outcome = "regressed".into();
+            it.outcome = IterationOutcome::Regressed;
         }
         record(&it.to_record())?;
         // "No progress" judges the fixer's work: after a rustfix round the same errors

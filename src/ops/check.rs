@@ -11,8 +11,8 @@ use anyhow::{bail, Context, Result};
 use super::error::Outcome;
 use super::port::Level;
 use super::{Error, Session};
-use crate::check_report::CheckDocument;
 use crate::fixloop;
+use crate::report::check::CheckDocument;
 use crate::workspace::{Diagnostic, Severity};
 
 /// What to check.

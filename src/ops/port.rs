@@ -573,7 +573,9 @@ pub fn run(
                     "fix loop: check {} found {} error(s); {}",
                     rec.iteration,
                     rec.errors,
-                    if rec.outcome == "fixing" || rec.outcome == "regressed" {
+                    if rec.outcome == crate::fixloop::IterationOutcome::Fixing.as_str()
+                        || rec.outcome == crate::fixloop::IterationOutcome::Regressed.as_str()
+                    {
                         "fixing"
                     } else {
                         "done"

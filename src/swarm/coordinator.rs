@@ -255,6 +255,7 @@ pub async fn run(
                             task: tasks[task].id.clone(),
                             module: tasks[task].module.clone(),
                             agent: health[agent].name.clone(),
+                            role: tasks[task].role,
                         });
                     }
                     Report::Finished { agent, task, result } => {

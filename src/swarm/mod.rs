@@ -262,6 +262,8 @@ pub enum Event {
         task: String,
         module: String,
         agent: String,
+        /// The kind of task (a `debug` task is one the fix loop added).
+        role: Role,
     },
     TaskFinished(TaskResult),
     /// A change in an agent's health (and the whole table at the end).
