@@ -106,7 +106,7 @@ fn main() {
     // The injected errors go into the VM-control module, wherever the plan puts it.
     let vm = modules
         .iter()
-        .find(|m| m.component == "vm-control")
+        .find(|m| m.component == cargo_eterna_port::knowledge::ComponentId::VmControl)
         .map(|m| m.target.clone())
         .expect("a planned vm-control module");
     let packages = vec!["eterna".to_string()];

@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// The fixed component vocabulary, in its canonical order.
 pub const COMPONENTS: [&str; 17] = [
@@ -35,6 +35,95 @@ pub const COMPONENTS: [&str; 17] = [
 
 /// The component given to modules that carry no architecture-specific meaning.
 pub const ARCH_NEUTRAL: &str = "arch-neutral";
+
+/// A component of the fixed vocabulary ([`COMPONENTS`]), as the plan gives it to a
+/// module. Serialized as its name (`vm-control`).
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum ComponentId {
+    /// Boot code and the entry point.
+    Boot,
+    /// Exception vectors and traps (VM exits on x86_64).
+    Exception,
+    /// System register access.
+    Sysreg,
+    /// Virtual machine control (HCR_EL2; the VMCS).
+    VmControl,
+    /// Virtual CPU state and entry.
+    Vcpu,
+    /// Stage-2 translation (EPT).
+    Stage2,
+    /// The hypervisor's own address translation.
+    Mmu,
+    /// The interrupt controller (GIC; the APIC).
+    InterruptController,
+    /// Timers.
+    Timer,
+    /// The serial console.
+    Uart,
+    /// CPU bring-up and power (PSCI).
+    SmpPower,
+    /// Hypercalls.
+    Hypercall,
+    /// Cache and TLB maintenance.
+    CacheTlb,
+    /// The IOMMU (SMMU; VT-d).
+    Iommu,
+    /// Inter-processor interrupts.
+    Ipi,
+    /// The architecture root that ties the layer together.
+    Platform,
+    /// No architecture-specific meaning.
+    #[default]
+    ArchNeutral,
+}
+
+impl ComponentId {
+    /// Every component, in the vocabulary's order.
+    pub const ALL: [ComponentId; 17] = [
+        ComponentId::Boot,
+        ComponentId::Exception,
+        ComponentId::Sysreg,
+        ComponentId::VmControl,
+        ComponentId::Vcpu,
+        ComponentId::Stage2,
+        ComponentId::Mmu,
+        ComponentId::InterruptController,
+        ComponentId::Timer,
+        ComponentId::Uart,
+        ComponentId::SmpPower,
+        ComponentId::Hypercall,
+        ComponentId::CacheTlb,
+        ComponentId::Iommu,
+        ComponentId::Ipi,
+        ComponentId::Platform,
+        ComponentId::ArchNeutral,
+    ];
+
+    /// Its name in the vocabulary (`vm-control`).
+    pub fn as_str(self) -> &'static str {
+        COMPONENTS[ComponentId::ALL
+            .iter()
+            .position(|c| *c == self)
+            .unwrap_or(COMPONENTS.len() - 1)]
+    }
+
+    /// The component of a vocabulary name; `None` for any other text.
+    pub fn parse(name: &str) -> Option<ComponentId> {
+        COMPONENTS
+            .iter()
+            .position(|c| *c == name)
+            .map(|i| ComponentId::ALL[i])
+    }
+}
+
+impl std::fmt::Display for ComponentId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 const COMPONENTS_TOML: &str = include_str!("../templates/knowledge/components.toml");
 const CONCEPTS_TOML: &str = include_str!("../templates/knowledge/concepts.toml");
@@ -488,6 +577,12 @@ mod tests {
     fn embedded_knowledge_loads_and_covers_the_vocabulary() {
         let k = Knowledge::embedded().expect("embedded knowledge is valid");
         assert_eq!(k.components.len(), COMPONENTS.len());
+        for (name, id) in COMPONENTS.iter().zip(ComponentId::ALL) {
+            assert_eq!(id.as_str(), *name);
+            assert_eq!(ComponentId::parse(name), Some(id));
+            assert_eq!(serde_json::to_value(id).unwrap(), *name);
+        }
+        assert_eq!(ComponentId::parse("gic"), None);
         for (alias, component) in [
             ("vmcs", "vm-control"),
             ("ept", "stage2"),

@@ -8,7 +8,7 @@ use anyhow::{bail, Result};
 use petgraph::graph::DiGraph;
 use serde::{Deserialize, Serialize};
 
-use crate::knowledge::{Knowledge, ARCH_NEUTRAL};
+use crate::knowledge::{ComponentId, Knowledge, ARCH_NEUTRAL};
 use crate::workspace::{
     relative_to, Diagnostic, Evidence, EvidenceKind, Item, ItemKind, ScannedModule,
 };
@@ -46,7 +46,7 @@ pub struct ModulePlan {
     /// Source file, relative to the workspace root.
     pub source: String,
     pub module_path: String,
-    pub component: String,
+    pub component: ComponentId,
     /// Target file, relative to the workspace root. It keeps the module's name
     /// (`arch/aarch64/gic.rs` → `arch/x86_64/gic.rs`); equal to `source` when the
     /// file is edited in place (cfg wiring).
@@ -239,7 +239,9 @@ pub fn build(
                 package: m.package.clone(),
                 source,
                 module_path: m.module_path(),
-                component: component.to_string(),
+                // The knowledge's component names are checked against the vocabulary
+                // when it loads.
+                component: ComponentId::parse(component).unwrap_or_default(),
                 target,
                 x86_concept,
                 status,
@@ -758,7 +760,7 @@ pub fn select(plan: &mut Plan, selectors: &[String], knowledge: &Knowledge) -> R
             plan.modules
                 .iter()
                 .enumerate()
-                .filter(|(_, m)| m.component == c.name)
+                .filter(|(_, m)| m.component.as_str() == c.name)
                 .map(|(i, _)| i)
                 .collect()
         } else {

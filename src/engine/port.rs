@@ -75,7 +75,7 @@ impl ModuleReport {
         }
         let mut r = ModuleReport {
             module_path: m.module_path.clone(),
-            component: m.component.clone(),
+            component: m.component.to_string(),
             source: m.source.clone(),
             target: m.target.clone(),
             mode,

@@ -362,7 +362,7 @@ fn attribute(opts: &LoopOptions, run: &CargoRun) -> Attributed {
         .zip(&spec_files)
         .map(|(m, files)| ModuleResult {
             module_path: m.module_path.clone(),
-            component: Some(m.component.clone()),
+            component: Some(m.component.to_string()),
             package: Some(m.package.clone()),
             files: files.clone(),
             errors: 0,

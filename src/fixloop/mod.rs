@@ -681,7 +681,7 @@ mod tests {
         .unwrap();
         let spec = ModulePlan {
             module_path: "k::arch::aarch64::vm".into(),
-            component: "vm-control".into(),
+            component: crate::knowledge::ComponentId::VmControl,
             package: "k".into(),
             source: "k/src/arch/aarch64/vm.rs".into(),
             target: "k/src/arch/x86_64/vmcs.rs".into(),

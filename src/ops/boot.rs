@@ -7,6 +7,7 @@ use anyhow::Result;
 
 use super::{Error, Session};
 use crate::emulate;
+use crate::knowledge::ComponentId;
 use crate::plan::{self, Plan};
 
 /// What to boot and how.
@@ -65,7 +66,7 @@ fn boot_target(s: &Session, plan: &Plan, bin: Option<&str>) -> Result<emulate::B
         names.extend(
             plan.modules
                 .iter()
-                .filter(|m| m.component == "platform")
+                .filter(|m| m.component == ComponentId::Platform)
                 .map(|m| m.package.clone()),
         );
         if names.is_empty() {
@@ -133,10 +134,10 @@ fn boot_layer(
         .iter()
         .filter(|m| m.package == target.package)
         .collect();
-    let has_root = ours.iter().any(|m| m.component == "platform");
+    let has_root = ours.iter().any(|m| m.component == ComponentId::Platform);
     let unported = ours
         .iter()
-        .filter(|m| !has_root || m.component == "platform")
+        .filter(|m| !has_root || m.component == ComponentId::Platform)
         .find(|m| m.status == plan::Status::New)
         .map(|m| {
             format!(
@@ -146,7 +147,7 @@ fn boot_layer(
         });
     let boot = ours
         .iter()
-        .find(|m| m.component == "boot")
+        .find(|m| m.component == ComponentId::Boot)
         .map(|m| s.ws.root.join(&m.target));
     (boot, unported)
 }

@@ -176,7 +176,7 @@ fn collect_sources(
                     kind: Kind::Code,
                     text,
                     module_path: Some(m.module_path.clone()),
-                    component: Some(m.component.clone()),
+                    component: Some(m.component.to_string()),
                 });
             }
         }

@@ -30,7 +30,7 @@ pub fn plan_human(plan: &Plan, verbose: bool) -> String {
     let width = plan
         .modules
         .iter()
-        .map(|m| m.component.len())
+        .map(|m| m.component.as_str().len())
         .max()
         .unwrap_or(9)
         .max(9);

@@ -501,7 +501,7 @@ pub fn query_components(query: &str, knowledge: &crate::knowledge::Knowledge) ->
 /// items and the ARM64 evidence (system registers, instructions) it uses.
 pub fn module_query(m: &ModulePlan) -> String {
     let name = m.module_path.rsplit("::").next().unwrap_or("");
-    let mut q = format!("{} {name}", m.component.replace('-', " "));
+    let mut q = format!("{} {name}", m.component.as_str().replace('-', " "));
     // Not the cfg evidence: porting in place adds cfg gates, and the query (hence an
     // agent's prompt) must stay the same for an unchanged re-run.
     for e in m
@@ -530,7 +530,7 @@ pub fn context_for_module(
     budget_tokens: usize,
 ) -> Result<Vec<RankedChunk>> {
     let filters = Filters {
-        prefer_components: vec![module.component.clone()],
+        prefer_components: vec![module.component.to_string()],
         max_per_source: Some(4),
         ..Filters::default()
     };

@@ -306,7 +306,7 @@ mod tests {
             package: "hv".into(),
             source: source.into(),
             module_path: path.into(),
-            component: "vm-control".into(),
+            component: crate::knowledge::ComponentId::VmControl,
             target: target.into(),
             x86_concept: None,
             status: crate::plan::Status::New,

@@ -315,7 +315,7 @@ impl Prompts {
             template,
             minijinja::context! {
                 module_path => &p.module.module_path,
-                component => &p.module.component,
+                component => p.module.component.as_str(),
                 package => &p.module.package,
                 source => p.source,
                 target => p.target,
@@ -360,7 +360,7 @@ impl Prompts {
             "eterna_port_group.md",
             minijinja::context! {
                 module_path => &p.module.module_path,
-                component => &p.module.component,
+                component => p.module.component.as_str(),
                 package => &p.module.package,
                 source => p.source,
                 target => p.target,
@@ -543,7 +543,7 @@ mod tests {
             package: "hv".into(),
             source: source.into(),
             module_path: "hv::arch::aarch64::irq".into(),
-            component: "interrupt-controller".into(),
+            component: crate::knowledge::ComponentId::InterruptController,
             target: target.into(),
             x86_concept: None,
             status: crate::plan::Status::New,
