@@ -30,6 +30,7 @@ pub enum Status {
 }
 
 impl Status {
+    /// `new`, `exists` or `partial`.
     pub fn as_str(self) -> &'static str {
         match self {
             Status::New => "new",
@@ -42,10 +43,13 @@ impl Status {
 /// The plan for one ARM64 module.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ModulePlan {
+    /// The package the module belongs to.
     pub package: String,
     /// Source file, relative to the workspace root.
     pub source: String,
+    /// The module's path (`hv::arch::aarch64::gic`).
     pub module_path: String,
+    /// The component of the vocabulary it implements.
     pub component: ComponentId,
     /// Target file, relative to the workspace root. It keeps the module's name
     /// (`arch/aarch64/gic.rs` → `arch/x86_64/gic.rs`); equal to `source` when the
@@ -53,9 +57,11 @@ pub struct ModulePlan {
     pub target: String,
     /// The x86_64 concept the target implements (`apic`, `ept`, `vmcs`), for docs.
     pub x86_concept: Option<String>,
+    /// Whether its x86_64 counterpart exists.
     pub status: Status,
     /// Module paths of the planned modules this one `use`s (port those first).
     pub depends_on: Vec<String>,
+    /// The ARM64 evidence that made it a planned module.
     pub evidence: Vec<Evidence>,
     /// The module's public API.
     pub items: Vec<Item>,
@@ -66,12 +72,16 @@ pub struct ModulePlan {
 /// The whole plan (`cargo eterna-port plan --message-format json`).
 #[derive(Debug, Clone, Serialize)]
 pub struct Plan {
+    /// The document's version.
     pub schema_version: u32,
+    /// The workspace planned.
     pub workspace_root: String,
+    /// The x86_64 target triple the port is for.
     pub target_triple: String,
     /// In dependency order: every module comes after the modules it depends on
     /// (modules in a `use` cycle are adjacent, by module path).
     pub modules: Vec<ModulePlan>,
+    /// What the scan could not read, and other scan problems.
     pub diagnostics: Vec<Diagnostic>,
     /// Dependencies of the workspace's packages that exist only for ARM.
     pub arm_dependencies: Vec<ArmDependency>,

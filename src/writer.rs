@@ -17,15 +17,20 @@ use crate::store::{NewArtifact, Store};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case", tag = "action")]
 pub enum Action {
+    /// A new file.
     Create,
+    /// An existing file gets new content.
     Update,
+    /// The content is already there; nothing is written.
     Unchanged,
     /// Not written: a generated file that was edited by hand (or never generated).
     SkipEdited {
+        /// Why it is skipped.
         reason: String,
     },
     /// Written with `--force`; the previous content is kept at `backup`.
     ForceUpdate {
+        /// Where the previous content is kept.
         backup: String,
     },
 }
@@ -33,9 +38,13 @@ pub enum Action {
 /// A file to write and the decision about it.
 #[derive(Debug, Clone)]
 pub struct Planned {
+    /// Workspace-relative path.
     pub rel: String,
+    /// The current content; `None` for a new file.
     pub old: Option<String>,
+    /// The content to write.
     pub new: String,
+    /// What the writer does with it.
     pub action: Action,
 }
 
@@ -56,6 +65,7 @@ pub struct Ledger<'s> {
 }
 
 impl<'s> Ledger<'s> {
+    /// The ledger of `store` (the hashes of every version written before); `None` records nothing.
     pub fn new(store: Option<&'s Store>, origin_agent: &'static str) -> Result<Ledger<'s>> {
         Ok(Ledger {
             known: match store {

@@ -16,21 +16,26 @@ use crate::workspace::{analyze_target, EvidenceKind, ItemKind, ParseError};
 pub struct SourceItem {
     /// The item's name (`None` for `use`, `impl`, unnamed macro invocations).
     pub name: Option<String>,
+    /// What the item is (`None` for items the scan does not list: `use`, `impl`, macros).
     pub kind: Option<ItemKind>,
+    /// Declared `pub` (any `pub(…)` included).
     pub public: bool,
     /// Byte range in the file, attributes and doc comments included.
     pub range: Range<usize>,
+    /// The item's exact text (`range` of the file).
     pub text: String,
     /// ARM64 evidence inside the item: its kind and name (`Sysreg`, `HCR_EL2`).
     pub arm64: Vec<(EvidenceKind, String)>,
     /// Already gated by `cfg(target_arch = "aarch64")` / `"x86_64"`.
     pub cfg_aarch64: bool,
+    /// Already gated by `cfg(target_arch = "x86_64")`.
     pub cfg_x86_64: bool,
     /// A `mod name;` declaration without body.
     pub mod_decl: Option<String>,
 }
 
 impl SourceItem {
+    /// Whether the item has any ARM64 evidence (a gate included).
     pub fn is_arm64(&self) -> bool {
         !self.arm64.is_empty()
     }

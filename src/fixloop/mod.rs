@@ -39,9 +39,11 @@ pub const DEFAULT_MAX_ITERATIONS: u32 = 5;
 /// A module's remaining errors, as the fixer gets them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ModuleDiagnostics {
+    /// The module's path.
     pub module_path: String,
     /// Workspace-relative target files of the module (the files the fixer may rewrite).
     pub files: Vec<String>,
+    /// Its errors (and warnings) from the last check.
     pub diagnostics: Vec<Diag>,
 }
 
@@ -68,7 +70,9 @@ pub struct Regression {
     pub iteration: u32,
     /// Who made the round: `rustfix` or `fixer`.
     pub by: &'static str,
+    /// Errors in the check before the round.
     pub errors_before: usize,
+    /// Errors in the check after it.
     pub errors_after: usize,
     /// The files the round changed (and that were restored).
     pub files: Vec<String>,
@@ -100,6 +104,7 @@ pub enum StopReason {
 }
 
 impl StopReason {
+    /// The reason's name (`clean`, `no-progress`, …).
     pub fn as_str(self) -> &'static str {
         match self {
             StopReason::Clean => "clean",
@@ -164,6 +169,7 @@ pub struct LoopOptions<'a> {
 }
 
 impl<'a> LoopOptions<'a> {
+    /// Options to check `modules` of the workspace at `root` for `target`, with the defaults (rustfix on, 5 rounds).
     pub fn new(root: &'a Path, target: &'a str, modules: &'a [ModulePlan]) -> Self {
         LoopOptions {
             root,
@@ -194,8 +200,11 @@ impl<'a> LoopOptions<'a> {
 pub struct IterationSummary {
     /// 1-based: the n-th `cargo check`.
     pub iteration: u32,
+    /// Errors the check found.
     pub errors: usize,
+    /// Warnings it found.
     pub warnings: usize,
+    /// A hash of the set of errors (equal sets: no progress).
     pub diagnostics_hash: String,
     /// MachineApplicable suggestions applied after this check.
     pub rustfix_applied: usize,
@@ -205,6 +214,7 @@ pub struct IterationSummary {
     pub fixer_called: bool,
     /// Files the fixer rewrote.
     pub fixer_files: Vec<String>,
+    /// Wall time of the check.
     pub check_ms: u64,
     /// Time spent in the fixer (the DebugAgent's latency).
     pub fix_ms: u64,
@@ -216,6 +226,7 @@ pub struct IterationSummary {
 }
 
 impl IterationSummary {
+    /// The iteration as the store records it.
     pub fn to_record(&self) -> FixIterationRecord {
         FixIterationRecord {
             iteration: i64::from(self.iteration),
@@ -267,7 +278,9 @@ impl Serialize for IterationOutcome {
 /// How the loop ended.
 #[derive(Debug, Clone)]
 pub struct LoopOutcome {
+    /// Why the loop stopped.
     pub stop: StopReason,
+    /// Every iteration, in order.
     pub iterations: Vec<IterationSummary>,
     /// The report of the last check.
     pub final_report: CheckReport,

@@ -7,6 +7,7 @@ use crate::config::{Config, Secret};
 
 /// OpenRouter's app attribution headers.
 pub const DEFAULT_REFERER: &str = "https://crates.io/crates/cargo-eterna-port";
+/// The default of OpenRouter's app title header (`X-Title`).
 pub const DEFAULT_TITLE: &str = "cargo-eterna-port";
 
 /// Everything the client needs; built from the [`Config`] or by hand (tests).
@@ -15,6 +16,7 @@ pub struct LlmSettings {
     /// Base URL of an OpenAI-compatible API, e.g. `https://openrouter.ai/api/v1`;
     /// requests go to `{base_url}/chat/completions`.
     pub base_url: String,
+    /// The model asked (`ETERNA_PORT_MODEL`).
     pub model: String,
     /// API keys, used round-robin. Empty: no `Authorization` header (local servers).
     pub keys: Vec<Secret>,

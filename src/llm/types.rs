@@ -7,23 +7,28 @@ use serde_json::Value;
 /// One chat message.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Message {
+    /// `system`, `user` or `assistant`.
     pub role: String,
+    /// The text.
     pub content: String,
 }
 
 impl Message {
+    /// A system message.
     pub fn system(content: impl Into<String>) -> Self {
         Message {
             role: "system".into(),
             content: content.into(),
         }
     }
+    /// A user message.
     pub fn user(content: impl Into<String>) -> Self {
         Message {
             role: "user".into(),
             content: content.into(),
         }
     }
+    /// An assistant message (an earlier answer, when one is sent back).
     pub fn assistant(content: impl Into<String>) -> Self {
         Message {
             role: "assistant".into(),
@@ -35,14 +40,18 @@ impl Message {
 /// A chat completion request; the model comes from the settings unless overridden.
 #[derive(Debug, Clone, Default)]
 pub struct ChatRequest {
+    /// The conversation.
     pub messages: Vec<Message>,
+    /// Sampling temperature; `None`: the server's default.
     pub temperature: Option<f32>,
+    /// Bound on the answer's tokens; `None`: the server's default.
     pub max_tokens: Option<u32>,
     /// Another model than [`LlmSettings::model`] for this request.
     pub model: Option<String>,
 }
 
 impl ChatRequest {
+    /// A request of `messages` with the server's defaults.
     pub fn new(messages: Vec<Message>) -> Self {
         ChatRequest {
             messages,
@@ -54,8 +63,11 @@ impl ChatRequest {
 /// Token usage of one answer, as the server reports it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct Usage {
+    /// Tokens of the prompt.
     pub prompt_tokens: u64,
+    /// Tokens of the answer.
     pub completion_tokens: u64,
+    /// Both together, as the server counts them.
     pub total_tokens: u64,
     /// OpenRouter's `usage.cost` (credits, USD), when the server reports it.
     pub cost: Option<f64>,
@@ -94,6 +106,7 @@ impl Usage {
 /// The answer to a [`ChatRequest`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChatResponse {
+    /// The answer's text.
     pub content: String,
     /// Zero when the server reported no usage.
     pub usage: Usage,

@@ -23,15 +23,19 @@ const LARGE_FILE: u64 = 1 << 20;
 
 /// What the check needs.
 pub struct DraftCheckJob<'a> {
+    /// The workspace root.
     pub root: &'a Path,
     /// The workspace's cargo target dir (the mirror and its build go under it).
     pub target_dir: &'a Path,
+    /// The drafts (workspace-relative path, text) as the port would write them.
     pub changes: &'a [FileChange],
+    /// The selected modules.
     pub modules: &'a [ModulePlan],
     /// `-p` packages (empty: the whole workspace).
     pub packages: &'a [String],
     /// The configured target triple.
     pub target: &'a str,
+    /// Check for the host target when the toolchain lacks the target's std.
     pub host_fallback: bool,
 }
 

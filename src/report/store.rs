@@ -133,9 +133,13 @@ pub fn status_human(st: &crate::store::Stats, problem: Option<&str>) -> String {
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct LastRun {
     #[serde(flatten)]
+    /// The run.
     pub run: crate::store::RunRow,
+    /// Its tasks.
     pub tasks: Vec<crate::store::TaskRow>,
+    /// The agents' health at its end.
     pub health: Vec<crate::store::HealthRecord>,
+    /// The fix loop's iterations.
     pub fix_iterations: Vec<crate::store::FixIterationRecord>,
     /// Every item the run wrote, with its status and who wrote it.
     pub items: Vec<crate::store::PortItemRecord>,

@@ -29,16 +29,25 @@ pub const STUB_MARKER: &str = "unimplemented!(\"eterna-port";
 
 /// Inputs of the planning step.
 pub struct Inputs<'a> {
+    /// The workspace root.
     pub root: &'a Path,
+    /// The whole plan (dependencies outside the selection too).
     pub full: &'a Plan,
+    /// The modules to port.
     pub selected: &'a Plan,
+    /// The offline engine's drafts.
     pub output: &'a PortOutput,
+    /// Package directories by package name.
     pub package_dirs: &'a BTreeMap<String, PathBuf>,
+    /// The concept map.
     pub knowledge: &'a Knowledge,
+    /// The prompt templates, with the workspace's facts.
     pub prompts: &'a Prompts,
     /// Retrieved context for a module (already without the files the port writes).
     pub context: &'a dyn Fn(&ModulePlan) -> Vec<ContextChunk>,
+    /// Accept answers that change a `Cargo.toml` or add a `build.rs`.
     pub allow_deps: bool,
+    /// The x86_64 target triple.
     pub triple: &'a str,
     /// Whether prompts are needed at all (LLM backend).
     pub llm: bool,

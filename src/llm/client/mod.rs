@@ -149,12 +149,19 @@ pub struct LlmClient {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Notice {
     /// The server did not answer in time: one request at a time from now on.
-    Serial { message: String },
+    Serial {
+        /// What to tell the user.
+        message: String,
+    },
     /// No more requests are sent to the server in this run.
-    Stopped { message: String },
+    Stopped {
+        /// What to tell the user, with the URL and what to do.
+        message: String,
+    },
 }
 
 impl Notice {
+    /// What to tell the user.
     pub fn message(&self) -> &str {
         match self {
             Notice::Serial { message } | Notice::Stopped { message } => message,
@@ -216,6 +223,7 @@ impl std::fmt::Debug for LlmClient {
 }
 
 impl LlmClient {
+    /// A client for `settings`; fails on a base URL or header value it cannot use.
     pub fn new(settings: LlmSettings) -> Result<Self, LlmError> {
         let endpoint = settings.endpoint();
         let url = reqwest::Url::parse(&endpoint).map_err(|e| LlmError::Config {
@@ -284,6 +292,7 @@ impl LlmClient {
         })
     }
 
+    /// The settings it was made with.
     pub fn settings(&self) -> &LlmSettings {
         &self.settings
     }
