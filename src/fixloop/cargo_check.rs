@@ -51,12 +51,14 @@ pub struct Diag {
     pub level: Level,
     /// `E0308`, `unused_mut`, …
     pub code: Option<String>,
+    /// rustc's message (without the rendering).
     pub message: String,
     /// rustc's rendering, as a person reads it.
     pub rendered: String,
 }
 
 impl Diag {
+    /// Whether it is an error.
     pub fn is_error(&self) -> bool {
         self.level == Level::Error
     }
@@ -65,18 +67,24 @@ impl Diag {
 /// One module's result of a check.
 #[derive(Debug, Clone, Serialize)]
 pub struct ModuleResult {
+    /// The module's path, or `(other)`.
     pub module_path: String,
     /// `None` for the `(other)` bucket.
     pub component: Option<String>,
+    /// The module's package (`None` for `(other)`).
     pub package: Option<String>,
+    /// The module's files (workspace-relative).
     pub files: Vec<String>,
+    /// Errors in its files.
     pub errors: usize,
+    /// Warnings in its files.
     pub warnings: usize,
     /// Whether the check compiled the module's crate (`false`: its package, a
     /// dependency or a build script failed first, or it was not in the checked set).
     pub compiled: bool,
     /// `ok`, `warnings`, `errors` or `not-compiled` (see [`ModuleResult::status_of`]).
     pub status: &'static str,
+    /// Its diagnostics, in the order rustc gave them.
     pub diagnostics: Vec<Diag>,
 }
 
@@ -94,6 +102,7 @@ impl ModuleResult {
         }
     }
 
+    /// Its first error.
     pub fn first_error(&self) -> Option<&Diag> {
         self.diagnostics.iter().find(|d| d.is_error())
     }
@@ -102,21 +111,26 @@ impl ModuleResult {
 /// The result of one `cargo check`, per planned module.
 #[derive(Debug, Clone, Serialize)]
 pub struct CheckReport {
+    /// The target the check ran for.
     pub target_triple: String,
     /// Every planned module, in plan order, then `(other)` when it holds diagnostics.
     pub modules: Vec<ModuleResult>,
+    /// Errors in the workspace's files, all modules together.
     pub errors: usize,
+    /// Warnings in the workspace's files, all modules together.
     pub warnings: usize,
     /// Planned modules whose crate the check did not compile.
     pub not_compiled: usize,
     /// Build scripts that failed.
     pub build_failures: Vec<BuildFailure>,
+    /// Wall time of the check, attribution included.
     pub check_ms: u64,
 }
 
 /// A build script that failed, from cargo's stderr.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct BuildFailure {
+    /// The package whose build script failed.
     pub package: String,
     /// The program it ran that is not installed, when its output says so.
     pub missing_tool: Option<String>,
@@ -193,6 +207,7 @@ impl CheckReport {
 /// A check plus what rustfix could do about it.
 #[derive(Debug, Clone)]
 pub struct Check {
+    /// The check, per module.
     pub report: CheckReport,
     /// MachineApplicable suggestions of error/warning diagnostics, per module file.
     pub suggestions: BTreeMap<String, Vec<rustfix::Suggestion>>,

@@ -9,21 +9,28 @@ use crate::plan::Plan;
 /// Items ported over items total.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Coverage {
+    /// Items ported (a real body).
     pub ported: usize,
+    /// Items counted in the written text (and missing API items).
     pub total: usize,
+    /// Items not ported: stubbed, left out or missing.
     pub unported: usize,
+    /// `ported` of `total`, in percent.
     pub percent: f64,
 }
 
 /// One file of a port and what was done with it.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct FileResult {
+    /// Workspace-relative path.
     pub path: String,
     #[serde(flatten)]
+    /// What the writer did with it.
     pub action: crate::writer::Action,
 }
 
 impl FileResult {
+    /// Whether the file was not written because someone edited it.
     pub fn skipped(&self) -> bool {
         matches!(self.action, crate::writer::Action::SkipEdited { .. })
     }
@@ -32,9 +39,13 @@ impl FileResult {
 /// Token usage and cost of a run's model requests.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct UsageTotals {
+    /// Requests sent to the model server.
     pub requests: u32,
+    /// Answers taken from the store's cache instead.
     pub cache_hits: u32,
+    /// Prompt tokens, as the server reported them.
     pub prompt_tokens: u64,
+    /// Answer tokens, as the server reported them.
     pub completion_tokens: u64,
     /// In the provider's currency (OpenRouter: USD credits), when it reports one.
     pub cost: Option<f64>,
@@ -46,18 +57,25 @@ pub struct UsageTotals {
 pub struct PortSummary {
     /// `port-finished`: tells this line from the event lines before it.
     pub reason: &'static str,
+    /// The document's version.
     pub schema_version: u32,
     /// `offline` or `llm`.
     pub backend: &'static str,
     /// The model the LLM backend used (`None` offline).
     pub model: Option<String>,
+    /// The x86_64 target triple.
     pub target_triple: String,
+    /// Nothing was written (`--dry-run`).
     pub dry_run: bool,
+    /// Items ported of all items, over every module.
     pub coverage: Coverage,
+    /// Every module with its items.
     pub modules: Vec<crate::engine::port::ModuleReport>,
     /// One per agent task, in plan order.
     pub tasks: Vec<crate::swarm::TaskResult>,
+    /// What the model was asked, and what it cost.
     pub usage: UsageTotals,
+    /// Every file the writer decided on.
     pub files: Vec<FileResult>,
     /// The cargo check fix loop after the writes (LLM backend), if it ran.
     pub fix_loop: Option<FixLoopSummary>,
@@ -68,7 +86,9 @@ pub struct PortSummary {
 /// An ARM-only dependency the port moved under the aarch64 target table.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct GatedDependency {
+    /// The package whose manifest changed.
     pub package: String,
+    /// The dependency's key.
     pub name: String,
 }
 
@@ -78,21 +98,29 @@ pub struct FixLoopSummary {
     /// `clean`, `max-iterations`, `no-progress`, `no-fixer`, `outside-modules`,
     /// `not-compiled`, `regressed`.
     pub stop: &'static str,
+    /// The stop reason, for a person.
     pub explanation: &'static str,
+    /// The target the loop checked (the host's after a fallback).
     pub target_triple: String,
+    /// Fix rounds made, those backed out included.
     pub fix_rounds: usize,
     /// Rounds backed out because they made things worse (each iteration's
     /// `regression` says which and why).
     pub regressed: usize,
+    /// Every iteration.
     pub iterations: Vec<crate::fixloop::IterationSummary>,
+    /// Errors after the last check.
     pub errors_left: usize,
     /// `file:line: message` of the first error left, if any.
     pub first_error: Option<String>,
+    /// Time in `cargo check`, in milliseconds.
     pub check_ms: u64,
+    /// Wall time of the loop, in milliseconds.
     pub total_ms: u64,
 }
 
 impl PortSummary {
+    /// The summary of a port: coverage from the modules' items, files from the writer's decisions.
     pub fn new(
         selected: &Plan,
         output: &crate::engine::port::PortOutput,
