@@ -146,8 +146,10 @@ pub fn fingerprint() -> u64 {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Component {
+    /// Its name in the vocabulary (`interrupt-controller`).
     pub name: String,
     #[serde(default)]
+    /// Other names the command line accepts for it (`gic`, `apic`).
     pub aliases: Vec<String>,
     /// The x86_64 concept's name (`apic`, `ept`), shown as the plan's `x86_concept`
     /// (`""` for arch-neutral). Targets keep the ARM64 module's own name.
@@ -158,8 +160,10 @@ pub struct Component {
     /// Words that suggest this component in paths and item names.
     #[serde(default)]
     pub keywords: Vec<String>,
+    /// What the component is, for prompts and `plan -v`.
     pub summary: String,
     #[serde(default)]
+    /// The x86_64 concepts it maps to, for prompts.
     pub x86_concepts: Vec<String>,
 }
 
@@ -167,9 +171,13 @@ pub struct Component {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Sysreg {
+    /// The register (`HCR_EL2`).
     pub name: String,
+    /// The component it belongs to.
     pub component: String,
+    /// Its x86_64 counterpart.
     pub x86_64: String,
+    /// How to port it.
     pub note: String,
 }
 
@@ -177,9 +185,13 @@ pub struct Sysreg {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SysregFamily {
+    /// The name prefix.
     pub prefix: String,
+    /// The component it belongs to.
     pub component: String,
+    /// Its x86_64 counterpart.
     pub x86_64: String,
+    /// How to port it.
     pub note: String,
 }
 
@@ -187,9 +199,13 @@ pub struct SysregFamily {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Instruction {
+    /// The mnemonic (`eret`, `hvc`).
     pub mnemonic: String,
+    /// The component it belongs to.
     pub component: String,
+    /// Its x86_64 counterpart.
     pub x86_64: String,
+    /// How to port it.
     pub note: String,
 }
 
@@ -197,10 +213,15 @@ pub struct Instruction {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExceptionClass {
+    /// The class's `EC` value.
     pub ec: u8,
+    /// Its name (`HVC64`).
     pub name: String,
+    /// The component it belongs to.
     pub component: String,
+    /// Its x86_64 counterpart.
     pub x86_64: String,
+    /// How to port it.
     pub note: String,
 }
 
@@ -208,11 +229,16 @@ pub struct ExceptionClass {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Device {
+    /// The device (`PL011 UART`).
     pub name: String,
     #[serde(default)]
+    /// Words that name it in paths and items.
     pub terms: Vec<String>,
+    /// The component it belongs to.
     pub component: String,
+    /// Its x86_64 counterpart.
     pub x86_64: String,
+    /// How to port it.
     pub note: String,
 }
 
@@ -224,6 +250,7 @@ pub struct AsmTranslation {
     pub arm64: String,
     /// The x86_64 statement (Intel syntax); empty: the statement is dropped.
     pub x86_64: String,
+    /// Why, or what to watch.
     pub note: String,
 }
 
@@ -318,14 +345,24 @@ struct ConceptsFile {
 /// unit tests catch; the CLI still reports them instead of panicking).
 #[derive(Debug, thiserror::Error)]
 pub enum KnowledgeError {
+    /// A knowledge file that does not parse.
     #[error("templates/knowledge/{file}: {source}")]
     Parse {
+        /// The file.
         file: &'static str,
         #[source]
+        /// The TOML parser's error.
         source: toml::de::Error,
     },
+    /// A knowledge file with an entry that breaks the rules (an unknown component, a duplicate).
     #[error("templates/knowledge/{file}: {message}")]
-    Invalid { file: &'static str, message: String },
+    Invalid {
+        /// The file.
+        file: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+    /// Loading panicked (a build defect).
     #[error("loading templates/knowledge failed unexpectedly")]
     Panicked,
 }
@@ -333,13 +370,21 @@ pub enum KnowledgeError {
 /// The loaded, validated concept map with lookup indexes.
 #[derive(Debug)]
 pub struct Knowledge {
+    /// The component vocabulary, in its order.
     pub components: Vec<Component>,
+    /// Exact system registers.
     pub sysregs: Vec<Sysreg>,
+    /// System register families by prefix.
     pub sysreg_families: Vec<SysregFamily>,
+    /// AArch64-specific instructions.
     pub instructions: Vec<Instruction>,
+    /// Exception classes.
     pub exception_classes: Vec<ExceptionClass>,
+    /// Devices and firmware interfaces.
     pub devices: Vec<Device>,
+    /// Statement-level translations of inline assembly.
     pub asm_translations: Vec<AsmTranslation>,
+    /// What tells architectures apart.
     pub arch: ArchKnowledge,
     sysreg_index: HashMap<String, usize>,
     instruction_index: HashMap<String, usize>,

@@ -7,6 +7,7 @@
 //! line and the REST API call); [`app`] turns the command line into those calls and
 //! renders their results, and `main.rs` is a thin shell around [`app::run`].
 //! ARCHITECTURE.md in the repository is the map.
+#![warn(missing_docs)]
 
 pub mod app;
 pub mod cli;

@@ -757,7 +757,7 @@ fn status_of(
 }
 
 /// Keeps the modules that `selectors` name: a component or alias (`vmcs`, `ept`), a
-/// module path (`eterna::arch::aarch64::gic`, or its tail `aarch64::gic`), or a source
+/// module path (`hv::arch::aarch64::gic`, or its tail `aarch64::gic`), or a source
 /// or target file path.
 pub fn select(plan: &mut Plan, selectors: &[String], knowledge: &Knowledge) -> Result<()> {
     if selectors.is_empty() {

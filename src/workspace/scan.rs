@@ -619,7 +619,7 @@ mod tests {
 
     #[test]
     fn arm64_paths() {
-        assert!(is_arm64_path("eterna/src/arch/aarch64/gic.rs"));
+        assert!(is_arm64_path("hv/src/arch/aarch64/gic.rs"));
         assert!(is_arm64_path("src/arm64.rs"));
         assert!(!is_arm64_path("src/arch/x86_64/apic.rs"));
         assert!(!is_arm64_path("src/aarch64_notes/x.rs"));

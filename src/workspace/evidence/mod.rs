@@ -54,6 +54,7 @@ pub enum EvidenceKind {
 }
 
 impl EvidenceKind {
+    /// The kind's name in plan JSON (`sysreg`, `asm-mnemonic`, …).
     pub fn as_str(self) -> &'static str {
         match self {
             EvidenceKind::Path => "path",
@@ -171,14 +172,18 @@ pub fn is_arm64_only(e: &Evidence, knowledge: &Knowledge) -> bool {
 /// One piece of ARM64 evidence: first occurrence in the module and how often it occurs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Evidence {
+    /// What kind of evidence.
     pub kind: EvidenceKind,
+    /// What was found (`HCR_EL2`, `eret`, `core::arch::aarch64`).
     pub name: String,
     /// 1-based line in the module's source file (`None` for path evidence).
     pub line: Option<usize>,
     /// Set when the evidence was found in an included assembly file (relative to the
     /// module's directory), whose line `line_in_file` is; `None` otherwise.
     pub file: Option<String>,
+    /// The line in `file`, when the evidence is in an included file.
     pub line_in_file: Option<usize>,
+    /// How often it occurs in the module.
     pub count: usize,
 }
 
@@ -186,25 +191,40 @@ pub struct Evidence {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ItemKind {
+    /// A free function.
     Fn,
+    /// A method or associated function of an `impl`.
     Method,
+    /// A struct.
     Struct,
+    /// An enum.
     Enum,
+    /// A union.
     Union,
+    /// A trait.
     Trait,
+    /// A type alias.
     Type,
+    /// A constant.
     Const,
+    /// A static.
     Static,
+    /// A `macro_rules!` macro.
     Macro,
+    /// A trait implementation.
     Impl,
 }
 
 /// A public item of a module with its signature.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Item {
+    /// What the item is.
     pub kind: ItemKind,
+    /// Its name (`Type::method` for methods).
     pub name: String,
+    /// Its signature, tidied (`pub fn ack(&self) -> u32`).
     pub signature: String,
+    /// 1-based line of the item.
     pub line: usize,
 }
 
@@ -217,6 +237,7 @@ pub struct ModDecl {
     pub inline_path_attrs: Vec<Option<String>>,
     pub name: String,
     pub path_attr: Option<String>,
+    /// 1-based line.
     pub line: usize,
     /// The architecture the declaration's `#[cfg]` gates it to, if any.
     #[serde(default)]
@@ -284,8 +305,11 @@ pub fn analyze_file(
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{message}")]
 pub struct ParseError {
+    /// 1-based line.
     pub line: usize,
+    /// 1-based column.
     pub column: usize,
+    /// syn's message.
     pub message: String,
 }
 
