@@ -331,6 +331,27 @@ mod tests {
         }
     }
 
+    /// A model's answer for `vm`'s port task: `answer` as its target file.
+    fn model_answer(vm: &ModulePlan, answer: &str) -> TaskResult {
+        TaskResult {
+            task: "hv::arch::aarch64::vm#port".into(),
+            module: vm.module_path.clone(),
+            role: Role::EternaPort,
+            agent: "EternaPortAgent#1".into(),
+            status: TaskStatus::Done,
+            files: vec![(vm.target.clone(), answer.into())],
+            files_from: FilesFrom::Model,
+            attempts: 1,
+            requests: 1,
+            cache_hits: 0,
+            usage: Default::default(),
+            latency: Default::default(),
+            error: None,
+            contract: None,
+            fatal: false,
+        }
+    }
+
     fn report(m: &ModulePlan, mode: Mode) -> crate::engine::port::ModuleReport {
         crate::engine::port::ModuleReport::new(
             m,
@@ -481,23 +502,7 @@ mod tests {
         assert_eq!(output.modules[0].items_ported, 1);
         // The answer fills `disable` but stubs `enable`, which the draft has working.
         let answer = "pub fn enable() -> u64 { todo!() }\npub fn disable() {}\n";
-        let result = TaskResult {
-            task: "hv::arch::aarch64::vm#port".into(),
-            module: vm.module_path.clone(),
-            role: Role::EternaPort,
-            agent: "EternaPortAgent#1".into(),
-            status: TaskStatus::Done,
-            files: vec![(vm.target.clone(), answer.into())],
-            files_from: FilesFrom::Model,
-            attempts: 1,
-            requests: 1,
-            cache_hits: 0,
-            usage: Default::default(),
-            latency: Default::default(),
-            error: None,
-            contract: None,
-            fatal: false,
-        };
+        let result = model_answer(&vm, answer);
         integrate(&mut output, &[result]);
         let m = &output.modules[0];
         assert_eq!((m.items_ported, m.items_total), (2, 2), "{:?}", m.unported);
@@ -551,23 +556,7 @@ mod tests {
             ..PortOutput::default()
         };
         let answer = "pub fn enable() -> u64 { 0 }\npub fn disable(vm: u32) { let _ = vm; }\n";
-        let result = TaskResult {
-            task: "hv::arch::aarch64::vm#port".into(),
-            module: vm.module_path.clone(),
-            role: Role::EternaPort,
-            agent: "EternaPortAgent#1".into(),
-            status: TaskStatus::Done,
-            files: vec![(vm.target.clone(), answer.into())],
-            files_from: FilesFrom::Model,
-            attempts: 1,
-            requests: 1,
-            cache_hits: 0,
-            usage: Default::default(),
-            latency: Default::default(),
-            error: None,
-            contract: None,
-            fatal: false,
-        };
+        let result = model_answer(&vm, answer);
         integrate(&mut output, &[result]);
         let m = &output.modules[0];
         assert_eq!((m.items_ported, m.items_total), (2, 2), "{:?}", m.unported);
