@@ -32,21 +32,20 @@
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 
-use futures_util::StreamExt;
 use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 mod response;
+mod stream;
 
 use super::error::LlmError;
 use super::keys::{parse_retry_after, KeyPool, Pick};
 pub use super::settings::{LlmSettings, DEFAULT_REFERER, DEFAULT_TITLE};
-use super::sse::{SseParser, StreamState};
 pub use super::types::{ChatRequest, ChatResponse, Message, Usage};
 use crate::config::REDACTED;
-use response::{error_message, preview};
+use response::error_message;
 use tokio::sync::{Notify, Semaphore};
 
 /// How one attempt failed, and what the retry loop does about it.
@@ -903,126 +902,6 @@ impl LlmClient {
         } else {
             transient(self.scrub(&msg))
         }
-    }
-
-    async fn read_stream<'d>(
-        &self,
-        resp: reqwest::Response,
-        key_index: usize,
-        on_delta: &mut (dyn FnMut(&str) + Send + 'd),
-    ) -> Result<ChatResponse, Failure> {
-        let cut = |state: &StreamState, detail: String| LlmError::Truncated {
-            endpoint: self.endpoint.clone(),
-            received_chars: state.content.chars().count(),
-            detail,
-        };
-        let truncated = |state: &StreamState, detail: String| Failure::Fatal(cut(state, detail));
-        let mut body = resp.bytes_stream();
-        let mut parser = SseParser::default();
-        let mut state = StreamState::default();
-        loop {
-            // No total bound: a stream that keeps sending is never cut off.
-            let next = tokio::time::timeout(self.settings.stall_timeout, body.next()).await;
-            let chunk = match next {
-                Err(_) => {
-                    if state.finish_reason.is_some() {
-                        break;
-                    }
-                    // Nothing was passed on yet: trying again is safe; else the
-                    // content so far is lost.
-                    return Err(match self.timed_out(true, None) {
-                        Failure::TimedOut { what, .. } if !state.content.is_empty() => {
-                            let partial = cut(&state, format!("the stream stalled: {what}"));
-                            Failure::TimedOut {
-                                what,
-                                partial: Some(partial),
-                            }
-                        }
-                        f => f,
-                    });
-                }
-                Ok(None) => break,
-                Ok(Some(Err(e))) => {
-                    if state.finish_reason.is_some() {
-                        break;
-                    }
-                    if state.content.is_empty() {
-                        return Err(self.transport_failure(&e, true));
-                    }
-                    return Err(truncated(
-                        &state,
-                        format!("the connection failed: {}", self.scrub(&e.to_string())),
-                    ));
-                }
-                Ok(Some(Ok(bytes))) => bytes,
-            };
-            for data in parser.push(&chunk) {
-                if data == "[DONE]" {
-                    state.done = true;
-                    break;
-                }
-                let v: Value = match serde_json::from_str(&data) {
-                    Ok(v) => v,
-                    Err(e) => {
-                        return Err(Failure::Fatal(LlmError::InvalidResponse {
-                            endpoint: self.endpoint.clone(),
-                            detail: format!(
-                                "a stream event is not JSON ({e}): {:?}",
-                                self.scrub(&preview(&data))
-                            ),
-                        }))
-                    }
-                };
-                if let Some(f) = self.embedded_error(&v) {
-                    if state.content.is_empty() {
-                        return Err(f);
-                    }
-                    // Content went out already: a retry would repeat it.
-                    let what = match f {
-                        Failure::Transient { what, .. }
-                        | Failure::TimedOut { what, .. }
-                        | Failure::Unreachable(what) => what,
-                        Failure::RateLimited { message, .. } | Failure::Refused { message, .. } => {
-                            message
-                        }
-                        Failure::Fatal(e) => e.to_string(),
-                    };
-                    return Err(truncated(&state, format!("the server reported: {what}")));
-                }
-                if let Some(delta) = state.apply(&v) {
-                    on_delta(&delta);
-                }
-            }
-            if state.done {
-                break;
-            }
-        }
-        if !state.done {
-            // A final event without the blank line that ends it.
-            if let Some(data) = parser.finish() {
-                if data == "[DONE]" {
-                    state.done = true;
-                } else if let Ok(v) = serde_json::from_str::<Value>(&data) {
-                    if let Some(delta) = state.apply(&v) {
-                        on_delta(&delta);
-                    }
-                }
-            }
-        }
-        if !state.done && state.finish_reason.is_none() {
-            return Err(truncated(
-                &state,
-                "the stream ended before `data: [DONE]` or a finish_reason".into(),
-            ));
-        }
-        Ok(ChatResponse {
-            content: state.content,
-            usage: state.usage.unwrap_or_default(),
-            model: state.model.unwrap_or_else(|| self.settings.model.clone()),
-            finish_reason: state.finish_reason,
-            key_index,
-            attempts: 0,
-        })
     }
 }
 
