@@ -12,7 +12,8 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use cargo_eterna_port::fixloop::{self, Fixer, LoopOptions, ModuleDiagnostics, ModuleSpec};
+use cargo_eterna_port::fixloop::{self, Fixer, LoopOptions, ModuleDiagnostics};
+use cargo_eterna_port::plan::ModulePlan;
 
 /// Answers every request with the stored fix of `.0` (a workspace-relative path), at
 /// once.
@@ -24,7 +25,7 @@ impl Fixer for Instant {
     }
 }
 
-fn specs(root: &Path) -> Vec<ModuleSpec> {
+fn specs(root: &Path) -> Vec<ModulePlan> {
     let out = common::command(root, &["plan", "--message-format", "json"])
         .env_remove("CARGO_TARGET_DIR")
         .output()
@@ -33,13 +34,7 @@ fn specs(root: &Path) -> Vec<ModuleSpec> {
         .as_array()
         .unwrap()
         .iter()
-        .map(|m| ModuleSpec {
-            module_path: m["module_path"].as_str().unwrap().into(),
-            component: m["component"].as_str().unwrap().into(),
-            package: m["package"].as_str().unwrap().into(),
-            source: m["source"].as_str().unwrap().into(),
-            target: m["target"].as_str().unwrap().into(),
-        })
+        .map(|m| serde_json::from_value(m.clone()).expect("a planned module"))
         .collect()
 }
 
@@ -111,7 +106,7 @@ fn main() {
     // The injected errors go into the VM-control module, wherever the plan puts it.
     let vm = modules
         .iter()
-        .find(|m| m.component == "vm-control")
+        .find(|m| m.component == cargo_eterna_port::knowledge::ComponentId::VmControl)
         .map(|m| m.target.clone())
         .expect("a planned vm-control module");
     let packages = vec!["eterna".to_string()];

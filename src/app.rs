@@ -1,42 +1,58 @@
 //! Command dispatch: turns parsed arguments into work and an exit code.
 
 mod check;
-mod draft_check;
-mod fix;
 mod hook;
 mod memory;
 mod port;
 
 use anyhow::Result;
 
-use std::collections::BTreeSet;
+pub use crate::ops::error::{EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, EXIT_PROBLEMS};
 
 use crate::cli::{
     AccelArg, Cli, ColorWhen, Command, EmulatorArg, GlobalArgs, MessageFormat, QemuArgs,
 };
-use crate::config::{process_env, Config, Flags};
 use crate::emulate;
-use crate::knowledge::Knowledge;
+use crate::ops::Error;
 use crate::plan::{self, Plan};
 use crate::report;
-use crate::workspace::{scan_packages, Diagnostic, ScanLimits, ScannedModule, Severity, Workspace};
-
-/// Exit codes, a fixed contract of the command line: 0 success, 1 problems found (a
-/// shortfall), 2 usage, configuration or environment error (bad input).
-pub const EXIT_OK: u8 = 0;
-pub const EXIT_PROBLEMS: u8 = 1;
-pub const EXIT_ERROR: u8 = 2;
+use crate::workspace::Severity;
 
 /// Runs the command line and returns the process exit code. Never panics on bad input:
-/// every error is reported on stderr with exit code 2.
+/// every error is reported on stderr, and this is the one place that maps an error to
+/// its exit code ([`Error::exit_code`]; 2 for any other).
 pub fn run(cli: Cli) -> u8 {
     setup_output(&cli.global);
+    let quiet = cli.global.quiet;
     match dispatch(cli) {
         Ok(code) => code,
-        Err(err) => {
-            report::stderr_message("error", &format!("{err:#}"));
-            EXIT_ERROR
-        }
+        Err(err) => match err.downcast_ref::<Error>() {
+            Some(e @ Error::Interrupted(message)) => {
+                if !quiet {
+                    report::stderr_message("warning", message);
+                }
+                e.exit_code()
+            }
+            Some(e @ Error::Unscannable { diagnostics }) => {
+                report::print_diagnostics(diagnostics, quiet);
+                report::stderr_message(
+                    "error",
+                    &format!(
+                        "{} source file(s) could not be scanned (listed above); fix them before porting",
+                        diagnostics.len()
+                    ),
+                );
+                e.exit_code()
+            }
+            Some(e) => {
+                report::stderr_message("error", &format!("{err:#}"));
+                e.exit_code()
+            }
+            None => {
+                report::stderr_message("error", &format!("{err:#}"));
+                EXIT_ERROR
+            }
+        },
     }
 }
 
@@ -63,8 +79,8 @@ fn setup_output(g: &GlobalArgs) {
             _ => "trace",
         }
     };
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_env("ETERNA_PORT_LOG").unwrap_or_else(|_| {
+    let filter = tracing_subscriber::EnvFilter::try_from_env(crate::config::LOG_ENV)
+        .unwrap_or_else(|_| {
             tracing_subscriber::EnvFilter::new(format!("cargo_eterna_port={level}"))
         });
     let _ = tracing_subscriber::fmt()
@@ -91,99 +107,65 @@ fn dispatch(cli: Cli) -> Result<u8> {
     }
 }
 
-/// Everything a command needs about the workspace.
+/// A session for a command: the library's, and whether the command is quiet.
 struct Session {
     quiet: bool,
-    ws: Workspace,
-    config: Config,
-    knowledge: Knowledge,
+    inner: crate::ops::Session,
 }
 
-fn open(g: &GlobalArgs) -> Result<Session> {
-    let started = std::time::Instant::now();
-    // Parse the knowledge data while cargo metadata runs.
-    let (ws, knowledge) = std::thread::scope(|scope| {
-        let knowledge = scope.spawn(Knowledge::embedded);
-        let ws = Workspace::load(g.manifest_path.as_deref(), &g.packages, g.workspace);
-        let knowledge = knowledge
-            .join()
-            .unwrap_or(Err(crate::knowledge::KnowledgeError::Panicked));
-        (ws, knowledge)
-    });
-    let ws = ws?;
-    let knowledge = knowledge?;
-    tracing::debug!(
-        ms = started.elapsed().as_millis() as u64,
-        "cargo metadata and knowledge loaded"
-    );
-    let mut warnings = Vec::new();
-    let flags = Flags {
+impl std::ops::Deref for Session {
+    type Target = crate::ops::Session;
+    fn deref(&self) -> &crate::ops::Session {
+        &self.inner
+    }
+}
+
+/// The global flags as the library's session options.
+fn session_options(g: &GlobalArgs) -> crate::ops::SessionOptions {
+    crate::ops::SessionOptions {
+        manifest_path: g.manifest_path.clone(),
+        packages: g.packages.clone(),
+        workspace: g.workspace,
         target: g.target.clone(),
-    };
-    let config = Config::resolve(&ws, &flags, &process_env, &mut warnings)?;
+    }
+}
+
+fn open(g: &GlobalArgs) -> Result<Session, crate::ops::Error> {
+    let inner = crate::ops::Session::open(&session_options(g))?;
     if !g.quiet {
-        for w in warnings {
-            report::stderr_message("warning", &w);
+        for w in &inner.warnings {
+            report::stderr_message("warning", w);
         }
     }
     Ok(Session {
         quiet: g.quiet,
-        ws,
-        config,
-        knowledge,
+        inner,
     })
 }
 
-/// Scans the workspace, with a spinner on stderr when it is a terminal. `use_cache`:
-/// read and update the scan cache (off for `--dry-run`, which writes nothing).
-fn scan(s: &Session, use_cache: bool) -> (Vec<ScannedModule>, Vec<Diagnostic>) {
-    let limits = ScanLimits {
-        max_file_size: s.config.max_file_size.value,
-    };
-    let bar = if s.quiet {
-        indicatif::ProgressBar::hidden()
-    } else {
-        let bar = indicatif::ProgressBar::new_spinner();
-        bar.set_style(
-            indicatif::ProgressStyle::with_template("{spinner} {msg}")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
-        );
-        bar.set_message("scanning the workspace");
-        bar.enable_steady_tick(std::time::Duration::from_millis(120));
-        bar
-    };
-    let started = std::time::Instant::now();
-    let cache = s.ws.target_dir.join("eterna-port").join("scan-cache");
-    let cache = use_cache.then_some(cache.as_path());
-    let scanned = scan_packages(&s.ws, &s.knowledge, limits, cache, &|n| {
+/// A spinner on stderr for the scan (hidden when quiet or not a terminal).
+fn scan_spinner(quiet: bool) -> indicatif::ProgressBar {
+    if quiet {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new_spinner();
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+    );
+    bar.set_message("scanning the workspace");
+    bar.enable_steady_tick(std::time::Duration::from_millis(120));
+    bar
+}
+
+/// Scans the workspace and builds the whole plan, with a spinner. `use_cache`: read
+/// and update the scan cache (off for `--dry-run`, which writes nothing).
+fn full_plan(s: &Session, use_cache: bool) -> Plan {
+    let bar = scan_spinner(s.quiet);
+    let plan = s.inner.full_plan(use_cache, &|n| {
         bar.set_message(format!("scanning the workspace: {n} files"))
     });
     bar.finish_and_clear();
-    tracing::debug!(
-        files = scanned.0.len(),
-        ms = started.elapsed().as_millis() as u64,
-        "workspace scanned"
-    );
-    scanned
-}
-
-/// Scans the workspace and builds the whole plan.
-fn full_plan(s: &Session, use_cache: bool) -> Plan {
-    let (modules, diagnostics) = scan(s, use_cache);
-    let started = std::time::Instant::now();
-    let mut plan = plan::build(
-        &s.ws.root,
-        &s.config.target.value,
-        &modules,
-        diagnostics,
-        &s.knowledge,
-    );
-    plan.arm_dependencies = plan::arm_dependencies(s.ws.packages(), &modules, &plan, &s.knowledge);
-    tracing::debug!(
-        planned = plan.modules.len(),
-        ms = started.elapsed().as_millis() as u64,
-        "plan built"
-    );
     plan
 }
 
@@ -238,7 +220,14 @@ fn cmd_plan(g: &GlobalArgs, targets: &[String]) -> Result<u8> {
 fn cmd_config(g: &GlobalArgs) -> Result<u8> {
     let s = open(g)?;
     match g.message_format {
-        MessageFormat::Json => report::print_json(&s.config)?,
+        MessageFormat::Json => {
+            let mut doc = serde_json::to_value(&s.config)?;
+            doc["environment"] = crate::config::ENVIRONMENT
+                .iter()
+                .map(|(var, key)| serde_json::json!({"var": var, "setting": key}))
+                .collect();
+            report::print_json(&doc)?
+        }
         MessageFormat::Human => report::print_stdout(&report::config_human(&s.config))?,
     }
     Ok(EXIT_OK)
@@ -246,99 +235,6 @@ fn cmd_config(g: &GlobalArgs) -> Result<u8> {
 
 /// The bin target to boot: `--bin`/`-p` if given, else the bin of the package that holds
 /// the planned platform module (falling back to packages with an x86_64 linker script).
-fn boot_target(s: &Session, g: &GlobalArgs, bin: Option<&str>) -> Result<emulate::BootTarget> {
-    let mut names: BTreeSet<String> = BTreeSet::new();
-    if g.packages.is_empty() {
-        let plan = full_plan(s, true);
-        names.extend(
-            plan.modules
-                .iter()
-                .filter(|m| m.component == "platform")
-                .map(|m| m.package.clone()),
-        );
-        if names.is_empty() {
-            names.extend(
-                s.ws.packages()
-                    .filter(|p| {
-                        p.manifest_path
-                            .parent()
-                            .is_some_and(|d| d.join(emulate::LINKER_SCRIPT).is_file())
-                    })
-                    .map(|p| p.name.to_string()),
-            );
-        }
-    } else {
-        names.extend(s.ws.packages().map(|p| p.name.to_string()));
-    }
-    let mut found = Vec::new();
-    for p in s.ws.packages().filter(|p| names.contains(p.name.as_str())) {
-        let Some(dir) = p.manifest_path.parent() else {
-            continue;
-        };
-        for t in p.targets.iter().filter(|t| t.is_bin()) {
-            if bin.map_or(true, |b| b == t.name) {
-                found.push(emulate::BootTarget {
-                    package: p.name.to_string(),
-                    bin: t.name.clone(),
-                    crate_dir: dir.as_std_path().to_path_buf(),
-                });
-            }
-        }
-    }
-    match found.len() {
-        1 => Ok(found.remove(0)),
-        0 if names.is_empty() => anyhow::bail!(
-            "no package of {} has a platform module or an x86_64 layer ({}); run `cargo eterna-port` first to port, or pass -p",
-            s.ws.root.display(),
-            emulate::LINKER_SCRIPT
-        ),
-        0 => anyhow::bail!(
-            "no bin target{} in {}; pass --bin NAME",
-            bin.map(|b| format!(" named `{b}`")).unwrap_or_default(),
-            names.into_iter().collect::<Vec<_>>().join(", ")
-        ),
-        _ => anyhow::bail!(
-            "several bin targets could be the hypervisor ({}); pick one with -p PACKAGE and --bin NAME",
-            found
-                .iter()
-                .map(|t| format!("{}/{}", t.package, t.bin))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
-    }
-}
-
-/// The port's boot module (if the plan has one), and why there is nothing to boot yet:
-/// the target of the package's planned arch root (or, without one, of any planned
-/// module) is missing, so the workspace is not ported (a usage error).
-fn boot_layer(
-    s: &Session,
-    target: &emulate::BootTarget,
-) -> (Option<std::path::PathBuf>, Option<String>) {
-    let plan = full_plan(s, true);
-    let ours: Vec<_> = plan
-        .modules
-        .iter()
-        .filter(|m| m.package == target.package)
-        .collect();
-    let has_root = ours.iter().any(|m| m.component == "platform");
-    let unported = ours
-        .iter()
-        .filter(|m| !has_root || m.component == "platform")
-        .find(|m| m.status == plan::Status::New)
-        .map(|m| {
-            format!(
-                "{} has no x86_64 layer yet ({} is missing): run `cargo eterna-port` first to port",
-                target.package, m.target
-            )
-        });
-    let boot = ours
-        .iter()
-        .find(|m| m.component == "boot")
-        .map(|m| s.ws.root.join(&m.target));
-    (boot, unported)
-}
-
 /// The serial-console patterns of a boot: the flags, else the workspace's
 /// configuration, else the generic defaults.
 fn console_patterns(c: &crate::config::ConsolePatterns, q: &QemuArgs) -> emulate::Patterns {
@@ -385,8 +281,6 @@ fn cmd_qemu(g: &GlobalArgs, q: &QemuArgs) -> Result<u8> {
         anyhow::bail!("--trace-prefix: the prefix must not be empty");
     }
     let s = open(g)?;
-    let target = boot_target(&s, g, q.bin.as_deref())?;
-    let (boot_module, unported) = boot_layer(&s, &target);
     let json = g.message_format == MessageFormat::Json;
     let emulator = match q.emulator {
         EmulatorArg::Qemu => emulate::Emulator::Qemu,
@@ -398,10 +292,8 @@ fn cmd_qemu(g: &GlobalArgs, q: &QemuArgs) -> Result<u8> {
             "--compare under QEMU: TCG has no VT-x, so the port prints no guest trace; use --emulator bochs",
         );
     }
-    let req = emulate::Request {
-        root: &s.ws.root,
-        target_dir: &s.ws.target_dir,
-        target: &target,
+    let options = crate::ops::boot::BootOptions {
+        bin: q.bin.clone(),
         emulator,
         accel: match q.accel {
             AccelArg::Auto => emulate::Accel::Auto,
@@ -413,36 +305,8 @@ fn cmd_qemu(g: &GlobalArgs, q: &QemuArgs) -> Result<u8> {
         patterns: console_patterns(&s.config.console, q),
         echo: !json && !g.quiet,
         quiet: g.quiet,
-        boot_files: emulate::WorkspaceBootFiles {
-            linker_script: s
-                .config
-                .boot_files
-                .linker_script
-                .as_ref()
-                .map(|f| f.value.clone()),
-            grub_cfg: s
-                .config
-                .boot_files
-                .grub_cfg
-                .as_ref()
-                .map(|f| f.value.clone()),
-            bochsrc: s
-                .config
-                .boot_files
-                .bochsrc
-                .as_ref()
-                .map(|f| f.value.clone()),
-        },
-        boot_module,
-        unported,
     };
-    let outcome = match emulate::boot(&req) {
-        Ok(r) => r,
-        Err(e) => {
-            report::stderr_message("error", &e.to_string());
-            return Ok(e.exit_code());
-        }
-    };
+    let outcome = crate::ops::boot::run(&s, &options)?;
     if json {
         report::print_json(&outcome)?;
     } else {

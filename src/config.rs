@@ -10,12 +10,19 @@ use serde_json::Value;
 
 use crate::workspace::Workspace;
 
+/// The x86_64 target triple the port is checked for.
 pub const DEFAULT_TARGET: &str = "x86_64-unknown-none";
+/// The model asked (OpenRouter's name).
 pub const DEFAULT_MODEL: &str = "x-ai/grok-4-fast";
+/// OpenRouter's OpenAI-compatible API.
 pub const DEFAULT_BASE_URL: &str = "https://openrouter.ai/api/v1";
+/// Files larger than this (bytes) are not scanned.
 pub const DEFAULT_MAX_FILE_SIZE: u64 = 8 * 1024 * 1024;
+/// The embedder of the store's index.
 pub const DEFAULT_EMBEDDER: &str = "local";
+/// The remote embedder's API.
 pub const DEFAULT_EMBEDDINGS_BASE_URL: &str = "https://api.openai.com/v1";
+/// The remote embedder's model.
 pub const DEFAULT_EMBEDDING_MODEL: &str = "text-embedding-3-small";
 /// Agents' heartbeat period, milliseconds.
 pub const DEFAULT_HEARTBEAT_MS: u64 = 1000;
@@ -37,6 +44,34 @@ pub const KEY_VARS: [&str; 4] = [
     "OPENROUTER_API_KEY3",
     "OPENROUTER_API_KEY",
 ];
+
+/// Every environment variable the tool reads, with the setting it sets (the key of
+/// `cargo eterna-port config`). The process environment comes first, then the
+/// workspace's `.env`; `ETERNA_PORT_LOG` is read from the process only, before the
+/// workspace is known.
+pub const ENVIRONMENT: &[(&str, &str)] = &[
+    ("OPENROUTER_API_KEY1", "api-keys"),
+    ("OPENROUTER_API_KEY2", "api-keys"),
+    ("OPENROUTER_API_KEY3", "api-keys"),
+    ("OPENROUTER_API_KEY", "api-keys"),
+    ("OPENAI_API_KEY", "embeddings-key"),
+    ("ETERNA_PORT_MODEL", "model"),
+    ("ETERNA_PORT_LLM_BASE_URL", "base-url"),
+    ("ETERNA_PORT_DB", "db"),
+    ("ETERNA_PORT_EMBEDDER", "embedder"),
+    ("ETERNA_PORT_EMBEDDINGS_BASE_URL", "embeddings-base-url"),
+    ("ETERNA_PORT_EMBEDDING_MODEL", "embedding-model"),
+    ("ETERNA_PORT_HEARTBEAT_MS", "heartbeat-ms"),
+    ("ETERNA_PORT_LLM_TIMEOUT", "llm-timeout"),
+    ("ETERNA_PORT_LLM_STALL_TIMEOUT", "llm-stall-timeout"),
+    ("ETERNA_PORT_LLM_MAX_TOKENS", "llm-max-tokens"),
+    ("ETERNA_PORT_PROMPT_BUDGET", "prompt-budget"),
+    ("ETERNA_PORT_LLM_STREAM", "llm-stream"),
+    ("ETERNA_PORT_LOG", "log"),
+];
+
+/// The variable that sets the log filter ([`ENVIRONMENT`]).
+pub const LOG_ENV: &str = "ETERNA_PORT_LOG";
 
 /// Keys accepted in `[workspace.metadata.eterna-port]` / `[package.metadata.eterna-port]`.
 const METADATA_KEYS: [&str; 22] = [
@@ -68,13 +103,42 @@ const METADATA_KEYS: [&str; 22] = [
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum Source {
+    /// The tool's default.
     Default,
-    Derived { reason: String },
-    Flag { flag: String },
-    Env { var: String },
-    DotEnv { path: String, var: String },
-    WorkspaceMetadata { manifest: String },
-    PackageMetadata { package: String, manifest: String },
+    /// Worked out from other settings.
+    Derived {
+        /// From what.
+        reason: String,
+    },
+    /// A command-line flag.
+    Flag {
+        /// The flag.
+        flag: String,
+    },
+    /// The process environment.
+    Env {
+        /// The variable.
+        var: String,
+    },
+    /// The workspace's `.env` file.
+    DotEnv {
+        /// The file.
+        path: String,
+        /// The variable.
+        var: String,
+    },
+    /// `[workspace.metadata.eterna-port]`.
+    WorkspaceMetadata {
+        /// The workspace's `Cargo.toml`.
+        manifest: String,
+    },
+    /// `[package.metadata.eterna-port]` of a package.
+    PackageMetadata {
+        /// The package.
+        package: String,
+        /// Its `Cargo.toml`.
+        manifest: String,
+    },
 }
 
 impl fmt::Display for Source {
@@ -101,7 +165,9 @@ impl fmt::Display for Source {
 /// A configuration value and its origin.
 #[derive(Debug, Clone, Serialize)]
 pub struct Setting<T> {
+    /// The value.
     pub value: T,
+    /// Where it came from.
     pub source: Source,
 }
 
@@ -116,6 +182,7 @@ impl<T> Setting<T> {
 pub struct Secret(String);
 
 impl Secret {
+    /// A secret holding `s`.
     pub fn new(s: String) -> Self {
         Secret(s)
     }
@@ -125,6 +192,7 @@ impl Secret {
     }
 }
 
+/// What is shown instead of a secret.
 pub const REDACTED: &str = "<redacted>";
 
 impl fmt::Debug for Secret {
@@ -149,31 +217,43 @@ impl Serialize for Secret {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Backend {
+    /// The offline engine's drafts only.
     Offline,
+    /// The model, through the OpenAI-compatible client.
     Llm,
 }
 
 /// Values given on the command line.
 #[derive(Debug, Default, Clone)]
 pub struct Flags {
+    /// `--target`.
     pub target: Option<String>,
 }
 
 /// The effective configuration.
 #[derive(Debug, Clone, Serialize)]
 pub struct Config {
+    /// The x86_64 target triple.
     pub target: Setting<String>,
+    /// The model asked.
     pub model: Setting<String>,
+    /// The OpenAI-compatible API's base URL.
     pub base_url: Setting<String>,
     /// One entry per key variable that is set, in load-balancing order.
     pub api_keys: Vec<(String, Setting<Secret>)>,
+    /// The remote embedder's key (`OPENAI_API_KEY`).
     pub openai_api_key: Option<Setting<Secret>>,
+    /// The porting backend.
     pub backend: Setting<Backend>,
+    /// The store's file.
     pub db: Setting<PathBuf>,
+    /// Files larger than this (bytes) are not scanned.
     pub max_file_size: Setting<u64>,
     /// `local` (built in, no network) or `remote` (OpenAI-compatible `/embeddings`).
     pub embedder: Setting<String>,
+    /// The remote embedder's API.
     pub embeddings_base_url: Setting<String>,
+    /// The remote embedder's model.
     pub embedding_model: Setting<String>,
     /// Files `qemu` boots the x86_64 image with; each absent one is the tool's own.
     pub boot_files: BootFiles,
@@ -724,16 +804,14 @@ impl Config {
         }
         // Read by the logger before the configuration exists: the process environment
         // only, as the logger sees it.
-        let log_filter = (env.process)("ETERNA_PORT_LOG")
-            .filter(|v| !v.is_empty())
-            .map(|v| {
-                Setting::new(
-                    v,
-                    Source::Env {
-                        var: "ETERNA_PORT_LOG".into(),
-                    },
-                )
-            });
+        let log_filter = (env.process)(LOG_ENV).filter(|v| !v.is_empty()).map(|v| {
+            Setting::new(
+                v,
+                Source::Env {
+                    var: LOG_ENV.into(),
+                },
+            )
+        });
 
         Ok(Config {
             console,
@@ -820,18 +898,17 @@ impl Config {
             self.embedder.value.clone(),
             self.embedder.source.to_string(),
         ));
-        if self.embedder.value == "remote" {
-            rows.push((
-                "embeddings-base-url".into(),
-                self.embeddings_base_url.value.clone(),
-                self.embeddings_base_url.source.to_string(),
-            ));
-            rows.push((
-                "embedding-model".into(),
-                self.embedding_model.value.clone(),
-                self.embedding_model.source.to_string(),
-            ));
-        }
+        // Shown with the local embedder too: they are what `embedder = "remote"` uses.
+        rows.push((
+            "embeddings-base-url".into(),
+            self.embeddings_base_url.value.clone(),
+            self.embeddings_base_url.source.to_string(),
+        ));
+        rows.push((
+            "embedding-model".into(),
+            self.embedding_model.value.clone(),
+            self.embedding_model.source.to_string(),
+        ));
         rows.push((
             "max-file-size".into(),
             self.max_file_size.value.to_string(),

@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// The fixed component vocabulary, in its canonical order.
 pub const COMPONENTS: [&str; 17] = [
@@ -36,6 +36,95 @@ pub const COMPONENTS: [&str; 17] = [
 /// The component given to modules that carry no architecture-specific meaning.
 pub const ARCH_NEUTRAL: &str = "arch-neutral";
 
+/// A component of the fixed vocabulary ([`COMPONENTS`]), as the plan gives it to a
+/// module. Serialized as its name (`vm-control`).
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum ComponentId {
+    /// Boot code and the entry point.
+    Boot,
+    /// Exception vectors and traps (VM exits on x86_64).
+    Exception,
+    /// System register access.
+    Sysreg,
+    /// Virtual machine control (HCR_EL2; the VMCS).
+    VmControl,
+    /// Virtual CPU state and entry.
+    Vcpu,
+    /// Stage-2 translation (EPT).
+    Stage2,
+    /// The hypervisor's own address translation.
+    Mmu,
+    /// The interrupt controller (GIC; the APIC).
+    InterruptController,
+    /// Timers.
+    Timer,
+    /// The serial console.
+    Uart,
+    /// CPU bring-up and power (PSCI).
+    SmpPower,
+    /// Hypercalls.
+    Hypercall,
+    /// Cache and TLB maintenance.
+    CacheTlb,
+    /// The IOMMU (SMMU; VT-d).
+    Iommu,
+    /// Inter-processor interrupts.
+    Ipi,
+    /// The architecture root that ties the layer together.
+    Platform,
+    /// No architecture-specific meaning.
+    #[default]
+    ArchNeutral,
+}
+
+impl ComponentId {
+    /// Every component, in the vocabulary's order.
+    pub const ALL: [ComponentId; 17] = [
+        ComponentId::Boot,
+        ComponentId::Exception,
+        ComponentId::Sysreg,
+        ComponentId::VmControl,
+        ComponentId::Vcpu,
+        ComponentId::Stage2,
+        ComponentId::Mmu,
+        ComponentId::InterruptController,
+        ComponentId::Timer,
+        ComponentId::Uart,
+        ComponentId::SmpPower,
+        ComponentId::Hypercall,
+        ComponentId::CacheTlb,
+        ComponentId::Iommu,
+        ComponentId::Ipi,
+        ComponentId::Platform,
+        ComponentId::ArchNeutral,
+    ];
+
+    /// Its name in the vocabulary (`vm-control`).
+    pub fn as_str(self) -> &'static str {
+        COMPONENTS[ComponentId::ALL
+            .iter()
+            .position(|c| *c == self)
+            .unwrap_or(COMPONENTS.len() - 1)]
+    }
+
+    /// The component of a vocabulary name; `None` for any other text.
+    pub fn parse(name: &str) -> Option<ComponentId> {
+        COMPONENTS
+            .iter()
+            .position(|c| *c == name)
+            .map(|i| ComponentId::ALL[i])
+    }
+}
+
+impl std::fmt::Display for ComponentId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 const COMPONENTS_TOML: &str = include_str!("../templates/knowledge/components.toml");
 const CONCEPTS_TOML: &str = include_str!("../templates/knowledge/concepts.toml");
 const ASM_TOML: &str = include_str!("../templates/knowledge/asm.toml");
@@ -57,8 +146,10 @@ pub fn fingerprint() -> u64 {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Component {
+    /// Its name in the vocabulary (`interrupt-controller`).
     pub name: String,
     #[serde(default)]
+    /// Other names the command line accepts for it (`gic`, `apic`).
     pub aliases: Vec<String>,
     /// The x86_64 concept's name (`apic`, `ept`), shown as the plan's `x86_concept`
     /// (`""` for arch-neutral). Targets keep the ARM64 module's own name.
@@ -69,8 +160,10 @@ pub struct Component {
     /// Words that suggest this component in paths and item names.
     #[serde(default)]
     pub keywords: Vec<String>,
+    /// What the component is, for prompts and `plan -v`.
     pub summary: String,
     #[serde(default)]
+    /// The x86_64 concepts it maps to, for prompts.
     pub x86_concepts: Vec<String>,
 }
 
@@ -78,9 +171,13 @@ pub struct Component {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Sysreg {
+    /// The register (`HCR_EL2`).
     pub name: String,
+    /// The component it belongs to.
     pub component: String,
+    /// Its x86_64 counterpart.
     pub x86_64: String,
+    /// How to port it.
     pub note: String,
 }
 
@@ -88,9 +185,13 @@ pub struct Sysreg {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SysregFamily {
+    /// The name prefix.
     pub prefix: String,
+    /// The component it belongs to.
     pub component: String,
+    /// Its x86_64 counterpart.
     pub x86_64: String,
+    /// How to port it.
     pub note: String,
 }
 
@@ -98,9 +199,13 @@ pub struct SysregFamily {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Instruction {
+    /// The mnemonic (`eret`, `hvc`).
     pub mnemonic: String,
+    /// The component it belongs to.
     pub component: String,
+    /// Its x86_64 counterpart.
     pub x86_64: String,
+    /// How to port it.
     pub note: String,
 }
 
@@ -108,10 +213,15 @@ pub struct Instruction {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExceptionClass {
+    /// The class's `EC` value.
     pub ec: u8,
+    /// Its name (`HVC64`).
     pub name: String,
+    /// The component it belongs to.
     pub component: String,
+    /// Its x86_64 counterpart.
     pub x86_64: String,
+    /// How to port it.
     pub note: String,
 }
 
@@ -119,11 +229,16 @@ pub struct ExceptionClass {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Device {
+    /// The device (`PL011 UART`).
     pub name: String,
     #[serde(default)]
+    /// Words that name it in paths and items.
     pub terms: Vec<String>,
+    /// The component it belongs to.
     pub component: String,
+    /// Its x86_64 counterpart.
     pub x86_64: String,
+    /// How to port it.
     pub note: String,
 }
 
@@ -135,6 +250,7 @@ pub struct AsmTranslation {
     pub arm64: String,
     /// The x86_64 statement (Intel syntax); empty: the statement is dropped.
     pub x86_64: String,
+    /// Why, or what to watch.
     pub note: String,
 }
 
@@ -229,14 +345,24 @@ struct ConceptsFile {
 /// unit tests catch; the CLI still reports them instead of panicking).
 #[derive(Debug, thiserror::Error)]
 pub enum KnowledgeError {
+    /// A knowledge file that does not parse.
     #[error("templates/knowledge/{file}: {source}")]
     Parse {
+        /// The file.
         file: &'static str,
         #[source]
+        /// The TOML parser's error.
         source: toml::de::Error,
     },
+    /// A knowledge file with an entry that breaks the rules (an unknown component, a duplicate).
     #[error("templates/knowledge/{file}: {message}")]
-    Invalid { file: &'static str, message: String },
+    Invalid {
+        /// The file.
+        file: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+    /// Loading panicked (a build defect).
     #[error("loading templates/knowledge failed unexpectedly")]
     Panicked,
 }
@@ -244,13 +370,21 @@ pub enum KnowledgeError {
 /// The loaded, validated concept map with lookup indexes.
 #[derive(Debug)]
 pub struct Knowledge {
+    /// The component vocabulary, in its order.
     pub components: Vec<Component>,
+    /// Exact system registers.
     pub sysregs: Vec<Sysreg>,
+    /// System register families by prefix.
     pub sysreg_families: Vec<SysregFamily>,
+    /// AArch64-specific instructions.
     pub instructions: Vec<Instruction>,
+    /// Exception classes.
     pub exception_classes: Vec<ExceptionClass>,
+    /// Devices and firmware interfaces.
     pub devices: Vec<Device>,
+    /// Statement-level translations of inline assembly.
     pub asm_translations: Vec<AsmTranslation>,
+    /// What tells architectures apart.
     pub arch: ArchKnowledge,
     sysreg_index: HashMap<String, usize>,
     instruction_index: HashMap<String, usize>,
@@ -488,6 +622,12 @@ mod tests {
     fn embedded_knowledge_loads_and_covers_the_vocabulary() {
         let k = Knowledge::embedded().expect("embedded knowledge is valid");
         assert_eq!(k.components.len(), COMPONENTS.len());
+        for (name, id) in COMPONENTS.iter().zip(ComponentId::ALL) {
+            assert_eq!(id.as_str(), *name);
+            assert_eq!(ComponentId::parse(name), Some(id));
+            assert_eq!(serde_json::to_value(id).unwrap(), *name);
+        }
+        assert_eq!(ComponentId::parse("gic"), None);
         for (alias, component) in [
             ("vmcs", "vm-control"),
             ("ept", "stage2"),

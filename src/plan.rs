@@ -6,9 +6,9 @@ use std::path::Path;
 
 use anyhow::{bail, Result};
 use petgraph::graph::DiGraph;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use crate::knowledge::{Knowledge, ARCH_NEUTRAL};
+use crate::knowledge::{ComponentId, Knowledge, ARCH_NEUTRAL};
 use crate::workspace::{
     relative_to, Diagnostic, Evidence, EvidenceKind, Item, ItemKind, ScannedModule,
 };
@@ -17,10 +17,11 @@ use crate::workspace::{
 pub const SCHEMA_VERSION: u32 = 1;
 
 /// Whether the x86_64 counterpart of a module exists.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
     /// The target file does not exist.
+    #[default]
     New,
     /// The target exists and covers the source's public API.
     Exists,
@@ -29,6 +30,7 @@ pub enum Status {
 }
 
 impl Status {
+    /// `new`, `exists` or `partial`.
     pub fn as_str(self) -> &'static str {
         match self {
             Status::New => "new",
@@ -39,22 +41,27 @@ impl Status {
 }
 
 /// The plan for one ARM64 module.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ModulePlan {
+    /// The package the module belongs to.
     pub package: String,
     /// Source file, relative to the workspace root.
     pub source: String,
+    /// The module's path (`hv::arch::aarch64::gic`).
     pub module_path: String,
-    pub component: String,
+    /// The component of the vocabulary it implements.
+    pub component: ComponentId,
     /// Target file, relative to the workspace root. It keeps the module's name
     /// (`arch/aarch64/gic.rs` → `arch/x86_64/gic.rs`); equal to `source` when the
     /// file is edited in place (cfg wiring).
     pub target: String,
     /// The x86_64 concept the target implements (`apic`, `ept`, `vmcs`), for docs.
     pub x86_concept: Option<String>,
+    /// Whether its x86_64 counterpart exists.
     pub status: Status,
     /// Module paths of the planned modules this one `use`s (port those first).
     pub depends_on: Vec<String>,
+    /// The ARM64 evidence that made it a planned module.
     pub evidence: Vec<Evidence>,
     /// The module's public API.
     pub items: Vec<Item>,
@@ -65,12 +72,16 @@ pub struct ModulePlan {
 /// The whole plan (`cargo eterna-port plan --message-format json`).
 #[derive(Debug, Clone, Serialize)]
 pub struct Plan {
+    /// The document's version.
     pub schema_version: u32,
+    /// The workspace planned.
     pub workspace_root: String,
+    /// The x86_64 target triple the port is for.
     pub target_triple: String,
     /// In dependency order: every module comes after the modules it depends on
     /// (modules in a `use` cycle are adjacent, by module path).
     pub modules: Vec<ModulePlan>,
+    /// What the scan could not read, and other scan problems.
     pub diagnostics: Vec<Diagnostic>,
     /// Dependencies of the workspace's packages that exist only for ARM.
     pub arm_dependencies: Vec<ArmDependency>,
@@ -238,7 +249,9 @@ pub fn build(
                 package: m.package.clone(),
                 source,
                 module_path: m.module_path(),
-                component: component.to_string(),
+                // The knowledge's component names are checked against the vocabulary
+                // when it loads.
+                component: ComponentId::parse(component).unwrap_or_default(),
                 target,
                 x86_concept,
                 status,
@@ -744,7 +757,7 @@ fn status_of(
 }
 
 /// Keeps the modules that `selectors` name: a component or alias (`vmcs`, `ept`), a
-/// module path (`eterna::arch::aarch64::gic`, or its tail `aarch64::gic`), or a source
+/// module path (`hv::arch::aarch64::gic`, or its tail `aarch64::gic`), or a source
 /// or target file path.
 pub fn select(plan: &mut Plan, selectors: &[String], knowledge: &Knowledge) -> Result<()> {
     if selectors.is_empty() {
@@ -757,7 +770,7 @@ pub fn select(plan: &mut Plan, selectors: &[String], knowledge: &Knowledge) -> R
             plan.modules
                 .iter()
                 .enumerate()
-                .filter(|(_, m)| m.component == c.name)
+                .filter(|(_, m)| m.component.as_str() == c.name)
                 .map(|(i, _)| i)
                 .collect()
         } else {

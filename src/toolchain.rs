@@ -21,36 +21,61 @@ use thiserror::Error;
 pub struct Pin {
     /// The file the pin comes from.
     pub file: PathBuf,
+    /// The channel (`stable`, `1.85`, `nightly-2025-05-20`).
     pub channel: String,
+    /// The targets it asks to be installed.
     pub targets: Vec<String>,
+    /// The components it asks to be installed.
     pub components: Vec<String>,
 }
 
+/// Why the workspace's toolchain cannot be used.
 #[derive(Debug, Error)]
 pub enum ToolchainError {
+    /// The toolchain file does not parse.
     #[error("{file}: {reason}")]
-    BadFile { file: PathBuf, reason: String },
+    BadFile {
+        /// The toolchain file.
+        file: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The pinned toolchain is not installed.
     #[error(
         "{file} pins the toolchain `{channel}`, which is not installed{detail}.\n\
          Install it with:\n    rustup toolchain install {channel} --target {target} --component rust-src\n\
          (or set RUSTUP_TOOLCHAIN=<other toolchain> to check with another one)"
     )]
     NotInstalled {
+        /// The file that pins it.
         file: PathBuf,
+        /// The pinned channel.
         channel: String,
+        /// The target the install command adds.
         target: String,
+        /// What rustup said, when it said anything.
         detail: String,
     },
+    /// rustup, cargo or rustc could not be run.
     #[error("could not run `{program}`: {reason}")]
-    Spawn { program: String, reason: String },
+    Spawn {
+        /// The program.
+        program: String,
+        /// Why.
+        reason: String,
+    },
+    /// The toolchain has no standard library for the target.
     #[error(
         "the toolchain {toolchain} has no standard library for `{target}`{why}.\n\
          Add it with:\n    rustup target add {target} --toolchain {toolchain}\n\
          (or pass --host-fallback to check the host target instead)"
     )]
     TargetMissing {
+        /// The target triple.
         target: String,
+        /// The toolchain that lacks it.
         toolchain: String,
+        /// How that was found out.
         why: String,
     },
 }
@@ -136,6 +161,7 @@ pub fn find_pin(root: &Path) -> Result<Option<Pin>, ToolchainError> {
 /// The toolchain the workspace's cargo runs use.
 #[derive(Debug, Clone, Default)]
 pub struct Toolchain {
+    /// What the workspace's toolchain file pins; `None`: no file.
     pub pin: Option<Pin>,
     /// `RUSTUP_TOOLCHAIN` to set on spawned cargo/rustc (the pin's channel), `None` to
     /// leave the environment alone.

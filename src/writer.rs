@@ -5,7 +5,7 @@
 //! `--force`, and then a backup is kept). Unchanged content is not written at all.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
@@ -17,15 +17,20 @@ use crate::store::{NewArtifact, Store};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case", tag = "action")]
 pub enum Action {
+    /// A new file.
     Create,
+    /// An existing file gets new content.
     Update,
+    /// The content is already there; nothing is written.
     Unchanged,
     /// Not written: a generated file that was edited by hand (or never generated).
     SkipEdited {
+        /// Why it is skipped.
         reason: String,
     },
     /// Written with `--force`; the previous content is kept at `backup`.
     ForceUpdate {
+        /// Where the previous content is kept.
         backup: String,
     },
 }
@@ -33,9 +38,13 @@ pub enum Action {
 /// A file to write and the decision about it.
 #[derive(Debug, Clone)]
 pub struct Planned {
+    /// Workspace-relative path.
     pub rel: String,
+    /// The current content; `None` for a new file.
     pub old: Option<String>,
+    /// The content to write.
     pub new: String,
+    /// What the writer does with it.
     pub action: Action,
 }
 
@@ -56,6 +65,7 @@ pub struct Ledger<'s> {
 }
 
 impl<'s> Ledger<'s> {
+    /// The ledger of `store` (the hashes of every version written before); `None` records nothing.
     pub fn new(store: Option<&'s Store>, origin_agent: &'static str) -> Result<Ledger<'s>> {
         Ok(Ledger {
             known: match store {
@@ -103,10 +113,19 @@ impl<'s> Ledger<'s> {
     }
 }
 
-/// Refuses to write into a dirty or unversioned tree unless allowed.
-pub fn check_vcs(root: &Path, allow_dirty: bool, allow_no_vcs: bool) -> Result<()> {
+/// Refuses to write into a dirty or unversioned tree unless allowed. `own` are the
+/// tool's own files and directories (the cargo target directory, the store and its
+/// journal files): they are not the user's changes, so a tree whose only untracked or
+/// modified entries are under them is clean (a workspace without a `.gitignore` for
+/// `target/` is not dirty because the tool ran in it).
+pub fn check_vcs(
+    root: &Path,
+    own: &[PathBuf],
+    allow_dirty: bool,
+    allow_no_vcs: bool,
+) -> Result<()> {
     let out = Command::new("git")
-        .args(["status", "--porcelain", "--untracked-files=normal"])
+        .args(["status", "--porcelain", "-z", "--untracked-files=all"])
         .current_dir(root)
         .output();
     let out = match out {
@@ -121,10 +140,17 @@ pub fn check_vcs(root: &Path, allow_dirty: bool, allow_no_vcs: bool) -> Result<(
             );
         }
     };
-    let dirty: Vec<String> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| l.get(3..).unwrap_or(l).to_string())
-        .collect();
+    // Porcelain paths are relative to the repository's top level, which may be above
+    // `root`.
+    let top = Command::new("git")
+        .args(["rev-parse", "--show-toplevel"])
+        .current_dir(root)
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim_end()))
+        .unwrap_or_else(|| root.to_path_buf());
+    let dirty = dirty_entries(&top, &out.stdout, own);
     if dirty.is_empty() || allow_dirty {
         return Ok(());
     }
@@ -136,6 +162,30 @@ pub fn check_vcs(root: &Path, allow_dirty: bool, allow_no_vcs: bool) -> Result<(
         shown.join(", "),
         if dirty.len() > shown.len() { ", …" } else { "" }
     )
+}
+
+/// The paths of `git status --porcelain -z` output (relative to the repository's top
+/// level `top`) that are not under one of `own`.
+fn dirty_entries(top: &Path, porcelain: &[u8], own: &[PathBuf]) -> Vec<String> {
+    let own: Vec<PathBuf> = own
+        .iter()
+        .map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone()))
+        .collect();
+    let top = std::fs::canonicalize(top).unwrap_or_else(|_| top.to_path_buf());
+    let mut out = Vec::new();
+    let mut fields = porcelain.split(|b| *b == 0).filter(|f| !f.is_empty());
+    while let Some(field) = fields.next() {
+        let entry = String::from_utf8_lossy(field);
+        let (status, path) = (entry.get(..2).unwrap_or(""), entry.get(3..).unwrap_or(""));
+        // A rename or copy is followed by its source path in a field of its own.
+        if status.starts_with('R') || status.starts_with('C') {
+            fields.next();
+        }
+        if !own.iter().any(|o| top.join(path).starts_with(o)) {
+            out.push(path.to_string());
+        }
+    }
+    out
 }
 
 /// Decides, per file, what to do. `generated` are the files the tool owns (port
@@ -272,6 +322,52 @@ pub fn diff(p: &Planned) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn git(dir: &Path, args: &[&str]) {
+        let ok = Command::new("git")
+            .args(["-c", "user.email=t@t", "-c", "user.name=t"])
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap()
+            .status
+            .success();
+        assert!(ok, "git {args:?}");
+    }
+
+    #[test]
+    fn the_tools_own_files_do_not_make_the_tree_dirty_but_a_user_edit_does() {
+        let repo = tempfile::tempdir().unwrap();
+        // The workspace is a subdirectory of the repository, with no .gitignore.
+        let ws = repo.path().join("hv");
+        std::fs::create_dir_all(ws.join("src")).unwrap();
+        std::fs::write(ws.join("src/lib.rs"), "pub fn f() {}\n").unwrap();
+        git(repo.path(), &["init", "-q"]);
+        git(repo.path(), &["add", "-A"]);
+        git(repo.path(), &["commit", "-qm", "base"]);
+        let target = ws.join("target");
+        std::fs::create_dir_all(target.join("eterna-port/scan-cache")).unwrap();
+        std::fs::write(target.join("eterna-port/scan-cache/a.json"), "{}").unwrap();
+        let db = ws.join("port.db");
+        std::fs::write(&db, "x").unwrap();
+        std::fs::write(ws.join("port.db-wal"), "x").unwrap();
+        let own = [target.clone(), db.clone(), ws.join("port.db-wal")];
+        check_vcs(&ws, &own, false, false).unwrap();
+        // A `target/` at the repository's top level is not the workspace's.
+        std::fs::create_dir_all(repo.path().join("target")).unwrap();
+        std::fs::write(repo.path().join("target/notes.txt"), "mine").unwrap();
+        std::fs::write(ws.join("src/lib.rs"), "pub fn f() { edited() }\n").unwrap();
+        let err = check_vcs(&ws, &own, false, false).unwrap_err().to_string();
+        assert!(
+            err.contains("(2 files: ")
+                && err.contains("hv/src/lib.rs")
+                && err.contains("target/notes.txt")
+                && !err.contains("scan-cache")
+                && !err.contains("port.db"),
+            "{err}"
+        );
+        check_vcs(&ws, &own, true, false).unwrap();
+    }
 
     #[cfg(unix)]
     #[test]

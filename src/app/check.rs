@@ -1,18 +1,17 @@
 //! `cargo eterna-port check`: one `cargo check` of the port target, its diagnostics per
 //! planned module; nothing is written (except the `--junit` report).
 
-use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
-use super::{full_plan, open, EXIT_ERROR, EXIT_OK, EXIT_PROBLEMS};
-use crate::check_report::{self, CheckDocument};
+use super::{open, EXIT_ERROR};
 use crate::cli::{CheckArgs, CheckFormat, GlobalArgs, MessageFormat};
-use crate::fixloop::{self, ModuleSpec};
+use crate::ops::check::{self, CheckEvents, CheckOptions, Skipped};
+use crate::ops::port::Level;
 use crate::report;
-use crate::workspace::Severity;
+use crate::report::check as check_report;
 
 pub(super) fn cmd_check(g: &GlobalArgs, a: &CheckArgs) -> Result<u8> {
     let json = g.message_format == MessageFormat::Json;
@@ -20,108 +19,66 @@ pub(super) fn cmd_check(g: &GlobalArgs, a: &CheckArgs) -> Result<u8> {
         bail!("`--format github` and `--message-format json` both write stdout; pick one");
     }
     let s = open(g)?;
-    let root = s.ws.root.clone();
-    let root_str = root.display().to_string();
-    let full = full_plan(&s, true);
-    if !g.quiet {
-        // Unreadable sources show up as compiler errors too; say what the scan saw.
-        report::print_diagnostics(&full.diagnostics, g.quiet);
+    /// Notes on stderr (not with `-q`), and a spinner while cargo checks.
+    struct Shown {
+        quiet: bool,
+        spinner: indicatif::ProgressBar,
     }
-    let specs = ModuleSpec::from_plan(&full.modules);
-
-    if a.staged {
-        let staged = staged_files(&root)?;
-        let planned: BTreeSet<String> = specs
-            .iter()
-            .flat_map(|m| {
-                let mut f = m.files(&root);
-                f.push(m.source.clone());
-                f
-            })
-            .collect();
-        if !staged.iter().any(|f| planned.contains(f)) {
-            if !g.quiet && !json {
-                report::stderr_message(
-                    "note",
-                    "no staged file belongs to a planned module; nothing to check",
-                );
+    impl CheckEvents for Shown {
+        fn message(&self, level: Level, text: &str) {
+            if !self.quiet || level == Level::Error {
+                report::stderr_message(level.as_str(), text);
             }
-            if json {
-                report::print_json(&CheckDocument::skipped(
-                    root_str,
-                    s.config.target.value.clone(),
-                ))?;
+        }
+        fn checking(&self, target: &str) {
+            if !self.spinner.is_hidden() {
+                self.spinner
+                    .set_message(format!("cargo check --target {target}"));
+                self.spinner
+                    .enable_steady_tick(std::time::Duration::from_millis(120));
             }
-            return Ok(EXIT_OK);
         }
     }
-
-    let mut selected = full.clone();
-    crate::plan::select(&mut selected, &a.targets, &s.knowledge)?;
-    if selected.modules.is_empty() {
-        if !g.quiet {
-            report::stderr_message(
-                "note",
-                &format!(
-                    "no ARM64 code found in {}; nothing to check",
-                    root.display()
-                ),
-            );
+    let shown = Shown {
+        quiet: g.quiet,
+        spinner: if g.quiet || json {
+            indicatif::ProgressBar::hidden()
+        } else {
+            indicatif::ProgressBar::new_spinner()
+        },
+    };
+    let options = CheckOptions {
+        targets: a.targets.clone(),
+        staged: a.staged,
+        host_fallback: a.host_fallback,
+    };
+    let result = check::run(&s, &options, &shown);
+    shown.spinner.finish_and_clear();
+    let done = result?;
+    if !g.quiet {
+        report::print_diagnostics(&done.scan_diagnostics, g.quiet);
+    }
+    let root = &s.ws.root;
+    if let Some(why) = done.skipped {
+        let note = match why {
+            Skipped::NothingStaged if !json => {
+                Some("no staged file belongs to a planned module; nothing to check".to_string())
+            }
+            Skipped::NothingStaged => None,
+            Skipped::NoArmCode => Some(format!(
+                "no ARM64 code found in {}; nothing to check",
+                root.display()
+            )),
+        };
+        if let (Some(note), false) = (note, g.quiet) {
+            report::stderr_message("note", &note);
         }
         if json {
-            report::print_json(&CheckDocument::skipped(
-                root_str,
-                s.config.target.value.clone(),
-            ))?;
+            report::print_json(&done.document)?;
         }
-        return Ok(EXIT_OK);
+        return Ok(done.outcome.exit_code());
     }
-    let keep: BTreeSet<String> = selected
-        .modules
-        .iter()
-        .map(|m| m.module_path.clone())
-        .collect();
-    let packages = selected.packages();
-
-    let wanted = s.config.target.value.clone();
-    let toolchain = crate::toolchain::Toolchain::for_workspace(&root)?;
-    if let (Some(note), false) = (toolchain.override_note(), g.quiet) {
-        report::stderr_message("note", &note);
-    }
-    let choice = toolchain.resolve_target(&root, &wanted, a.host_fallback)?;
-    if let (Some(note), false) = (&choice.note, g.quiet) {
-        report::stderr_message("note", note);
-    }
-    let target = choice.triple.clone();
-    let mut opts = fixloop::LoopOptions::new(&root, &target, &specs);
-    opts.packages = &packages;
-    opts.toolchain = toolchain;
-    opts.build_std = choice.build_std;
-    opts.apply_rustfix = false;
-    let spinner = if g.quiet || json {
-        indicatif::ProgressBar::hidden()
-    } else {
-        let bar = indicatif::ProgressBar::new_spinner();
-        bar.set_message(format!("cargo check --target {target}"));
-        bar.enable_steady_tick(std::time::Duration::from_millis(120));
-        bar
-    };
-    let check = fixloop::check(&opts);
-    spinner.finish_and_clear();
-    let check = check?;
-
-    // Diagnostics of planned modules outside the selection are not reported, but said.
-    let hidden: usize = check
-        .report
-        .modules
-        .iter()
-        .filter(|m| m.component.is_some() && !keep.contains(&m.module_path))
-        .map(|m| m.errors)
-        .sum();
-    let doc = CheckDocument::new(root_str, wanted, check.report, &|m| {
-        m.component.is_none() || keep.contains(&m.module_path)
-    });
-
+    let doc = &done.document;
     if !g.quiet {
         for f in &doc.build_failures {
             report::stderr_message("error", &f.message());
@@ -131,7 +88,7 @@ pub(super) fn cmd_check(g: &GlobalArgs, a: &CheckArgs) -> Result<u8> {
         }
     }
     if json {
-        report::print_json(&doc)?;
+        report::print_json(doc)?;
     } else {
         for m in &doc.modules {
             for d in &m.diagnostics {
@@ -141,10 +98,11 @@ pub(super) fn cmd_check(g: &GlobalArgs, a: &CheckArgs) -> Result<u8> {
             }
         }
         if a.format == CheckFormat::Github {
-            report::print_stdout(&check_report::github(&doc, &repo_prefix(&root)))?;
+            report::print_stdout(&check_report::github(doc, &repo_prefix(root)))?;
         }
-        report::print_stdout(&check_report::human(&doc))?;
+        report::print_stdout(&check_report::human(doc))?;
     }
+    let hidden = done.hidden_errors;
     if hidden > 0 && !g.quiet {
         report::stderr_message(
             "note",
@@ -155,20 +113,12 @@ pub(super) fn cmd_check(g: &GlobalArgs, a: &CheckArgs) -> Result<u8> {
         );
     }
     if let Some(path) = &a.junit {
-        if let Err(e) = write_junit(path, &check_report::junit(&doc)) {
+        if let Err(e) = write_junit(path, &check_report::junit(doc)) {
             report::stderr_message("error", &format!("{e:#}"));
             return Ok(EXIT_ERROR);
         }
     }
-    let scan_errors = full
-        .diagnostics
-        .iter()
-        .any(|d| d.severity == Severity::Error);
-    Ok(if doc.clean && !scan_errors {
-        EXIT_OK
-    } else {
-        EXIT_PROBLEMS
-    })
+    Ok(done.outcome.exit_code())
 }
 
 fn write_junit(path: &Path, xml: &str) -> Result<()> {
@@ -184,27 +134,6 @@ fn write_junit(path: &Path, xml: &str) -> Result<()> {
             path.display()
         )
     })
-}
-
-/// Files staged in git, relative to `root` (`git diff --cached --relative`).
-fn staged_files(root: &Path) -> Result<Vec<String>> {
-    let out = Command::new("git")
-        .args(["diff", "--cached", "--name-only", "--relative", "-z"])
-        .current_dir(root)
-        .output()
-        .context("--staged: could not run git")?;
-    if !out.status.success() {
-        bail!(
-            "--staged: `git diff --cached` failed in {}: {}",
-            root.display(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout)
-        .split('\0')
-        .filter(|f| !f.is_empty())
-        .map(str::to_string)
-        .collect())
 }
 
 /// The workspace's directory inside its git repository (`git rev-parse --show-prefix`),

@@ -1,670 +1,56 @@
-//! `cargo eterna-port [port]`: plan → offline drafts → the agent swarm → safe writes.
+//! `cargo eterna-port [port]`: the port flags as [`PortOptions`], the library's
+//! [`port::run`], and its rendering: a progress bar on a terminal, warnings on stderr,
+//! JSON event lines with `--message-format json`, then the summary (and with
+//! `--dry-run` the diffs) and the exit code.
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
-use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::Result;
 
-use super::{full_plan, open, EXIT_OK, EXIT_PROBLEMS};
+use super::open;
 use crate::cli::{BackendArg, GlobalArgs, MessageFormat, PortFlags};
 use crate::config::Backend;
-use crate::engine;
-use crate::llm::{LlmClient, LlmSettings};
-use crate::plan::{self, ModulePlan};
+use crate::ops::port::{self, Level, PortEvents, PortOptions};
 use crate::report;
-use crate::store::Store;
-use crate::swarm::{self, primary, prompts::ContextChunk, Event, TaskStatus};
-use crate::workspace::Severity;
+use crate::store::FixIterationRecord;
+use crate::swarm::{Event, Role, TaskStatus};
 use crate::writer;
-
-/// Exit code of a run stopped by Ctrl-C (the shell's 128 + SIGINT).
-pub const EXIT_INTERRUPTED: u8 = 130;
-
-/// Retrieved context per module, in tokens (about 4 characters each).
-const CONTEXT_BUDGET_TOKENS: usize = 3000;
 
 pub(super) fn cmd_port(g: &GlobalArgs, targets: &[String], flags: &PortFlags) -> Result<u8> {
     let s = open(g)?;
-    let full = full_plan(&s, !flags.dry_run);
-    let scan_errors = full
-        .diagnostics
-        .iter()
-        .filter(|d| d.severity == Severity::Error)
-        .count();
-    if scan_errors > 0 {
-        report::print_diagnostics(&full.diagnostics, g.quiet);
-        bail!(
-            "{scan_errors} source file(s) could not be scanned (listed above); fix them before porting"
-        );
-    }
-    let mut selected = full.clone();
-    plan::select(&mut selected, targets, &s.knowledge)?;
-    if selected.modules.is_empty() {
-        if !g.quiet {
-            report::stderr_message("note", "no ARM64 code to port");
-        }
-        return Ok(EXIT_OK);
-    }
-
-    let backend = match flags.backend {
-        Some(BackendArg::Offline) => Backend::Offline,
-        Some(BackendArg::Llm) => Backend::Llm,
-        None => s.config.backend.value,
-    };
-    let settings = LlmSettings::from_config(&s.config);
-    if backend == Backend::Llm && settings.keys.is_empty() && settings.openrouter_usage {
-        bail!(
-            "--backend llm: no API key is set for {}; set OPENROUTER_API_KEY (or OPENROUTER_API_KEY1..3) in the environment or the workspace's .env, or point ETERNA_PORT_LLM_BASE_URL at a local OpenAI-compatible server",
-            settings.base_url
-        );
-    }
-    if !g.quiet && backend == Backend::Offline && flags.backend.is_none() {
-        report::stderr_message(
-            "note",
-            "no API key set (OPENROUTER_API_KEY…): porting with the offline engine",
-        );
-    }
-
-    // Every setting was checked with the configuration, before anything is recorded
-    // or asked.
-    let heartbeat = s.config.heartbeat();
-    let stream = stream_setting(g, s.config.llm_stream.value);
-    let client = match backend {
-        Backend::Llm => Some(LlmClient::new(settings.clone())?),
-        Backend::Offline => None,
-    };
-    if !flags.dry_run {
-        writer::check_vcs(&s.ws.root, flags.allow_dirty, flags.allow_no_vcs)?;
-    }
-    let package_dirs: BTreeMap<String, PathBuf> =
-        s.ws.packages()
-            .filter_map(|p| {
-                p.manifest_path
-                    .parent()
-                    .map(|d| (p.name.to_string(), d.as_std_path().to_path_buf()))
-            })
-            .collect();
-    let crate_roots: BTreeMap<String, String> =
-        s.ws.packages()
-            .flat_map(crate::workspace::target_roots)
-            .map(|(name, root)| (name, s.ws.relative(&root)))
-            .collect();
-    let manifests: BTreeMap<String, String> =
-        s.ws.packages()
-            .map(|p| {
-                (
-                    p.name.to_string(),
-                    s.ws.relative(p.manifest_path.as_std_path()),
-                )
-            })
-            .collect();
-    // ARM-only dependencies: x86_64 code does not import them, and the port may move
-    // them under the aarch64 target table (those already there stay).
-    let arm_dependencies: Vec<engine::deps::ArmDependency> = full
-        .arm_dependencies
-        .iter()
-        .filter(|d| d.kind == "normal")
-        .map(|d| engine::deps::ArmDependency {
-            package: d.package.clone(),
-            name: d.name.clone(),
-            used_outside_arm64: !d.used_outside_arm64.is_empty(),
-        })
-        .collect();
-    let mut output = engine::port::port(&engine::port::PortJob {
-        root: &s.ws.root,
-        full: &full,
-        selected: &selected,
-        knowledge: &s.knowledge,
-        crate_roots: &crate_roots,
-        manifests: &manifests,
-        arm_dependencies: &arm_dependencies,
-    })?;
-
-    let state = s.ws.target_dir.join("eterna-port");
-    // Every written version goes to the store's code_artifacts; a dry run only reads
-    // an existing store and never creates one.
-    let store = if flags.dry_run && !s.config.db.value.exists() {
-        None
-    } else {
-        Some(Store::open(&s.config.db.value)?)
-    };
-    let run = match (&store, flags.dry_run) {
-        (Some(store), false) => Some(store.begin_run("port")?),
-        _ => None,
-    };
-
-    // The PrimaryAgent: tasks with their prompts.
-    let llm = backend == Backend::Llm;
-    // What the prompts say of the workspace is read from it; whether a draft compiles,
-    // from one check of the drafts before any prompt.
-    let mut prompts = swarm::prompts::Prompts::embedded()?.with_workspace(
-        crate::workspace::WorkspaceFacts::read(&s.ws, &s.config.console),
-    );
-    if llm {
-        let packages = selected.packages();
-        prompts = prompts.with_draft_checks(super::draft_check::check_drafts(
-            &super::draft_check::DraftCheckJob {
-                root: &s.ws.root,
-                target_dir: &s.ws.target_dir,
-                changes: &output.changes,
-                modules: &selected.modules,
-                packages: &packages,
-                target: &s.config.target.value,
-                host_fallback: flags.host_fallback,
-            },
-        ));
-    }
-    let written: BTreeSet<String> = output.changes.iter().map(|c| c.rel.clone()).collect();
-    let embedder = if llm {
-        Some(super::memory::make_embedder(&s.config)?)
-    } else {
-        None
-    };
-    if let (true, Some(store)) = (llm, &store) {
-        if store.stats()?.chunks == 0 {
-            super::memory::refresh_index(&s, store)?;
-        }
-    }
-    let retrieval = std::time::Instant::now();
-    // Retrieved context per module, in parallel (one store connection per worker).
-    let contexts: BTreeMap<String, Vec<ContextChunk>> = match (&store, &embedder) {
-        (Some(_), Some(embedder)) => {
-            use rayon::prelude::*;
-            let db = &s.config.db.value;
-            selected
-                .modules
-                .par_iter()
-                .map_init(
-                    || Store::open(db).ok(),
-                    |conn, m| {
-                        let chunks = match conn {
-                            Some(conn) => retrieve(conn, m, embedder.as_ref(), &written),
-                            None => Vec::new(),
-                        };
-                        (m.module_path.clone(), chunks)
-                    },
-                )
-                .collect()
-        }
-        _ => BTreeMap::new(),
-    };
-    tracing::debug!(
-        ms = retrieval.elapsed().as_millis() as u64,
-        "context retrieved for the modules"
-    );
-    let context = |m: &ModulePlan| -> Vec<ContextChunk> {
-        contexts.get(&m.module_path).cloned().unwrap_or_default()
-    };
-    let planning = std::time::Instant::now();
-    let tasks = primary::port_tasks(&primary::Inputs {
-        root: &s.ws.root,
-        full: &full,
-        selected: &selected,
-        output: &output,
-        package_dirs: &package_dirs,
-        knowledge: &s.knowledge,
-        prompts: &prompts,
-        context: &context,
-        allow_deps: flags.allow_deps,
-        triple: &s.config.target.value,
-        llm,
-        prompt_budget: Some(s.config.prompt_budget.value as usize),
-    })?;
-    tracing::debug!(
-        tasks = tasks.len(),
-        ms = planning.elapsed().as_millis() as u64,
-        "PrimaryAgent planned the tasks"
-    );
-
-    let swarm_backend = if let Some(client) = client {
-        let cache = match (&store, flags.no_cache) {
-            (Some(_), false) => Some(swarm::ResponseCache::new(
-                Store::open(&s.config.db.value)?,
-                settings.model.clone(),
-            )),
-            _ => None,
-        };
-        swarm::Backend::Llm(Arc::new(swarm::LlmBackend {
-            client,
-            cache,
-            stream,
-            max_answer_attempts: 2,
-            temperature: Some(0.2),
-            max_tokens: s.config.llm_max_tokens.as_ref().map(|m| m.value),
-        }))
-    } else {
-        swarm::Backend::Offline
-    };
-    let (runtime, cancel) = runtime()?;
-    let options = swarm::SwarmOptions {
+    let options = PortOptions {
+        targets: targets.to_vec(),
+        backend: flags.backend.map(|b| match b {
+            BackendArg::Offline => Backend::Offline,
+            BackendArg::Llm => Backend::Llm,
+        }),
+        dry_run: flags.dry_run,
+        allow_dirty: flags.allow_dirty,
+        allow_no_vcs: flags.allow_no_vcs,
+        force: flags.force,
         jobs: usize::from(flags.jobs.max(1)),
-        heartbeat,
-        cancel: cancel.clone(),
+        no_cache: flags.no_cache,
+        allow_deps: flags.allow_deps,
+        max_fix_iterations: flags.max_fix_iterations,
+        host_fallback: flags.host_fallback,
+        stream: stream_setting(g, s.config.llm_stream.value),
+        cancel: crate::llm::CancellationToken::new(),
+        cancel_on_ctrl_c: true,
     };
-    let sink = std::sync::Mutex::new(EventSink::new(g, tasks.len()));
-    if let swarm::Backend::Llm(l) = &swarm_backend {
-        // What the client says once about the server (it stopped sending, or sends one
-        // request at a time), above the progress bar.
-        let bar = sink.lock().unwrap_or_else(|p| p.into_inner()).bar.clone();
-        let quiet = g.quiet;
-        l.client.on_notice(move |n| {
-            bar.suspend(|| match n {
-                crate::llm::Notice::Stopped { message } => report::stderr_message(
-                    "error",
-                    &format!(
-                        "{message}. Every module not answered yet keeps the offline engine's draft, and the fix loop goes on offline"
-                    ),
-                ),
-                crate::llm::Notice::Serial { message } if !quiet => {
-                    report::stderr_message("warning", message)
-                }
-                crate::llm::Notice::Serial { .. } => {}
-            })
-        });
-    }
-    let event = |e: &Event| sink.lock().unwrap_or_else(|p| p.into_inner()).on(e);
-    let mut on_event = event;
-    let outcome = runtime.block_on(swarm::run(
-        tasks,
-        swarm_backend.clone(),
-        &options,
-        &mut on_event,
-    ));
-
-    // A client that stopped sending (the server cannot be reached, refuses every key)
-    // is not a reason to stop: the tasks kept their drafts, which are written and
-    // checked like an offline port's (the client said why, once).
-    if outcome.cancelled {
-        sink.into_inner()
-            .unwrap_or_else(|p| p.into_inner())
-            .finish()?;
-        finish(
-            &store.as_ref(),
-            &run.as_ref(),
-            &outcome.results,
-            &outcome.health,
-            "cancelled",
-        )?;
-        if !g.quiet {
-            report::stderr_message(
-                "warning",
-                "interrupted: nothing was written; answers received so far are cached, so a re-run resumes where this one stopped",
-            );
-        }
-        return Ok(EXIT_INTERRUPTED);
-    }
-
-    let deps = primary::integrate(&mut output, &outcome.results);
-    // Every agent runs the one configured model.
-    if llm {
-        for i in output.modules.iter_mut().flat_map(|m| m.items.iter_mut()) {
-            if i.by.as_deref().is_some_and(|b| b.starts_with("agent:")) {
-                i.model = Some(settings.model.clone());
-            }
-        }
-    }
-    engine::port::regate_split_parents(&s.ws.root, &mut output, &s.knowledge)?;
-    // The tool's own files: x86_64 modules and the support library, plus module
-    // targets the model answered; manifests and build scripts (`--allow-deps`) and
-    // every file edited in place stay the user's.
-    let targets: BTreeSet<&str> = output
-        .modules
-        .iter()
-        .filter(|m| m.mode != engine::port::Mode::InPlace)
-        .map(|m| m.target.as_str())
-        .collect();
-    let generated: BTreeSet<String> = output
-        .changes
-        .iter()
-        .filter(|c| {
-            (output.generated.contains(&c.rel) || targets.contains(c.rel.as_str()))
-                && !deps.contains(&c.rel)
-        })
-        .map(|c| c.rel.clone())
-        .collect();
-    let model = llm.then(|| settings.model.clone());
-    let mut ledger = writer::Ledger::new(store.as_ref(), "offline-engine")?;
-    for m in &output.modules {
-        ledger
-            .modules
-            .insert(m.target.clone(), m.module_path.clone());
-        ledger
-            .modules
-            .insert(m.source.clone(), m.module_path.clone());
-    }
-    for r in &outcome.results {
-        if r.files_from != swarm::FilesFrom::Draft {
-            for (rel, _) in &r.files {
-                ledger.modules.insert(rel.clone(), r.module.clone());
-                ledger
-                    .origins
-                    .insert(rel.clone(), (r.role.name().to_string(), model.clone()));
-            }
-        }
-    }
-    let planned = writer::decide(
-        &s.ws.root,
-        output
-            .changes
-            .iter()
-            .map(|c| (c.rel.clone(), c.new.clone()))
-            .collect(),
-        &generated,
-        &ledger,
-        flags.force,
-        &state.join("backup"),
-    )?;
-    let mut results = outcome.results;
-    let mut health = outcome.health;
-    let mut fix_loop = None;
-    let mut unchecked = false;
-    if let (Some(store), Some(run)) = (&store, &run) {
-        if let Err(e) = writer::apply(&s.ws.root, &planned, &mut ledger, &state.join("tmp")) {
-            finish(&Some(store), &Some(run), &results, &health, "failed")?;
-            return Err(e);
-        }
-
-        // The cargo check loop: rustfix, then the DebugAgent (LLM) or the stub fixer
-        // (offline), until clean or stuck. Offline, a port that cannot be checked (its
-        // pinned toolchain or the target's std is missing) is still a port: said, and
-        // the loop skipped.
-        let resolved = if flags.max_fix_iterations == 0 {
-            None
-        } else {
-            let resolve = || -> Result<_> {
-                let toolchain = crate::toolchain::Toolchain::for_workspace(&s.ws.root)?;
-                let choice = toolchain.resolve_target(
-                    &s.ws.root,
-                    &s.config.target.value,
-                    flags.host_fallback,
-                )?;
-                Ok((toolchain, choice))
-            };
-            match resolve() {
-                Ok(r) => Some(r),
-                Err(e) if !llm => {
-                    unchecked = true;
-                    if !g.quiet {
-                        report::stderr_message(
-                            "warning",
-                            &format!("the port is written but not checked: {e:#}"),
-                        );
-                    }
-                    None
-                }
-                Err(e) => return Err(e),
-            }
-        };
-        if let Some((toolchain, choice)) = resolved {
-            if let (Some(note), false) = (toolchain.override_note(), g.quiet) {
-                report::stderr_message("note", &note);
-            }
-            if let (Some(note), false) = (&choice.note, g.quiet) {
-                report::stderr_message("note", note);
-            }
-            let target = choice.triple.clone();
-            let specs = crate::fixloop::ModuleSpec::from_plan(&selected.modules);
-            let packages = selected.packages();
-            let mut lopts = crate::fixloop::LoopOptions::new(&s.ws.root, &target, &specs);
-            lopts.packages = &packages;
-            lopts.toolchain = toolchain;
-            lopts.build_std = choice.build_std;
-            lopts.max_iterations = flags.max_fix_iterations;
-            let dropped_crates: BTreeMap<String, Option<(String, String)>> = arm_dependencies
-                .iter()
-                .map(|d| {
-                    let gated = output
-                        .gated_dependencies
-                        .iter()
-                        .any(|(p, n)| *p == d.package && *n == d.name)
-                        .then(|| {
-                            manifests
-                                .get(&d.package)
-                                .map(|m| (m.clone(), d.name.clone()))
-                        })
-                        .flatten();
-                    (engine::deps::ident_of(&d.name), gated)
-                })
-                .collect();
-            // The DebugAgent, unless the client has stopped sending (then, and if it
-            // stops during the loop, the stub fixer works on).
-            let stopped = match &swarm_backend {
-                swarm::Backend::Llm(l) => l.client.stopped().is_some(),
-                swarm::Backend::Offline => false,
-            };
-            let mut debug = (llm && !stopped).then(|| super::fix::DebugFixer {
-                runtime: &runtime,
-                backend: swarm_backend.clone(),
-                options: options.clone(),
-                root: &s.ws.root,
-                modules: selected
-                    .modules
-                    .iter()
-                    .map(|m| (m.module_path.clone(), m))
-                    .collect(),
-                package_dirs: &package_dirs,
-                knowledge: &s.knowledge,
-                prompts: &prompts,
-                triple: &target,
-                context: &context,
-                on_event: &mut on_event,
-                results: Vec::new(),
-                health: BTreeMap::new(),
-                offline: engine::fix::StubFixer {
-                    root: &s.ws.root,
-                    generated: &generated,
-                    dropped_crates: &dropped_crates,
-                },
-                regression: None,
-            });
-            let mut stubs = engine::fix::StubFixer {
-                root: &s.ws.root,
-                generated: &generated,
-                dropped_crates: &dropped_crates,
-            };
-            let fixer: &mut dyn crate::fixloop::Fixer = match debug.as_mut() {
-                Some(d) => d,
-                None => &mut stubs,
-            };
-            let mut write = |files: Vec<(String, String)>| -> Result<()> {
-                // rustfix's edits and the DebugAgent's answers come through here.
-                for (rel, _) in &files {
-                    ledger
-                        .origins
-                        .insert(rel.clone(), ("fix-loop".to_string(), model.clone()));
-                }
-                let planned = writer::decide(
-                    &s.ws.root,
-                    files,
-                    &generated,
-                    &ledger,
-                    false,
-                    &state.join("backup"),
-                )?;
-                writer::apply(&s.ws.root, &planned, &mut ledger, &state.join("tmp"))
-            };
-            let mut record = |rec: &crate::store::FixIterationRecord| -> Result<()> {
-                let mut sink = sink.lock().unwrap_or_else(|p| p.into_inner());
-                sink.bar.set_message(format!(
-                    "fix loop: check {} found {} error(s); {}",
-                    rec.iteration,
-                    rec.errors,
-                    if rec.outcome == "fixing" || rec.outcome == "regressed" {
-                        "fixing"
-                    } else {
-                        "done"
-                    }
-                ));
-                sink.line(&FixIterationEvent {
-                    reason: "fix-iteration",
-                    record: rec,
-                });
-                store.record_fix_iteration(run, rec)?;
-                Ok(())
-            };
-            sink.lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .bar
-                .set_message(format!("fix loop: cargo check --target {target}"));
-            let looped = crate::fixloop::run_loop(&lopts, Some(fixer), &mut write, &mut record);
-            if let Some(mut d) = debug {
-                results.append(&mut d.results);
-                health.extend(d.health.into_values());
-            }
-            match looped {
-                Ok(l) => {
-                    let first = l
-                        .final_report
-                        .modules
-                        .iter()
-                        .find_map(|m| m.first_error())
-                        .map(|d| format!("{}:{}: {}", d.file, d.line, d.message));
-                    if !g.quiet {
-                        for f in &l.final_report.build_failures {
-                            report::stderr_message("error", &f.message());
-                        }
-                    }
-                    fix_loop = Some(report::FixLoopSummary {
-                        stop: l.stop.as_str(),
-                        explanation: l.stop.explain(),
-                        target_triple: target.clone(),
-                        fix_rounds: l.fix_rounds(),
-                        regressed: l.regressions(),
-                        errors_left: l.final_report.errors,
-                        first_error: first,
-                        check_ms: l.check_time.as_millis() as u64,
-                        total_ms: l.total_time.as_millis() as u64,
-                        iterations: l.iterations,
-                    });
-                }
-                Err(e) if cancel.is_cancelled() => {
-                    sink.into_inner()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .finish()?;
-                    finish(&Some(store), &Some(run), &results, &health, "cancelled")?;
-                    if !g.quiet {
-                        report::stderr_message(
-                            "warning",
-                            &format!("interrupted during the fix loop ({e:#}); the port's files are written, every file whole"),
-                        );
-                    }
-                    return Ok(EXIT_INTERRUPTED);
-                }
-                Err(e) => {
-                    // cargo could not check the port (a dependency that does not build
-                    // here, say): the port is written, its check is not done: exit 1.
-                    unchecked = true;
-                    if !g.quiet {
-                        report::stderr_message(
-                            "warning",
-                            &format!(
-                                "the port is written but cargo check could not judge it: {e:#}"
-                            ),
-                        );
-                    }
-                }
-            }
-        }
-    }
-    if fix_loop.is_some() {
-        // The loop may have given a dependency back to x86_64 (its types are in an API).
-        output.gated_dependencies.retain(|(package, name)| {
-            manifests
-                .get(package)
-                .and_then(|m| std::fs::read_to_string(s.ws.root.join(m)).ok())
-                .and_then(|t| t.parse::<toml_edit::DocumentMut>().ok())
-                .is_some_and(|doc| {
-                    !doc.get("dependencies")
-                        .and_then(|d| d.as_table_like())
-                        .is_some_and(|d| d.contains_key(name))
-                })
-        });
-        // The loop may have stubbed or rewritten modules: count what is on disk now.
-        // Its items carry the model when a DebugAgent's answer was written in it.
-        let debug_answered = results.iter().any(|r| {
-            r.role == swarm::Role::Debug
-                && r.status == TaskStatus::Done
-                && r.files_from == swarm::FilesFrom::Model
-        });
-        for m in output
-            .modules
-            .iter_mut()
-            .filter(|m| m.mode != engine::port::Mode::InPlace)
-        {
-            if let Ok(text) = std::fs::read_to_string(s.ws.root.join(&m.target)) {
-                let model = debug_answered.then_some(settings.model.as_str());
-                m.set_items_by(engine::coverage::items_of(&text), "fix-loop", model);
-            }
-        }
-    }
-    sink.into_inner()
-        .unwrap_or_else(|p| p.into_inner())
-        .finish()?;
-    let failed_tasks = results
-        .iter()
-        .filter(|r| r.status != TaskStatus::Done)
-        .count();
-    // Answers that still break their module's API (the draft kept those items).
-    let contract_shortfalls = results
-        .iter()
-        .filter(|r| r.contract.as_ref().is_some_and(|c| c.broken()))
-        .count();
-    // Modules the last check did not compile are not fixed either (stop `not-compiled`).
-    let unfixed = unchecked
-        || fix_loop.as_ref().is_some_and(|f| {
-            f.errors_left > 0 || f.stop == crate::fixloop::StopReason::NotCompiled.as_str()
-        });
-    if let (Some(store), Some(run)) = (store.as_ref(), run.as_ref()) {
-        let items: Vec<crate::store::PortItemRecord> = output
-            .modules
-            .iter()
-            .flat_map(|m| {
-                m.items.iter().map(|i| crate::store::PortItemRecord {
-                    module: m.module_path.clone(),
-                    name: i.name.clone(),
-                    kind: i.kind.to_string(),
-                    status: i.status.as_str().to_string(),
-                    by: i.by.clone(),
-                    model: i.model.clone(),
-                    reason: i.reason.clone(),
-                })
-            })
-            .collect();
-        store.record_port_items(run, &items)?;
-    }
-    finish(
-        &store.as_ref(),
-        &run.as_ref(),
-        &results,
-        &health,
-        if failed_tasks > 0 || contract_shortfalls > 0 || unfixed {
-            "failed"
-        } else {
-            "done"
-        },
-    )?;
-    let mut summary = report::PortSummary::new(&selected, &output, &planned, flags.dry_run);
-    summary.backend = if llm { "llm" } else { "offline" };
-    summary.model = model;
-    let mut usage = crate::llm::Usage::default();
-    for r in &results {
-        summary.usage.requests += r.requests;
-        summary.usage.cache_hits += r.cache_hits;
-        usage.add(&r.usage);
-    }
-    summary.usage.prompt_tokens = usage.prompt_tokens;
-    summary.usage.completion_tokens = usage.completion_tokens;
-    summary.usage.cost = usage.cost;
-    summary.tasks = results;
-    summary.fix_loop = fix_loop;
+    let sink = Arc::new(EventSink::new(g));
+    let result = port::run(&s, &options, sink.clone());
+    sink.finish()?;
+    let done = result?;
+    let Some(summary) = done.summary else {
+        return Ok(done.outcome.exit_code());
+    };
     match g.message_format {
         MessageFormat::Json => print_json_line(&summary)?,
         MessageFormat::Human => {
-            if flags.dry_run {
-                for p in &planned {
+            if options.dry_run {
+                for p in &done.planned {
                     if matches!(
                         p.action,
                         writer::Action::Create
@@ -678,12 +64,7 @@ pub(super) fn cmd_port(g: &GlobalArgs, targets: &[String], flags: &PortFlags) ->
             report::print_stdout(&report::port_human(&summary, g.verbose > 0))?;
         }
     }
-    let incomplete = summary.coverage.unported > 0
-        || summary.files.iter().any(|f| f.skipped())
-        || failed_tasks > 0
-        || contract_shortfalls > 0
-        || unfixed;
-    Ok(if incomplete { EXIT_PROBLEMS } else { EXIT_OK })
+    Ok(done.outcome.exit_code())
 }
 
 /// Whether answers are streamed: the `llm-stream` setting (`ETERNA_PORT_LLM_STREAM`),
@@ -701,58 +82,7 @@ fn stream_setting(g: &GlobalArgs, setting: Option<bool>) -> bool {
 struct FixIterationEvent<'a> {
     reason: &'static str,
     #[serde(flatten)]
-    record: &'a crate::store::FixIterationRecord,
-}
-
-/// The store's context for one module, without anything the port writes: a re-run
-/// must see the same prompt.
-fn retrieve(
-    store: &Store,
-    m: &ModulePlan,
-    embedder: &dyn crate::store::Embedder,
-    written: &BTreeSet<String>,
-) -> Vec<ContextChunk> {
-    match crate::store::context_for_module(store, m, embedder, CONTEXT_BUDGET_TOKENS) {
-        Ok(chunks) => chunks
-            .iter()
-            .filter(|c| !written.contains(&c.path) && !c.path.starts_with('@'))
-            .map(ContextChunk::from)
-            .collect(),
-        Err(e) => {
-            tracing::warn!("no retrieved context for {}: {e}", m.module_path);
-            Vec::new()
-        }
-    }
-}
-
-/// Records the run's tasks, health table and status.
-fn finish(
-    store: &Option<&Store>,
-    run: &Option<&String>,
-    results: &[swarm::TaskResult],
-    health: &[crate::store::HealthRecord],
-    status: &str,
-) -> Result<()> {
-    let (Some(store), Some(run)) = (store, run) else {
-        return Ok(());
-    };
-    for r in results {
-        store.record_task(&crate::store::TaskRecord {
-            task_id: &format!("{run}:{}", r.task),
-            run_id: Some(run),
-            module: &r.module,
-            agent: r.role.name(),
-            status: r.status.as_str(),
-            attempts: i64::from(r.attempts),
-            tokens_in: r.usage.prompt_tokens as i64,
-            tokens_out: r.usage.completion_tokens as i64,
-            cost: r.usage.cost.unwrap_or(0.0),
-            error: r.error.as_deref(),
-        })?;
-    }
-    store.record_health(run, health)?;
-    store.finish_run(run, status)?;
-    Ok(())
+    record: &'a FixIterationRecord,
 }
 
 /// One compact JSON document on one line of stdout.
@@ -764,21 +94,24 @@ fn print_json_line<T: serde::Serialize>(value: &T) -> Result<()> {
     Ok(())
 }
 
-/// Shows the swarm's events: a progress bar on a terminal, warnings for failed tasks,
-/// and with `--message-format json` one JSON line per event.
+/// Shows the port's events: a progress bar on a terminal, messages on stderr (notes
+/// and warnings not with `-q`), warnings for failed tasks, and with
+/// `--message-format json` one JSON line per swarm event and fix-loop iteration.
 struct EventSink {
     bar: indicatif::ProgressBar,
     json: bool,
-    error: Option<anyhow::Error>,
+    quiet: bool,
+    /// The first failure to write a JSON line (the rest are not tried).
+    error: Mutex<Option<anyhow::Error>>,
 }
 
 impl EventSink {
-    fn new(g: &GlobalArgs, tasks: usize) -> EventSink {
+    fn new(g: &GlobalArgs) -> EventSink {
         let json = g.message_format == MessageFormat::Json;
         let bar = if g.quiet || json {
             indicatif::ProgressBar::hidden()
         } else {
-            let bar = indicatif::ProgressBar::new(tasks as u64);
+            let bar = indicatif::ProgressBar::new(0);
             bar.set_style(
                 indicatif::ProgressStyle::with_template(
                     "{spinner} [{bar:30}] {pos}/{len} tasks {elapsed} {wide_msg}",
@@ -786,25 +119,61 @@ impl EventSink {
                 .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
                 .progress_chars("=> "),
             );
-            bar.enable_steady_tick(Duration::from_millis(120));
             bar
         };
         EventSink {
             bar,
             json,
-            error: None,
+            quiet: g.quiet,
+            error: Mutex::new(None),
         }
     }
 
-    fn on(&mut self, e: &Event) {
+    /// A JSON line (any serializable event) when JSON is on.
+    fn line<T: serde::Serialize>(&self, e: &T) {
+        if !self.json {
+            return;
+        }
+        let mut error = self.error.lock().unwrap_or_else(|p| p.into_inner());
+        if error.is_none() {
+            *error = print_json_line(e).err();
+        }
+    }
+
+    fn finish(&self) -> Result<()> {
+        self.bar.finish_and_clear();
+        match self.error.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            Some(e) => Err(e.context("could not write JSON events to stdout")),
+            None => Ok(()),
+        }
+    }
+}
+
+impl PortEvents for EventSink {
+    fn message(&self, level: Level, text: &str) {
+        if self.quiet && level != Level::Error {
+            return;
+        }
+        self.bar
+            .suspend(|| report::stderr_message(level.as_str(), text));
+    }
+
+    fn tasks(&self, tasks: usize) {
+        self.bar.set_length(tasks as u64);
+        if !self.bar.is_hidden() {
+            self.bar.enable_steady_tick(Duration::from_millis(120));
+        }
+    }
+
+    fn swarm(&self, e: &Event) {
         match e {
             Event::TaskStarted {
                 module,
                 agent,
-                task,
+                role,
                 ..
             } => {
-                if task.contains("#debug") {
+                if *role == Role::Debug {
                     self.bar.inc_length(1);
                 }
                 self.bar.set_message(format!("{module} ({agent})"));
@@ -831,35 +200,14 @@ impl EventSink {
         self.line(e);
     }
 
-    /// A JSON line (any serializable event) when JSON is on.
-    fn line<T: serde::Serialize>(&mut self, e: &T) {
-        if self.json && self.error.is_none() {
-            self.error = print_json_line(e).err();
-        }
+    fn progress(&self, text: &str) {
+        self.bar.set_message(text.to_string());
     }
 
-    fn finish(&mut self) -> Result<()> {
-        self.bar.finish_and_clear();
-        match self.error.take() {
-            Some(e) => Err(e.context("could not write JSON events to stdout")),
-            None => Ok(()),
-        }
+    fn fix_iteration(&self, record: &FixIterationRecord) {
+        self.line(&FixIterationEvent {
+            reason: "fix-iteration",
+            record,
+        });
     }
-}
-
-/// A tokio runtime for the swarm, and a token cancelled on Ctrl-C.
-fn runtime() -> Result<(tokio::runtime::Runtime, crate::llm::CancellationToken)> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("could not start the async runtime")?;
-    let cancel = crate::llm::CancellationToken::new();
-    let watcher = cancel.clone();
-    runtime.spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            watcher.cancel();
-        }
-    });
-    Ok((runtime, cancel))
 }

@@ -30,19 +30,42 @@ pub const X86_RUSTFLAGS: &str = "-C relocation-model=static";
 pub const DEFAULT_AARCH64_RUNNER: &str = "qemu-system-aarch64 -M virt,virtualization=on,gic-version=3 -cpu max -smp 2 -m 128M -nographic -no-reboot -semihosting-config enable=off -kernel";
 
 #[derive(Debug, thiserror::Error)]
+/// Why a boot could not be tried.
 pub enum EmulateError {
+    /// An emulator or image tool is not installed.
     #[error("`{tool}` not found on PATH; install it: apt-get install {package}")]
-    MissingTool { tool: String, package: String },
+    MissingTool {
+        /// The program.
+        tool: String,
+        /// The Debian package that has it.
+        package: String,
+    },
+    /// A file an emulator needs (a BIOS image) is missing.
     #[error("{path} is missing; install it: apt-get install {package}")]
-    MissingFile { path: String, package: String },
+    MissingFile {
+        /// The file.
+        path: String,
+        /// The Debian package that has it.
+        package: String,
+    },
+    /// Bad input: what is wrong and what to do.
     #[error("{0}")]
     Usage(String),
+    /// The image did not build (the compiler's errors are on stderr above).
     #[error("`{command}` failed (status {status}); its errors are above")]
-    Build { command: String, status: String },
+    Build {
+        /// The cargo command.
+        command: String,
+        /// Its exit status.
+        status: String,
+    },
+    /// A file or process operation failed.
     #[error("{what}: {source}")]
     Io {
+        /// What was being done.
         what: String,
         #[source]
+        /// The I/O error.
         source: std::io::Error,
     },
 }
@@ -65,15 +88,22 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> EmulateError {
 /// The hypervisor binary to boot.
 #[derive(Debug, Clone)]
 pub struct BootTarget {
+    /// The package that holds the bin.
     pub package: String,
+    /// The bin target.
     pub bin: String,
+    /// The package's directory.
     pub crate_dir: PathBuf,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// QEMU's accelerator.
 pub enum Accel {
+    /// KVM when `/dev/kvm` is usable, else TCG.
     Auto,
+    /// Software emulation (no VT-x for guests).
     Tcg,
+    /// Hardware virtualisation.
     Kvm,
 }
 
@@ -81,23 +111,35 @@ pub enum Accel {
 /// one is the tool's own (see [`image`]).
 #[derive(Debug, Clone, Default)]
 pub struct WorkspaceBootFiles {
+    /// `x86_64-linker-script`.
     pub linker_script: Option<PathBuf>,
+    /// `x86_64-grub-cfg`.
     pub grub_cfg: Option<PathBuf>,
+    /// `x86_64-bochsrc`.
     pub bochsrc: Option<PathBuf>,
 }
 
 /// Everything one `qemu` command needs.
 pub struct Request<'a> {
+    /// The workspace root.
     pub root: &'a Path,
+    /// Cargo's target directory (images and logs go under it).
     pub target_dir: &'a Path,
+    /// The bin to boot.
     pub target: &'a BootTarget,
+    /// QEMU or Bochs.
     pub emulator: Emulator,
+    /// QEMU's accelerator.
     pub accel: Accel,
+    /// How long the guest may run.
     pub timeout: Duration,
+    /// Also boot the ARM64 original and diff the traces.
     pub compare: bool,
+    /// The serial-console patterns.
     pub patterns: Patterns,
     /// Echo serial consoles and cargo's progress (human output).
     pub echo: bool,
+    /// Only errors on stderr.
     pub quiet: bool,
     /// The workspace's own linker script and boot configurations.
     pub boot_files: WorkspaceBootFiles,
@@ -111,23 +153,35 @@ pub struct Request<'a> {
 /// One boot's result.
 #[derive(Debug, Clone, Serialize)]
 pub struct BootRun {
+    /// The emulator that ran.
     pub emulator: Emulator,
+    /// QEMU's accelerator, as used.
     pub accel: Option<String>,
     /// The emulator's exit status (`null` when it was stopped or killed).
     pub status: Option<i32>,
+    /// How the run ended (`exited`, `stopped-after-verdict`, `timed-out`, or
+    /// `not-bootable` when no loader could start the image).
     pub ending: String,
+    /// Success, VT-x unavailable, or failure.
     pub verdict: Verdict,
+    /// Why, in one sentence.
     pub reason: String,
     /// The item whose `unimplemented!("eterna-port: …")` stub the boot reached.
     pub boots_up_to: Option<String>,
+    /// Wall time of the run.
     pub elapsed_ms: u64,
+    /// The guest-visible trace lines (with the workspace's trace prefix).
     pub trace: Vec<String>,
+    /// The whole serial console, as a file.
     pub serial_log: PathBuf,
+    /// Its last lines.
     pub serial_tail: Vec<String>,
+    /// The image booted.
     pub image: PathBuf,
 }
 
 impl BootRun {
+    /// Whether the boot counts as passed (anything but a failure).
     pub fn passed(&self) -> bool {
         self.verdict != Verdict::Failure
     }
@@ -136,7 +190,9 @@ impl BootRun {
 /// `--compare`: the ARM64 original's run and the trace diff.
 #[derive(Debug, Clone, Serialize)]
 pub struct Comparison {
+    /// The ARM64 original's run.
     pub original: BootRun,
+    /// The traces are the same.
     pub identical: bool,
     /// Unified diff original → port; empty when identical.
     pub diff: String,
@@ -145,15 +201,20 @@ pub struct Comparison {
 /// The JSON verdict document of `qemu`.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
+    /// The package booted.
     pub package: String,
+    /// The bin booted.
     pub bin: String,
     /// The linker script the x86_64 image was linked with, and where it came from.
     pub linker_script: BootFile,
     /// Symbols the image left undefined (at address 0): with the generic layout, the
     /// linker-script symbols the workspace's code expects.
     pub undefined_symbols: Vec<String>,
+    /// The x86_64 port's run.
     pub port: BootRun,
+    /// `--compare`: the original's run and the diff.
     pub compare: Option<Comparison>,
+    /// The port's boot passed (and, with `--compare`, the traces are identical).
     pub success: bool,
 }
 

@@ -18,13 +18,18 @@ pub enum Serial {
     File(PathBuf),
 }
 
+/// One emulator run: the command, where its console is, and its bounds.
 pub struct Run<'a> {
+    /// The emulator command, ready to spawn.
     pub command: Command,
+    /// Where its serial console is read from.
     pub serial: Serial,
+    /// How long the guest may run before it is stopped.
     pub timeout: Duration,
     /// How long the emulator may keep running after a verdict line (to drain the UART
     /// and power off) before it is stopped.
     pub grace: Duration,
+    /// The console lines that end the run with a verdict.
     pub patterns: &'a Patterns,
     /// Echo the console to stdout as it arrives.
     pub echo: bool,
@@ -35,10 +40,15 @@ pub struct Run<'a> {
     pub log: Option<PathBuf>,
 }
 
+/// What a run produced.
 pub struct Outcome {
+    /// The serial console, as read.
     pub serial: String,
+    /// How the run ended (the emulator exited, was stopped after a verdict line, or timed out).
     pub ending: Ending,
+    /// Wall time of the run.
     pub elapsed: Duration,
+    /// The emulator's stderr.
     pub stderr: String,
     /// The lines of the emulator's log that carry a verdict
     /// ([`super::verdict::EMULATOR_LOG_SIGNALS`]).

@@ -207,7 +207,9 @@ pub enum Ending {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Emulator {
+    /// QEMU booting the x86_64 port.
     Qemu,
+    /// Bochs (with VMX) booting the x86_64 port.
     Bochs,
     /// qemu-system-aarch64 booting the ARM64 original (`--compare`).
     QemuAarch64,
@@ -228,13 +230,16 @@ pub enum Verdict {
 /// A verdict with its explanation.
 #[derive(Debug, Clone, Serialize)]
 pub struct Judgement {
+    /// Success, VT-x unavailable, or failure.
     pub verdict: Verdict,
+    /// Why, in one sentence.
     pub reason: String,
     /// The item whose `eterna-port` stub the boot ran into.
     pub boots_up_to: Option<String>,
 }
 
 impl Judgement {
+    /// Whether the boot counts as passed (anything but a failure).
     pub fn passed(&self) -> bool {
         self.verdict != Verdict::Failure
     }

@@ -16,13 +16,18 @@ pub const LEFT_OUT_MARKER: &str = "// eterna-port: left out: ";
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ItemStatus {
+    /// It has a real body (no stub).
     Ported,
+    /// Its body is a stub (`unimplemented!`/`todo!`).
     Stubbed,
+    /// ARM64 assembly the port left out (a comment line names it).
     LeftOut,
+    /// An API item of the ARM64 source the written text has nothing for.
     Missing,
 }
 
 impl ItemStatus {
+    /// `ported`, `stubbed`, `left-out` or `missing`.
     pub fn as_str(self) -> &'static str {
         match self {
             ItemStatus::Ported => "ported",
@@ -38,7 +43,9 @@ impl ItemStatus {
 pub struct ItemReport {
     /// `name`, or `Type::name` for an item of an `impl`.
     pub name: String,
+    /// `fn`, `struct`, `const`, … (`asm` for left-out code, `api` for a missing item).
     pub kind: &'static str,
+    /// What became of it.
     pub status: ItemStatus,
     /// Why it is not ported (the stub's message).
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -182,6 +182,7 @@ pub fn restore_imports_of(text: &str, ident: &str) -> String {
 /// An ARM-only dependency of a workspace package, as the plan found it.
 #[derive(Debug, Clone)]
 pub struct ArmDependency {
+    /// The workspace package that depends on it.
     pub package: String,
     /// The dependency's key in `[dependencies]` (the name code uses, `-` as `_`).
     pub name: String,

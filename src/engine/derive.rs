@@ -20,6 +20,7 @@ pub struct MirrorContext<'a> {
     /// Whether `mod <name>;` of this module names a module the port writes (or that
     /// exists for x86_64); other child declarations are commented out.
     pub child_is_ported: &'a dyn Fn(&str) -> bool,
+    /// The concept map (translations and stub messages).
     pub knowledge: &'a Knowledge,
 }
 

@@ -50,6 +50,7 @@ pub fn carry_fix_stubs(derived: &str, existing: &str) -> String {
 
 /// Stubs what does not compile in the tool's own files.
 pub struct StubFixer<'a> {
+    /// The workspace root.
     pub root: &'a Path,
     /// The files the tool owns (the port's x86_64 modules).
     pub generated: &'a BTreeSet<String>,

@@ -28,7 +28,9 @@ use crate::plan::{ModulePlan, Plan};
 /// What happened to one item the engine could not port.
 #[derive(Debug, Clone, Serialize)]
 pub struct Unported {
+    /// The item's name (`name` or `Type::name`).
     pub item: String,
+    /// Why: the stub's message, or the item's status.
     pub reason: String,
 }
 
@@ -36,24 +38,36 @@ pub struct Unported {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Mode {
+    /// A new x86_64 file beside the ARM64 one (`arch/aarch64/x.rs` → `arch/x86_64/x.rs`).
     Mirrored,
+    /// The file itself, its ARM64 items gated and x86_64 twins added (`#[cfg]` wiring).
     InPlace,
+    /// The file's ARM64 items gated to aarch64, and the file delegating to an x86_64
+    /// child module derived from them.
     Split,
 }
 
 /// The port of one planned module.
 #[derive(Debug, Clone, Serialize)]
 pub struct ModuleReport {
+    /// The module's path.
     pub module_path: String,
+    /// Its component.
     pub component: String,
+    /// The ARM64 source, workspace-relative.
     pub source: String,
+    /// The x86_64 file written, workspace-relative.
     pub target: String,
+    /// How it was ported.
     pub mode: Mode,
     /// The agent whose model answer replaced the engine's draft (LLM backend).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ported_by: Option<String>,
+    /// Items counted (missing API items included).
     pub items_total: usize,
+    /// Items with a real body.
     pub items_ported: usize,
+    /// The items not ported, with why.
     pub unported: Vec<Unported>,
     /// Every item of the x86_64 text written for the module, with its status, and the
     /// items of its API the text has nothing for (`missing`).
@@ -75,7 +89,7 @@ impl ModuleReport {
         }
         let mut r = ModuleReport {
             module_path: m.module_path.clone(),
-            component: m.component.clone(),
+            component: m.component.to_string(),
             source: m.source.clone(),
             target: m.target.clone(),
             mode,
@@ -147,14 +161,18 @@ impl ModuleReport {
 /// One file the port writes (relative to the workspace root).
 #[derive(Debug, Clone)]
 pub struct FileChange {
+    /// Workspace-relative path.
     pub rel: String,
+    /// The file's new content.
     pub new: String,
 }
 
 /// Everything a port computes; nothing is written yet.
 #[derive(Debug, Default)]
 pub struct PortOutput {
+    /// Every file the port would write.
     pub changes: Vec<FileChange>,
+    /// Every module ported.
     pub modules: Vec<ModuleReport>,
     /// ARM-only dependencies moved under the aarch64 target table: (package, name).
     pub gated_dependencies: Vec<(String, String)>,
@@ -164,9 +182,11 @@ pub struct PortOutput {
 }
 
 impl PortOutput {
+    /// Items counted over all modules.
     pub fn items_total(&self) -> usize {
         self.modules.iter().map(|m| m.items_total).sum()
     }
+    /// Items ported over all modules.
     pub fn items_ported(&self) -> usize {
         self.modules.iter().map(|m| m.items_ported).sum()
     }
@@ -174,11 +194,13 @@ impl PortOutput {
 
 /// Inputs of a port.
 pub struct PortJob<'a> {
+    /// The workspace root.
     pub root: &'a Path,
     /// The whole plan (which modules have x86_64 twins).
     pub full: &'a Plan,
     /// The modules to port now.
     pub selected: &'a Plan,
+    /// The concept map.
     pub knowledge: &'a Knowledge,
     /// Crate name (`my_crate`) → its root file, workspace-relative.
     pub crate_roots: &'a BTreeMap<String, String>,

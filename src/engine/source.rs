@@ -16,28 +16,35 @@ use crate::workspace::{analyze_target, EvidenceKind, ItemKind, ParseError};
 pub struct SourceItem {
     /// The item's name (`None` for `use`, `impl`, unnamed macro invocations).
     pub name: Option<String>,
+    /// What the item is (`None` for items the scan does not list: `use`, `impl`, macros).
     pub kind: Option<ItemKind>,
+    /// Declared `pub` (any `pub(…)` included).
     pub public: bool,
     /// Byte range in the file, attributes and doc comments included.
     pub range: Range<usize>,
+    /// The item's exact text (`range` of the file).
     pub text: String,
-    /// ARM64 evidence inside the item (`"sysreg HCR_EL2"`, `"asm-mnemonic eret"`).
-    pub arm64: Vec<String>,
+    /// ARM64 evidence inside the item: its kind and name (`Sysreg`, `HCR_EL2`).
+    pub arm64: Vec<(EvidenceKind, String)>,
     /// Already gated by `cfg(target_arch = "aarch64")` / `"x86_64"`.
     pub cfg_aarch64: bool,
+    /// Already gated by `cfg(target_arch = "x86_64")`.
     pub cfg_x86_64: bool,
     /// A `mod name;` declaration without body.
     pub mod_decl: Option<String>,
 }
 
 impl SourceItem {
+    /// Whether the item has any ARM64 evidence (a gate included).
     pub fn is_arm64(&self) -> bool {
         !self.arm64.is_empty()
     }
 
     /// ARM64 code, not merely a `cfg(target_arch = "aarch64")` gate on the item.
     pub fn has_arm64_code(&self) -> bool {
-        self.arm64.iter().any(|e| !e.starts_with("cfg "))
+        self.arm64
+            .iter()
+            .any(|(kind, _)| *kind != EvidenceKind::Cfg)
     }
 }
 
@@ -114,7 +121,7 @@ fn parse_items(
                 .evidence
                 .iter()
                 .filter(|e| e.kind != EvidenceKind::Path)
-                .map(|e| format!("{} {}", e.kind.as_str(), e.name))
+                .map(|e| (e.kind, e.name.clone()))
                 .collect();
         }
     }
@@ -297,7 +304,9 @@ mod tests {
         assert!(items[0].text.ends_with("    v\n}"));
         assert_eq!(&text[items[0].range.clone()], items[0].text);
         assert!(
-            items[0].arm64.contains(&"sysreg HCR_EL2".to_string()),
+            items[0]
+                .arm64
+                .contains(&(EvidenceKind::Sysreg, "HCR_EL2".to_string())),
             "{:?}",
             items[0].arm64
         );

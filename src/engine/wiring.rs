@@ -17,7 +17,9 @@ use super::source::SourceItem;
 use super::stub::stub_arm64_bodies;
 use crate::knowledge::Knowledge;
 
+/// The attribute that gates an item to the ARM64 build.
 pub const CFG_AARCH64: &str = "#[cfg(target_arch = \"aarch64\")]";
+/// The attribute that gates an item to the x86_64 build.
 pub const CFG_X86_64: &str = "#[cfg(target_arch = \"x86_64\")]";
 
 fn normalized(s: &str) -> String {
@@ -128,6 +130,7 @@ fn use_leaves(text: &str) -> Vec<String> {
 
 /// The result of wiring a file in place.
 pub struct Wired {
+    /// The file as wired: ARM64 items gated, their x86_64 twins beside them.
     pub text: String,
     /// The x86_64 twins added, in order (their items are the module's coverage).
     pub twins: Vec<String>,

@@ -60,40 +60,88 @@ impl ExtractOptions {
 pub struct ExtractedFile {
     /// Normalised relative path (`/` separators, no `.` components).
     pub path: String,
+    /// The file's content.
     pub content: String,
 }
 
 #[derive(Debug, Error, PartialEq, Eq)]
+/// Why an answer's files were not accepted.
 pub enum ExtractError {
+    /// The answer holds no code at all.
     #[error("the answer contains no code: expected a JSON envelope {{\"files\": [...]}} or a ```rust block")]
     NoCode,
+    /// A JSON `{"files": [...]}` envelope that does not parse.
     #[error("the JSON envelope is malformed: {0}")]
     Envelope(String),
+    /// A code block names no file, and no single file is expected.
     #[error("a code block names no file and there is no single expected target (allowed: {allowed}); name the file in the block")]
-    NoTarget { allowed: String },
+    NoTarget {
+        /// The files the answer may contain.
+        allowed: String,
+    },
+    /// Several code blocks name no file.
     #[error("{blocks} code blocks name no file; only one can be the expected target `{target}`")]
-    AmbiguousTarget { blocks: usize, target: String },
+    AmbiguousTarget {
+        /// How many.
+        blocks: usize,
+        /// The one file expected.
+        target: String,
+    },
+    /// A file with an empty path.
     #[error("an empty file path in the answer")]
     EmptyPath,
+    /// An absolute path.
     #[error("`{path}` is an absolute path; only paths relative to the package root are accepted")]
-    AbsolutePath { path: String },
+    AbsolutePath {
+        /// The path.
+        path: String,
+    },
+    /// A path that goes up with `..`.
     #[error("`{path}` goes up with `..`; only paths inside the package are accepted")]
-    ParentDir { path: String },
+    ParentDir {
+        /// The path.
+        path: String,
+    },
+    /// A file outside the planned target modules.
     #[error("`{path}` is outside the planned target modules (allowed: {allowed})")]
-    OutsideTargets { path: String, allowed: String },
+    OutsideTargets {
+        /// The path.
+        path: String,
+        /// The files the answer may contain.
+        allowed: String,
+    },
+    /// A `Cargo.toml` or `build.rs`, without `--allow-deps`.
     #[error("`{path}` changes the package's dependencies or build; rerun with --allow-deps to accept it")]
-    DepsChange { path: String },
+    DepsChange {
+        /// The path.
+        path: String,
+    },
+    /// The same file twice.
     #[error("`{path}` appears twice in the answer")]
-    DuplicatePath { path: String },
+    DuplicatePath {
+        /// The path.
+        path: String,
+    },
+    /// A Rust file that does not parse.
     #[error("`{path}` is not valid Rust: line {line}, column {column}: {message}")]
     InvalidRust {
+        /// The path.
         path: String,
+        /// 1-based line of the error.
         line: usize,
+        /// 1-based column of the error.
         column: usize,
+        /// syn's message.
         message: String,
     },
+    /// A `Cargo.toml` that does not parse as TOML.
     #[error("`{path}` is not a valid Cargo.toml: {message}")]
-    InvalidManifest { path: String, message: String },
+    InvalidManifest {
+        /// The path.
+        path: String,
+        /// The TOML parser's message.
+        message: String,
+    },
 }
 
 /// Extracts and validates the files of `answer`.

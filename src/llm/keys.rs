@@ -18,6 +18,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 /// Where the pool gets the current time from.
 pub trait Clock: Send + Sync {
+    /// The current instant.
     fn now(&self) -> Instant;
 }
 
@@ -46,6 +47,7 @@ impl Default for ManualClock {
 }
 
 impl ManualClock {
+    /// Moves the clock forward by `by`.
     pub fn advance(&self, by: Duration) {
         let mut now = self.now.lock().unwrap_or_else(|e| e.into_inner());
         *now += by;
@@ -141,6 +143,7 @@ impl<C: Clock> KeyPool<C> {
         self.lock().keys.len()
     }
 
+    /// Whether the pool has no key at all.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

@@ -2,10 +2,10 @@
 //! server at `ETERNA_PORT_LLM_BASE_URL`: Ollama, vLLM, llama.cpp's server), its key
 //! pool and retry policy, and the extraction and validation of code from its answers.
 //!
-//! - [`types`]: the request and answer types ([`Message`], [`ChatRequest`], [`Usage`],
-//!   [`ChatResponse`]).
-//! - [`client`]: [`LlmClient`], streaming and non-streaming chat with retries.
-//! - `parse`: the parsing of completion and error bodies; `sse`: the stream parser.
+//! - [`client`]: [`LlmClient`], streaming and non-streaming chat with retries; its
+//!   answers are read in `client/response.rs`.
+//! - [`settings`]: [`LlmSettings`], what the client needs to know.
+//! - [`types`]: the wire types ([`Message`], [`ChatRequest`], [`Usage`], [`ChatResponse`]).
 //! - [`keys`]: the round-robin key pool with cool-downs (429) and disabling (401/403).
 //! - [`extract`]: files from a JSON envelope or fenced blocks, parsed and path-checked.
 
@@ -13,13 +13,12 @@ pub mod client;
 pub mod error;
 pub mod extract;
 pub mod keys;
-mod parse;
+pub mod settings;
 mod sse;
 pub mod types;
 
-pub use client::{LlmClient, LlmSettings, Notice};
+pub use client::{ChatRequest, ChatResponse, LlmClient, LlmSettings, Message, Notice, Usage};
 pub use error::LlmError;
 pub use extract::{extract_files, ExtractError, ExtractOptions, ExtractedFile};
 pub use keys::KeyPool;
 pub use tokio_util::sync::CancellationToken;
-pub use types::{ChatRequest, ChatResponse, Message, Usage};

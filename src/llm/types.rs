@@ -1,5 +1,5 @@
-//! The request and answer types of the chat API: messages, requests, token usage and
-//! responses. Shared by the client and the SSE stream parser.
+//! The chat wire types of an OpenAI-compatible server: messages, requests, usage and
+//! the answer.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -7,23 +7,28 @@ use serde_json::Value;
 /// One chat message.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Message {
+    /// `system`, `user` or `assistant`.
     pub role: String,
+    /// The text.
     pub content: String,
 }
 
 impl Message {
+    /// A system message.
     pub fn system(content: impl Into<String>) -> Self {
         Message {
             role: "system".into(),
             content: content.into(),
         }
     }
+    /// A user message.
     pub fn user(content: impl Into<String>) -> Self {
         Message {
             role: "user".into(),
             content: content.into(),
         }
     }
+    /// An assistant message (an earlier answer, when one is sent back).
     pub fn assistant(content: impl Into<String>) -> Self {
         Message {
             role: "assistant".into(),
@@ -35,14 +40,18 @@ impl Message {
 /// A chat completion request; the model comes from the settings unless overridden.
 #[derive(Debug, Clone, Default)]
 pub struct ChatRequest {
+    /// The conversation.
     pub messages: Vec<Message>,
+    /// Sampling temperature; `None`: the server's default.
     pub temperature: Option<f32>,
+    /// Bound on the answer's tokens; `None`: the server's default.
     pub max_tokens: Option<u32>,
-    /// Another model than [`LlmSettings::model`](super::LlmSettings::model) for this request.
+    /// Another model than [`LlmSettings::model`] for this request.
     pub model: Option<String>,
 }
 
 impl ChatRequest {
+    /// A request of `messages` with the server's defaults.
     pub fn new(messages: Vec<Message>) -> Self {
         ChatRequest {
             messages,
@@ -54,8 +63,11 @@ impl ChatRequest {
 /// Token usage of one answer, as the server reports it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct Usage {
+    /// Tokens of the prompt.
     pub prompt_tokens: u64,
+    /// Tokens of the answer.
     pub completion_tokens: u64,
+    /// Both together, as the server counts them.
     pub total_tokens: u64,
     /// OpenRouter's `usage.cost` (credits, USD), when the server reports it.
     pub cost: Option<f64>,
@@ -94,6 +106,7 @@ impl Usage {
 /// The answer to a [`ChatRequest`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChatResponse {
+    /// The answer's text.
     pub content: String,
     /// Zero when the server reported no usage.
     pub usage: Usage,
@@ -101,7 +114,7 @@ pub struct ChatResponse {
     pub model: String,
     /// `stop`, `length` (cut at `max_tokens`), …; `None` if the server did not say.
     pub finish_reason: Option<String>,
-    /// Which key (index into [`LlmSettings::keys`](super::LlmSettings::keys)) was used.
+    /// Which key (index into [`LlmSettings::keys`]) was used.
     pub key_index: usize,
     /// Attempts it took (1 when the first one succeeded).
     pub attempts: u32,

@@ -14,12 +14,15 @@ use syn::spanned::Spanned;
 pub struct Chunk {
     /// 1-based, inclusive.
     pub start_line: usize,
+    /// 1-based, inclusive.
     pub end_line: usize,
+    /// What the chunk is, for a person (`fn gic_init`, a Markdown heading).
     pub title: String,
     /// For Rust: the module the item is in (inline modules included).
     pub module_path: Option<String>,
     /// The component, when the chunk itself says (knowledge entries).
     pub component: Option<String>,
+    /// The chunk's text.
     pub content: String,
 }
 

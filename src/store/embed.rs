@@ -38,6 +38,7 @@ pub const LOCAL_DIM: usize = 256;
 pub struct LocalEmbedder;
 
 impl LocalEmbedder {
+    /// The local embedder: no network, no key.
     pub fn new() -> Self {
         LocalEmbedder
     }
@@ -358,6 +359,8 @@ struct EmbeddingData {
 }
 
 impl RemoteEmbedder {
+    /// An embedder for the OpenAI-compatible `/embeddings` endpoint at `base_url` (fails
+    /// only when the HTTP client cannot start).
     pub fn new(base_url: &str, model: &str, key: Secret) -> Result<Self, StoreError> {
         let client = reqwest::blocking::Client::builder()
             .timeout(Duration::from_secs(120))

@@ -23,13 +23,18 @@ use super::{Result, Store, StoreError};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Kind {
+    /// Rust source of the workspace.
     Code,
+    /// A Markdown document of the workspace.
     Doc,
+    /// The embedded concept map and notes.
     Knowledge,
+    /// A file the port wrote (its newest version).
     Artifact,
 }
 
 impl Kind {
+    /// `code`, `doc`, `knowledge` or `artifact`.
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::Code => "code",
@@ -39,6 +44,7 @@ impl Kind {
         }
     }
 
+    /// The kind of a name [`Kind::as_str`] gives; `None` for any other text.
     pub fn parse(s: &str) -> Option<Kind> {
         match s {
             "code" => Some(Kind::Code),
@@ -55,7 +61,9 @@ impl Kind {
 pub struct SourceFile {
     /// Workspace-relative, `/`-separated; `@knowledge/…` for the embedded knowledge.
     pub path: String,
+    /// What the file is.
     pub kind: Kind,
+    /// Its content.
     pub text: String,
     /// For Rust: the module path of the file.
     pub module_path: Option<String>,
@@ -139,18 +147,29 @@ fn fts_body(c: &Prepared) -> String {
 /// What `index` did.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct IndexStats {
+    /// Sources given.
     pub sources: usize,
+    /// Sources skipped as unchanged since the last index.
     pub sources_unchanged: usize,
+    /// Sources (re)indexed.
     pub sources_indexed: usize,
+    /// Sources in the store that are gone and were dropped.
     pub sources_removed: usize,
+    /// New chunks.
     pub chunks_added: usize,
+    /// Chunks whose text changed.
     pub chunks_updated: usize,
+    /// Chunks kept as they were.
     pub chunks_unchanged: usize,
+    /// Chunks dropped.
     pub chunks_removed: usize,
+    /// Chunks given a new vector.
     pub chunks_embedded: usize,
     /// True when the embedder changed and every chunk was embedded again.
     pub reembedded_all: bool,
+    /// The embedder used (its name and model).
     pub embedder: String,
+    /// Wall time of the indexing.
     pub seconds: f64,
 }
 

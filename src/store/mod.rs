@@ -40,41 +40,75 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Errors of the store. Each says which file and what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// The file is not a SQLite database.
     #[error("the store {path} is not a SQLite database (it may be corrupt or another kind of file); nothing was changed. Move it away or point ETERNA_PORT_DB (or `db` in [workspace.metadata.eterna-port]) at another file")]
-    NotADatabase { path: PathBuf },
+    NotADatabase {
+        /// The store's file.
+        path: PathBuf,
+    },
+    /// A SQLite database of another program.
     #[error("the store {path} is a SQLite database of another program (application_id {found:#x}, expected {expected:#x}); nothing was changed. Point ETERNA_PORT_DB (or `db` in [workspace.metadata.eterna-port]) at another file")]
     Foreign {
+        /// The store's file.
         path: PathBuf,
+        /// Its `application_id`.
         found: i32,
+        /// Ours.
         expected: i32,
     },
+    /// A store written by a newer version of the tool.
     #[error("the store {path} has schema version {found}, newer than this cargo-eterna-port knows ({known}); nothing was changed. Upgrade cargo-eterna-port, or point ETERNA_PORT_DB at another file")]
     Newer {
+        /// The store's file.
         path: PathBuf,
+        /// Its schema version.
         found: i64,
+        /// The newest this build knows.
         known: i64,
     },
+    /// The store cannot be created there.
     #[error("cannot create the store {path}: {message}. Set ETERNA_PORT_DB (or `db` in [workspace.metadata.eterna-port]) to a path in a writable directory")]
-    Location { path: PathBuf, message: String },
+    Location {
+        /// The store's file.
+        path: PathBuf,
+        /// Why.
+        message: String,
+    },
+    /// The store's index is inconsistent.
     #[error("the store {path} is damaged ({message}); nothing was deleted. Run `cargo eterna-port index --rebuild-index` to rebuild the search index (artifacts and tasks are kept), or move the file away")]
-    Damaged { path: PathBuf, message: String },
+    Damaged {
+        /// The store's file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// A SQLite operation failed.
     #[error("store {path}: {what}: {source}")]
     Sqlite {
+        /// The store's file.
         path: PathBuf,
+        /// What was being done.
         what: String,
         #[source]
+        /// SQLite's error.
         source: rusqlite::Error,
     },
+    /// The embedder failed (the message says how).
     #[error("{0}")]
     Embed(String),
+    /// The index was built with another embedder than the configured one.
     #[error("the index in {path} was built with the embedder `{indexed}`, but `{configured}` is configured; run `cargo eterna-port index` to re-embed with it")]
     EmbedderMismatch {
+        /// The store's file.
         path: PathBuf,
+        /// The index's embedder.
         indexed: String,
+        /// The configured one.
         configured: String,
     },
 }
 
+/// The store's results.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 static REGISTER_VEC: Once = Once::new();
@@ -107,77 +141,117 @@ pub struct Store {
 /// Row counts and settings shown by `cargo eterna-port status`.
 #[derive(Debug, Clone, Serialize)]
 pub struct Stats {
+    /// The store's file.
     pub path: String,
+    /// Its schema version.
     pub schema_version: i64,
+    /// Its size in bytes.
     pub file_bytes: u64,
+    /// The embedder the index was built with.
     pub embedder: Option<String>,
+    /// Its vectors' dimension.
     pub embedding_dim: Option<i64>,
+    /// Sources indexed.
     pub sources: i64,
+    /// Chunks in the index.
     pub chunks: i64,
+    /// Chunks per kind (`code`, `doc`, …).
     pub chunks_by_kind: std::collections::BTreeMap<String, i64>,
+    /// Vectors stored.
     pub vectors: i64,
+    /// Full-text rows.
     pub fts_rows: i64,
+    /// Chunks without a vector yet.
     pub unembedded: i64,
+    /// File versions the port wrote.
     pub code_artifacts: i64,
+    /// Agent tasks recorded.
     pub agent_tasks: i64,
+    /// Runs recorded.
     pub runs: i64,
+    /// Cached model answers.
     pub llm_cache: i64,
+    /// When the index was last brought up to date (RFC 3339).
     pub last_indexed: Option<String>,
 }
 
 /// A generated file version to record in `code_artifacts`.
 #[derive(Debug, Clone)]
 pub struct NewArtifact<'a> {
+    /// The module the file belongs to.
     pub module: &'a str,
+    /// Workspace-relative path.
     pub path: &'a str,
+    /// The content written.
     pub content: &'a str,
+    /// Who wrote it (`offline-engine`, an agent, `fix-loop`).
     pub origin_agent: &'a str,
+    /// The model, when a model wrote it.
     pub model: Option<&'a str>,
 }
 
 /// One agent task's state, for `agent_tasks`.
 #[derive(Debug, Clone)]
 pub struct TaskRecord<'a> {
+    /// `<run>:<task id>`.
     pub task_id: &'a str,
+    /// The run.
     pub run_id: Option<&'a str>,
+    /// The module it is about.
     pub module: &'a str,
+    /// The agent that ran it.
     pub agent: &'a str,
     /// `queued`, `running`, `done`, `failed`.
     pub status: &'a str,
+    /// Answers asked for.
     pub attempts: i64,
+    /// Prompt tokens.
     pub tokens_in: i64,
+    /// Answer tokens.
     pub tokens_out: i64,
+    /// Cost in USD (0 when unknown).
     pub cost: f64,
+    /// Why it failed.
     pub error: Option<&'a str>,
 }
 
 /// One agent's row of the swarm health table, for `agent_health`.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct HealthRecord {
+    /// The agent instance.
     pub agent: String,
+    /// What it does.
     pub specialization: String,
     /// Comma-separated, e.g. `rust,aarch64-asm,x86_64-asm`.
     pub languages: String,
+    /// The model it asks.
     pub model: String,
     /// `idle`, `busy`, `stopped`, `failed`, `unresponsive`.
     pub status: String,
     /// RFC 3339 (UTC) time of the last heartbeat, if any.
     pub last_heartbeat: Option<String>,
+    /// Tasks it finished.
     pub tasks_done: i64,
+    /// Tasks that failed.
     pub tasks_failed: i64,
+    /// Mean task latency.
     pub mean_latency_ms: Option<f64>,
 }
 
 /// One item of a module a port wrote, for `port_items`.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct PortItemRecord {
+    /// The module.
     pub module: String,
+    /// The item (`name` or `Type::name`).
     pub name: String,
+    /// What it is (`fn`, `struct`, …).
     pub kind: String,
     /// `ported`, `stubbed` or `left-out`.
     pub status: String,
     /// `engine`, `agent:<agent>` or `fix-loop`.
     pub by: Option<String>,
+    /// The model, when a model wrote it.
     pub model: Option<String>,
     /// Why it is not ported.
     pub reason: Option<String>,
@@ -186,8 +260,11 @@ pub struct PortItemRecord {
 /// One iteration of the fix loop, for `fix_iterations`.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct FixIterationRecord {
+    /// 1-based: the n-th `cargo check`.
     pub iteration: i64,
+    /// Errors the check found.
     pub errors: i64,
+    /// Warnings it found.
     pub warnings: i64,
     /// rustc MachineApplicable suggestions applied in this iteration.
     pub rustfix_applied: i64,
@@ -195,6 +272,7 @@ pub struct FixIterationRecord {
     pub agent_files: i64,
     /// Hash of the diagnostic set (the no-progress test compares these).
     pub diagnostics_hash: String,
+    /// Wall time of the check.
     pub check_ms: i64,
     /// `fixing`, `clean`, `max-iterations`, `no-progress`, `failed`.
     pub outcome: String,
@@ -203,32 +281,49 @@ pub struct FixIterationRecord {
 /// A stored task of a run, as `status` shows it.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct TaskRow {
+    /// The module it is about.
     pub module: String,
+    /// The agent that ran it.
     pub agent: String,
+    /// `done`, `failed` or `cancelled`.
     pub status: String,
+    /// Answers asked for.
     pub attempts: i64,
+    /// Prompt tokens.
     pub tokens_in: i64,
+    /// Answer tokens.
     pub tokens_out: i64,
+    /// Cost in USD (0 when unknown).
     pub cost: f64,
+    /// Why it failed.
     pub error: Option<String>,
 }
 
 /// A recorded run.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct RunRow {
+    /// The run's id.
     pub run_id: String,
+    /// The command (`port`, `index`).
     pub command: String,
+    /// `running` until it ends: then `done` or `ok`, `failed` or `cancelled`.
     pub status: String,
+    /// When it started (RFC 3339).
     pub started_at: String,
+    /// When it ended.
     pub finished_at: Option<String>,
 }
 
 /// A stored version of a generated file.
 #[derive(Debug, Clone)]
 pub struct Artifact {
+    /// The row id.
     pub id: i64,
+    /// The module the file belongs to.
     pub module: String,
+    /// Workspace-relative path.
     pub path: String,
+    /// The content.
     pub content: String,
 }
 
@@ -929,7 +1024,7 @@ mod tests {
             .record_task(&TaskRecord {
                 task_id: "t",
                 run_id: Some(&run),
-                module: "eterna::arch::vmcs",
+                module: "hv::arch::vmcs",
                 agent: "EternaPortAgent",
                 status: "done",
                 attempts: 2,

@@ -32,9 +32,11 @@ type Fused = (f64, Option<usize>, Option<usize>);
 /// Restricts a search.
 #[derive(Debug, Clone, Default)]
 pub struct Filters {
+    /// Only chunks of this kind (code, doc, knowledge, artifact).
     pub kind: Option<Kind>,
     /// Source paths starting with this (workspace-relative, `/`-separated).
     pub path_prefix: Option<String>,
+    /// Only chunks of this component (hard filter).
     pub component: Option<String>,
     /// Components the query is about (soft: their chunks rank higher, others stay).
     pub prefer_components: Vec<String>,
@@ -45,20 +47,31 @@ pub struct Filters {
 /// One search result.
 #[derive(Debug, Clone, Serialize)]
 pub struct RankedChunk {
+    /// 1-based rank in the fused list.
     pub rank: usize,
+    /// The chunk's row id.
     pub id: i64,
+    /// `code`, `doc`, `knowledge` or `artifact`.
     pub kind: String,
+    /// The source's path (workspace-relative, or `@knowledge/…`, `@artifact/…`).
     pub path: String,
+    /// 1-based first line of the chunk.
     pub start_line: i64,
+    /// 1-based last line, inclusive.
     pub end_line: i64,
+    /// The module the chunk is in, for code.
     pub module_path: Option<String>,
+    /// Its component, when known.
     pub component: Option<String>,
+    /// What the chunk is, for a person.
     pub title: String,
+    /// The fused (reciprocal-rank) score.
     pub score: f64,
     /// 1-based rank in the vector list, when the chunk was in it.
     pub vector_rank: Option<usize>,
     /// 1-based rank in the BM25 list, when the chunk was in it.
     pub text_rank: Option<usize>,
+    /// The chunk's text.
     pub content: String,
 }
 
@@ -168,6 +181,8 @@ impl Store {
         Ok(heads)
     }
 
+    /// The `n` best chunks for `query` under `filters`: vector k-NN and FTS5 BM25, fused
+    /// by reciprocal rank.
     pub fn search(
         &self,
         query: &str,
@@ -501,7 +516,7 @@ pub fn query_components(query: &str, knowledge: &crate::knowledge::Knowledge) ->
 /// items and the ARM64 evidence (system registers, instructions) it uses.
 pub fn module_query(m: &ModulePlan) -> String {
     let name = m.module_path.rsplit("::").next().unwrap_or("");
-    let mut q = format!("{} {name}", m.component.replace('-', " "));
+    let mut q = format!("{} {name}", m.component.as_str().replace('-', " "));
     // Not the cfg evidence: porting in place adds cfg gates, and the query (hence an
     // agent's prompt) must stay the same for an unchanged re-run.
     for e in m
@@ -530,7 +545,7 @@ pub fn context_for_module(
     budget_tokens: usize,
 ) -> Result<Vec<RankedChunk>> {
     let filters = Filters {
-        prefer_components: vec![module.component.clone()],
+        prefer_components: vec![module.component.to_string()],
         max_per_source: Some(4),
         ..Filters::default()
     };

@@ -17,6 +17,7 @@
 
 use super::{Result, Store, APPLICATION_ID};
 
+/// The schema version this build writes (`PRAGMA user_version`); older stores are migrated forward.
 pub const SCHEMA_VERSION: i64 = 4;
 
 const V1: &str = "

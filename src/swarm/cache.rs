@@ -13,6 +13,7 @@ pub struct ResponseCache {
 }
 
 impl ResponseCache {
+    /// A cache over `store` for answers of `model`.
     pub fn new(store: Store, model: impl Into<String>) -> Self {
         ResponseCache {
             store: Mutex::new(store),

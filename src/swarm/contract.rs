@@ -69,11 +69,14 @@ pub struct Shortfall {
 /// The comparison of an answer with the API.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Judgement {
+    /// API items the answer has nothing of that name for.
     pub missing: Vec<Shortfall>,
+    /// API items the answer changed (kind, visibility, signature, or a stub where the draft has a body).
     pub changed: Vec<Shortfall>,
 }
 
 impl Judgement {
+    /// The answer keeps the whole API.
     pub fn clean(&self) -> bool {
         self.missing.is_empty() && self.changed.is_empty()
     }
@@ -769,6 +772,7 @@ pub fn lowers(draft: &str, text: &str) -> bool {
 /// The result of [`merge`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Merged {
+    /// The merged file.
     pub text: String,
     /// Names of the items taken from the draft.
     pub kept_from_draft: Vec<String>,

@@ -32,11 +32,13 @@ pub struct SwarmOutcome {
     pub results: Vec<TaskResult>,
     /// The health table at the end of the run (the PrimaryAgent first).
     pub health: Vec<HealthRecord>,
+    /// The run was cancelled (Ctrl-C or its token) before every task finished.
     pub cancelled: bool,
     /// The first error that stopped the client sending requests (the server cannot be
     /// reached, refuses every key, or the client is misconfigured); the tasks after it
     /// failed without a request, each keeping its draft.
     pub fatal: Option<String>,
+    /// Wall time of the swarm run.
     pub wall: Duration,
 }
 
@@ -255,6 +257,7 @@ pub async fn run(
                             task: tasks[task].id.clone(),
                             module: tasks[task].module.clone(),
                             agent: health[agent].name.clone(),
+                            role: tasks[task].role,
                         });
                     }
                     Report::Finished { agent, task, result } => {

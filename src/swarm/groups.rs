@@ -69,6 +69,7 @@ pub struct Group {
     pub module_task: String,
     /// 1-based.
     pub index: usize,
+    /// How many groups the module was sent as.
     pub count: usize,
     /// The items the group asks for, in the draft's order (`name`, `Type::method`,
     /// `<Type as Trait>::item`, `global_asm!`).
@@ -877,6 +878,7 @@ fn ported(items: &[ItemReport], name: &str, nested: bool) -> usize {
 /// The result of [`splice`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Spliced {
+    /// The merged file.
     pub text: String,
     /// The items taken from the answer.
     pub taken: Vec<String>,

@@ -55,6 +55,7 @@ pub enum Role {
 }
 
 impl Role {
+    /// The agent's name (`EternaPortAgent`).
     pub fn name(self) -> &'static str {
         match self {
             Role::Primary => "PrimaryAgent",
@@ -64,6 +65,7 @@ impl Role {
         }
     }
 
+    /// What the agent does, as its handshake says.
     pub fn specialization(self) -> &'static str {
         match self {
             Role::Primary => {
@@ -75,6 +77,7 @@ impl Role {
         }
     }
 
+    /// The languages it works in, as its handshake says.
     pub fn languages(self) -> &'static [&'static str] {
         match self {
             Role::Primary => &["rust"],
@@ -88,10 +91,11 @@ impl Role {
 /// One unit of work for one agent.
 #[derive(Debug, Clone)]
 pub struct Task {
-    /// Unique within a run, e.g. `eterna::arch::vmcs#port`.
+    /// Unique within a run, e.g. `hv::arch::vmcs#port`.
     pub id: String,
     /// The module path the task is about.
     pub module: String,
+    /// Which kind of agent runs it.
     pub role: Role,
     /// The prompt (LLM backend).
     pub messages: Vec<Message>,
@@ -149,12 +153,16 @@ pub fn answer_max_tokens<'a>(texts: impl IntoIterator<Item = &'a str>) -> u32 {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum TaskStatus {
+    /// It produced its result.
     Done,
+    /// It failed; the module keeps the draft.
     Failed,
+    /// The run was cancelled before it finished.
     Cancelled,
 }
 
 impl TaskStatus {
+    /// `done`, `failed` or `cancelled`.
     pub fn as_str(self) -> &'static str {
         match self {
             TaskStatus::Done => "done",
@@ -179,25 +187,34 @@ pub enum FilesFrom {
 /// The result of one task.
 #[derive(Debug, Clone, Serialize)]
 pub struct TaskResult {
+    /// The task's id.
     pub task: String,
+    /// The module it is about.
     pub module: String,
+    /// Which kind of agent ran it.
     pub role: Role,
     /// The agent instance that ran it (`EternaPortAgent#2`).
     pub agent: String,
+    /// How it ended.
     pub status: TaskStatus,
     /// Workspace-relative path and text of every file of the result.
     #[serde(skip)]
     pub files: Vec<(String, String)>,
+    /// Where its files come from.
     pub files_from: FilesFrom,
     /// Answers asked for (the first one, rejected-answer retries, and the one resend
     /// of an answer that broke the module's API).
     pub attempts: u32,
     /// HTTP requests made (0 when every answer came from the cache).
     pub requests: u32,
+    /// Answers taken from the cache.
     pub cache_hits: u32,
+    /// Tokens and cost, as the server reported them.
     pub usage: Usage,
     #[serde(serialize_with = "ser_ms")]
+    /// Wall time of its requests.
     pub latency: Duration,
+    /// Why it failed, when it did.
     pub error: Option<String>,
     /// What the API contract found, when the answer did not keep the module's API at
     /// first (`None`: it did, or the task is not a port).
@@ -216,6 +233,7 @@ fn ser_ms<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
 
 /// The LLM side of the agents.
 pub struct LlmBackend {
+    /// The OpenAI-compatible client, shared by every agent.
     pub client: LlmClient,
     /// `None` with `--no-cache`.
     pub cache: Option<ResponseCache>,
@@ -224,6 +242,7 @@ pub struct LlmBackend {
     /// Answers asked for per task: a rejected answer (invalid Rust, a path outside the
     /// targets) is sent back with the reason, up to this many times in all.
     pub max_answer_attempts: u32,
+    /// Sampling temperature of every request.
     pub temperature: Option<f32>,
     /// `max_tokens` of every request (the `llm-max-tokens` setting), over each task's
     /// own [`Task::max_tokens`].
@@ -233,11 +252,14 @@ pub struct LlmBackend {
 /// What the agents run on.
 #[derive(Clone)]
 pub enum Backend {
+    /// The agents hand back the offline engine's drafts.
     Offline,
+    /// The agents ask the model.
     Llm(Arc<LlmBackend>),
 }
 
 impl Backend {
+    /// The model's name (`offline-engine` offline).
     pub fn model(&self) -> String {
         match self {
             Backend::Offline => "offline-engine".into(),
@@ -252,28 +274,47 @@ impl Backend {
 pub enum Event {
     /// An agent's handshake.
     AgentStarted {
+        /// The agent instance (`EternaPortAgent#2`).
         agent: String,
+        /// Its kind.
         role: Role,
+        /// What it does.
         specialization: String,
+        /// The languages it works in.
         languages: Vec<String>,
+        /// The model it asks.
         model: String,
     },
+    /// An agent started a task.
     TaskStarted {
+        /// The task's id.
         task: String,
+        /// The module it is about.
         module: String,
+        /// The agent instance.
         agent: String,
+        /// The kind of task (a `debug` task is one the fix loop added).
+        role: Role,
     },
+    /// A task ended, with its result.
     TaskFinished(TaskResult),
     /// A change in an agent's health (and the whole table at the end).
     AgentHealth(crate::store::HealthRecord),
     /// Totals of the swarm run.
     Usage {
+        /// Tasks run.
         tasks: usize,
+        /// Tasks that failed.
         failed: usize,
+        /// Requests sent.
         requests: u32,
+        /// Answers from the cache.
         cache_hits: u32,
+        /// Prompt tokens.
         prompt_tokens: u64,
+        /// Answer tokens.
         completion_tokens: u64,
+        /// Cost in USD, when the server says.
         cost: Option<f64>,
         /// Wall time of the swarm, first handshake to last result.
         wall_ms: u64,

@@ -29,16 +29,25 @@ pub const STUB_MARKER: &str = "unimplemented!(\"eterna-port";
 
 /// Inputs of the planning step.
 pub struct Inputs<'a> {
+    /// The workspace root.
     pub root: &'a Path,
+    /// The whole plan (dependencies outside the selection too).
     pub full: &'a Plan,
+    /// The modules to port.
     pub selected: &'a Plan,
+    /// The offline engine's drafts.
     pub output: &'a PortOutput,
+    /// Package directories by package name.
     pub package_dirs: &'a BTreeMap<String, PathBuf>,
+    /// The concept map.
     pub knowledge: &'a Knowledge,
+    /// The prompt templates, with the workspace's facts.
     pub prompts: &'a Prompts,
     /// Retrieved context for a module (already without the files the port writes).
     pub context: &'a dyn Fn(&ModulePlan) -> Vec<ContextChunk>,
+    /// Accept answers that change a `Cargo.toml` or add a `build.rs`.
     pub allow_deps: bool,
+    /// The x86_64 target triple.
     pub triple: &'a str,
     /// Whether prompts are needed at all (LLM backend).
     pub llm: bool,
@@ -306,7 +315,7 @@ mod tests {
             package: "hv".into(),
             source: source.into(),
             module_path: path.into(),
-            component: "vm-control".into(),
+            component: crate::knowledge::ComponentId::VmControl,
             target: target.into(),
             x86_concept: None,
             status: crate::plan::Status::New,
@@ -319,6 +328,27 @@ mod tests {
                 line: 1,
             }],
             missing: Vec::new(),
+        }
+    }
+
+    /// A model's answer for `vm`'s port task: `answer` as its target file.
+    fn model_answer(vm: &ModulePlan, answer: &str) -> TaskResult {
+        TaskResult {
+            task: "hv::arch::aarch64::vm#port".into(),
+            module: vm.module_path.clone(),
+            role: Role::EternaPort,
+            agent: "EternaPortAgent#1".into(),
+            status: TaskStatus::Done,
+            files: vec![(vm.target.clone(), answer.into())],
+            files_from: FilesFrom::Model,
+            attempts: 1,
+            requests: 1,
+            cache_hits: 0,
+            usage: Default::default(),
+            latency: Default::default(),
+            error: None,
+            contract: None,
+            fatal: false,
         }
     }
 
@@ -472,23 +502,7 @@ mod tests {
         assert_eq!(output.modules[0].items_ported, 1);
         // The answer fills `disable` but stubs `enable`, which the draft has working.
         let answer = "pub fn enable() -> u64 { todo!() }\npub fn disable() {}\n";
-        let result = TaskResult {
-            task: "hv::arch::aarch64::vm#port".into(),
-            module: vm.module_path.clone(),
-            role: Role::EternaPort,
-            agent: "EternaPortAgent#1".into(),
-            status: TaskStatus::Done,
-            files: vec![(vm.target.clone(), answer.into())],
-            files_from: FilesFrom::Model,
-            attempts: 1,
-            requests: 1,
-            cache_hits: 0,
-            usage: Default::default(),
-            latency: Default::default(),
-            error: None,
-            contract: None,
-            fatal: false,
-        };
+        let result = model_answer(&vm, answer);
         integrate(&mut output, &[result]);
         let m = &output.modules[0];
         assert_eq!((m.items_ported, m.items_total), (2, 2), "{:?}", m.unported);
@@ -542,23 +556,7 @@ mod tests {
             ..PortOutput::default()
         };
         let answer = "pub fn enable() -> u64 { 0 }\npub fn disable(vm: u32) { let _ = vm; }\n";
-        let result = TaskResult {
-            task: "hv::arch::aarch64::vm#port".into(),
-            module: vm.module_path.clone(),
-            role: Role::EternaPort,
-            agent: "EternaPortAgent#1".into(),
-            status: TaskStatus::Done,
-            files: vec![(vm.target.clone(), answer.into())],
-            files_from: FilesFrom::Model,
-            attempts: 1,
-            requests: 1,
-            cache_hits: 0,
-            usage: Default::default(),
-            latency: Default::default(),
-            error: None,
-            contract: None,
-            fatal: false,
-        };
+        let result = model_answer(&vm, answer);
         integrate(&mut output, &[result]);
         let m = &output.modules[0];
         assert_eq!((m.items_ported, m.items_total), (2, 2), "{:?}", m.unported);

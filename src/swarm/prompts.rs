@@ -32,7 +32,7 @@ const CODE: &str = include_str!("../../templates/prompts/code.md");
 const DEBUG: &str = include_str!("../../templates/prompts/debug.md");
 const CHECK: &str = include_str!("../../templates/prompts/check.md");
 const TASK: &str = include_str!("../../templates/prompts/task.md");
-const ETERNA_PORT_GROUP: &str = include_str!("../../templates/prompts/eterna_port_group.md");
+const PORT_GROUP_TEMPLATE: &str = include_str!("../../templates/prompts/eterna_port_group.md");
 
 /// At most this many concept-map entries go into one system prompt.
 const MAX_CONCEPTS: usize = 60;
@@ -49,10 +49,18 @@ const MAX_ERROR_CHARS: usize = 1500;
 pub enum DraftCheck {
     /// `cargo check` compiled the module's files without an error.
     Compiles,
-    /// `count` errors in the module's files; `shown`: the first few, rendered.
-    Errors { count: usize, shown: Vec<String> },
-    /// Not known (the check could not run, or did not reach the module): why.
-    NotChecked { reason: String },
+    /// Errors in the module's files.
+    Errors {
+        /// How many.
+        count: usize,
+        /// The first few, as rustc renders them.
+        shown: Vec<String>,
+    },
+    /// Not known: the check could not run, or did not reach the module.
+    NotChecked {
+        /// Why.
+        reason: String,
+    },
 }
 
 impl DraftCheck {
@@ -130,17 +138,24 @@ impl DraftChecks {
 /// One concept-map entry as the system prompt shows it.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Concept {
+    /// The ARM64 concept (`GICv3 distributor`).
     pub name: String,
+    /// Its x86_64 counterpart.
     pub x86_64: String,
+    /// How to port it.
     pub note: String,
 }
 
 /// A retrieved chunk as the prompts show it.
 #[derive(Debug, Clone, Serialize)]
 pub struct ContextChunk {
+    /// What the chunk is.
     pub title: String,
+    /// Where it is (workspace-relative, or `@knowledge/…`).
     pub path: String,
+    /// Its first line, 1-based.
     pub start_line: i64,
+    /// Its text.
     pub content: String,
 }
 
@@ -158,7 +173,9 @@ impl From<&RankedChunk> for ContextChunk {
 /// A file as the DebugAgent prompt shows it.
 #[derive(Debug, Clone, Serialize)]
 pub struct FileText {
+    /// Package-relative path.
     pub path: String,
+    /// The file's text.
     pub content: String,
 }
 
@@ -172,9 +189,11 @@ pub struct Prompts {
 
 /// What a port (EternaPortAgent) or in-place (CodeAgent) prompt needs.
 pub struct PortPrompt<'a> {
+    /// The module to port.
     pub module: &'a ModulePlan,
     /// Paths relative to the package root.
     pub source: &'a str,
+    /// The x86_64 file to write.
     pub target: &'a str,
     /// The ARM64 source as the workspace has it (without the port's own edits).
     pub source_text: &'a str,
@@ -182,25 +201,32 @@ pub struct PortPrompt<'a> {
     /// the ARM64 items gated and their x86_64 twins added). `None`: the CodeAgent edits
     /// `source_text`.
     pub draft: Option<&'a str>,
+    /// Planned modules that use this one (its API must not change under them).
     pub dependents: Vec<String>,
+    /// Retrieved context from the store.
     pub context: Vec<ContextChunk>,
+    /// The x86_64 target triple.
     pub triple: &'a str,
 }
 
 /// What a DebugAgent prompt needs.
 pub struct DebugPrompt<'a> {
+    /// The module whose errors these are.
     pub module: &'a ModulePlan,
     /// Package-relative paths the agent may rewrite, with their current text.
     pub current: Vec<FileText>,
     /// Rendered diagnostics (rustc's `rendered` text).
     pub diagnostics: Vec<String>,
+    /// Retrieved context from the store.
     pub context: Vec<ContextChunk>,
+    /// The target triple checked.
     pub triple: &'a str,
     /// The fix before this one made things worse and was backed out.
     pub regression: Option<&'a crate::fixloop::Regression>,
 }
 
 impl Prompts {
+    /// The prompt templates embedded in the binary (`templates/prompts/`).
     pub fn embedded() -> Result<Prompts> {
         let mut env = Environment::new();
         let mut syntax = minijinja::syntax::SyntaxConfig::builder();
@@ -217,7 +243,7 @@ impl Prompts {
             ("debug.md", DEBUG),
             ("check.md", CHECK),
             ("task.md", TASK),
-            ("eterna_port_group.md", ETERNA_PORT_GROUP),
+            ("eterna_port_group.md", PORT_GROUP_TEMPLATE),
         ] {
             env.add_template(name, text)
                 .with_context(|| format!("internal: prompt template {name} does not parse"))?;
@@ -315,7 +341,7 @@ impl Prompts {
             template,
             minijinja::context! {
                 module_path => &p.module.module_path,
-                component => &p.module.component,
+                component => p.module.component.as_str(),
                 package => &p.module.package,
                 source => p.source,
                 target => p.target,
@@ -360,7 +386,7 @@ impl Prompts {
             "eterna_port_group.md",
             minijinja::context! {
                 module_path => &p.module.module_path,
-                component => &p.module.component,
+                component => p.module.component.as_str(),
                 package => &p.module.package,
                 source => p.source,
                 target => p.target,
@@ -543,7 +569,7 @@ mod tests {
             package: "hv".into(),
             source: source.into(),
             module_path: "hv::arch::aarch64::irq".into(),
-            component: "interrupt-controller".into(),
+            component: crate::knowledge::ComponentId::InterruptController,
             target: target.into(),
             x86_concept: None,
             status: crate::plan::Status::New,
@@ -748,14 +774,14 @@ mod tests {
 
     #[test]
     fn a_module_compiles_only_when_its_crate_had_no_error_elsewhere() {
-        let diag = |level: &str| crate::fixloop::Diag {
+        let diag = |level: crate::fixloop::Level| crate::fixloop::Diag {
             file: "hv/src/x86_64/irq.rs".into(),
             line: 3,
             column: 1,
-            level: level.into(),
+            level,
             code: None,
             message: "m".into(),
-            rendered: format!("{level}: m\n{}", "x".repeat(5000)),
+            rendered: format!("{}: m\n{}", level.as_str(), "x".repeat(5000)),
         };
         let result = |errors: usize, compiled: bool| crate::fixloop::ModuleResult {
             module_path: "hv::irq".into(),
@@ -766,8 +792,8 @@ mod tests {
             warnings: 1,
             compiled,
             status: "ok",
-            diagnostics: std::iter::once(diag("warning"))
-                .chain((0..errors).map(|_| diag("error")))
+            diagnostics: std::iter::once(diag(crate::fixloop::Level::Warning))
+                .chain((0..errors).map(|_| diag(crate::fixloop::Level::Error)))
                 .collect(),
         };
         assert_eq!(

@@ -24,8 +24,11 @@ pub enum ToolchainFact {
     Unpinned,
     /// `channel` pinned by `file` (workspace-relative when inside it).
     Pinned {
+        /// The channel (`nightly-2025-05-20`, `1.85`).
         channel: String,
+        /// The toolchain file.
         file: String,
+        /// A nightly channel (unstable features available).
         nightly: bool,
     },
 }
@@ -92,9 +95,11 @@ impl TraceRule {
 /// Everything the prompts may state about the workspace.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct WorkspaceFacts {
+    /// The toolchain that builds the workspace.
     pub toolchain: ToolchainFact,
     /// By package name.
     pub packages: BTreeMap<String, PackageFacts>,
+    /// The guest-visible trace rule, only when the workspace configures one.
     pub trace: Option<TraceRule>,
 }
 

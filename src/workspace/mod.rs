@@ -28,8 +28,11 @@ pub use scan::{
 /// The workspace as cargo describes it, restricted to the selected packages.
 #[derive(Debug)]
 pub struct Workspace {
+    /// The workspace root (the directory of its root `Cargo.toml`).
     pub root: PathBuf,
+    /// Cargo's target directory for the workspace.
     pub target_dir: PathBuf,
+    /// The whole `cargo metadata` answer.
     pub metadata: Metadata,
     /// Indexes into `metadata.packages` of the packages in scope (`-p`, else all members).
     pub selected: Vec<usize>,

@@ -33,24 +33,31 @@ impl Default for ScanLimits {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
+/// How bad a scan problem is.
 pub enum Severity {
+    /// The file could not be read or parsed: the plan lacks it.
     Error,
+    /// The file was read, but something it pulls in was not (an unreadable `.S`).
     Warning,
 }
 
 /// A problem found while scanning, located at a file (and line when known).
 #[derive(Debug, Clone, Serialize)]
 pub struct Diagnostic {
+    /// Error or warning.
     pub severity: Severity,
     /// Path relative to the workspace root.
     pub path: String,
+    /// 1-based, when known.
     pub line: Option<usize>,
+    /// What is wrong and what to do.
     pub message: String,
 }
 
 /// One file module of the workspace with what its source says.
 #[derive(Debug)]
 pub struct ScannedModule {
+    /// The package the module belongs to.
     pub package: String,
     /// The crate (target) name, `-` replaced by `_`.
     pub crate_name: String,
@@ -95,6 +102,7 @@ impl ScannedModule {
         self.context_evidence.iter().chain(&self.facts.evidence)
     }
 
+    /// Whether the module has any ARM64 evidence, its own or its context's.
     pub fn has_evidence(&self) -> bool {
         !self.context_evidence.is_empty() || !self.facts.evidence.is_empty()
     }
@@ -122,6 +130,7 @@ pub struct GatedRoot {
     pub name: String,
     /// The root's file and the directory its own children live in.
     pub root_file: PathBuf,
+    /// The directory the root's own children live in.
     pub root_child_dir: PathBuf,
     /// `gated-mod` evidence for the `mod` line (none for an ARM64 crate's modules).
     pub evidence: Option<Evidence>,
@@ -610,7 +619,7 @@ mod tests {
 
     #[test]
     fn arm64_paths() {
-        assert!(is_arm64_path("eterna/src/arch/aarch64/gic.rs"));
+        assert!(is_arm64_path("hv/src/arch/aarch64/gic.rs"));
         assert!(is_arm64_path("src/arm64.rs"));
         assert!(!is_arm64_path("src/arch/x86_64/apic.rs"));
         assert!(!is_arm64_path("src/aarch64_notes/x.rs"));

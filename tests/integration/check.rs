@@ -7,9 +7,8 @@ use std::cell::Cell;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use cargo_eterna_port::fixloop::{
-    self, Fixer, LoopOptions, ModuleDiagnostics, ModuleSpec, StopReason,
-};
+use cargo_eterna_port::fixloop::{self, Fixer, LoopOptions, ModuleDiagnostics, StopReason};
+use cargo_eterna_port::plan::ModulePlan;
 use cargo_eterna_port::store::FixIterationRecord;
 use common::*;
 
@@ -47,25 +46,19 @@ fn inject(root: &Path, line: &str) -> usize {
 }
 
 /// The planned modules, from `plan --message-format json`.
-fn specs(root: &Path) -> Vec<ModuleSpec> {
+fn specs(root: &Path) -> Vec<ModulePlan> {
     let doc = json(&tool(root, &["plan", "--message-format", "json"]));
     doc["modules"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|m| ModuleSpec {
-            module_path: m["module_path"].as_str().unwrap().into(),
-            component: m["component"].as_str().unwrap().into(),
-            package: m["package"].as_str().unwrap().into(),
-            source: m["source"].as_str().unwrap().into(),
-            target: m["target"].as_str().unwrap().into(),
-        })
+        .map(|m| serde_json::from_value(m.clone()).expect("a planned module"))
         .collect()
 }
 
 fn options<'a>(
     root: &'a Path,
-    modules: &'a [ModuleSpec],
+    modules: &'a [ModulePlan],
     packages: &'a [String],
 ) -> LoopOptions<'a> {
     let mut opts = LoopOptions::new(root, "x86_64-unknown-none", modules);

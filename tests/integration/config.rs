@@ -440,3 +440,71 @@ fn bad_request_settings_are_usage_errors_naming_the_variable_or_key() {
     assert_code(&out, 2);
     assert!(stderr(&out).contains("`llm-stream`"), "{}", stderr(&out));
 }
+
+/// Every `ETERNA_PORT_*` name in the source, and the key variables: what the tool reads.
+fn variables_in_source() -> std::collections::BTreeSet<String> {
+    fn walk(dir: &std::path::Path, out: &mut std::collections::BTreeSet<String>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                walk(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                let mut rest = text.as_str();
+                while let Some(at) = rest.find("ETERNA_PORT_") {
+                    let name: String = rest[at..]
+                        .chars()
+                        .take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_')
+                        .collect();
+                    rest = &rest[at + name.len()..];
+                    out.insert(name.trim_end_matches('_').to_string());
+                }
+            }
+        }
+    }
+    let mut out = std::collections::BTreeSet::new();
+    walk(
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
+        &mut out,
+    );
+    out
+}
+
+#[test]
+fn config_lists_every_environment_variable_the_source_reads() {
+    let read = variables_in_source();
+    assert!(
+        read.len() >= 10 && read.contains("ETERNA_PORT_HEARTBEAT_MS"),
+        "{read:?}"
+    );
+    let ws = ws_with_metadata("", "");
+    let out = run(ws.path(), &["config"]);
+    assert_code(&out, 0);
+    let text = stdout(&out);
+    let doc = config_json(ws.path(), &[], &[]);
+    let listed: std::collections::BTreeSet<String> = doc["environment"]
+        .as_array()
+        .expect("config JSON has `environment`")
+        .iter()
+        .map(|e| e["var"].as_str().unwrap().to_string())
+        .collect();
+    for var in &read {
+        assert!(
+            text.lines()
+                .any(|l| l.trim_start().starts_with(&format!("{var} "))),
+            "{var} is read but not listed by `config`:\n{text}"
+        );
+        assert!(listed.contains(var), "{var} missing from config JSON");
+    }
+    // Each listed variable names a setting the table shows.
+    let keys = rows(&out);
+    for e in doc["environment"].as_array().unwrap() {
+        let setting = e["setting"].as_str().unwrap();
+        assert!(
+            keys.keys()
+                .any(|k| k == setting || k.starts_with(&format!("{setting} ")))
+                || (setting == "api-keys" && keys.contains_key("api-keys")),
+            "{setting} is not a row of `config`:\n{text}"
+        );
+    }
+}

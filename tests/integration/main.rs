@@ -17,6 +17,7 @@ mod plan;
 mod port;
 mod prompts;
 mod real_model;
+mod setup;
 mod store;
 mod swarm;
 mod templates_generic;

@@ -71,6 +71,28 @@ fn port_refuses_dirty_or_unversioned_trees() {
 }
 
 #[test]
+fn the_tools_own_files_do_not_count_as_uncommitted_changes() {
+    // A repository with no .gitignore: the scan cache and the store the first command
+    // writes under target/ are the tool's, not the user's work.
+    let ws = mini_hypervisor();
+    git(ws.path(), &["init", "-q"]);
+    assert_code(&run(ws.path(), &["plan"]), 0);
+    assert!(ws.path().join("target/eterna-port").is_dir());
+    git(ws.path(), &["add", "-A", "--", ".", ":!target"]);
+    git(ws.path(), &["commit", "-q", "-m", "start"]);
+    let out = run(ws.path(), &["port"]);
+    assert!(
+        matches!(out.status.code(), Some(0) | Some(1)),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!stderr(&out).contains("uncommitted"), "{}", stderr(&out));
+    // The bundled workspace ships the .gitignore `cargo new` writes.
+    let ignore = std::fs::read_to_string(fixture_dir().join(".gitignore")).unwrap();
+    assert!(ignore.lines().any(|l| l == "/target"), "{ignore}");
+}
+
+#[test]
 fn dry_run_prints_a_diff_and_writes_nothing() {
     let ws = mini_hypervisor();
     let before = snapshot(ws.path());

@@ -227,7 +227,7 @@ fn context_for_a_planned_module_fits_the_budget() {
         package: "eterna".into(),
         source: "eterna/src/arch/aarch64/gic.rs".into(),
         module_path: "eterna::arch::aarch64::gic".into(),
-        component: "interrupt-controller".into(),
+        component: cargo_eterna_port::knowledge::ComponentId::InterruptController,
         target: "eterna/src/arch/x86_64/apic.rs".into(),
         x86_concept: Some("apic".into()),
         status: Status::New,

@@ -1,10 +1,100 @@
-//! ARM64 assembly detection: the mnemonics, general registers, operand modifiers and
-//! system registers of `asm!`/`global_asm!` text and of included `.S` files, recorded
-//! as evidence of the module that holds them.
+//! ARM64 assembly as evidence: string literals of `asm!`/`global_asm!` and the `.S`
+//! files they include, read line by line for AArch64 mnemonics, general registers and
+//! system registers (also those written by their encoding).
 
-use super::{Collector, Evidence, EvidenceKind};
+use super::*;
 
 impl Collector<'_> {
+    /// Scans a macro invocation's tokens. Inside asm macros string literals are
+    /// assembly; anywhere, identifiers that are system registers count.
+    pub(super) fn macro_tokens(&mut self, tokens: &TokenStream, mut in_asm: bool) {
+        let mut prev_ident: Option<String> = None;
+        // Whether the previous two tokens were `::` (so an identifier is a path segment).
+        let mut after_colons = false;
+        let mut colon = false;
+        for tt in tokens.clone() {
+            let is_colon = matches!(&tt, TokenTree::Punct(p) if p.as_char() == ':');
+            if let TokenTree::Ident(id) = &tt {
+                let s = id.to_string();
+                if after_colons && names_arm64(&s) {
+                    self.evidence(EvidenceKind::ArchPath, s, id.span().start().line);
+                }
+            }
+            after_colons = colon && is_colon;
+            colon = is_colon;
+            match tt {
+                TokenTree::Group(g) => {
+                    let include = prev_ident.as_deref() == Some("include_str");
+                    if include {
+                        self.include_str(&g.stream(), in_asm);
+                    } else {
+                        self.macro_tokens(&g.stream(), in_asm);
+                    }
+                    prev_ident = None;
+                }
+                TokenTree::Ident(id) => {
+                    let s = id.to_string();
+                    if matches!(s.as_str(), "asm" | "global_asm" | "naked_asm") {
+                        in_asm = true;
+                    }
+                    if is_sysreg_shape(&s) && self.knowledge.is_known_sysreg(&s) {
+                        let line = id.span().start().line;
+                        self.evidence(EvidenceKind::Sysreg, s.to_ascii_uppercase(), line);
+                    }
+                    prev_ident = Some(s);
+                }
+                TokenTree::Literal(lit) => {
+                    if in_asm {
+                        let text = lit.to_string();
+                        if is_string_literal(&text) {
+                            self.asm_text(&text, lit.span().start().line, None);
+                        }
+                    }
+                    prev_ident = None;
+                }
+                TokenTree::Punct(p) => {
+                    if p.as_char() != '!' {
+                        prev_ident = None;
+                    }
+                }
+            }
+        }
+    }
+
+    pub(super) fn include_str(&mut self, tokens: &TokenStream, in_asm: bool) {
+        let Some(TokenTree::Literal(lit)) = tokens.clone().into_iter().next() else {
+            return;
+        };
+        let Ok(syn::Lit::Str(s)) = syn::parse_str::<syn::Lit>(&lit.to_string()) else {
+            return;
+        };
+        let rel = s.value();
+        let line = lit.span().start().line;
+        let lower = rel.to_ascii_lowercase();
+        let is_asm_file = lower.ends_with(".s") || lower.ends_with(".asm");
+        if !(is_asm_file || in_asm) {
+            return;
+        }
+        self.evidence(EvidenceKind::AsmFile, rel.clone(), line);
+        let full = self.dir.join(&rel);
+        let read = std::fs::read(&full);
+        self.facts
+            .includes
+            .push((rel.clone(), read.as_ref().ok().map(|b| content_hash(b))));
+        match read {
+            Ok(bytes) => {
+                let text = String::from_utf8_lossy(&bytes);
+                for (i, l) in text.lines().enumerate() {
+                    self.asm_line(l, line, Some((rel.clone(), i + 1)));
+                }
+            }
+            Err(e) => self
+                .facts
+                .warnings
+                .push((line, format!("could not read included `{rel}`: {e}"))),
+        }
+    }
+
     /// Scans a string literal's source text (quotes and escapes included) as assembly.
     pub(super) fn asm_text(
         &mut self,
@@ -87,7 +177,7 @@ impl Collector<'_> {
         }
     }
 
-    fn asm_evidence(
+    pub(super) fn asm_evidence(
         &mut self,
         kind: EvidenceKind,
         name: String,

@@ -1,13 +1,39 @@
-//! Parsing of the server's answers: a non-streamed completion body, an error object
-//! inside a 200 answer, and the message of an OpenAI-style error body.
+//! Reading the server's answers: a completion body, an error object inside a 200, and
+//! what an HTTP status means for the retry loop.
+
+use std::time::Duration;
 
 use serde_json::Value;
 
-use super::client::{transient, Failure, LlmClient};
-use super::error::LlmError;
-use super::types::{ChatResponse, Usage};
+use super::{transient, Failure, LlmClient};
+use crate::llm::error::LlmError;
+use crate::llm::types::{ChatResponse, Usage};
 
 impl LlmClient {
+    pub(super) fn classify(
+        &self,
+        status: u16,
+        message: String,
+        retry_after: Option<Duration>,
+    ) -> Failure {
+        match status {
+            429 => Failure::RateLimited {
+                retry_after,
+                message,
+            },
+            401 | 403 => Failure::Refused { status, message },
+            408 | 500..=599 => Failure::Transient {
+                what: format!("HTTP {status}: {message}"),
+                retry_after,
+            },
+            _ => Failure::Fatal(LlmError::Http {
+                endpoint: self.endpoint.clone(),
+                status,
+                message,
+            }),
+        }
+    }
+
     /// An error object inside a 200 answer (OpenRouter passes provider errors so).
     pub(super) fn embedded_error(&self, v: &Value) -> Option<Failure> {
         let err = v.get("error")?;
@@ -41,7 +67,7 @@ impl LlmClient {
     ) -> Result<ChatResponse, Failure> {
         let invalid = |detail: String| {
             Failure::Fatal(LlmError::InvalidResponse {
-                endpoint: self.endpoint().to_string(),
+                endpoint: self.endpoint.clone(),
                 detail,
             })
         };
@@ -81,7 +107,7 @@ impl LlmClient {
             model: v
                 .get("model")
                 .and_then(Value::as_str)
-                .unwrap_or(&self.settings().model)
+                .unwrap_or(&self.settings.model)
                 .to_string(),
             finish_reason: choice
                 .get("finish_reason")
@@ -123,7 +149,7 @@ pub(super) fn preview(s: &str) -> String {
     }
 }
 
-fn json_kind(v: &Value) -> &'static str {
+pub(super) fn json_kind(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",

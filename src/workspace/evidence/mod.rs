@@ -13,11 +13,9 @@ use crate::knowledge::Knowledge;
 
 mod asm;
 use asm::is_sysreg_shape;
-#[cfg(test)]
-use asm::{is_arm_register, is_encoded_sysreg};
 
-/// Hash of file contents used for cache validation (of a scanned file and of the
-/// assembly files it includes).
+/// Hash of file contents (the scan cache's validation, and the facts' record of what
+/// a file held when it was read).
 pub fn content_hash(bytes: &[u8]) -> u64 {
     xxhash_rust::xxh3::xxh3_64(bytes)
 }
@@ -56,6 +54,7 @@ pub enum EvidenceKind {
 }
 
 impl EvidenceKind {
+    /// The kind's name in plan JSON (`sysreg`, `asm-mnemonic`, …).
     pub fn as_str(self) -> &'static str {
         match self {
             EvidenceKind::Path => "path",
@@ -173,14 +172,18 @@ pub fn is_arm64_only(e: &Evidence, knowledge: &Knowledge) -> bool {
 /// One piece of ARM64 evidence: first occurrence in the module and how often it occurs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Evidence {
+    /// What kind of evidence.
     pub kind: EvidenceKind,
+    /// What was found (`HCR_EL2`, `eret`, `core::arch::aarch64`).
     pub name: String,
     /// 1-based line in the module's source file (`None` for path evidence).
     pub line: Option<usize>,
     /// Set when the evidence was found in an included assembly file (relative to the
     /// module's directory), whose line `line_in_file` is; `None` otherwise.
     pub file: Option<String>,
+    /// The line in `file`, when the evidence is in an included file.
     pub line_in_file: Option<usize>,
+    /// How often it occurs in the module.
     pub count: usize,
 }
 
@@ -188,25 +191,40 @@ pub struct Evidence {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ItemKind {
+    /// A free function.
     Fn,
+    /// A method or associated function of an `impl`.
     Method,
+    /// A struct.
     Struct,
+    /// An enum.
     Enum,
+    /// A union.
     Union,
+    /// A trait.
     Trait,
+    /// A type alias.
     Type,
+    /// A constant.
     Const,
+    /// A static.
     Static,
+    /// A `macro_rules!` macro.
     Macro,
+    /// A trait implementation.
     Impl,
 }
 
 /// A public item of a module with its signature.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Item {
+    /// What the item is.
     pub kind: ItemKind,
+    /// Its name (`Type::method` for methods).
     pub name: String,
+    /// Its signature, tidied (`pub fn ack(&self) -> u32`).
     pub signature: String,
+    /// 1-based line of the item.
     pub line: usize,
 }
 
@@ -219,6 +237,7 @@ pub struct ModDecl {
     pub inline_path_attrs: Vec<Option<String>>,
     pub name: String,
     pub path_attr: Option<String>,
+    /// 1-based line.
     pub line: usize,
     /// The architecture the declaration's `#[cfg]` gates it to, if any.
     #[serde(default)]
@@ -286,8 +305,11 @@ pub fn analyze_file(
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{message}")]
 pub struct ParseError {
+    /// 1-based line.
     pub line: usize,
+    /// 1-based column.
     pub column: usize,
+    /// syn's message.
     pub message: String,
 }
 
@@ -925,96 +947,6 @@ impl Collector<'_> {
             self.facts.has_x86_64_cfg = true;
         }
     }
-
-    /// Scans a macro invocation's tokens. Inside asm macros string literals are
-    /// assembly; anywhere, identifiers that are system registers count.
-    fn macro_tokens(&mut self, tokens: &TokenStream, mut in_asm: bool) {
-        let mut prev_ident: Option<String> = None;
-        // Whether the previous two tokens were `::` (so an identifier is a path segment).
-        let mut after_colons = false;
-        let mut colon = false;
-        for tt in tokens.clone() {
-            let is_colon = matches!(&tt, TokenTree::Punct(p) if p.as_char() == ':');
-            if let TokenTree::Ident(id) = &tt {
-                let s = id.to_string();
-                if after_colons && names_arm64(&s) {
-                    self.evidence(EvidenceKind::ArchPath, s, id.span().start().line);
-                }
-            }
-            after_colons = colon && is_colon;
-            colon = is_colon;
-            match tt {
-                TokenTree::Group(g) => {
-                    let include = prev_ident.as_deref() == Some("include_str");
-                    if include {
-                        self.include_str(&g.stream(), in_asm);
-                    } else {
-                        self.macro_tokens(&g.stream(), in_asm);
-                    }
-                    prev_ident = None;
-                }
-                TokenTree::Ident(id) => {
-                    let s = id.to_string();
-                    if matches!(s.as_str(), "asm" | "global_asm" | "naked_asm") {
-                        in_asm = true;
-                    }
-                    if is_sysreg_shape(&s) && self.knowledge.is_known_sysreg(&s) {
-                        let line = id.span().start().line;
-                        self.evidence(EvidenceKind::Sysreg, s.to_ascii_uppercase(), line);
-                    }
-                    prev_ident = Some(s);
-                }
-                TokenTree::Literal(lit) => {
-                    if in_asm {
-                        let text = lit.to_string();
-                        if is_string_literal(&text) {
-                            self.asm_text(&text, lit.span().start().line, None);
-                        }
-                    }
-                    prev_ident = None;
-                }
-                TokenTree::Punct(p) => {
-                    if p.as_char() != '!' {
-                        prev_ident = None;
-                    }
-                }
-            }
-        }
-    }
-
-    fn include_str(&mut self, tokens: &TokenStream, in_asm: bool) {
-        let Some(TokenTree::Literal(lit)) = tokens.clone().into_iter().next() else {
-            return;
-        };
-        let Ok(syn::Lit::Str(s)) = syn::parse_str::<syn::Lit>(&lit.to_string()) else {
-            return;
-        };
-        let rel = s.value();
-        let line = lit.span().start().line;
-        let lower = rel.to_ascii_lowercase();
-        let is_asm_file = lower.ends_with(".s") || lower.ends_with(".asm");
-        if !(is_asm_file || in_asm) {
-            return;
-        }
-        self.evidence(EvidenceKind::AsmFile, rel.clone(), line);
-        let full = self.dir.join(&rel);
-        let read = std::fs::read(&full);
-        self.facts
-            .includes
-            .push((rel.clone(), read.as_ref().ok().map(|b| content_hash(b))));
-        match read {
-            Ok(bytes) => {
-                let text = String::from_utf8_lossy(&bytes);
-                for (i, l) in text.lines().enumerate() {
-                    self.asm_line(l, line, Some((rel.clone(), i + 1)));
-                }
-            }
-            Err(e) => self
-                .facts
-                .warnings
-                .push((line, format!("could not read included `{rel}`: {e}"))),
-        }
-    }
 }
 
 /// A path segment that names the AArch64 layer: a module `aarch64`/`arm64` or a type
@@ -1102,6 +1034,7 @@ impl<'ast> Visit<'ast> for Collector<'_> {
 
 #[cfg(test)]
 mod tests {
+    use super::asm::{is_arm_register, is_encoded_sysreg};
     use super::*;
 
     fn facts(src: &str) -> FileFacts {

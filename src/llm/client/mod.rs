@@ -32,136 +32,24 @@
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 
-use futures_util::StreamExt;
 use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+mod response;
+mod stream;
+
 use super::error::LlmError;
 use super::keys::{parse_retry_after, KeyPool, Pick};
-use super::parse::{error_message, preview};
-use super::sse::{SseParser, StreamState};
+pub use super::settings::{LlmSettings, DEFAULT_REFERER, DEFAULT_TITLE};
 pub use super::types::{ChatRequest, ChatResponse, Message, Usage};
-use crate::config::{Config, Secret, REDACTED};
+use crate::config::REDACTED;
+use response::error_message;
 use tokio::sync::{Notify, Semaphore};
 
-/// OpenRouter's app attribution headers.
-pub const DEFAULT_REFERER: &str = "https://crates.io/crates/cargo-eterna-port";
-pub const DEFAULT_TITLE: &str = "cargo-eterna-port";
-
-/// Everything the client needs; built from the [`Config`] or by hand (tests).
-#[derive(Debug, Clone)]
-pub struct LlmSettings {
-    /// Base URL of an OpenAI-compatible API, e.g. `https://openrouter.ai/api/v1`;
-    /// requests go to `{base_url}/chat/completions`.
-    pub base_url: String,
-    pub model: String,
-    /// API keys, used round-robin. Empty: no `Authorization` header (local servers).
-    pub keys: Vec<Secret>,
-    /// Total bound of a non-streamed request (`chat`): the whole answer.
-    pub timeout: Duration,
-    /// Bound of a streamed request (`chat_stream`) while nothing arrives: until the
-    /// response headers, then each gap between bytes (keep-alive comments count).
-    pub stall_timeout: Duration,
-    /// After a timeout, send one request at a time to the server and wait for it to
-    /// finish the abandoned one (see the module documentation). Off for OpenRouter.
-    pub serial_after_timeout: bool,
-    /// The generation rate assumed for a server that was left working on a
-    /// timed-out request, in tokens per second: low, so the wait is long enough.
-    pub drain_tokens_per_sec: u32,
-    /// Upper bound of the wait for a busy server, however many requests timed out.
-    pub max_drain: Duration,
-    /// Attempts (the first one included) when the server fails with 5xx, times out or
-    /// cannot be reached.
-    pub max_attempts: u32,
-    /// First backoff delay; doubled per failed attempt, with jitter.
-    pub backoff_base: Duration,
-    /// Upper bound of one backoff delay.
-    pub backoff_max: Duration,
-    /// Cool-down of a rate-limited key when the server sends no `Retry-After`.
-    pub default_cooldown: Duration,
-    /// Give up instead of waiting longer than this for a rate-limited key.
-    pub max_key_wait: Duration,
-    /// How many 429 answers one request tolerates before it fails.
-    pub max_rate_limited: u32,
-    /// `HTTP-Referer` header (OpenRouter app attribution); `None` to omit.
-    pub referer: Option<String>,
-    /// `X-Title` header (OpenRouter app attribution); `None` to omit.
-    pub title: Option<String>,
-    /// Ask for usage accounting with OpenRouter's `usage: {include: true}`. Other servers
-    /// get OpenAI's `stream_options.include_usage` on streams instead.
-    pub openrouter_usage: bool,
-    /// How long a key on probation is held back after its first request
-    /// ([`KeyPool::set_grace`]); `None`: from the round trip measured when the client
-    /// first connects.
-    pub probation_grace: Option<Duration>,
-}
-
-impl LlmSettings {
-    /// Defaults for `base_url`, `model` and `keys`.
-    pub fn new(base_url: impl Into<String>, model: impl Into<String>, keys: Vec<Secret>) -> Self {
-        let base_url = base_url.into().trim_end_matches('/').to_string();
-        let openrouter_usage = is_openrouter(&base_url);
-        LlmSettings {
-            base_url,
-            model: model.into(),
-            keys,
-            timeout: Duration::from_secs(crate::config::DEFAULT_LLM_TIMEOUT_SECS),
-            stall_timeout: Duration::from_secs(crate::config::DEFAULT_LLM_STALL_TIMEOUT_SECS),
-            serial_after_timeout: !openrouter_usage,
-            drain_tokens_per_sec: 20,
-            max_drain: Duration::from_secs(600),
-            max_attempts: 5,
-            backoff_base: Duration::from_millis(500),
-            backoff_max: Duration::from_secs(30),
-            default_cooldown: Duration::from_secs(20),
-            max_key_wait: Duration::from_secs(300),
-            max_rate_limited: 12,
-            referer: Some(DEFAULT_REFERER.to_string()),
-            title: Some(DEFAULT_TITLE.to_string()),
-            openrouter_usage,
-            probation_grace: None,
-        }
-    }
-
-    /// The settings of the effective configuration (`ETERNA_PORT_LLM_BASE_URL`,
-    /// `ETERNA_PORT_MODEL`, `OPENROUTER_API_KEY1..3`, `OPENROUTER_API_KEY`,
-    /// `ETERNA_PORT_LLM_TIMEOUT`, `ETERNA_PORT_LLM_STALL_TIMEOUT`).
-    pub fn from_config(config: &Config) -> Self {
-        let keys = config
-            .api_keys
-            .iter()
-            .map(|(_, s)| s.value.clone())
-            .collect();
-        let mut s = LlmSettings::new(
-            config.base_url.value.clone(),
-            config.model.value.clone(),
-            keys,
-        );
-        s.timeout = Duration::from_secs(config.llm_timeout_secs.value);
-        s.stall_timeout = Duration::from_secs(config.llm_stall_timeout_secs.value);
-        s
-    }
-
-    /// `{base_url}/chat/completions`.
-    pub fn endpoint(&self) -> String {
-        format!("{}/chat/completions", self.base_url.trim_end_matches('/'))
-    }
-}
-
-fn is_openrouter(base_url: &str) -> bool {
-    reqwest::Url::parse(base_url)
-        .ok()
-        .and_then(|u| {
-            u.host_str()
-                .map(|h| h == "openrouter.ai" || h.ends_with(".openrouter.ai"))
-        })
-        .unwrap_or(false)
-}
-
 /// How one attempt failed, and what the retry loop does about it.
-pub(super) enum Failure {
+enum Failure {
     /// 429: cool the key down, try another.
     RateLimited {
         retry_after: Option<Duration>,
@@ -186,7 +74,7 @@ pub(super) enum Failure {
     Fatal(LlmError),
 }
 
-pub(super) fn transient(what: String) -> Failure {
+fn transient(what: String) -> Failure {
     Failure::Transient {
         what,
         retry_after: None,
@@ -260,12 +148,19 @@ pub struct LlmClient {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Notice {
     /// The server did not answer in time: one request at a time from now on.
-    Serial { message: String },
+    Serial {
+        /// What to tell the user.
+        message: String,
+    },
     /// No more requests are sent to the server in this run.
-    Stopped { message: String },
+    Stopped {
+        /// What to tell the user, with the URL and what to do.
+        message: String,
+    },
 }
 
 impl Notice {
+    /// What to tell the user.
     pub fn message(&self) -> &str {
         match self {
             Notice::Serial { message } | Notice::Stopped { message } => message,
@@ -327,6 +222,7 @@ impl std::fmt::Debug for LlmClient {
 }
 
 impl LlmClient {
+    /// A client for `settings`; fails on a base URL or header value it cannot use.
     pub fn new(settings: LlmSettings) -> Result<Self, LlmError> {
         let endpoint = settings.endpoint();
         let url = reqwest::Url::parse(&endpoint).map_err(|e| LlmError::Config {
@@ -395,6 +291,7 @@ impl LlmClient {
         })
     }
 
+    /// The settings it was made with.
     pub fn settings(&self) -> &LlmSettings {
         &self.settings
     }
@@ -802,7 +699,7 @@ impl LlmClient {
     }
 
     /// Replaces any key text in `s` (server messages may echo what they were sent).
-    pub(super) fn scrub(&self, s: &str) -> String {
+    fn scrub(&self, s: &str) -> String {
         let mut out = s.to_string();
         for key in &self.settings.keys {
             let k = key.expose();
@@ -1006,150 +903,6 @@ impl LlmClient {
             transient(self.scrub(&msg))
         }
     }
-
-    pub(super) fn classify(
-        &self,
-        status: u16,
-        message: String,
-        retry_after: Option<Duration>,
-    ) -> Failure {
-        match status {
-            429 => Failure::RateLimited {
-                retry_after,
-                message,
-            },
-            401 | 403 => Failure::Refused { status, message },
-            408 | 500..=599 => Failure::Transient {
-                what: format!("HTTP {status}: {message}"),
-                retry_after,
-            },
-            _ => Failure::Fatal(LlmError::Http {
-                endpoint: self.endpoint.clone(),
-                status,
-                message,
-            }),
-        }
-    }
-
-    async fn read_stream<'d>(
-        &self,
-        resp: reqwest::Response,
-        key_index: usize,
-        on_delta: &mut (dyn FnMut(&str) + Send + 'd),
-    ) -> Result<ChatResponse, Failure> {
-        let cut = |state: &StreamState, detail: String| LlmError::Truncated {
-            endpoint: self.endpoint.clone(),
-            received_chars: state.content.chars().count(),
-            detail,
-        };
-        let truncated = |state: &StreamState, detail: String| Failure::Fatal(cut(state, detail));
-        let mut body = resp.bytes_stream();
-        let mut parser = SseParser::default();
-        let mut state = StreamState::default();
-        loop {
-            // No total bound: a stream that keeps sending is never cut off.
-            let next = tokio::time::timeout(self.settings.stall_timeout, body.next()).await;
-            let chunk = match next {
-                Err(_) => {
-                    if state.finish_reason.is_some() {
-                        break;
-                    }
-                    // Nothing was passed on yet: trying again is safe; else the
-                    // content so far is lost.
-                    return Err(match self.timed_out(true, None) {
-                        Failure::TimedOut { what, .. } if !state.content.is_empty() => {
-                            let partial = cut(&state, format!("the stream stalled: {what}"));
-                            Failure::TimedOut {
-                                what,
-                                partial: Some(partial),
-                            }
-                        }
-                        f => f,
-                    });
-                }
-                Ok(None) => break,
-                Ok(Some(Err(e))) => {
-                    if state.finish_reason.is_some() {
-                        break;
-                    }
-                    if state.content.is_empty() {
-                        return Err(self.transport_failure(&e, true));
-                    }
-                    return Err(truncated(
-                        &state,
-                        format!("the connection failed: {}", self.scrub(&e.to_string())),
-                    ));
-                }
-                Ok(Some(Ok(bytes))) => bytes,
-            };
-            for data in parser.push(&chunk) {
-                if data == "[DONE]" {
-                    state.done = true;
-                    break;
-                }
-                let v: Value = match serde_json::from_str(&data) {
-                    Ok(v) => v,
-                    Err(e) => {
-                        return Err(Failure::Fatal(LlmError::InvalidResponse {
-                            endpoint: self.endpoint.clone(),
-                            detail: format!(
-                                "a stream event is not JSON ({e}): {:?}",
-                                self.scrub(&preview(&data))
-                            ),
-                        }))
-                    }
-                };
-                if let Some(f) = self.embedded_error(&v) {
-                    if state.content.is_empty() {
-                        return Err(f);
-                    }
-                    // Content went out already: a retry would repeat it.
-                    let what = match f {
-                        Failure::Transient { what, .. }
-                        | Failure::TimedOut { what, .. }
-                        | Failure::Unreachable(what) => what,
-                        Failure::RateLimited { message, .. } | Failure::Refused { message, .. } => {
-                            message
-                        }
-                        Failure::Fatal(e) => e.to_string(),
-                    };
-                    return Err(truncated(&state, format!("the server reported: {what}")));
-                }
-                if let Some(delta) = state.apply(&v) {
-                    on_delta(&delta);
-                }
-            }
-            if state.done {
-                break;
-            }
-        }
-        if !state.done {
-            // A final event without the blank line that ends it.
-            if let Some(data) = parser.finish() {
-                if data == "[DONE]" {
-                    state.done = true;
-                } else if let Ok(v) = serde_json::from_str::<Value>(&data) {
-                    if let Some(delta) = state.apply(&v) {
-                        on_delta(&delta);
-                    }
-                }
-            }
-        }
-        if !state.done && state.finish_reason.is_none() {
-            return Err(truncated(
-                &state,
-                "the stream ended before `data: [DONE]` or a finish_reason".into(),
-            ));
-        }
-        Ok(ChatResponse {
-            content: state.content,
-            usage: state.usage.unwrap_or_default(),
-            model: state.model.unwrap_or_else(|| self.settings.model.clone()),
-            finish_reason: state.finish_reason,
-            key_index,
-            attempts: 0,
-        })
-    }
 }
 
 /// A number in `[0, 1)` for backoff jitter (xorshift; not for anything secret).
@@ -1187,13 +940,6 @@ mod tests {
         assert_eq!(error_message("  "), "(empty body)");
         assert_eq!(error_message("Bad Gateway"), "Bad Gateway");
         assert!(error_message(&"x".repeat(1000)).ends_with('…'));
-    }
-
-    #[test]
-    fn openrouter_is_recognised_by_host() {
-        assert!(is_openrouter("https://openrouter.ai/api/v1"));
-        assert!(!is_openrouter("http://127.0.0.1:11434/v1"));
-        assert!(!is_openrouter("http://openrouter.ai.example.com/v1"));
     }
 
     #[test]

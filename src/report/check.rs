@@ -20,7 +20,9 @@ pub const SCHEMA_VERSION: u32 = 1;
 /// The result of `check` (also its JSON document).
 #[derive(Debug, Clone, Serialize)]
 pub struct CheckDocument {
+    /// The document's version ([`SCHEMA_VERSION`]).
     pub schema_version: u32,
+    /// The workspace checked.
     pub workspace_root: String,
     /// The target checked.
     pub target_triple: String,
@@ -28,14 +30,18 @@ pub struct CheckDocument {
     pub requested_target: String,
     /// `--staged` and no staged file belongs to a planned module: nothing was checked.
     pub skipped: bool,
+    /// No error, no module left uncompiled, no build script failed.
     pub clean: bool,
+    /// Errors in the reported modules.
     pub errors: usize,
+    /// Warnings in the reported modules.
     pub warnings: usize,
     /// (Selected) planned modules whose crate the check did not compile (`"status":
     /// "not-compiled"`); any makes the check fail.
     pub not_compiled: usize,
     /// Build scripts that failed (with the missing host tool when known).
     pub build_failures: Vec<BuildFailure>,
+    /// Wall time of the check.
     pub check_ms: u64,
     /// The (selected) planned modules in plan order, then `(other)` for diagnostics in
     /// workspace files that belong to no planned module.
@@ -43,6 +49,7 @@ pub struct CheckDocument {
 }
 
 impl CheckDocument {
+    /// The document of `report`, with the modules `keep` selects.
     pub fn new(
         workspace_root: String,
         requested_target: String,
@@ -69,6 +76,7 @@ impl CheckDocument {
         }
     }
 
+    /// The document of a check that did not run (nothing to check).
     pub fn skipped(workspace_root: String, target: String) -> Self {
         CheckDocument {
             schema_version: SCHEMA_VERSION,
@@ -350,7 +358,7 @@ mod tests {
             file: "k/src/x86_64/vmcs.rs".into(),
             line: 7,
             column: 5,
-            level: "error".into(),
+            level: crate::fixloop::Level::Error,
             code: Some("E0308".into()),
             message: "mismatched types: 100% <wrong>".into(),
             rendered: "error[E0308]: mismatched\r\n  --> k/src/x86_64/vmcs.rs:7:5\n".into(),

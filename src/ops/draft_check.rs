@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 
 use crate::engine::port::FileChange;
-use crate::fixloop::{LoopOptions, ModuleSpec};
+use crate::fixloop::LoopOptions;
 use crate::plan::ModulePlan;
 use crate::swarm::prompts::{DraftCheck, DraftChecks};
 
@@ -22,22 +22,26 @@ use crate::swarm::prompts::{DraftCheck, DraftChecks};
 const LARGE_FILE: u64 = 1 << 20;
 
 /// What the check needs.
-pub(super) struct DraftCheckJob<'a> {
+pub struct DraftCheckJob<'a> {
+    /// The workspace root.
     pub root: &'a Path,
     /// The workspace's cargo target dir (the mirror and its build go under it).
     pub target_dir: &'a Path,
+    /// The drafts (workspace-relative path, text) as the port would write them.
     pub changes: &'a [FileChange],
+    /// The selected modules.
     pub modules: &'a [ModulePlan],
     /// `-p` packages (empty: the whole workspace).
     pub packages: &'a [String],
     /// The configured target triple.
     pub target: &'a str,
+    /// Check for the host target when the toolchain lacks the target's std.
     pub host_fallback: bool,
 }
 
 /// Checks the drafts; a check that cannot run gives every module a `not checked`
 /// result saying why.
-pub(super) fn check_drafts(job: &DraftCheckJob<'_>) -> DraftChecks {
+pub fn check_drafts(job: &DraftCheckJob<'_>) -> DraftChecks {
     let started = std::time::Instant::now();
     let out = match run(job) {
         Ok(checks) => checks,
@@ -65,8 +69,7 @@ fn run(job: &DraftCheckJob<'_>) -> Result<DraftChecks> {
     let base = job.target_dir.join("eterna-port").join("draft-check");
     let mirror = base.join("ws");
     sync_mirror(job.root, &mirror, &[job.target_dir, &base], job.changes)?;
-    let specs = ModuleSpec::from_plan(job.modules);
-    let mut opts = LoopOptions::new(&mirror, &choice.triple, &specs);
+    let mut opts = LoopOptions::new(&mirror, &choice.triple, job.modules);
     opts.packages = job.packages;
     opts.toolchain = toolchain;
     opts.build_std = choice.build_std;

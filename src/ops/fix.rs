@@ -19,17 +19,29 @@ use crate::swarm::{self, prompts, Event, Role, Task, TaskResult};
 /// the next iteration).
 const MAX_DIAGNOSTICS: usize = 20;
 
-pub(super) struct DebugFixer<'a> {
+/// The DebugAgent as the fix loop's fixer (the offline stub fixer when the client stops).
+pub struct DebugFixer<'a> {
+    /// The runtime the swarm runs on.
     pub runtime: &'a Runtime,
+    /// The model backend.
     pub backend: swarm::Backend,
+    /// Jobs, heartbeat and cancellation of the swarm.
     pub options: swarm::SwarmOptions,
+    /// The workspace root.
     pub root: &'a Path,
+    /// The selected modules by module path.
     pub modules: BTreeMap<String, &'a ModulePlan>,
+    /// Package directories by package name.
     pub package_dirs: &'a BTreeMap<String, PathBuf>,
+    /// The concept map.
     pub knowledge: &'a Knowledge,
+    /// The prompt templates.
     pub prompts: &'a prompts::Prompts,
+    /// The target triple checked.
     pub triple: &'a str,
+    /// Retrieved context for a module's prompt.
     pub context: &'a dyn Fn(&ModulePlan) -> Vec<prompts::ContextChunk>,
+    /// Hears the DebugAgent's swarm events.
     pub on_event: &'a mut (dyn FnMut(&Event) + Send),
     /// Every DebugAgent task so far, for the store and the summary.
     pub results: Vec<TaskResult>,
