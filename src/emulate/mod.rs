@@ -365,29 +365,42 @@ pub fn build(
     triple: &str,
     linker: Option<&BootFile>,
 ) -> Result<PathBuf, EmulateError> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
     let t = req.target;
-    // The workspace's pinned toolchain (rust-toolchain.toml) builds the image too.
-    let mut cmd = match crate::toolchain::Toolchain::for_workspace(req.root) {
-        Ok(tc) if tc.rustup_toolchain.is_some() => tc.cargo(),
-        _ => Command::new(&cargo),
+    // escargot assembles `cargo build --message-format=json` and parses its messages.
+    // Exception (documented): a workspace that pins a toolchain (rust-toolchain.toml)
+    // is built by the rustup proxy with RUSTUP_TOOLCHAIN set, which escargot's
+    // `CargoBuild` (always `$CARGO`) cannot express; its arguments are the same and
+    // its messages go through the same escargot parser.
+    let pinned = crate::toolchain::Toolchain::for_workspace(req.root)
+        .ok()
+        .filter(|tc| tc.rustup_toolchain.is_some());
+    let mut cmd = match pinned {
+        Some(tc) => {
+            let mut c = tc.cargo();
+            c.args([
+                "build",
+                "--message-format=json",
+                "--release",
+                "--target",
+                triple,
+            ])
+            .args(["-p", &t.package, "--bin", &t.bin])
+            .arg("--target-dir")
+            .arg(req.target_dir);
+            c
+        }
+        None => escargot::CargoBuild::new()
+            .release()
+            .target(triple)
+            .package(&t.package)
+            .bin(&t.bin)
+            .target_dir(req.target_dir)
+            .into_command(),
     };
-    cmd.args([
-        "build",
-        "--release",
-        "--target",
-        triple,
-        "-p",
-        &t.package,
-        "--bin",
-        &t.bin,
-    ])
-    .current_dir(req.root)
-    .env("CARGO_TARGET_DIR", req.target_dir)
-    .stdin(Stdio::null())
-    .stdout(Stdio::null())
-    .stderr(Stdio::inherit());
-    if req.quiet || !req.echo {
+    // The build runs in the workspace, so its `.cargo/config.toml` applies.
+    cmd.current_dir(req.root).stdin(Stdio::null());
+    let echo = !req.quiet && req.echo;
+    if !echo {
         cmd.arg("--quiet");
     }
     if let Some(linker) = linker.filter(|_| triple.starts_with("x86_64")) {
@@ -412,29 +425,63 @@ pub fn build(
         if linker.origin == image::Origin::Generated || stubbed_boot {
             flags.push_str(" -C link-arg=--warn-unresolved-symbols");
         }
+        // RUSTFLAGS (with the linker script) is an environment setting escargot has no
+        // builder method for; it is set on the command escargot assembled.
         cmd.env("RUSTFLAGS", flags);
     }
     let shown = format!(
         "cargo build --release --target {triple} -p {} --bin {}",
         t.package, t.bin
     );
-    let status = cmd.status().map_err(io(format!("running `{cargo}`")))?;
-    if !status.success() {
-        return Err(EmulateError::Build {
-            command: shown,
-            status: status
-                .code()
-                .map_or_else(|| "killed".to_string(), |c| c.to_string()),
-        });
+    run_build(cmd, &shown, &t.bin)
+}
+
+/// Runs a `cargo build --message-format=json` and returns the executable it built for
+/// `bin`, as its artifact message names it. Compiler errors are shown on stderr (the
+/// `Build` error says they are above).
+fn run_build(cmd: Command, shown: &str, bin: &str) -> Result<PathBuf, EmulateError> {
+    use escargot::format::Message;
+    let messages = escargot::CommandMessages::with_command(cmd).map_err(|e| EmulateError::Io {
+        what: format!("running `{shown}`"),
+        source: std::io::Error::other(e.to_string()),
+    })?;
+    let mut elf = None;
+    for message in messages {
+        let message = match message {
+            Ok(m) => m,
+            Err(e) => {
+                // cargo failed: its own stderr is the error's context.
+                eprintln!("{e}");
+                return Err(EmulateError::Build {
+                    command: shown.to_string(),
+                    status: "failure".to_string(),
+                });
+            }
+        };
+        match message.decode() {
+            Ok(Message::CompilerMessage(m)) => {
+                if let Some(rendered) = &m.message.rendered {
+                    eprint!("{rendered}");
+                }
+            }
+            Ok(Message::CompilerArtifact(a)) if a.target.name == bin => {
+                if let Some(exe) = a.executable {
+                    elf = Some(exe.into_owned());
+                }
+            }
+            _ => {}
+        }
     }
-    let elf = req.target_dir.join(triple).join("release").join(&t.bin);
-    if !elf.is_file() {
-        return Err(EmulateError::Usage(format!(
+    match elf {
+        Some(path) if path.is_file() => Ok(path),
+        Some(path) => Err(EmulateError::Usage(format!(
             "`{shown}` succeeded but {} is missing",
-            elf.display()
-        )));
+            path.display()
+        ))),
+        None => Err(EmulateError::Usage(format!(
+            "`{shown}` succeeded but named no executable for `{bin}`"
+        ))),
     }
-    Ok(elf)
 }
 
 fn state_dir(req: &Request<'_>) -> Result<PathBuf, EmulateError> {
@@ -839,6 +886,59 @@ pub fn boot(req: &Request<'_>) -> Result<Report, EmulateError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A one-binary crate in a temp dir, whose `main.rs` is `main`.
+    fn tiny_crate(main: &str) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("Cargo.toml"),
+            "[package]\nname = \"tiny\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[workspace]\n",
+        )
+        .unwrap();
+        std::fs::create_dir(dir.path().join("src")).unwrap();
+        std::fs::write(dir.path().join("src/main.rs"), main).unwrap();
+        dir
+    }
+
+    fn escargot_build(dir: &Path) -> Command {
+        let mut cmd = escargot::CargoBuild::new()
+            .package("tiny")
+            .bin("tiny")
+            .target_dir(dir.join("target"))
+            .arg("--quiet")
+            .arg("--offline")
+            .into_command();
+        cmd.current_dir(dir);
+        cmd
+    }
+
+    #[test]
+    fn the_escargot_build_returns_the_executable_its_messages_name() {
+        let dir = tiny_crate("fn main() {}\n");
+        let elf = run_build(escargot_build(dir.path()), "cargo build -p tiny", "tiny").unwrap();
+        assert!(elf.is_file(), "{}", elf.display());
+        assert!(
+            elf.starts_with(dir.path().join("target")),
+            "{}",
+            elf.display()
+        );
+        assert_eq!(elf.file_stem().unwrap(), "tiny");
+    }
+
+    #[test]
+    fn a_compile_error_is_a_build_error_naming_the_command_not_a_panic() {
+        let dir = tiny_crate("fn main() { let x: u32 = \"no\"; }\n");
+        let err = run_build(escargot_build(dir.path()), "cargo build -p tiny", "tiny").unwrap_err();
+        assert!(
+            matches!(&err, EmulateError::Build { command, .. } if command == "cargo build -p tiny"),
+            "{err:?}"
+        );
+        assert_eq!(err.exit_code(), 1);
+        assert!(
+            err.to_string().contains("`cargo build -p tiny` failed"),
+            "{err}"
+        );
+    }
 
     #[test]
     fn aarch64_runner_comes_from_cargo_config_else_the_default() {

@@ -1,7 +1,7 @@
 //! The offline port of the reference fixture (a temp copy, no API key, no network):
 //! coverage is counted item by item from the files written, and a one-component port
 //! touches only that module and the support library. (That the port checks clean for
-//! x86_64 and leaves the aarch64 build as it was: tests/layout_ports.rs.)
+//! x86_64 and leaves the aarch64 build as it was: the `layouts::` area.)
 
 use crate::common;
 

@@ -266,7 +266,7 @@ fn missing_x86_layout_is_no_error_and_keeps_the_wired_target() {
 #[test]
 fn nightly_pin_layout_plans_with_the_pinned_toolchain() {
     // The plan runs cargo metadata with the pinned `nightly`; a machine without one
-    // cannot plan this workspace (the tool says so, exit 2: tests/check.rs).
+    // cannot plan this workspace (the tool says so, exit 2: the `check::` area).
     let nightly = std::process::Command::new("rustup")
         .args(["run", "nightly", "rustc", "-V"])
         .output()

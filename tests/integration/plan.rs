@@ -226,7 +226,7 @@ fn port_targets_select_by_component_alias_or_module() {
     assert!(stderr(&out).contains("`vmcz`"), "{}", stderr(&out));
     assert!(stderr(&out).contains("vm-control"), "{}", stderr(&out));
 
-    // A bare positional is a port target (tests/port.rs covers porting itself).
+    // A bare positional is a port target (the `port::` area covers porting itself).
     let out = run(ws.path(), &["ept", "--dry-run"]);
     assert!(!stderr(&out).contains("panicked"), "{}", stderr(&out));
     let text = stdout(&out);
