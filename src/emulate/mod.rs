@@ -437,28 +437,28 @@ pub fn build(
 }
 
 /// Runs a `cargo build --message-format=json` and returns the executable it built for
-/// `bin`, as its artifact message names it. Compiler errors are shown on stderr (the
-/// `Build` error says they are above).
-fn run_build(cmd: Command, shown: &str, bin: &str) -> Result<PathBuf, EmulateError> {
+/// `bin`, as its artifact message names it. cargo's stdout (the JSON messages) is read
+/// line by line with escargot's message types; its stderr goes straight to the user's
+/// (progress and cargo's own errors as they happen, and no pipe to fill up and stall
+/// a big build), and the compiler's diagnostics are shown there rendered. A failed
+/// build is a `Build` error (its errors are above).
+fn run_build(mut cmd: Command, shown: &str, bin: &str) -> Result<PathBuf, EmulateError> {
+    use std::io::BufRead;
+
     use escargot::format::Message;
-    let messages = escargot::CommandMessages::with_command(cmd).map_err(|e| EmulateError::Io {
-        what: format!("running `{shown}`"),
-        source: std::io::Error::other(e.to_string()),
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(io(format!("running `{shown}`")))?;
+    let stdout = child.stdout.take().ok_or_else(|| EmulateError::Io {
+        what: format!("reading the output of `{shown}`"),
+        source: std::io::Error::other("no stdout"),
     })?;
     let mut elf = None;
-    for message in messages {
-        let message = match message {
-            Ok(m) => m,
-            Err(e) => {
-                // cargo failed: its own stderr is the error's context.
-                eprintln!("{e}");
-                return Err(EmulateError::Build {
-                    command: shown.to_string(),
-                    status: "failure".to_string(),
-                });
-            }
-        };
-        match message.decode() {
+    for line in std::io::BufReader::new(stdout).lines() {
+        let line = line.map_err(io(format!("reading the output of `{shown}`")))?;
+        match serde_json::from_str::<Message<'_>>(&line) {
             Ok(Message::CompilerMessage(m)) => {
                 if let Some(rendered) = &m.message.rendered {
                     eprint!("{rendered}");
@@ -471,6 +471,15 @@ fn run_build(cmd: Command, shown: &str, bin: &str) -> Result<PathBuf, EmulateErr
             }
             _ => {}
         }
+    }
+    let status = child.wait().map_err(io(format!("waiting for `{shown}`")))?;
+    if !status.success() {
+        return Err(EmulateError::Build {
+            command: shown.to_string(),
+            status: status
+                .code()
+                .map_or_else(|| "killed".to_string(), |c| c.to_string()),
+        });
     }
     match elf {
         Some(path) if path.is_file() => Ok(path),
