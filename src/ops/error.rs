@@ -22,9 +22,11 @@ pub const EXIT_INTERRUPTED: u8 = 130;
 /// Why a library call could not do its work.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// Bad input, configuration or environment, with what to do about it.
+    /// Bad input, configuration or environment, with what to do about it. Shown with
+    /// its whole context chain, and with no `source` of its own, so that the chain is
+    /// said once.
     #[error("{0:#}")]
-    Usage(#[from] anyhow::Error),
+    Usage(anyhow::Error),
     /// The embedded concept map does not load (a build defect).
     #[error(transparent)]
     Knowledge(#[from] KnowledgeError),
@@ -49,6 +51,12 @@ pub enum Error {
     /// The run was cancelled (Ctrl-C, or its token); the message says what was kept.
     #[error("{0}")]
     Interrupted(String),
+}
+
+impl From<anyhow::Error> for Error {
+    fn from(e: anyhow::Error) -> Self {
+        Error::Usage(e)
+    }
 }
 
 impl Error {
