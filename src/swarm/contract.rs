@@ -809,7 +809,8 @@ fn indented(text: &str, node: &impl Spanned) -> String {
     format!("{indent}{}", span_text(text, node))
 }
 
-fn idents(text: &str, out: &mut BTreeSet<String>) {
+/// Adds every identifier of `text` (a token stream) to `out`.
+pub(super) fn idents(text: &str, out: &mut BTreeSet<String>) {
     fn walk(ts: TokenStream, out: &mut BTreeSet<String>) {
         for tt in ts {
             match tt {

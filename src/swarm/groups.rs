@@ -36,11 +36,10 @@ use std::collections::BTreeSet;
 use std::ops::Range;
 
 use anyhow::Result;
-use proc_macro2::{TokenStream, TokenTree};
 use serde::Serialize;
 use syn::spanned::Spanned;
 
-use super::contract::{self, ContractReport, Judgement};
+use super::contract::{self, idents, ContractReport, Judgement};
 use super::{FilesFrom, Task, TaskResult, TaskStatus};
 use crate::engine::coverage::{items_of, ItemReport, ItemStatus, LEFT_OUT_MARKER};
 use crate::llm::{Message, Usage};
@@ -466,23 +465,6 @@ fn read_file(text: &str, file: &syn::File) -> Layout {
     }
     l.units.sort_by_key(|u| u.range.start);
     l
-}
-
-fn idents(text: &str, out: &mut BTreeSet<String>) {
-    fn walk(ts: TokenStream, out: &mut BTreeSet<String>) {
-        for tt in ts {
-            match tt {
-                TokenTree::Ident(i) => {
-                    out.insert(i.to_string());
-                }
-                TokenTree::Group(g) => walk(g.stream(), out),
-                _ => {}
-            }
-        }
-    }
-    if let Ok(ts) = text.parse::<TokenStream>() {
-        walk(ts, out);
-    }
 }
 
 // ---------------------------------------------------------------------------------
