@@ -18,6 +18,7 @@ pub mod embed;
 pub mod index;
 pub mod rag;
 mod schema;
+mod serve;
 
 use std::path::{Path, PathBuf};
 use std::sync::Once;
@@ -30,6 +31,7 @@ pub use embed::{Embedder, LocalEmbedder, RemoteEmbedder};
 pub use index::{IndexStats, SourceFile};
 pub use rag::{context_for_module, Filters, RankedChunk};
 pub use schema::SCHEMA_VERSION;
+pub use serve::ServeRunRow;
 
 /// `PRAGMA application_id` of an eterna-port store ("ETPT").
 pub const APPLICATION_ID: i32 = 0x4554_5054;

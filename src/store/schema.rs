@@ -18,7 +18,7 @@
 use super::{Result, Store, APPLICATION_ID};
 
 /// The schema version this build writes (`PRAGMA user_version`); older stores are migrated forward.
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 
 const V1: &str = "
 CREATE TABLE IF NOT EXISTS runs (
@@ -155,6 +155,28 @@ CREATE TABLE IF NOT EXISTS port_items (
 CREATE INDEX IF NOT EXISTS port_items_run ON port_items(run_id);
 ";
 
+/// Runs of `serve` (its requests, results and every event, for replay after a restart).
+const V5: &str = "
+CREATE TABLE IF NOT EXISTS serve_runs (
+    id          INTEGER PRIMARY KEY,
+    run_id      TEXT NOT NULL UNIQUE,
+    kind        TEXT NOT NULL,
+    write       INTEGER NOT NULL DEFAULT 0,
+    request     TEXT NOT NULL,
+    status      TEXT NOT NULL,
+    created_at  TEXT NOT NULL,
+    finished_at TEXT,
+    result      TEXT,
+    error       TEXT
+);
+CREATE TABLE IF NOT EXISTS serve_events (
+    run_id TEXT NOT NULL,
+    seq    INTEGER NOT NULL,
+    event  TEXT NOT NULL,
+    PRIMARY KEY (run_id, seq)
+) WITHOUT ROWID;
+";
+
 pub(super) fn migrate(store: &Store) -> Result<()> {
     let conn = store.conn();
     let version: i64 = conn
@@ -209,6 +231,12 @@ fn migrate_in_transaction(store: &Store) -> Result<()> {
         tx.execute_batch(V4)
             .map_err(|e| store.err("migrate to schema version 4", e))?;
         version = 4;
+    }
+    if version == 4 {
+        tracing::debug!(path = %store.path().display(), "migrating the store to schema 5");
+        tx.execute_batch(V5)
+            .map_err(|e| store.err("migrate to schema version 5", e))?;
+        version = 5;
     }
     tx.pragma_update(None, "user_version", version)
         .map_err(|e| store.err("set the schema version", e))

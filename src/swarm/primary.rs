@@ -27,6 +27,69 @@ use crate::plan::{ModulePlan, Plan};
 /// The marker the engine (and the prompts) use for what is not ported yet.
 pub const STUB_MARKER: &str = "unimplemented!(\"eterna-port";
 
+/// What the PrimaryAgent reads in a request written in words ("Port VMCS to x86").
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct MessageTargets {
+    /// Port targets, as the command line takes them: component names (for names and
+    /// aliases in the text), planned module paths and source files.
+    pub targets: Vec<String>,
+    /// The text asks for the whole workspace ("all", "everything").
+    pub all: bool,
+}
+
+/// Reads the port targets a message names: component names and aliases (`VMCS` →
+/// `vm-control`, also two words joined: "interrupt controller"), planned module paths
+/// (`arch::gic`) and file names (`gic.rs`, `src/arch/aarch64/gic.rs`) of the plan.
+pub fn targets_from_message(message: &str, plan: &Plan, knowledge: &Knowledge) -> MessageTargets {
+    let words: Vec<&str> = message
+        .split(|c: char| {
+            c.is_whitespace() || matches!(c, ',' | ';' | '(' | ')' | '"' | '\'' | '`' | '?' | '!')
+        })
+        .map(|w| w.trim_end_matches(['.', ':']))
+        .filter(|w| !w.is_empty())
+        .collect();
+    let mut out = MessageTargets::default();
+    let push = |t: String, out: &mut MessageTargets| {
+        if !out.targets.contains(&t) {
+            out.targets.push(t);
+        }
+    };
+    for (i, word) in words.iter().enumerate() {
+        let lower = word.to_ascii_lowercase();
+        if matches!(lower.as_str(), "all" | "everything" | "every") {
+            out.all = true;
+            continue;
+        }
+        if let Some(c) = knowledge.component_for_alias(word) {
+            push(c.name.clone(), &mut out);
+            continue;
+        }
+        if let Some(next) = words.get(i + 1) {
+            let joined = format!("{lower}-{}", next.to_ascii_lowercase());
+            if let Some(c) = knowledge.component_for_alias(&joined) {
+                push(c.name.clone(), &mut out);
+                continue;
+            }
+        }
+        let path = word.trim_start_matches("./").replace('\\', "/");
+        let names_module = |m: &ModulePlan| {
+            (word.contains("::")
+                && (m.module_path == *word || m.module_path.ends_with(&format!("::{word}"))))
+                || ((path.ends_with(".rs") || path.contains('/'))
+                    && (m.source == path || m.source.ends_with(&format!("/{path}"))))
+        };
+        if let Some(m) = plan.modules.iter().find(|m| names_module(m)) {
+            let target = if word.contains("::") {
+                m.module_path.clone()
+            } else {
+                m.source.clone()
+            };
+            push(target, &mut out);
+        }
+    }
+    out
+}
+
 /// Inputs of the planning step.
 pub struct Inputs<'a> {
     /// The workspace root.
@@ -575,5 +638,47 @@ mod tests {
             package_prefix(root, Some(&PathBuf::from("/ws/crates/eterna"))),
             "crates/eterna/"
         );
+    }
+
+    #[test]
+    fn a_message_in_words_names_components_modules_and_files() {
+        let knowledge = Knowledge::embedded().unwrap();
+        let plan = Plan {
+            schema_version: 1,
+            workspace_root: "/ws".into(),
+            target_triple: "x86_64-unknown-none".into(),
+            modules: vec![
+                module(
+                    "hv::arch::vmx",
+                    "src/arch/aarch64/vmx.rs",
+                    "src/arch/x86_64/vmx.rs",
+                ),
+                module(
+                    "hv::arch::irq",
+                    "src/arch/aarch64/irq.rs",
+                    "src/arch/x86_64/irq.rs",
+                ),
+            ],
+            diagnostics: Vec::new(),
+            arm_dependencies: Vec::new(),
+        };
+        let read = |m: &str| targets_from_message(m, &plan, &knowledge);
+        assert_eq!(read("Port VMCS to x86").targets, ["vm-control"]);
+        assert_eq!(
+            read("port the interrupt controller and arch::irq, then src/arch/aarch64/vmx.rs")
+                .targets,
+            [
+                "interrupt-controller",
+                "hv::arch::irq",
+                "src/arch/aarch64/vmx.rs"
+            ]
+        );
+        assert_eq!(
+            read("now irq.rs please").targets,
+            ["src/arch/aarch64/irq.rs"]
+        );
+        let all = read("port everything");
+        assert!(all.all && all.targets.is_empty(), "{all:?}");
+        assert!(read("make it faster").targets.is_empty());
     }
 }

@@ -356,7 +356,7 @@ fn migrates_a_version_1_store_and_keeps_its_data() {
     make_v1_store(&db);
 
     let st = status(ws.path(), &[]);
-    assert_eq!(st["stats"]["schema_version"], 4, "{st:#}");
+    assert_eq!(st["stats"]["schema_version"], 5, "{st:#}");
     assert_eq!(st["stats"]["code_artifacts"], 1);
     assert_eq!(st["stats"]["agent_tasks"], 1);
     assert_eq!(st["stats"]["llm_cache"], 1);
