@@ -4,6 +4,7 @@ mod check;
 mod hook;
 mod memory;
 mod port;
+mod serve;
 
 use anyhow::Result;
 
@@ -103,6 +104,7 @@ fn dispatch(cli: Cli) -> Result<u8> {
         Some(Command::Qemu(q)) => cmd_qemu(&g, &q),
         Some(Command::Check(a)) => check::cmd_check(&g, &a),
         Some(Command::Hook(h)) => hook::cmd_hook(&g, &h),
+        Some(Command::Serve(a)) => serve::cmd_serve(&g, &a),
         None => port::cmd_port(&g, &cli.targets, &cli.port),
     }
 }
@@ -238,26 +240,12 @@ fn cmd_config(g: &GlobalArgs) -> Result<u8> {
 /// The serial-console patterns of a boot: the flags, else the workspace's
 /// configuration, else the generic defaults.
 fn console_patterns(c: &crate::config::ConsolePatterns, q: &QemuArgs) -> emulate::Patterns {
-    let from = |flag: &[String], setting: &Option<crate::config::Setting<Vec<String>>>| {
-        if flag.is_empty() {
-            setting
-                .as_ref()
-                .map(|s| s.value.clone())
-                .unwrap_or_default()
-        } else {
-            flag.to_vec()
-        }
-    };
-    let value = |s: &Option<crate::config::Setting<String>>| s.as_ref().map(|s| s.value.clone());
-    emulate::Patterns {
-        trace_prefix: q.trace_prefix.clone().or_else(|| value(&c.trace_prefix)),
-        exit_code: value(&c.exit_code_pattern),
-        vmx_unavailable: value(&c.vmx_unavailable_pattern),
-        ..emulate::Patterns::new(
-            &from(&q.success_pattern, &c.success_patterns),
-            &from(&q.failure_pattern, &c.failure_patterns),
-        )
-    }
+    crate::ops::boot::patterns(
+        c,
+        &q.success_pattern,
+        &q.failure_pattern,
+        q.trace_prefix.clone(),
+    )
 }
 
 fn cmd_qemu(g: &GlobalArgs, q: &QemuArgs) -> Result<u8> {

@@ -184,6 +184,38 @@ pub enum Command {
     /// Install or remove the git pre-commit hook that runs `check`
     #[command(subcommand)]
     Hook(HookCommand),
+    /// Serve the REST API, live run events and the dashboard for this workspace
+    #[command(after_help = SERVE_AFTER_HELP)]
+    Serve(ServeArgs),
+}
+
+const SERVE_AFTER_HELP: &str = "\
+Routes: GET / (status), /swarm/health, POST /swarm/orchestrate, /agent/{type}/execute,
+/eterna/port, /eterna/port/bulk, GET /runs, /runs/{id}, POST /runs/{id}/cancel,
+GET /runs/{id}/events (server-sent events), /runs/{id}/ws (websocket), /plan, /search,
+/openapi.json, /docs (API docs), /ui (dashboard). Requests are dry runs unless they send
+\"write\": true; one writing run at a time (409 otherwise).
+Auth: with a token (--token-file, or ETERNA_PORT_SERVE_TOKEN) every route but GET / needs
+`Authorization: Bearer <token>` (or ?token=). Binding anything but loopback needs a token.
+Runs and their events are kept in the store: a restarted server lists them, and marks a
+run it cut off `interrupted`. Ctrl-C cancels the runs in progress and waits for them.
+Example: cargo eterna-port serve --bind 127.0.0.1:8000, then open http://127.0.0.1:8000/ui";
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on (port 0: any free port, said on stderr and, with
+    /// `--message-format json`, on stdout)
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8000")]
+    pub bind: std::net::SocketAddr,
+    /// File holding the bearer token requests must send (beats ETERNA_PORT_SERVE_TOKEN)
+    #[arg(long, value_name = "PATH")]
+    pub token_file: Option<std::path::PathBuf>,
+    /// Origin a browser page may call the API from (CORS; repeatable)
+    #[arg(long, value_name = "ORIGIN")]
+    pub allow_origin: Vec<String>,
+    /// Largest request body in bytes (larger ones get 413)
+    #[arg(long, value_name = "BYTES", default_value_t = 1 << 20)]
+    pub body_limit: usize,
 }
 
 const CHECK_AFTER_HELP: &str = "\

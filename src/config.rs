@@ -68,7 +68,11 @@ pub const ENVIRONMENT: &[(&str, &str)] = &[
     ("ETERNA_PORT_PROMPT_BUDGET", "prompt-budget"),
     ("ETERNA_PORT_LLM_STREAM", "llm-stream"),
     ("ETERNA_PORT_LOG", "log"),
+    ("ETERNA_PORT_SERVE_TOKEN", "serve-token"),
 ];
+
+/// The variable holding `serve`'s bearer token ([`ENVIRONMENT`]; `--token-file` wins).
+pub const SERVE_TOKEN_ENV: &str = "ETERNA_PORT_SERVE_TOKEN";
 
 /// The variable that sets the log filter ([`ENVIRONMENT`]).
 pub const LOG_ENV: &str = "ETERNA_PORT_LOG";

@@ -20,6 +20,7 @@ pub mod llm;
 pub mod ops;
 pub mod plan;
 pub mod report;
+pub mod serve;
 pub mod store;
 pub mod swarm;
 pub mod toolchain;

@@ -38,6 +38,7 @@ pub(super) fn cmd_port(g: &GlobalArgs, targets: &[String], flags: &PortFlags) ->
         stream: stream_setting(g, s.config.llm_stream.value),
         cancel: crate::llm::CancellationToken::new(),
         cancel_on_ctrl_c: true,
+        roles: None,
     };
     let sink = Arc::new(EventSink::new(g));
     let result = port::run(&s, &options, sink.clone());

@@ -32,6 +32,36 @@ pub struct BootOptions {
     pub quiet: bool,
 }
 
+/// The serial-console patterns: the given ones (flags) over the workspace's
+/// configuration over the defaults. Empty `success`/`failure`: the configuration's.
+pub fn patterns(
+    c: &crate::config::ConsolePatterns,
+    success: &[String],
+    failure: &[String],
+    trace_prefix: Option<String>,
+) -> emulate::Patterns {
+    let from = |flag: &[String], setting: &Option<crate::config::Setting<Vec<String>>>| {
+        if flag.is_empty() {
+            setting
+                .as_ref()
+                .map(|s| s.value.clone())
+                .unwrap_or_default()
+        } else {
+            flag.to_vec()
+        }
+    };
+    let value = |s: &Option<crate::config::Setting<String>>| s.as_ref().map(|s| s.value.clone());
+    emulate::Patterns {
+        trace_prefix: trace_prefix.or_else(|| value(&c.trace_prefix)),
+        exit_code: value(&c.exit_code_pattern),
+        vmx_unavailable: value(&c.vmx_unavailable_pattern),
+        ..emulate::Patterns::new(
+            &from(success, &c.success_patterns),
+            &from(failure, &c.failure_patterns),
+        )
+    }
+}
+
 /// Builds and boots the port of the session's workspace; the report says how far it got.
 pub fn run(s: &Session, opts: &BootOptions) -> Result<emulate::Report, Error> {
     let plan = s.full_plan(true, &|_| {});

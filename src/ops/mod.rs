@@ -88,6 +88,24 @@ impl Session {
         })
     }
 
+    /// The tool's own files (its target directory, the store and its journals): not
+    /// the user's changes when the writer looks at the git tree.
+    pub fn own_paths(&self) -> Vec<PathBuf> {
+        let db = &self.config.db.value;
+        let journal = |suffix: &str| {
+            let mut p = db.clone().into_os_string();
+            p.push(suffix);
+            PathBuf::from(p)
+        };
+        vec![
+            self.ws.target_dir.clone(),
+            db.clone(),
+            journal("-wal"),
+            journal("-shm"),
+            journal("-journal"),
+        ]
+    }
+
     /// Scans the workspace's module trees. `use_cache`: read and update the scan cache
     /// (off for a dry run, which writes nothing); `progress` hears the files scanned so
     /// far.

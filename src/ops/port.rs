@@ -52,6 +52,10 @@ pub struct PortOptions {
     pub cancel: CancellationToken,
     /// Also cancel on Ctrl-C (the command line; a server cancels through `cancel`).
     pub cancel_on_ctrl_c: bool,
+    /// Only the tasks of these agents run (one agent, as the REST API's
+    /// `/agent/{type}/execute` asks); the other modules keep the offline engine's
+    /// drafts. `None`: every agent.
+    pub roles: Option<Vec<swarm::Role>>,
 }
 
 /// How important a message is.
@@ -160,22 +164,12 @@ pub fn run(
         Backend::Offline => None,
     };
     if !flags.dry_run {
-        // The tool's own files (its target directory, the store and its journals) are
-        // not the user's changes.
-        let db = &s.config.db.value;
-        let journal = |suffix: &str| {
-            let mut p = db.clone().into_os_string();
-            p.push(suffix);
-            PathBuf::from(p)
-        };
-        let own = [
-            s.ws.target_dir.clone(),
-            db.clone(),
-            journal("-wal"),
-            journal("-shm"),
-            journal("-journal"),
-        ];
-        writer::check_vcs(&s.ws.root, &own, flags.allow_dirty, flags.allow_no_vcs)?;
+        writer::check_vcs(
+            &s.ws.root,
+            &s.own_paths(),
+            flags.allow_dirty,
+            flags.allow_no_vcs,
+        )?;
     }
     let package_dirs: BTreeMap<String, PathBuf> =
         s.ws.packages()
@@ -297,7 +291,7 @@ pub fn run(
         contexts.get(&m.module_path).cloned().unwrap_or_default()
     };
     let planning = std::time::Instant::now();
-    let tasks = primary::port_tasks(&primary::Inputs {
+    let mut tasks = primary::port_tasks(&primary::Inputs {
         root: &s.ws.root,
         full: &full,
         selected: &selected,
@@ -311,6 +305,9 @@ pub fn run(
         llm,
         prompt_budget: Some(s.config.prompt_budget.value as usize),
     })?;
+    if let Some(roles) = &flags.roles {
+        tasks.retain(|t| roles.contains(&t.role));
+    }
     tracing::debug!(
         tasks = tasks.len(),
         ms = planning.elapsed().as_millis() as u64,

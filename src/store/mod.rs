@@ -218,7 +218,7 @@ pub struct TaskRecord<'a> {
 }
 
 /// One agent's row of the swarm health table, for `agent_health`.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct HealthRecord {
     /// The agent instance.
     pub agent: String,
