@@ -17,6 +17,7 @@ mod plan;
 mod port;
 mod prompts;
 mod real_model;
+mod serve;
 mod setup;
 mod store;
 mod swarm;

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod scripted;
+pub mod server;
 pub mod trickle;
 
 use std::path::{Path, PathBuf};
