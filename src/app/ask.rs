@@ -9,7 +9,6 @@ use crate::ops::ask::{self, AskOptions};
 use crate::report;
 
 pub(super) fn cmd_ask(g: &GlobalArgs, args: &AskArgs) -> Result<u8> {
-    let s = open(g)?;
     let opts = AskOptions {
         question: args.question.clone(),
         limit: args.limit,
@@ -18,6 +17,9 @@ pub(super) fn cmd_ask(g: &GlobalArgs, args: &AskArgs) -> Result<u8> {
             BackendArg::Llm => Backend::Llm,
         }),
     };
+    // Bad input is said before the workspace is opened.
+    opts.validate()?;
+    let s = open(g)?;
     let answer = ask::run(&s, &opts)?;
     match g.message_format {
         MessageFormat::Json => report::print_json(&answer)?,

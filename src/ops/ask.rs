@@ -60,6 +60,25 @@ impl AskOptions {
             backend: None,
         }
     }
+
+    /// Checks the question and the limit (what [`run`] checks first), so that a front
+    /// end can refuse bad input before it opens a workspace.
+    pub fn validate(&self) -> Result<(), Error> {
+        if self.question.trim().is_empty() {
+            return Err(anyhow!(
+                "the QUESTION is empty; ask something about the workspace, e.g. `cargo eterna-port ask \"how are guest interrupts injected?\"`"
+            )
+            .into());
+        }
+        if self.limit == 0 || self.limit > MAX_LIMIT {
+            return Err(anyhow!(
+                "`-n/--limit {}` must be between 1 and {MAX_LIMIT} (passages to retrieve)",
+                self.limit
+            )
+            .into());
+        }
+        Ok(())
+    }
 }
 
 /// One retrieved passage, numbered for citation.
@@ -139,20 +158,8 @@ impl Answer {
 
 /// Answers `opts.question` from the store (see the module docs).
 pub fn run(s: &Session, opts: &AskOptions) -> Result<Answer, Error> {
+    opts.validate()?;
     let question = opts.question.trim();
-    if question.is_empty() {
-        return Err(anyhow!(
-            "the QUESTION is empty; ask something about the workspace, e.g. `cargo eterna-port ask \"how are guest interrupts injected?\"`"
-        )
-        .into());
-    }
-    if opts.limit == 0 || opts.limit > MAX_LIMIT {
-        return Err(anyhow!(
-            "`-n/--limit {}` must be between 1 and {MAX_LIMIT} (passages to retrieve)",
-            opts.limit
-        )
-        .into());
-    }
     let backend = opts.backend.unwrap_or(s.config.backend.value);
     let settings = LlmSettings::from_config(&s.config);
     if backend == Backend::Llm && settings.keys.is_empty() && settings.openrouter_usage {
@@ -412,6 +419,23 @@ fn citation_list(inside: &str) -> Option<Vec<usize>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn validate_names_the_question_and_the_limit() {
+        let err = AskOptions::new("  ").validate().unwrap_err();
+        assert!(format!("{err:#}").contains("QUESTION is empty"));
+        assert_eq!(err.exit_code(), crate::ops::error::EXIT_ERROR);
+        for limit in [0, MAX_LIMIT + 1] {
+            let err = AskOptions {
+                limit,
+                ..AskOptions::new("how?")
+            }
+            .validate()
+            .unwrap_err();
+            assert!(format!("{err:#}").contains(&format!("--limit {limit}")));
+        }
+        assert!(AskOptions::new("how?").validate().is_ok());
+    }
 
     #[test]
     fn citations_are_read_in_order_and_checked() {

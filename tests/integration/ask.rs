@@ -163,6 +163,15 @@ fn an_empty_question_or_limit_is_a_usage_error() {
     let out = run(ws.path(), &["ask", "how is the timer set up?", "-n", "0"]);
     assert_code(&out, 2);
     assert!(stderr(&out).contains("--limit 0"), "{}", stderr(&out));
+    // Said before any workspace is looked for.
+    let empty = workspace(&[]);
+    let out = run(empty.path(), &["ask", ""]);
+    assert_code(&out, 2);
+    assert!(
+        stderr(&out).contains("QUESTION is empty"),
+        "{}",
+        stderr(&out)
+    );
     let out = run(ws.path(), &["ask"]);
     assert_code(&out, 2);
     assert!(stderr(&out).contains("QUESTION"), "{}", stderr(&out));
