@@ -364,3 +364,47 @@ async fn backend_offline_asks_no_model_and_model_errors_show_no_key() {
         stderr(&out)
     );
 }
+
+/// The library call as the REST API makes it: on a session whose configuration points
+/// at the scripted model, from inside an async runtime (the model is asked on a thread
+/// of its own, so no runtime is started within this one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_library_call_answers_from_inside_an_async_runtime() {
+    use cargo_eterna_port::config::{Config, Flags};
+    use cargo_eterna_port::ops::ask::{self, AskOptions};
+    use cargo_eterna_port::ops::{Session, SessionOptions};
+
+    let ws = copy_tree(&fixture_dir());
+    let server = model(200, "Through list registers [2].").await;
+    let mut s = Session::open(&SessionOptions {
+        manifest_path: Some(ws.path().join("Cargo.toml")),
+        workspace: true,
+        ..SessionOptions::default()
+    })
+    .unwrap();
+    let base_url = format!("{}/api/v1", server.uri());
+    let env = |var: &str| match var {
+        "OPENROUTER_API_KEY" => Some(KEY.to_string()),
+        "ETERNA_PORT_LLM_BASE_URL" => Some(base_url.clone()),
+        _ => None,
+    };
+    s.config = Config::resolve(&s.ws, &Flags::default(), &env, &mut Vec::new()).unwrap();
+
+    let answer = ask::run(&s, &AskOptions::new(QUESTION)).unwrap();
+    assert_eq!(
+        answer.answer.as_deref(),
+        Some("Through list registers [2].")
+    );
+    assert_eq!(answer.citations, vec![2]);
+    assert!(answer.found() && !answer.refused);
+    assert_eq!(answer.passages.len(), ask::DEFAULT_LIMIT);
+    assert_eq!(prompts(&server).await.len(), 1);
+    let doc = serde_json::to_string(&answer).unwrap();
+    assert!(!doc.contains(KEY), "the key is not in the answer");
+
+    // Bad input is an error of its own kind, exit 2, before anything is asked.
+    let err = ask::run(&s, &AskOptions::new("")).unwrap_err();
+    assert_eq!(err.exit_code(), 2);
+    assert!(err.to_string().contains("QUESTION"), "{err}");
+    assert_eq!(prompts(&server).await.len(), 1);
+}
