@@ -353,6 +353,31 @@ async fn backend_offline_asks_no_model_and_model_errors_show_no_key() {
     assert!(v["answer"].is_null(), "{v:#}");
     assert!(prompts(&server).await.is_empty(), "offline asks no model");
 
+    // Nothing to ground an answer in (only stop words): exit 1, no model asked.
+    let out = ask_model(
+        ws.path(),
+        &server,
+        &["the of and is", "--message-format", "json"],
+    )
+    .await;
+    assert_code(&out, 1);
+    let v = json(&out);
+    assert_eq!(v["passages"], json!([]), "{v:#}");
+    assert!(v["answer"].is_null(), "{v:#}");
+    assert!(prompts(&server).await.is_empty(), "no passage, no request");
+    let out = ask_model(
+        ws.path(),
+        &server,
+        &["the of and is", "--backend", "offline"],
+    )
+    .await;
+    assert_code(&out, 1);
+    assert!(
+        stdout(&out).contains("no passage found"),
+        "{}",
+        stdout(&out)
+    );
+
     // The server refuses the key: exit 2, said, and the key not shown.
     let denied = model(401, "No auth credentials found").await;
     let out = ask_model(ws.path(), &denied, &[QUESTION]).await;
