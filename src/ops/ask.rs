@@ -353,20 +353,27 @@ fn ask_model(client: &LlmClient, request: &ChatRequest) -> Result<crate::llm::Ch
     })
 }
 
-/// Whether the reply is the refusal: a line that is the marker (case, surrounding
-/// punctuation and Markdown emphasis aside).
+/// Whether the reply is the refusal: a line that is the marker, or the reply opening
+/// with it followed by an explanation (`NOT IN PASSAGES: …`, `NOT IN PASSAGES. …`);
+/// case, surrounding punctuation and Markdown emphasis aside. A sentence that only
+/// starts with the words (`Not in passages 1-2, but [3] …`) is not one.
 pub fn is_refusal(reply: &str) -> bool {
-    reply.lines().any(|line| {
-        let t = line
-            .trim()
-            .trim_matches(|c: char| c.is_ascii_punctuation() || c.is_whitespace())
-            .to_ascii_uppercase();
-        t == REFUSAL_MARKER || t.starts_with(&format!("{REFUSAL_MARKER}:"))
-    }) || reply
-        .trim()
-        .trim_start_matches(|c: char| c.is_ascii_punctuation() || c.is_whitespace())
-        .to_ascii_uppercase()
-        .starts_with(REFUSAL_MARKER)
+    let strip = |t: &str| {
+        t.trim_start_matches(|c: char| c.is_ascii_punctuation() || c.is_whitespace())
+            .to_ascii_uppercase()
+    };
+    let exact = reply.lines().any(|line| {
+        strip(line).trim_end_matches(|c: char| c.is_ascii_punctuation() || c.is_whitespace())
+            == REFUSAL_MARKER
+    });
+    let opening = strip(reply);
+    let opens = opening.strip_prefix(REFUSAL_MARKER).is_some_and(|rest| {
+        rest.starts_with('\n')
+            || rest.trim_start_matches(' ').starts_with(|c: char| {
+                c.is_ascii_punctuation() || c == '\u{2014}' || c == '\u{2013}'
+            })
+    });
+    exact || opens
 }
 
 /// The passage numbers `reply` cites (`[1]`, `[2][4]`, `[1, 3]`, `[2-4]`), in order of
@@ -458,9 +465,14 @@ mod tests {
         assert!(is_refusal("**NOT IN PASSAGES**\nThey only show the timer."));
         assert!(is_refusal("`not in passages.`"));
         assert!(is_refusal("NOT IN PASSAGES: no passage shows the EPT."));
+        assert!(is_refusal("NOT IN PASSAGES. They only show the timer."));
+        assert!(is_refusal(
+            "NOT IN PASSAGES \u{2014} only the timer is shown."
+        ));
         assert!(!is_refusal(
             "The answer is in [1]; nothing is missing from the passages."
         ));
+        assert!(!is_refusal("Not in passages 1-2, but [3] shows it."));
     }
 
     #[test]
