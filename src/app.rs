@@ -1,5 +1,6 @@
 //! Command dispatch: turns parsed arguments into work and an exit code.
 
+mod ask;
 mod check;
 mod hook;
 mod memory;
@@ -101,6 +102,7 @@ fn dispatch(cli: Cli) -> Result<u8> {
         Some(Command::Index(a)) => memory::cmd_index(&g, &a),
         Some(Command::Search(a)) => memory::cmd_search(&g, &a),
         Some(Command::Status) => memory::cmd_status(&g),
+        Some(Command::Ask(a)) => ask::cmd_ask(&g, &a),
         Some(Command::Qemu(q)) => cmd_qemu(&g, &q),
         Some(Command::Check(a)) => check::cmd_check(&g, &a),
         Some(Command::Hook(h)) => hook::cmd_hook(&g, &h),

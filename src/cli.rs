@@ -24,6 +24,8 @@ Examples:
   cargo eterna-port index                index code, docs and knowledge for retrieval
   cargo eterna-port search \"VMCS\" -n 5   hybrid (vector + full-text) search of the index
   cargo eterna-port status               store statistics
+  cargo eterna-port ask \"how is the guest timer virtualized?\"
+                                         answer from the index, citing file:line
   cargo eterna-port check --format github --junit target/eterna-port-junit.xml
                                          check the port; CI annotations and JUnit XML
   cargo eterna-port hook install         run `check` before each git commit
@@ -175,6 +177,9 @@ pub enum Command {
     Search(SearchArgs),
     /// Show the store: its file, schema, embedder and row counts
     Status,
+    /// Answer a question about the workspace and its port from the index, with citations
+    #[command(after_help = ASK_AFTER_HELP)]
+    Ask(AskArgs),
     /// Build the x86_64 port and boot it (QEMU, or Bochs with VT-x); judge the serial console
     #[command(after_help = QEMU_AFTER_HELP)]
     Qemu(QemuArgs),
@@ -314,6 +319,31 @@ pub struct SearchArgs {
     /// for the built-in knowledge)
     #[arg(long = "path", value_name = "PREFIX")]
     pub path_prefix: Option<String>,
+}
+
+const ASK_AFTER_HELP: &str = "\
+The index is brought up to date first (incremental), then searched with the question.
+Offline (no API key, or --backend offline) the answer is the best passages with their
+file:line. With a model, it answers from those passages only, citing them as [n], and
+says so when they do not answer the question.
+Exit status: 0 passages found (and the model answered); 1 nothing found, or the model
+said the passages do not answer it; 2 usage or setup error.
+Example: cargo eterna-port ask \"how are virtual interrupts injected into the guest?\"";
+
+#[derive(Debug, Args, Clone)]
+pub struct AskArgs {
+    /// The question, in words
+    #[arg(value_name = "QUESTION")]
+    pub question: String,
+
+    /// Passages to retrieve (and cite)
+    #[arg(short = 'n', long = "limit", value_name = "N", default_value_t = 5)]
+    pub limit: usize,
+
+    /// Answer with the model or with the passages only [default: llm when an API key is
+    /// set, else offline]
+    #[arg(long, value_enum, value_name = "BACKEND")]
+    pub backend: Option<BackendArg>,
 }
 
 const QEMU_AFTER_HELP: &str = "\

@@ -4,6 +4,7 @@
 //! to say goes to the caller as events and results, and their errors are typed
 //! ([`Error`]), so that one place (`app::run`) turns them into exit codes.
 
+pub mod ask;
 pub mod boot;
 pub mod check;
 pub mod draft_check;

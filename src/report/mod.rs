@@ -1,8 +1,9 @@
 //! Human and JSON renderings of results, one file per command: [`plan`], [`config`],
-//! [`port`], [`store`] (index, search, status), [`boot`] (qemu) and [`check`] (its
+//! [`port`], [`store`] (index, search, status), [`ask`], [`boot`] (qemu) and [`check`] (its
 //! summary, JSON, GitHub annotations and JUnit XML). Colour goes through `anstream`,
 //! which strips it when the stream is not a terminal or colour is turned off.
 
+pub mod ask;
 pub mod boot;
 pub mod check;
 pub mod config;
@@ -16,6 +17,7 @@ use anstyle::{AnsiColor, Style};
 
 use crate::workspace::{Diagnostic, Severity};
 
+pub use ask::ask_human;
 pub use boot::boot_human;
 pub use config::config_human;
 pub use plan::plan_human;

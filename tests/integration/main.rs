@@ -1,6 +1,7 @@
 //! The integration tests, one binary (as cargo and cargo-nextest keep theirs): a module
 //! per area, sharing `common` (temp workspaces, the binary, scripted model servers).
 
+mod ask;
 mod boot;
 mod check;
 mod common;
