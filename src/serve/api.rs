@@ -339,7 +339,8 @@ pub struct RunView {
     progress: Option<Value>,
     /// The result, once it ended: `summary` (the port's figures: coverage, modules with
     /// their items, tasks, fix loop, i.e. the `port-finished` line of the command
-    /// line's JSON), `files` (each with its action and diff), `boot` (the verdict).
+    /// line's JSON), `files` (each with its action and diff), `boot` (the verdict),
+    /// `elapsed_ms`.
     #[schema(value_type = Option<Object>)]
     result: Option<Value>,
     /// Where its events are.
@@ -678,8 +679,10 @@ fn orchestrate_shape(row: &crate::store::ServeRunRow, conversation: Option<Strin
         .iter()
         .filter(|t| t.get("status").and_then(Value::as_str) != Some("done"))
         .count();
-    let wall = summary
-        .and_then(|s| s.pointer("/usage/wall_ms"))
+    let wall = row
+        .result
+        .as_ref()
+        .and_then(|r| r.get("elapsed_ms"))
         .cloned()
         .unwrap_or(Value::Null);
     json!({
@@ -893,16 +896,29 @@ async fn research(app: Arc<App>, req: WorkRequest) -> Result<Response, ApiError>
             "`question` is missing or empty: ask something about the port",
         ));
     }
-    let limit = req.limit.unwrap_or(5);
-    if !(1..=50).contains(&limit) {
-        return Err(ApiError::field("limit", "`limit` must be between 1 and 50"));
+    let limit = req.limit.unwrap_or(crate::ops::ask::DEFAULT_LIMIT);
+    if !(1..=crate::ops::ask::MAX_LIMIT).contains(&limit) {
+        return Err(ApiError::field(
+            "limit",
+            format!(
+                "`limit` must be between 1 and {}",
+                crate::ops::ask::MAX_LIMIT
+            ),
+        ));
     }
-    // ASK-MERGE: replaced by ops::ask::run once the ResearchAgent lands.
-    let _ = (app, question, limit);
-    Err(ApiError::new(
-        StatusCode::NOT_IMPLEMENTED,
-        "research: not built yet",
-    ))
+    let options = crate::ops::ask::AskOptions {
+        question,
+        limit,
+        backend: None,
+    };
+    options
+        .validate()
+        .map_err(|e| ApiError::field("question", format!("{e:#}")))?;
+    let answer = tokio::task::spawn_blocking(move || crate::ops::ask::run(&app.session, &options))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, format!("{e:#}")))?;
+    Ok(Json(answer).into_response())
 }
 
 /// `?limit=N` for lists.
@@ -1100,7 +1116,9 @@ pub async fn search(
     let results = tokio::task::spawn_blocking(move || -> Result<_, ApiError> {
         let embedder = crate::ops::index::make_embedder(&app.session.config)
             .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, format!("{e:#}")))?;
-        let store = app.runs.store();
+        // A connection of its own: an index refresh does not hold up the runs' events.
+        let store = crate::ops::index::open_store(&app.session.config)
+            .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, format!("{e:#}")))?;
         if store.stats()?.chunks == 0 {
             crate::ops::index::refresh(&app.session, &store)
                 .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, format!("{e:#}")))?;

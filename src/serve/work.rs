@@ -90,7 +90,15 @@ pub fn spawn(
     let thread_run = run.clone();
     let spawned = std::thread::Builder::new().name(name).spawn(move || {
         let (app, run) = (thread_app, thread_run);
-        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(&app, &run)));
+        let started = std::time::Instant::now();
+        let mut result =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(&app, &run)));
+        if let Ok(Ok((Value::Object(fields), _))) = &mut result {
+            fields.insert(
+                "elapsed_ms".into(),
+                (started.elapsed().as_millis() as u64).into(),
+            );
+        }
         let (state, result, error) = match result {
             Ok(Ok((result, Outcome::Done))) => (status::DONE, Some(result), None),
             Ok(Ok((result, Outcome::Problems))) => (status::PROBLEMS, Some(result), None),

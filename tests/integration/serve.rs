@@ -103,10 +103,18 @@ fn status_health_openapi_and_pages_answer_and_unknown_routes_are_json_404s() {
 
     let (code, err) = get(&s, "/no/such/route");
     assert_eq!(code, 404);
-    assert!(err["error"]["message"].as_str().unwrap().contains("/openapi.json"));
+    assert!(err["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("/openapi.json"));
     let (code, err) = get(&s, "/runs/run-nope");
     assert_eq!(code, 404, "{err}");
-    let (code, _) = answer(client().post(s.url("/runs/run-nope/cancel")).send().unwrap());
+    let (code, _) = answer(
+        client()
+            .post(s.url("/runs/run-nope/cancel"))
+            .send()
+            .unwrap(),
+    );
     assert_eq!(code, 404);
     let (code, _) = get(&s, "/runs/run-nope/events");
     assert_eq!(code, 404);
@@ -116,7 +124,13 @@ fn status_health_openapi_and_pages_answer_and_unknown_routes_are_json_404s() {
 /// must match.
 fn cli_port_summary(targets: &[&str]) -> Value {
     let ws = committed_fixture();
-    let mut args = vec!["port", "--message-format", "json", "--max-fix-iterations", "0"];
+    let mut args = vec![
+        "port",
+        "--message-format",
+        "json",
+        "--max-fix-iterations",
+        "0",
+    ];
     args.extend_from_slice(targets);
     let o = run(ws.path(), &args);
     assert!(o.status.code().is_some_and(|c| c <= 1), "{o:?}");
@@ -141,19 +155,35 @@ fn orchestrate_in_words_streams_events_and_the_run_shows_what_the_cli_shows() {
     assert_eq!(started["write"], true);
     let tasks = started["tasks"].as_array().unwrap();
     assert!(!tasks.is_empty());
-    assert!(tasks.iter().all(|t| t["component"] == "vm-control"), "{started}");
+    assert!(
+        tasks.iter().all(|t| t["component"] == "vm-control"),
+        "{started}"
+    );
     let id = started["run_id"].as_str().unwrap().to_string();
 
     // A subscriber from the start, and one that comes after the end: the same events,
     // numbered without gaps, each once, ending with the final event.
-    let early = read_sse(client().get(s.url(&format!("/runs/{id}/events"))).send().unwrap());
+    let early = read_sse(
+        client()
+            .get(s.url(&format!("/runs/{id}/events")))
+            .send()
+            .unwrap(),
+    );
     let run = wait_for(&s, &id);
-    let late = read_sse(client().get(s.url(&format!("/runs/{id}/events"))).send().unwrap());
+    let late = read_sse(
+        client()
+            .get(s.url(&format!("/runs/{id}/events")))
+            .send()
+            .unwrap(),
+    );
     assert_eq!(early, late);
     for (i, (seq, _)) in early.iter().enumerate() {
         assert_eq!(seq.as_deref(), Some(i.to_string().as_str()));
     }
-    let reasons: Vec<&str> = early.iter().map(|(_, e)| e["reason"].as_str().unwrap()).collect();
+    let reasons: Vec<&str> = early
+        .iter()
+        .map(|(_, e)| e["reason"].as_str().unwrap())
+        .collect();
     assert_eq!(reasons.last(), Some(&"run-finished"), "{reasons:?}");
     assert_eq!(reasons.iter().filter(|r| **r == "run-finished").count(), 1);
     for r in ["task-started", "task-finished", "port-finished"] {
@@ -165,13 +195,19 @@ fn orchestrate_in_words_streams_events_and_the_run_shows_what_the_cli_shows() {
 
     // The websocket sends the same events.
     let ws_events = websocket_events(&s, &id);
-    assert_eq!(ws_events, early.iter().map(|(_, e)| e.clone()).collect::<Vec<_>>());
+    assert_eq!(
+        ws_events,
+        early.iter().map(|(_, e)| e.clone()).collect::<Vec<_>>()
+    );
 
     // What GET /runs/{id} shows is what the command line shows for the same port.
     assert_eq!(run["kind"], "orchestrate");
     let summary = &run["result"]["summary"];
     let cli = cli_port_summary(&["vmcs"]);
-    assert_eq!(summary["coverage"], cli["coverage"], "server vs CLI coverage");
+    assert_eq!(
+        summary["coverage"], cli["coverage"],
+        "server vs CLI coverage"
+    );
     let items = |v: &Value| -> Vec<(Value, Value, Value)> {
         v["modules"]
             .as_array()
@@ -196,10 +232,11 @@ fn orchestrate_in_words_streams_events_and_the_run_shows_what_the_cli_shows() {
     assert_eq!(runs[0]["run_id"], id.as_str());
     let (_, health) = get(&s, "/swarm/health");
     assert_eq!(health["source"], "last-run");
-    assert!(health["agents"].as_array().unwrap().iter().any(|a| a["agent"]
-        .as_str()
+    assert!(health["agents"]
+        .as_array()
         .unwrap()
-        .starts_with("EternaPortAgent")));
+        .iter()
+        .any(|a| a["agent"].as_str().unwrap().starts_with("EternaPortAgent")));
 
     // ?wait=true answers when the run ends, in the original system's shape.
     let (code, waited) = post(
@@ -252,9 +289,14 @@ fn requests_are_dry_runs_unless_they_say_write() {
     );
     assert_eq!(code, 200, "{run}");
     assert_eq!(run["write"], false);
-    assert!(matches!(run["status"].as_str(), Some("done" | "problems")), "{run}");
+    assert!(
+        matches!(run["status"].as_str(), Some("done" | "problems")),
+        "{run}"
+    );
     let files = run["result"]["files"].as_array().unwrap();
-    assert!(files.iter().any(|f| f["action"] == "create" && f["diff"].is_string()));
+    assert!(files
+        .iter()
+        .any(|f| f["action"] == "create" && f["diff"].is_string()));
     assert_eq!(run["result"]["summary"]["dry_run"], true);
     assert!(git_clean(ws.path()), "a dry run wrote to the workspace");
 
@@ -279,7 +321,10 @@ fn requests_are_dry_runs_unless_they_say_write() {
     assert_eq!(run["kind"], "agent:eterna_port");
     let tasks = run["result"]["summary"]["tasks"].as_array().unwrap();
     assert!(!tasks.is_empty());
-    assert!(tasks.iter().all(|t| t["role"] == "eterna-port"), "{tasks:?}");
+    assert!(
+        tasks.iter().all(|t| t["role"] == "eterna-port"),
+        "{tasks:?}"
+    );
 }
 
 #[test]
@@ -304,24 +349,48 @@ fn bad_requests_get_a_status_and_a_message_naming_the_field() {
     let (code, e) = send("/swarm/orchestrate", "{}");
     assert_eq!(code, 400);
     assert_eq!(e["error"]["field"], "userMessage", "{e}");
-    let (code, e) = send("/swarm/orchestrate", "{\"userMessage\": \"make it faster\"}");
+    let (code, e) = send(
+        "/swarm/orchestrate",
+        "{\"userMessage\": \"make it faster\"}",
+    );
     assert_eq!(code, 400);
-    assert!(e["error"]["message"].as_str().unwrap().contains("vm-control"), "{e}");
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("vm-control"),
+        "{e}"
+    );
     let (code, e) = send("/swarm/orchestrate", "{\"userMessage\": 7}");
     assert_eq!(code, 400);
     assert_eq!(e["error"]["field"], Value::Null, "{e}");
-    assert!(e["error"]["message"].as_str().unwrap().contains("invalid type"));
+    assert!(e["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("invalid type"));
 
     for outside in ["../../etc/passwd", "/etc/passwd", "eterna/../../x.rs"] {
         let (code, e) = send("/eterna/port", &json!({"file": outside}).to_string());
         assert_eq!(code, 400, "{outside}: {e}");
         assert_eq!(e["error"]["field"], "file");
-        assert!(e["error"]["message"].as_str().unwrap().contains("outside"), "{e}");
+        assert!(
+            e["error"]["message"].as_str().unwrap().contains("outside"),
+            "{e}"
+        );
     }
-    let (code, e) = send("/eterna/port", &json!({"file": "eterna/src/nope.rs"}).to_string());
+    let (code, e) = send(
+        "/eterna/port",
+        &json!({"file": "eterna/src/nope.rs"}).to_string(),
+    );
     assert_eq!(code, 400);
-    assert!(e["error"]["message"].as_str().unwrap().contains("does not exist"));
-    let (code, e) = send("/eterna/port", &json!({"targets": ["warp-drive"]}).to_string());
+    assert!(e["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("does not exist"));
+    let (code, e) = send(
+        "/eterna/port",
+        &json!({"targets": ["warp-drive"]}).to_string(),
+    );
     assert_eq!(code, 400);
     assert_eq!(e["error"]["field"], "targets");
     let (code, e) = send("/eterna/port", "{}");
@@ -347,8 +416,14 @@ fn bad_requests_get_a_status_and_a_message_naming_the_field() {
 
     let (code, e) = send("/agent/wizard/execute", "{}");
     assert_eq!(code, 404);
-    assert!(e["error"]["message"].as_str().unwrap().contains("eterna_port"));
-    let (code, e) = send("/agent/debug/execute", &json!({"targets": ["gic"]}).to_string());
+    assert!(e["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("eterna_port"));
+    let (code, e) = send(
+        "/agent/debug/execute",
+        &json!({"targets": ["gic"]}).to_string(),
+    );
     assert_eq!(code, 400);
     assert_eq!(e["error"]["field"], "write");
 
@@ -357,7 +432,10 @@ fn bad_requests_get_a_status_and_a_message_naming_the_field() {
     assert_eq!(code, 413, "{e}");
 
     // A run that ended cannot be cancelled.
-    let (code, done) = send("/eterna/port?wait=true", &json!({"targets": ["gic"]}).to_string());
+    let (code, done) = send(
+        "/eterna/port?wait=true",
+        &json!({"targets": ["gic"]}).to_string(),
+    );
     assert_eq!(code, 200);
     let id = done["run_id"].as_str().unwrap();
     let (code, e) = send(&format!("/runs/{id}/cancel"), "");
@@ -372,7 +450,11 @@ fn a_token_guards_every_route_but_status_and_is_needed_off_loopback() {
     let ws = committed_fixture();
     let token = "tok-3f9a7c1e-serve-test";
     let file = ws.path().join("target/serve-token");
-    write(ws.path(), "target/serve-token", format!("{token}\n").as_bytes());
+    write(
+        ws.path(),
+        "target/serve-token",
+        format!("{token}\n").as_bytes(),
+    );
     let key = "sk-or-v1-serve-test-secret-key-0000";
     let s = Server::start(
         ws.path(),
@@ -383,7 +465,10 @@ fn a_token_guards_every_route_but_status_and_is_needed_off_loopback() {
     assert_eq!(code, 200);
     assert_eq!(status["auth"], true);
     assert_eq!(status["backend"], "llm");
-    assert!(!status.to_string().contains(key), "the key leaked: {status}");
+    assert!(
+        !status.to_string().contains(key),
+        "the key leaked: {status}"
+    );
     for path in ["/runs", "/swarm/health", "/openapi.json", "/ui", "/plan"] {
         let r = client().get(s.url(path)).send().unwrap();
         assert_eq!(r.status().as_u16(), 401, "{path} without a token");
@@ -397,13 +482,20 @@ fn a_token_guards_every_route_but_status_and_is_needed_off_loopback() {
         let r = client().get(s.url(path)).bearer_auth(token).send().unwrap();
         assert_eq!(r.status().as_u16(), 200, "{path} with the token");
         let body = r.text().unwrap();
-        assert!(!body.contains(key) && !body.contains(token), "{path} leaks a secret");
+        assert!(
+            !body.contains(key) && !body.contains(token),
+            "{path} leaks a secret"
+        );
     }
     let r = client()
         .get(s.url(&format!("/runs?token={token}")))
         .send()
         .unwrap();
-    assert_eq!(r.status().as_u16(), 200, "?token= works where headers cannot be set");
+    assert_eq!(
+        r.status().as_u16(),
+        200,
+        "?token= works where headers cannot be set"
+    );
     let r = client()
         .post(s.url("/swarm/orchestrate"))
         .json(&json!({"userMessage": "port vmcs"}))
@@ -416,7 +508,10 @@ fn a_token_guards_every_route_but_status_and_is_needed_off_loopback() {
     let o = run(ws.path(), &["serve", "--bind", "0.0.0.0:0"]);
     assert_code(&o, 2);
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("--bind 0.0.0.0:0") && err.contains("token"), "{err}");
+    assert!(
+        err.contains("--bind 0.0.0.0:0") && err.contains("token"),
+        "{err}"
+    );
     // An empty token file, or a missing one, is a usage error naming it.
     write(ws.path(), "target/empty-token", b"\n");
     let o = run(ws.path(), &["serve", "--token-file", "target/empty-token"]);
@@ -442,7 +537,10 @@ fn a_token_guards_every_route_but_status_and_is_needed_off_loopback() {
     .unwrap();
     let _ = child.kill();
     let _ = child.wait();
-    assert!(line.contains("\"listening\"") && line.contains("0.0.0.0:"), "{line}");
+    assert!(
+        line.contains("\"listening\"") && line.contains("0.0.0.0:"),
+        "{line}"
+    );
 }
 
 /// An OpenAI-compatible server that answers after `delay` (a run that stays in
@@ -471,8 +569,14 @@ fn slow_model(rt: &tokio::runtime::Runtime, delay: Duration) -> wiremock::MockSe
 
 fn llm_env(model: &wiremock::MockServer) -> Vec<(&'static str, String)> {
     vec![
-        ("OPENROUTER_API_KEY", crate::common::scripted::DUMMY_KEY.to_string()),
-        ("ETERNA_PORT_LLM_BASE_URL", format!("{}/api/v1", model.uri())),
+        (
+            "OPENROUTER_API_KEY",
+            crate::common::scripted::DUMMY_KEY.to_string(),
+        ),
+        (
+            "ETERNA_PORT_LLM_BASE_URL",
+            format!("{}/api/v1", model.uri()),
+        ),
         ("ETERNA_PORT_LLM_TIMEOUT", "600".to_string()),
     ]
 }
@@ -485,10 +589,18 @@ fn one_writing_run_at_a_time_and_a_dirty_tree_needs_allow_dirty() {
     let env = llm_env(&model);
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let s = Server::start(ws.path(), &[], &env);
-    let (code, first) = post(&s, "/eterna/port", &json!({"targets": ["gic"], "write": true}));
+    let (code, first) = post(
+        &s,
+        "/eterna/port",
+        &json!({"targets": ["gic"], "write": true}),
+    );
     assert_eq!(code, 202, "{first}");
     let id = first["run_id"].as_str().unwrap().to_string();
-    let (code, e) = post(&s, "/eterna/port", &json!({"targets": ["timer"], "write": true}));
+    let (code, e) = post(
+        &s,
+        "/eterna/port",
+        &json!({"targets": ["timer"], "write": true}),
+    );
     assert_eq!(code, 409, "{e}");
     assert!(e["error"]["message"].as_str().unwrap().contains(&id), "{e}");
     let (_, status) = get(&s, "/");
@@ -504,11 +616,19 @@ fn one_writing_run_at_a_time_and_a_dirty_tree_needs_allow_dirty() {
     let (_, health) = get(&s, "/swarm/health");
     assert_eq!(health["source"], "live", "{health}");
     // Cancelled, it ends `cancelled`, and the slot is free again.
-    let (code, c) = answer(client().post(s.url(&format!("/runs/{id}/cancel"))).send().unwrap());
+    let (code, c) = answer(
+        client()
+            .post(s.url(&format!("/runs/{id}/cancel")))
+            .send()
+            .unwrap(),
+    );
     assert_eq!(code, 202, "{c}");
     let run = wait_for(&s, &id);
     assert_eq!(run["status"], "cancelled", "{run}");
-    assert!(git_clean(ws.path()), "a cancelled run before writing left files");
+    assert!(
+        git_clean(ws.path()),
+        "a cancelled run before writing left files"
+    );
 
     // A tree with changes: refused unless allowed, and nothing is written.
     write(ws.path(), "NOTES.md", b"my uncommitted notes\n");
@@ -518,7 +638,10 @@ fn one_writing_run_at_a_time_and_a_dirty_tree_needs_allow_dirty() {
         &json!({"targets": ["gic"], "write": true, "backend": "offline"}),
     );
     assert_eq!(code, 409, "{e}");
-    assert!(e["error"]["message"].as_str().unwrap().contains("allow"), "{e}");
+    assert!(
+        e["error"]["message"].as_str().unwrap().contains("allow"),
+        "{e}"
+    );
     let (code, ok) = post(
         &s,
         "/eterna/port?wait=true",
@@ -552,12 +675,20 @@ fn runs_survive_a_restart_and_a_cut_off_run_is_interrupted() {
             .send()
             .unwrap(),
     );
-    let (code, cut) = post(&s, "/eterna/port", &json!({"targets": ["timer"], "write": true}));
+    let (code, cut) = post(
+        &s,
+        "/eterna/port",
+        &json!({"targets": ["timer"], "write": true}),
+    );
     assert_eq!(code, 202, "{cut}");
     let cut_id = cut["run_id"].as_str().unwrap().to_string();
     // Wait until it asks the model (it is working), then kill the server outright.
     let deadline = Instant::now() + Duration::from_secs(120);
-    while rt.block_on(model.received_requests()).unwrap_or_default().is_empty() {
+    while rt
+        .block_on(model.received_requests())
+        .unwrap_or_default()
+        .is_empty()
+    {
         assert!(Instant::now() < deadline, "the run never asked the model");
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -601,4 +732,109 @@ fn runs_survive_a_restart_and_a_cut_off_run_is_interrupted() {
         &json!({"targets": ["gic"], "write": true, "allow_dirty": true, "backend": "offline", "max_fix_iterations": 0}),
     );
     assert_eq!(code, 202);
+}
+
+#[test]
+fn the_research_agent_and_the_search_cite_files_and_lines() {
+    let ws = committed_fixture();
+    let s = Server::start(ws.path(), &[], &[]);
+    let (code, answer) = post(
+        &s,
+        "/agent/research/execute",
+        &json!({"question": "how are the stage-2 translation tables set up to map guest IPAs?"}),
+    );
+    assert_eq!(code, 200, "{answer}");
+    let passages = answer["passages"].as_array().unwrap();
+    assert!(
+        passages
+            .iter()
+            .take(3)
+            .any(|p| p["path"] == "eterna/src/arch/aarch64/stage2.rs"),
+        "{passages:?}"
+    );
+    for p in passages {
+        let text = std::fs::read_to_string(ws.path().join(p["path"].as_str().unwrap()));
+        if let Ok(text) = text {
+            let line = p["start_line"].as_u64().unwrap() as usize;
+            assert!(text.lines().count() >= line, "{p}");
+        }
+    }
+    assert_eq!(answer["answer"], Value::Null, "offline: passages only");
+    let (code, e) = post(&s, "/agent/research/execute", &json!({"question": "  "}));
+    assert_eq!(code, 400);
+    assert_eq!(e["error"]["field"], "question");
+    let (code, e) = post(
+        &s,
+        "/agent/research/execute",
+        &json!({"question": "gic", "targets": ["gic"]}),
+    );
+    assert_eq!(code, 400);
+    assert_eq!(e["error"]["field"], "targets");
+
+    let (code, found) = get(&s, "/search?q=stage-2%20translation%20table&n=5");
+    assert_eq!(code, 200, "{found}");
+    let found = found.as_array().unwrap();
+    assert!(!found.is_empty() && found.len() <= 5);
+    assert!(found
+        .iter()
+        .all(|r| r["path"].is_string() && r["start_line"].is_u64()));
+    let (code, _) = get(&s, "/search?q=");
+    assert_eq!(code, 400);
+    let (code, plan) = get(&s, "/plan");
+    assert_eq!(code, 200);
+    assert!(!plan["modules"].as_array().unwrap().is_empty());
+}
+
+#[test]
+fn a_written_port_holds_the_check_and_boot_verdicts_the_cli_gives() {
+    let ws = committed_fixture();
+    let s = Server::start(ws.path(), &[], &[]);
+    let (code, run) = post(
+        &s,
+        "/swarm/orchestrate?wait=true",
+        &json!({"userMessage": "port all", "write": true, "boot": "qemu"}),
+    );
+    assert_eq!(code, 200, "{run}");
+    let id = run["run_id"].as_str().unwrap();
+    let (_, run) = get(&s, &format!("/runs/{id}"));
+    let result = &run["result"];
+    let fix_loop = &result["summary"]["fix_loop"];
+    assert!(fix_loop["stop"].is_string(), "{result}");
+    let boot = &result["boot"];
+    assert!(boot["success"].is_boolean(), "{result}");
+    assert_ne!(boot["port"]["ending"], "timed-out", "{boot}");
+    // The command line on the same written tree says the same.
+    let o = crate::common::command(ws.path(), &["check", "--message-format", "json"])
+        .env_remove("CARGO_TARGET_DIR")
+        .output()
+        .unwrap();
+    let check = crate::common::json(&o);
+    assert_eq!(
+        fix_loop["errors_left"].as_u64().unwrap(),
+        check["errors"].as_u64().unwrap(),
+        "server's check verdict vs `check`: {check}"
+    );
+    let o = crate::common::command(
+        ws.path(),
+        &[
+            "qemu",
+            "--accel",
+            "auto",
+            "--timeout",
+            "60",
+            "--message-format",
+            "json",
+        ],
+    )
+    .env_remove("CARGO_TARGET_DIR")
+    .output()
+    .unwrap();
+    let cli_boot = crate::common::json(&o);
+    assert_eq!(boot["success"], cli_boot["success"], "{cli_boot}");
+    assert_eq!(boot["port"]["ending"], cli_boot["port"]["ending"]);
+    // The run's status says the same as the command line's exit codes would.
+    let problems = fix_loop["errors_left"].as_u64() != Some(0)
+        || boot["success"] != true
+        || result["summary"]["coverage"]["unported"].as_u64() != Some(0);
+    assert_eq!(run["status"], if problems { "problems" } else { "done" });
 }

@@ -54,9 +54,7 @@ impl Server {
             let _ = BufReader::new(out).read_line(&mut line);
             let _ = tx.send(line);
         });
-        let line = rx
-            .recv_timeout(Duration::from_secs(60))
-            .unwrap_or_default();
+        let line = rx.recv_timeout(Duration::from_secs(60)).unwrap_or_default();
         let v: Value = serde_json::from_str(&line).unwrap_or_else(|e| {
             let _ = child.kill();
             std::thread::sleep(Duration::from_millis(200));
