@@ -221,7 +221,7 @@ pub async fn health(State(app): State<Arc<App>>) -> Result<Json<Health>, ApiErro
     let live = app.runs.in_progress();
     let (source, run_id, agents) = match live.last() {
         Some(run) => ("live", Some(run.id.clone()), run.health()),
-        None => match app.runs.newest_live() {
+        None => match app.runs.last_ended() {
             Some(run) => ("last-run", Some(run.id.clone()), run.health()),
             None => {
                 let app = app.clone();

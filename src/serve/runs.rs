@@ -251,6 +251,8 @@ pub struct Runs {
     live: Mutex<HashMap<String, Arc<Run>>>,
     /// The writing run in progress, if any.
     writer: Mutex<Option<String>>,
+    /// The newest run that ended in this process (its health table).
+    last_ended: Mutex<Option<Arc<Run>>>,
     counter: AtomicU64,
 }
 
@@ -279,6 +281,7 @@ impl Runs {
             store: Arc::new(Mutex::new(store)),
             live: Mutex::new(HashMap::new()),
             writer: Mutex::new(None),
+            last_ended: Mutex::new(None),
             counter: AtomicU64::new(0),
         })
     }
@@ -327,16 +330,27 @@ impl Runs {
         Ok(run)
     }
 
-    /// Ends a run (see [`Run::finish`]) and frees the writer slot it held.
-    pub fn finish(&self, run: &Run, status: &str, result: Option<Value>, error: Option<String>) {
+    /// Ends a run (see [`Run::finish`]), frees the writer slot it held, and lets the
+    /// store answer for it from now on (its subscribers keep their copy): a
+    /// long-lived server keeps in memory only its live runs and the newest ended one.
+    pub fn finish(
+        &self,
+        run: &Arc<Run>,
+        status: &str,
+        result: Option<Value>,
+        error: Option<String>,
+    ) {
         run.finish(status, result, error);
         let mut writer = lock(&self.writer);
         if writer.as_deref() == Some(run.id.as_str()) {
             *writer = None;
         }
+        drop(writer);
+        lock(&self.live).remove(&run.id);
+        *lock(&self.last_ended) = Some(run.clone());
     }
 
-    /// A run of this process.
+    /// A run of this process still working (or just ending).
     pub fn live(&self, id: &str) -> Option<Arc<Run>> {
         lock(&self.live).get(id).cloned()
     }
@@ -352,12 +366,9 @@ impl Runs {
         runs
     }
 
-    /// The newest run of this process (live or ended).
-    pub fn newest_live(&self) -> Option<Arc<Run>> {
-        lock(&self.live)
-            .values()
-            .max_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)))
-            .cloned()
+    /// The newest run of this process that ended.
+    pub fn last_ended(&self) -> Option<Arc<Run>> {
+        lock(&self.last_ended).clone()
     }
 
     /// Cancels every live run (the server is stopping).
