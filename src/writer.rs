@@ -478,3 +478,45 @@ mod tests {
         assert!(d.contains("-b\n+c\n"), "{d}");
     }
 }
+
+/// The one writing run of a workspace: an exclusive lock on
+/// `<target>/eterna-port/write.lock` held while a port writes (the command line and
+/// every server on the workspace take it), released when dropped or when the process
+/// ends, however it ends.
+#[derive(Debug)]
+pub struct WriteLock {
+    _file: std::fs::File,
+}
+
+impl WriteLock {
+    /// Takes the lock without waiting; an error says another run holds it.
+    pub fn acquire(target_dir: &Path) -> Result<WriteLock> {
+        let dir = target_dir.join("eterna-port");
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+        let path = dir.join("write.lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("cannot open the lock file {}", path.display()))?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::io::AsRawFd;
+            // SAFETY: flock on a file descriptor this function owns; no memory is shared.
+            let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+            if rc != 0 {
+                let e = std::io::Error::last_os_error();
+                if e.kind() == std::io::ErrorKind::WouldBlock {
+                    bail!(
+                        "another eterna-port run is writing to this workspace (it holds {}); wait for it to end, or send a dry run",
+                        path.display()
+                    );
+                }
+                return Err(e).with_context(|| format!("cannot lock {}", path.display()));
+            }
+        }
+        Ok(WriteLock { _file: file })
+    }
+}

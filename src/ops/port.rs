@@ -163,14 +163,18 @@ pub fn run(
         Backend::Llm => Some(LlmClient::new(settings.clone())?),
         Backend::Offline => None,
     };
-    if !flags.dry_run {
+    // Held until the port returns: one writing run per workspace, across processes.
+    let _write_lock = if flags.dry_run {
+        None
+    } else {
         writer::check_vcs(
             &s.ws.root,
             &s.own_paths(),
             flags.allow_dirty,
             flags.allow_no_vcs,
         )?;
-    }
+        Some(writer::WriteLock::acquire(&s.ws.target_dir)?)
+    };
     let package_dirs: BTreeMap<String, PathBuf> =
         s.ws.packages()
             .filter_map(|p| {

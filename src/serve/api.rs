@@ -171,7 +171,7 @@ pub async fn status(State(app): State<Arc<App>>) -> Json<Status> {
         workspace: s.ws.root.display().to_string(),
         backend: if llm { "llm" } else { "offline" },
         model: llm.then(|| settings.model.clone()),
-        llm_base_url: llm.then(|| settings.base_url.clone()),
+        llm_base_url: llm.then(|| without_credentials(&settings.base_url)),
         store: s.config.db.value.display().to_string(),
         auth: app.token.is_some(),
         runs_in_progress: app
@@ -181,6 +181,18 @@ pub async fn status(State(app): State<Arc<App>>) -> Json<Status> {
             .map(|r| r.id.clone())
             .collect(),
     })
+}
+
+/// A URL without the user name and password it may carry.
+fn without_credentials(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut u) => {
+            let _ = u.set_username("");
+            let _ = u.set_password(None);
+            u.to_string()
+        }
+        Err(_) => "(not a URL)".to_string(),
+    }
 }
 
 /// The swarm's health.
@@ -578,6 +590,12 @@ async fn start_port(
         .map_err(|e| ApiError::new(StatusCode::CONFLICT, format!("{e:#}")))?;
     }
     let write = !start.options.dry_run;
+    if write && app.runs.writer().is_none() {
+        // Another process (the command line, a second server) may be writing: the run
+        // would fail at once, so say it now.
+        crate::writer::WriteLock::acquire(&app.session.ws.target_dir)
+            .map_err(|e| ApiError::new(StatusCode::CONFLICT, format!("{e:#}")))?;
+    }
     let run = app
         .runs
         .start(&start.kind, write, request)

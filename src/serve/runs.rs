@@ -350,6 +350,11 @@ impl Runs {
         *lock(&self.last_ended) = Some(run.clone());
     }
 
+    /// The writing run of this process in progress, if any.
+    pub fn writer(&self) -> Option<String> {
+        lock(&self.writer).clone()
+    }
+
     /// A run of this process still working (or just ending).
     pub fn live(&self, id: &str) -> Option<Arc<Run>> {
         lock(&self.live).get(id).cloned()

@@ -459,7 +459,13 @@ fn a_token_guards_every_route_but_status_and_is_needed_off_loopback() {
     let s = Server::start(
         ws.path(),
         &["--token-file", file.to_str().unwrap()],
-        &[("OPENROUTER_API_KEY", key)],
+        &[
+            ("OPENROUTER_API_KEY", key),
+            (
+                "ETERNA_PORT_LLM_BASE_URL",
+                "https://proxyuser:proxy-secret-pw@llm.example.invalid/api/v1",
+            ),
+        ],
     );
     let (code, status) = get(&s, "/");
     assert_eq!(code, 200);
@@ -605,6 +611,14 @@ fn one_writing_run_at_a_time_and_a_dirty_tree_needs_allow_dirty() {
     assert!(e["error"]["message"].as_str().unwrap().contains(&id), "{e}");
     let (_, status) = get(&s, "/");
     assert_eq!(status["runs_in_progress"], json!([id.clone()]));
+    // The command line respects the server's writing run (one per workspace, across
+    // processes), and leaves the workspace alone.
+    let o = run(ws.path(), &["port", "timer", "--backend", "offline"]);
+    assert_code(&o, 2);
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("another eterna-port run is writing"),
+        "{o:?}"
+    );
     // Dry runs go on beside it.
     let (code, dry) = post(
         &s,
@@ -630,6 +644,34 @@ fn one_writing_run_at_a_time_and_a_dirty_tree_needs_allow_dirty() {
         "a cancelled run before writing left files"
     );
 
+    // Another process holding the workspace's write lock: a 409 before anything starts.
+    {
+        use std::os::unix::io::AsRawFd;
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(ws.path().join("target/eterna-port/write.lock"))
+            .unwrap();
+        // SAFETY: flock on a descriptor this test owns.
+        assert_eq!(
+            unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) },
+            0
+        );
+        let (code, e) = post(
+            &s,
+            "/eterna/port",
+            &json!({"targets": ["gic"], "write": true, "backend": "offline"}),
+        );
+        assert_eq!(code, 409, "{e}");
+        assert!(
+            e["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("write.lock"),
+            "{e}"
+        );
+    }
     // A tree with changes: refused unless allowed, and nothing is written.
     write(ws.path(), "NOTES.md", b"my uncommitted notes\n");
     let (code, e) = post(
