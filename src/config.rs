@@ -247,6 +247,8 @@ pub struct Config {
     pub api_keys: Vec<(String, Setting<Secret>)>,
     /// The remote embedder's key (`OPENAI_API_KEY`).
     pub openai_api_key: Option<Setting<Secret>>,
+    /// `serve`'s bearer token (`ETERNA_PORT_SERVE_TOKEN`; `--token-file` beats it).
+    pub serve_token: Option<Setting<Secret>>,
     /// The porting backend.
     pub backend: Setting<Backend>,
     /// The store's file.
@@ -542,6 +544,11 @@ impl Config {
         let openai_api_key = env
             .get("OPENAI_API_KEY")
             .map(|(v, source)| Setting::new(Secret::new(v), source));
+        let serve_token = env
+            .get(SERVE_TOKEN_ENV)
+            .map(|(v, source)| (v.trim().to_string(), source))
+            .filter(|(v, _)| !v.is_empty())
+            .map(|(v, source)| Setting::new(Secret::new(v), source));
         let backend = if api_keys.is_empty() {
             Setting::new(
                 Backend::Offline,
@@ -828,6 +835,7 @@ impl Config {
             base_url,
             api_keys,
             openai_api_key,
+            serve_token,
             backend,
             db,
             max_file_size,
@@ -892,6 +900,18 @@ impl Config {
                 "local embedder".into(),
             )),
         }
+        rows.push(match &self.serve_token {
+            Some(s) => (
+                "serve-token".into(),
+                s.value.to_string(),
+                s.source.to_string(),
+            ),
+            None => (
+                "serve-token".into(),
+                "(none)".into(),
+                "serve: --token-file, else no auth (loopback only)".into(),
+            ),
+        });
         rows.push((
             "db".into(),
             self.db.value.display().to_string(),

@@ -32,10 +32,12 @@ pub(super) fn cmd_serve(g: &GlobalArgs, a: &ServeArgs) -> Result<u8> {
         None => None,
     };
     let s = open(g)?;
-    let token = match token {
-        Some(t) => Some(t),
-        None => env_token(&s.ws.root)?,
-    };
+    let token = token.or_else(|| {
+        s.config
+            .serve_token
+            .as_ref()
+            .map(|t| t.value.expose().to_string())
+    });
     let options = ServeOptions {
         bind: a.bind,
         token,
@@ -50,25 +52,6 @@ pub(super) fn cmd_serve(g: &GlobalArgs, a: &ServeArgs) -> Result<u8> {
     let super::Session { inner, .. } = s;
     crate::serve::run(inner, &options, &events)?;
     Ok(super::EXIT_OK)
-}
-
-/// `ETERNA_PORT_SERVE_TOKEN` from the process, else the workspace's `.env`.
-fn env_token(root: &std::path::Path) -> Result<Option<String>> {
-    let var = crate::config::SERVE_TOKEN_ENV;
-    let from_env = std::env::var(var).ok().or_else(|| {
-        dotenvy::from_path_iter(root.join(".env"))
-            .ok()?
-            .filter_map(Result::ok)
-            .find(|(k, _)| k == var)
-            .map(|(_, v)| v)
-    });
-    match from_env {
-        Some(t) if t.trim().is_empty() => {
-            anyhow::bail!("{var} is set but empty: set it to the token, or unset it")
-        }
-        Some(t) => Ok(Some(t.trim().to_string())),
-        None => Ok(None),
-    }
 }
 
 struct Say {

@@ -1047,6 +1047,7 @@ fn settings_from_config() {
             ("OPENROUTER_API_KEY".into(), key(KEYS[1])),
         ],
         openai_api_key: None,
+        serve_token: None,
         backend: Setting {
             value: Backend::Llm,
             source: Source::Default,

@@ -382,9 +382,15 @@ fn migrates_a_version_1_store_and_keeps_its_data() {
     let (version, app): (i64, i64) = conn
         .query_row("SELECT (SELECT user_version FROM pragma_user_version), (SELECT application_id FROM pragma_application_id)", [], |r| Ok((r.get(0)?, r.get(1)?)))
         .unwrap();
-    assert_eq!((version, app), (4, 0x4554_5054));
-    // Version 3's and 4's tables exist and are empty.
-    for table in ["agent_health", "fix_iterations", "port_items"] {
+    assert_eq!((version, app), (5, 0x4554_5054));
+    // Version 3's, 4's and 5's tables exist and are empty.
+    for table in [
+        "agent_health",
+        "fix_iterations",
+        "port_items",
+        "serve_runs",
+        "serve_events",
+    ] {
         let n: i64 = conn
             .query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
             .unwrap();
