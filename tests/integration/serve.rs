@@ -880,3 +880,30 @@ fn a_written_port_holds_the_check_and_boot_verdicts_the_cli_gives() {
         || result["summary"]["coverage"]["unported"].as_u64() != Some(0);
     assert_eq!(run["status"], if problems { "problems" } else { "done" });
 }
+
+#[test]
+fn the_code_and_debug_agents_run_alone() {
+    let ws = committed_fixture();
+    let s = Server::start(ws.path(), &[], &[]);
+    // The CodeAgent: only its tasks (the modules edited in place), a dry run.
+    let (code, run) = post(&s, "/agent/code/execute?wait=true", &json!({}));
+    assert_eq!(code, 200, "{run}");
+    assert_eq!(run["kind"], "agent:code");
+    let tasks = run["result"]["summary"]["tasks"].as_array().unwrap();
+    assert!(!tasks.is_empty(), "{run}");
+    assert!(tasks.iter().all(|t| t["role"] == "code"), "{tasks:?}");
+    assert!(git_clean(ws.path()));
+    // The DebugAgent: no port task; the written drafts go through the fix loop.
+    let (code, run) = post(
+        &s,
+        "/agent/debug/execute?wait=true",
+        &json!({"targets": ["gic"], "write": true}),
+    );
+    assert_eq!(code, 200, "{run}");
+    assert_eq!(run["kind"], "agent:debug");
+    let summary = &run["result"]["summary"];
+    assert_eq!(summary["tasks"].as_array().unwrap().len(), 0, "{summary}");
+    assert!(summary["fix_loop"]["stop"].is_string(), "{summary}");
+    assert!(summary["fix_loop"]["iterations"].as_array().unwrap().len() >= 1);
+    assert!(!git_clean(ws.path()), "a written debug run wrote nothing");
+}
