@@ -44,6 +44,10 @@ fn chromium() -> Option<PathBuf> {
     found
 }
 
+/// The name of the directory the workspace copy is in: an element if a page put it in
+/// as HTML.
+const MARKUP_DIR: &str = "ws-<b id=\"injected\">markup";
+
 /// A `serve` process on a git copy of the bundled workspace, killed when dropped.
 struct DashServer {
     child: Child,
@@ -54,12 +58,21 @@ struct DashServer {
 
 impl DashServer {
     fn start(token: Option<&str>) -> DashServer {
+        // The workspace's directory name is markup: the page must show it as text.
         let ws = common::copy_tree(&common::fixture_dir());
-        common::git(ws.path(), &["init", "-q"]);
-        common::git(ws.path(), &["add", "-A"]);
-        common::git(ws.path(), &["commit", "-q", "-m", "fixture"]);
+        let root = ws.path().join(MARKUP_DIR);
+        std::fs::create_dir(&root).unwrap();
+        for entry in std::fs::read_dir(ws.path()).unwrap() {
+            let entry = entry.unwrap();
+            if entry.file_name() != MARKUP_DIR {
+                std::fs::rename(entry.path(), root.join(entry.file_name())).unwrap();
+            }
+        }
+        common::git(&root, &["init", "-q"]);
+        common::git(&root, &["add", "-A"]);
+        common::git(&root, &["commit", "-q", "-m", "fixture"]);
         let mut cmd = common::command(
-            ws.path(),
+            &root,
             &["serve", "--bind", "127.0.0.1:0", "--message-format", "json"],
         );
         cmd.env_remove("ETERNA_PORT_SERVE_TOKEN");
@@ -326,6 +339,11 @@ fn the_dashboard_shows_the_plan_and_a_runs_live_progress_and_result_in_a_browser
         "{workspace}"
     );
     assert!(element(&dom, r#"data-field="backend""#).contains("offline"));
+    assert!(
+        status["workspace"].as_str().unwrap().contains(MARKUP_DIR)
+            && !dom.contains(r#"<b id="injected">"#),
+        "server strings are text, not markup: {workspace}"
+    );
 
     // The plan table: one row per planned module, with its component and files.
     assert_eq!(
