@@ -576,3 +576,30 @@ fn the_api_docs_page_renders_every_operation_of_the_openapi_document() {
         );
     }
 }
+
+#[test]
+fn the_dashboard_says_what_is_wrong_with_an_unknown_run_and_a_wrong_token_gets_no_page() {
+    let Some(bin) = chromium() else { return };
+    let token = format!("dash-{}-other", std::process::id());
+    let server = DashServer::start(Some(&token));
+
+    let dom = dump_dom(
+        &bin,
+        &server.url(&format!("/ui?run=run-nope&token={token}")),
+    );
+    let error = element(&dom, r#"id="run-error""#);
+    assert!(
+        text_of(error).contains("no run `run-nope`"),
+        "the server's 404 is shown: {error}"
+    );
+    assert_eq!(text_of(element(&dom, r#"id="run-status""#)), "unavailable");
+    // The token is right: the plan is there, and no auth banner.
+    assert!(dom.matches("<tr data-module=").count() > 3);
+    assert!(start_tag(element(&dom, r#"id="auth-banner""#)).contains("hidden"));
+
+    // The page itself is behind the token: a wrong one gets the server's 401, which
+    // says what to send, and nothing of the dashboard.
+    let dom = dump_dom(&bin, &server.url("/ui?token=not-the-token"));
+    assert!(dom.contains("needs a bearer token"), "{dom}");
+    assert!(!dom.contains(r#"id="plan""#) && !dom.contains(&token));
+}
