@@ -57,7 +57,7 @@ struct DashServer {
 }
 
 impl DashServer {
-    fn start(token: Option<&str>) -> DashServer {
+    fn start(token: Option<&str>, env: &[(&str, &str)]) -> DashServer {
         // The workspace's directory name is markup: the page must show it as text.
         let ws = common::copy_tree(&common::fixture_dir());
         let root = ws.path().join(MARKUP_DIR);
@@ -78,6 +78,9 @@ impl DashServer {
         cmd.env_remove("ETERNA_PORT_SERVE_TOKEN");
         if let Some(t) = token {
             cmd.env("ETERNA_PORT_SERVE_TOKEN", t);
+        }
+        for (k, v) in env {
+            cmd.env(k, v);
         }
         let mut child = cmd
             .stdout(Stdio::piped())
@@ -298,7 +301,7 @@ fn text_of(element: &str) -> &str {
 fn the_dashboard_shows_the_plan_and_a_runs_live_progress_and_result_in_a_browser() {
     let Some(bin) = chromium() else { return };
     let token = format!("dash-{}-token", std::process::id());
-    let server = DashServer::start(Some(&token));
+    let server = DashServer::start(Some(&token), &[]);
     let plan = server.get("/plan");
     let planned: Vec<&Value> = plan["modules"].as_array().unwrap().iter().collect();
     assert!(
@@ -510,7 +513,7 @@ fn the_dashboard_shows_the_plan_and_a_runs_live_progress_and_result_in_a_browser
 #[test]
 fn the_api_docs_page_renders_every_operation_of_the_openapi_document() {
     let Some(bin) = chromium() else { return };
-    let server = DashServer::start(None);
+    let server = DashServer::start(None, &[]);
     let doc = server.get("/openapi.json");
     let dom = dump_dom(&bin, &server.url("/docs"));
     let paths = doc["paths"].as_object().unwrap();
@@ -581,7 +584,7 @@ fn the_api_docs_page_renders_every_operation_of_the_openapi_document() {
 fn the_dashboard_says_what_is_wrong_with_an_unknown_run_and_a_wrong_token_gets_no_page() {
     let Some(bin) = chromium() else { return };
     let token = format!("dash-{}-other", std::process::id());
-    let server = DashServer::start(Some(&token));
+    let server = DashServer::start(Some(&token), &[]);
 
     let dom = dump_dom(
         &bin,
@@ -602,4 +605,101 @@ fn the_dashboard_says_what_is_wrong_with_an_unknown_run_and_a_wrong_token_gets_n
     let dom = dump_dom(&bin, &server.url("/ui?token=not-the-token"));
     assert!(dom.contains("needs a bearer token"), "{dom}");
     assert!(!dom.contains(r#"id="plan""#) && !dom.contains(&token));
+}
+
+#[test]
+fn the_dashboard_follows_a_run_in_progress_as_its_events_come() {
+    let Some(bin) = chromium() else { return };
+    // A model that takes 1.5 s per answer and never answers with code: each task asks,
+    // is refused, asks again, and fails keeping its draft, seconds after the run starts.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let model = rt.block_on(async {
+        let server = wiremock::MockServer::start().await;
+        wiremock::Mock::given(wiremock::matchers::method("POST"))
+            .and(wiremock::matchers::path("/v1/chat/completions"))
+            .respond_with(
+                wiremock::ResponseTemplate::new(200)
+                    .set_delay(Duration::from_millis(1500))
+                    .set_body_json(json!({
+                        "id": "slow",
+                        "object": "chat.completion",
+                        "model": "slow-model",
+                        "choices": [{"index": 0, "message": {"role": "assistant", "content": "no code today"}, "finish_reason": "stop"}],
+                        "usage": {"prompt_tokens": 10, "completion_tokens": 3, "total_tokens": 13}
+                    })),
+            )
+            .mount(&server)
+            .await;
+        server
+    });
+    let base = format!("{}/v1", model.uri());
+    let token = format!("dash-{}-live", std::process::id());
+    let server = DashServer::start(
+        Some(&token),
+        &[
+            ("ETERNA_PORT_LLM_BASE_URL", base.as_str()),
+            ("ETERNA_PORT_MODEL", "slow-model"),
+        ],
+    );
+    let started = server
+        .request(reqwest::Method::POST, "/swarm/orchestrate")
+        .json(&json!({"userMessage": "port the timer and the mmu", "backend": "llm"}))
+        .send()
+        .unwrap();
+    assert_eq!(started.status().as_u16(), 202);
+    let started: Value = started.json().unwrap();
+    let id = started["run_id"].as_str().unwrap().to_string();
+    assert_eq!(
+        server.get(&format!("/runs/{id}"))["status"],
+        "running",
+        "the run is still working when the page loads"
+    );
+
+    // No ?run=: the page finds the run in progress and follows it to its end.
+    let dom = dump_dom(&bin, &server.url(&format!("/ui?token={token}")));
+    let run = server.finished_run(&id);
+    let summary = &run["result"]["summary"];
+    let tasks = summary["tasks"].as_array().unwrap();
+    assert_eq!(tasks.len(), 2, "{summary}");
+    assert_eq!(summary["backend"], "llm");
+
+    assert_eq!(
+        text_of(element(&dom, r#"id="run-id""#)),
+        id,
+        "the run in progress is opened"
+    );
+    assert_eq!(
+        text_of(element(&dom, r#"id="run-status""#)),
+        run["status"].as_str().unwrap()
+    );
+    let failed = tasks.iter().filter(|t| t["status"] != "done").count();
+    assert!(
+        failed > 0,
+        "a model that answers no code fails its tasks: {summary}"
+    );
+    assert_eq!(
+        text_of(element(&dom, r#"id="tasks-failed""#)),
+        failed.to_string()
+    );
+    assert_eq!(text_of(element(&dom, r#"id="tasks-total""#)), "2");
+    for t in tasks {
+        let row = element(
+            &dom,
+            &format!(
+                r#"data-progress-module="{}""#,
+                t["module"].as_str().unwrap()
+            ),
+        );
+        let status = t["status"].as_str().unwrap();
+        assert!(
+            start_tag(row).contains(&format!(r#"data-status="{status}""#)),
+            "{status}: {row}"
+        );
+        // A failed task says why.
+        if let Some(error) = t["error"].as_str() {
+            assert!(row.contains(&esc_text(error)), "{error} in {row}");
+        }
+    }
+    drop(server);
+    drop(model);
 }
