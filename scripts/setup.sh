@@ -2,9 +2,9 @@
 # Installs what the demo and the tests need, idempotently: the rustup targets of the
 # ARM64 reference workspace and of the x86_64 port (for the default toolchain, and for
 # an installed nightly, which the nightly-pinned test workspace uses), and the
-# emulators (Debian packages). Every step is skipped when already done; each decision
-# (installed, or already there) is said on stderr, so a run on a new machine shows what
-# it added.
+# emulators and headless Chromium (Debian packages). Every step is skipped when already
+# done; each decision (installed, or already there) is said on stderr, so a run on a new
+# machine shows what it added.
 #
 # SETUP_DRY_RUN=1: say what would be installed, change nothing (the decisions are
 # tested this way: tests/integration/setup.rs).
@@ -63,6 +63,8 @@ dpkg -s bochs-term >/dev/null 2>&1 || need+=(bochs-term)
 command -v grub-mkrescue >/dev/null || need+=(grub-pc-bin grub-common)
 command -v xorriso >/dev/null || need+=(xorriso)
 command -v mformat >/dev/null || need+=(mtools)
+# Headless Chromium loads serve's dashboard in tests/integration/dashboard.rs.
+command -v chromium >/dev/null || need+=(chromium)
 if [ ${#need[@]} -gt 0 ]; then
   say "installing the Debian packages ${need[*]}"
   sudo=""
@@ -70,5 +72,5 @@ if [ ${#need[@]} -gt 0 ]; then
   run $sudo apt-get update -qq
   run $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}"
 else
-  say "emulators (QEMU, Bochs, GRUB tools): already installed"
+  say "emulators (QEMU, Bochs, GRUB tools) and Chromium: already installed"
 fi

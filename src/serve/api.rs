@@ -273,6 +273,7 @@ pub async fn health(State(app): State<Arc<App>>) -> Result<Json<Health>, ApiErro
 
 /// `?wait=true`: answer when the run ends.
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct WaitQuery {
     /// Answer when the run ends, with its result, instead of at once.
     #[serde(default)]
@@ -941,6 +942,7 @@ async fn research(app: Arc<App>, req: WorkRequest) -> Result<Response, ApiError>
 
 /// `?limit=N` for lists.
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// Runs at most (default 100).
     limit: Option<usize>,
@@ -1112,6 +1114,7 @@ pub async fn plan(State(app): State<Arc<App>>) -> Result<Json<Plan>, ApiError> {
 
 /// `?q=…&n=…` for the search.
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct SearchQuery {
     /// What to look for.
     q: String,

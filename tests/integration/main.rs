@@ -7,6 +7,7 @@ mod check;
 mod common;
 mod config;
 mod contract;
+mod dashboard;
 mod fixture_boot;
 mod fixture_plan;
 mod fixture_port;

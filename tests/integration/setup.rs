@@ -79,6 +79,7 @@ const EMULATORS: &[&str] = &[
     "grub-mkrescue",
     "xorriso",
     "mformat",
+    "chromium",
 ];
 
 #[test]
@@ -107,6 +108,7 @@ fn a_new_machine_gets_both_targets_and_every_emulator_package() {
         "grub-pc-bin",
         "xorriso",
         "mtools",
+        "chromium",
     ] {
         assert!(install.split(' ').any(|w| w == pkg), "{pkg}: {install}");
     }
