@@ -7,9 +7,8 @@
 //! Without chromium the tests skip, saying why; under `CI` a missing chromium fails
 //! (scripts/setup.sh installs it).
 
-use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -50,8 +49,7 @@ const MARKUP_DIR: &str = "ws-<b id=\"injected\">markup";
 
 /// A `serve` process on a git copy of the bundled workspace, killed when dropped.
 struct DashServer {
-    child: Child,
-    addr: String,
+    server: common::server::Server,
     token: Option<String>,
     _ws: TempDir,
 }
@@ -71,71 +69,20 @@ impl DashServer {
         common::git(&root, &["init", "-q"]);
         common::git(&root, &["add", "-A"]);
         common::git(&root, &["commit", "-q", "-m", "fixture"]);
-        let mut cmd = common::command(
-            &root,
-            &["serve", "--bind", "127.0.0.1:0", "--message-format", "json"],
-        );
-        cmd.env_remove("ETERNA_PORT_SERVE_TOKEN");
+        let mut env = env.to_vec();
         if let Some(t) = token {
-            cmd.env("ETERNA_PORT_SERVE_TOKEN", t);
+            env.push(("ETERNA_PORT_SERVE_TOKEN", t));
         }
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start serve");
-        // Both streams are drained for the server's whole life, so it never blocks on
-        // a full pipe.
-        let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-        let mut err = child.stderr.take().unwrap();
-        let log = stderr.clone();
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = err.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                log.lock()
-                    .unwrap()
-                    .push_str(&String::from_utf8_lossy(&buf[..n]));
-            }
-        });
-        let out = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut reader = BufReader::new(out);
-            let mut line = String::new();
-            let _ = reader.read_line(&mut line);
-            let _ = tx.send(line);
-            let _ = std::io::copy(&mut reader, &mut std::io::sink());
-        });
-        let line = rx.recv_timeout(Duration::from_secs(60)).unwrap_or_default();
-        let addr = serde_json::from_str::<Value>(&line)
-            .ok()
-            .filter(|v| v["reason"] == "listening")
-            .and_then(|v| v["address"].as_str().map(str::to_string));
-        let Some(addr) = addr else {
-            let _ = child.kill();
-            let _ = child.wait();
-            std::thread::sleep(Duration::from_millis(200));
-            panic!(
-                "serve printed no listening line: {line:?}\n--- stderr\n{}",
-                stderr.lock().unwrap()
-            );
-        };
+        let server = common::server::Server::start(&root, &[], &env);
         DashServer {
-            child,
-            addr,
+            server,
             token: token.map(str::to_string),
             _ws: ws,
         }
     }
 
     fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
+        self.server.url(path)
     }
 
     /// A request with the server's token as a bearer header.
@@ -171,13 +118,6 @@ impl DashServer {
             assert!(Instant::now() < deadline, "run {id} still running: {run}");
             std::thread::sleep(Duration::from_millis(100));
         }
-    }
-}
-
-impl Drop for DashServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -57,6 +57,7 @@ pub fn command(dir: &Path, args: &[&str]) -> Command {
         "ETERNA_PORT_LLM_MAX_TOKENS",
         "ETERNA_PORT_PROMPT_BUDGET",
         "ETERNA_PORT_LOG",
+        "ETERNA_PORT_SERVE_TOKEN",
         "CARGO_TERM_COLOR",
     ] {
         cmd.env_remove(var);
