@@ -17,7 +17,6 @@
 use std::collections::BTreeSet;
 
 use anyhow::{anyhow, Context};
-use minijinja::Environment;
 use serde::Serialize;
 
 use super::index::{make_embedder, open_store, refresh};
@@ -282,16 +281,7 @@ struct Shown<'a> {
 
 /// The research prompt for `question` over `passages`.
 pub fn render_prompt(question: &str, passages: &[Passage]) -> Result<String, Error> {
-    let mut env = Environment::new();
-    let mut syntax = minijinja::syntax::SyntaxConfig::builder();
-    syntax.trim_blocks(true).keep_trailing_newline(true);
-    env.set_syntax(
-        syntax
-            .build()
-            .map_err(|e| anyhow!("prompt template syntax: {e}"))?,
-    );
-    env.add_template("research.md", RESEARCH)
-        .context("internal: prompt template research.md does not parse")?;
+    let env = crate::swarm::prompts::template_env(&[("research.md", RESEARCH)])?;
     let shown: Vec<Shown<'_>> = passages
         .iter()
         .map(|p| Shown {

@@ -225,18 +225,28 @@ pub struct DebugPrompt<'a> {
     pub regression: Option<&'a crate::fixloop::Regression>,
 }
 
+/// A template environment with the prompts' syntax (blocks trimmed, the trailing newline
+/// kept) holding the given templates (`templates/prompts/`).
+pub fn template_env(templates: &[(&'static str, &'static str)]) -> Result<Environment<'static>> {
+    let mut env = Environment::new();
+    let mut syntax = minijinja::syntax::SyntaxConfig::builder();
+    syntax.trim_blocks(true).keep_trailing_newline(true);
+    env.set_syntax(
+        syntax
+            .build()
+            .map_err(|e| anyhow::anyhow!("prompt template syntax: {e}"))?,
+    );
+    for &(name, text) in templates {
+        env.add_template(name, text)
+            .with_context(|| format!("internal: prompt template {name} does not parse"))?;
+    }
+    Ok(env)
+}
+
 impl Prompts {
     /// The prompt templates embedded in the binary (`templates/prompts/`).
     pub fn embedded() -> Result<Prompts> {
-        let mut env = Environment::new();
-        let mut syntax = minijinja::syntax::SyntaxConfig::builder();
-        syntax.trim_blocks(true).keep_trailing_newline(true);
-        env.set_syntax(
-            syntax
-                .build()
-                .map_err(|e| anyhow::anyhow!("prompt template syntax: {e}"))?,
-        );
-        for (name, text) in [
+        let env = template_env(&[
             ("system.md", SYSTEM),
             ("eterna_port.md", ETERNA_PORT),
             ("code.md", CODE),
@@ -244,10 +254,7 @@ impl Prompts {
             ("check.md", CHECK),
             ("task.md", TASK),
             ("eterna_port_group.md", PORT_GROUP_TEMPLATE),
-        ] {
-            env.add_template(name, text)
-                .with_context(|| format!("internal: prompt template {name} does not parse"))?;
-        }
+        ])?;
         Ok(Prompts {
             env,
             facts: WorkspaceFacts::default(),

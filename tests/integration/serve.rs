@@ -904,6 +904,9 @@ fn the_code_and_debug_agents_run_alone() {
     let summary = &run["result"]["summary"];
     assert_eq!(summary["tasks"].as_array().unwrap().len(), 0, "{summary}");
     assert!(summary["fix_loop"]["stop"].is_string(), "{summary}");
-    assert!(summary["fix_loop"]["iterations"].as_array().unwrap().len() >= 1);
+    assert!(!summary["fix_loop"]["iterations"]
+        .as_array()
+        .unwrap()
+        .is_empty());
     assert!(!git_clean(ws.path()), "a written debug run wrote nothing");
 }
