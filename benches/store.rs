@@ -152,6 +152,7 @@ fn main() {
             text: rust_file(&mut rng, f, per_file),
             module_path: Some(format!("hv::arch::aarch64::gen{f}")),
             component: Some(["interrupt-controller", "stage2", "timer", "uart"][f % 4].into()),
+            arch: "aarch64".into(),
         })
         .collect();
 

@@ -319,6 +319,12 @@ pub struct SearchArgs {
     /// for the built-in knowledge)
     #[arg(long = "path", value_name = "PREFIX")]
     pub path_prefix: Option<String>,
+
+    /// Only code of this architecture, plus arch-neutral code, docs and knowledge
+    /// (aarch64, riscv64, loongarch64, x86_64, other); default: every architecture,
+    /// each result showing its own
+    #[arg(long, value_name = "ARCH")]
+    pub arch: Option<String>,
 }
 
 const ASK_AFTER_HELP: &str = "\

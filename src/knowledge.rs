@@ -254,6 +254,28 @@ pub struct AsmTranslation {
     pub note: String,
 }
 
+/// The architecture of ARM64 code (the port's input).
+pub const ARCH_AARCH64: &str = "aarch64";
+/// RISC-V code.
+pub const ARCH_RISCV64: &str = "riscv64";
+/// LoongArch code.
+pub const ARCH_LOONGARCH64: &str = "loongarch64";
+/// x86_64 code (the port's target).
+pub const ARCH_X86_64: &str = "x86_64";
+/// Code of another named architecture (MIPS, PowerPC, …).
+pub const ARCH_OTHER: &str = "other";
+/// Code of no architecture (shared code, documents, the knowledge).
+pub const NO_ARCH: &str = "neutral";
+/// Every architecture label a chunk may carry.
+pub const ARCHES: [&str; 6] = [
+    ARCH_AARCH64,
+    ARCH_RISCV64,
+    ARCH_LOONGARCH64,
+    ARCH_X86_64,
+    ARCH_OTHER,
+    NO_ARCH,
+];
+
 /// What tells architectures apart (`templates/knowledge/arch.toml`).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -300,6 +322,33 @@ impl ArchKnowledge {
         };
         // `x86_64` is one token though it holds an underscore.
         hit(&name) || Self::words(&name).any(|w| hit(&w))
+    }
+
+    /// The architecture a path segment or crate name names, by its canonical name:
+    /// `aarch64` (also `arm64`, `arm_vcpu`), `riscv64` (any `riscv…`), `loongarch64`
+    /// (any `loongarch…`), `x86_64` (also `x86`), or `other` for the other
+    /// architectures the knowledge names (`mips…`, `powerpc…`, …); `None` for a name
+    /// that names none.
+    pub fn arch_label(&self, name: &str) -> Option<&'static str> {
+        if self.names_arm64(name) {
+            return Some(ARCH_AARCH64);
+        }
+        if !self.names_other_arch(name) {
+            return None;
+        }
+        let lower = name.to_ascii_lowercase();
+        let words: Vec<String> = Self::words(&lower).collect();
+        let any =
+            |prefix: &str| lower.starts_with(prefix) || words.iter().any(|w| w.starts_with(prefix));
+        Some(if any("riscv") {
+            ARCH_RISCV64
+        } else if any("loongarch") {
+            ARCH_LOONGARCH64
+        } else if lower.contains("x86") {
+            ARCH_X86_64
+        } else {
+            ARCH_OTHER
+        })
     }
 
     /// Whether a dependency (by its package name) exists only for ARM.
@@ -645,6 +694,26 @@ mod tests {
             );
         }
         assert!(k.component_for_alias("nonsense").is_none());
+    }
+
+    #[test]
+    fn arch_labels_are_canonical() {
+        let k = Knowledge::embedded().unwrap();
+        let a = &k.arch;
+        for (name, label) in [
+            ("aarch64", Some("aarch64")),
+            ("arm_vcpu", Some("aarch64")),
+            ("riscv64", Some("riscv64")),
+            ("axhal-riscv", Some("riscv64")),
+            ("loongarch64", Some("loongarch64")),
+            ("x86_64", Some("x86_64")),
+            ("x86", Some("x86_64")),
+            ("mips32r2", Some("other")),
+            ("vcpu", None),
+            ("swarm", None),
+        ] {
+            assert_eq!(a.arch_label(name), label, "{name}");
+        }
     }
 
     #[test]

@@ -112,7 +112,32 @@ pub(super) fn cmd_search(g: &GlobalArgs, args: &SearchArgs) -> Result<u8> {
                 })?,
         ),
     };
+    let arches = match args.arch.as_deref().map(str::to_ascii_lowercase) {
+        None => Vec::new(),
+        Some(a) => {
+            let a = match a.as_str() {
+                "arm64" => crate::knowledge::ARCH_AARCH64.to_string(),
+                "riscv" => crate::knowledge::ARCH_RISCV64.to_string(),
+                "loongarch" => crate::knowledge::ARCH_LOONGARCH64.to_string(),
+                "x86" => crate::knowledge::ARCH_X86_64.to_string(),
+                _ => a,
+            };
+            if !crate::knowledge::ARCHES.contains(&a.as_str()) {
+                bail!(
+                    "`--arch {}` is not an architecture; use one of: {}",
+                    args.arch.as_deref().unwrap_or(""),
+                    crate::knowledge::ARCHES.join(", ")
+                );
+            }
+            let mut v = vec![a];
+            if v[0] != crate::knowledge::NO_ARCH {
+                v.push(crate::knowledge::NO_ARCH.to_string());
+            }
+            v
+        }
+    };
     let filters = Filters {
+        arches,
         kind: args.kind.map(|k| match k {
             ChunkKind::Code => Kind::Code,
             ChunkKind::Doc => Kind::Doc,

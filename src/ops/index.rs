@@ -10,10 +10,11 @@ use include_dir::{include_dir, Dir};
 
 use super::{Error, Session};
 use crate::config::Config;
+use crate::knowledge::{ARCH_AARCH64, ARCH_OTHER, ARCH_X86_64, NO_ARCH};
 use crate::plan;
 use crate::store::index::Kind;
 use crate::store::{Embedder, IndexStats, LocalEmbedder, RemoteEmbedder, SourceFile, Store};
-use crate::workspace::{relative_to, Diagnostic, Severity};
+use crate::workspace::{relative_to, Diagnostic, ScannedModule, Severity};
 
 /// The knowledge, embedded so that an installed binary can index it.
 static KNOWLEDGE: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/templates/knowledge");
@@ -75,6 +76,7 @@ pub fn knowledge_sources() -> Vec<SourceFile> {
                         text: text.to_string(),
                         module_path: None,
                         component,
+                        arch: NO_ARCH.to_string(),
                     });
                 }
             }
@@ -142,16 +144,16 @@ fn collect_sources(
             continue; // reported by the scan
         };
         let module_path = m.module_path();
-        let component = component_of
-            .get(module_path.as_str())
-            .copied()
-            .unwrap_or(crate::knowledge::ARCH_NEUTRAL);
+        let planned = component_of.get(module_path.as_str()).copied();
+        let component = planned.unwrap_or(crate::knowledge::ARCH_NEUTRAL);
+        let arch = module_arch(s, m, planned.is_some());
         sources.push(SourceFile {
             path: relative_to(&s.ws.root, &m.file),
             kind: Kind::Code,
             text,
             component: Some(component.to_string()),
             module_path: Some(module_path),
+            arch: arch.to_string(),
         });
     }
     // Assembly files the planned modules include (`boot.S`): code of their module.
@@ -177,6 +179,7 @@ fn collect_sources(
                     text,
                     module_path: Some(m.module_path.clone()),
                     component: Some(m.component.to_string()),
+                    arch: ARCH_AARCH64.to_string(),
                 });
             }
         }
@@ -190,12 +193,15 @@ fn collect_sources(
     );
     for d in docs {
         if let Ok(text) = std::fs::read_to_string(&d) {
+            let path = relative_to(&s.ws.root, &d);
+            let arch = path_arch(&s.knowledge, &path).unwrap_or(NO_ARCH);
             sources.push(SourceFile {
-                path: relative_to(&s.ws.root, &d),
+                path,
                 kind: Kind::Doc,
                 text,
                 module_path: None,
                 component: None,
+                arch: arch.to_string(),
             });
         }
     }
@@ -208,9 +214,43 @@ fn collect_sources(
             text: a.content,
             module_path: Some(a.module),
             component,
+            // What the port wrote is x86_64 code.
+            arch: ARCH_X86_64.to_string(),
         });
     }
     Ok((sources, scan_diagnostics))
+}
+
+/// The architecture a workspace path names, by its first segment that names one.
+fn path_arch(k: &crate::knowledge::Knowledge, rel: &str) -> Option<&'static str> {
+    rel.split('/').find_map(|seg| k.arch.arch_label(seg))
+}
+
+/// The architecture of a module's file: `aarch64` for ARM64 input (planned, or with
+/// AArch64-only evidence), the named one for another architecture's code (its path in
+/// the package, the package's directory or crate name, its file's cfg gate), else
+/// `neutral`.
+fn module_arch(s: &Session, m: &ScannedModule, planned: bool) -> &'static str {
+    if planned || m.is_arm64(&s.knowledge) {
+        return ARCH_AARCH64;
+    }
+    if !m.other_arch {
+        return NO_ARCH;
+    }
+    let in_package = relative_to(&m.package_dir, &m.file);
+    let named = path_arch(&s.knowledge, &in_package)
+        .or_else(|| {
+            m.package_dir
+                .file_name()
+                .and_then(|d| s.knowledge.arch.arch_label(&d.to_string_lossy()))
+        })
+        .or_else(|| s.knowledge.arch.arch_label(&m.crate_name))
+        .filter(|a| *a != ARCH_AARCH64);
+    match (named, &m.facts.file_gate) {
+        (Some(a), _) => a,
+        (None, Some(crate::workspace::ArchGate::X86_64)) => ARCH_X86_64,
+        (None, _) => ARCH_OTHER,
+    }
 }
 
 /// Brings the index up to date (incremental) without output: the LLM backend's

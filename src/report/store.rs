@@ -50,8 +50,8 @@ pub fn search_human(results: &[crate::store::RankedChunk], verbose: bool) -> Str
         let comp = r.component.as_deref().unwrap_or("-");
         let _ = writeln!(
             s,
-            "{BOLD}{:>3}.{BOLD:#} {}:{}-{}  {DIM}{} · {} · {:.4}{DIM:#}",
-            r.rank, r.path, r.start_line, r.end_line, r.kind, comp, r.score
+            "{BOLD}{:>3}.{BOLD:#} {}:{}-{}  {DIM}{} · {} · {} · {:.4}{DIM:#}",
+            r.rank, r.path, r.start_line, r.end_line, r.kind, r.arch, comp, r.score
         );
         let _ = writeln!(s, "     {}", r.title);
         let lines: Vec<&str> = r

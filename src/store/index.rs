@@ -69,12 +69,15 @@ pub struct SourceFile {
     pub module_path: Option<String>,
     /// The component (from the plan) of every chunk of the file.
     pub component: Option<String>,
+    /// The file's architecture (`aarch64`, `riscv64`, `loongarch64`, `x86_64`, `other`
+    /// or `neutral`; see [`crate::knowledge::ARCHES`]), for every chunk of it.
+    pub arch: String,
 }
 
 /// Version of the chunking and of the text chunks are embedded from: part of every
 /// source hash, so a new version re-chunks every source (unchanged chunks still keep
 /// their vectors).
-const CHUNK_FORMAT: &str = "chunks-v4";
+const CHUNK_FORMAT: &str = "chunks-v5";
 
 impl SourceFile {
     fn hash(&self) -> String {
@@ -84,6 +87,7 @@ impl SourceFile {
             self.kind.as_str(),
             self.module_path.as_deref().unwrap_or(""),
             self.component.as_deref().unwrap_or(""),
+            &self.arch,
             &self.text,
         ] {
             h.update(part.as_bytes());
@@ -187,6 +191,7 @@ struct Existing {
     title: String,
     module_path: Option<String>,
     component: Option<String>,
+    arch: String,
 }
 
 /// Chunks per write transaction.
@@ -386,7 +391,7 @@ impl Store {
         let mut st = self
             .conn()
             .prepare_cached(
-                "SELECT id, content_hash, start_line, end_line, title, module_path, component
+                "SELECT id, content_hash, start_line, end_line, title, module_path, component, arch
                  FROM agent_memory WHERE source_path = ?1 ORDER BY id",
             )
             .map_err(|e| self.err("read chunks", e))?;
@@ -400,6 +405,7 @@ impl Store {
                     title: r.get(4)?,
                     module_path: r.get(5)?,
                     component: r.get(6)?,
+                    arch: r.get(7)?,
                 })
             })
             .map_err(|e| self.err("read chunks", e))?;
@@ -443,7 +449,8 @@ impl Store {
                             || e.end != p.chunk.end_line
                             || e.title != p.chunk.title
                             || e.module_path != p.chunk.module_path
-                            || e.component != p.chunk.component;
+                            || e.component != p.chunk.component
+                            || e.arch != sources[i].arch;
                         let recomponent = e.component != p.chunk.component;
                         plan.keep.push((e.id, p, moved, recomponent));
                     }
@@ -481,7 +488,7 @@ impl Store {
                     self.conn()
                         .prepare_cached(
                             "UPDATE agent_memory SET start_line = ?2, end_line = ?3, title = ?4,
-                             module_path = ?5, component = ?6 WHERE id = ?1",
+                             module_path = ?5, component = ?6, arch = ?7 WHERE id = ?1",
                         )
                         .and_then(|mut s| {
                             s.execute(params![
@@ -490,7 +497,8 @@ impl Store {
                                 p.chunk.end_line as i64,
                                 p.chunk.title,
                                 p.chunk.module_path,
-                                p.chunk.component
+                                p.chunk.component,
+                                src.arch
                             ])
                         })
                         .map_err(|e| self.err("update a chunk", e))?;
@@ -507,7 +515,7 @@ impl Store {
                 let v = vectors.next().ok_or_else(|| {
                     StoreError::Embed("the embedder returned fewer vectors than texts".into())
                 })?;
-                self.insert_chunk(src.kind, &src.path, p, &v)?;
+                self.insert_chunk(src, p, &v)?;
                 stats.chunks_added += 1;
             }
             self.conn()
@@ -524,12 +532,13 @@ impl Store {
         tx.commit().map_err(|e| self.err("commit", e))
     }
 
-    fn insert_chunk(&self, kind: Kind, path: &str, p: &Prepared, v: &[f32]) -> Result<()> {
+    fn insert_chunk(&self, src: &SourceFile, p: &Prepared, v: &[f32]) -> Result<()> {
+        let (kind, path) = (src.kind, src.path.as_str());
         let c = self.conn();
         c.prepare_cached(
             "INSERT INTO agent_memory (kind, source_path, start_line, end_line, module_path,
-             component, title, content, content_hash, embedding)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+             component, arch, title, content, content_hash, embedding)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
         )
         .and_then(|mut s| {
             s.execute(params![
@@ -539,6 +548,7 @@ impl Store {
                 p.chunk.end_line as i64,
                 p.chunk.module_path,
                 p.chunk.component,
+                src.arch,
                 p.chunk.title,
                 p.chunk.content,
                 p.hash,

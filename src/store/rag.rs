@@ -42,6 +42,8 @@ pub struct Filters {
     pub prefer_components: Vec<String>,
     /// At most this many results from one source file (more varied results).
     pub max_per_source: Option<usize>,
+    /// Only chunks of these architectures (`aarch64`, `neutral`, …); empty: any.
+    pub arches: Vec<String>,
 }
 
 /// One search result.
@@ -63,6 +65,8 @@ pub struct RankedChunk {
     pub module_path: Option<String>,
     /// Its component, when known.
     pub component: Option<String>,
+    /// Its file's architecture (`aarch64`, `riscv64`, …, `neutral`).
+    pub arch: String,
     /// What the chunk is, for a person.
     pub title: String,
     /// The fused (reciprocal-rank) score.
@@ -264,7 +268,7 @@ impl Store {
         let mut st = self
             .conn()
             .prepare_cached(
-                "SELECT kind, source_path, start_line, end_line, module_path, component, title, content
+                "SELECT kind, source_path, start_line, end_line, module_path, component, title, content, arch
                  FROM agent_memory WHERE id = ?1",
             )
             .map_err(|e| self.err("read chunks", e))?;
@@ -279,6 +283,7 @@ impl Store {
                     end_line: r.get(3)?,
                     module_path: r.get(4)?,
                     component: r.get(5)?,
+                    arch: r.get(8)?,
                     title: r.get(6)?,
                     score,
                     vector_rank: vr,
@@ -328,8 +333,8 @@ impl Store {
         if q.iter().all(|x| *x == 0.0) {
             return Ok(Vec::new()); // no features: the text side decides
         }
-        // A path filter is applied after the k-NN: look deeper.
-        let k = if filters.path_prefix.is_some() {
+        // Path and architecture filters are applied after the k-NN: look deeper.
+        let k = if filters.path_prefix.is_some() || !filters.arches.is_empty() {
             depth * 8
         } else {
             depth
@@ -360,19 +365,22 @@ impl Store {
         // Re-score with the full vectors.
         let mut st = self
             .conn()
-            .prepare_cached("SELECT embedding, source_path FROM agent_memory WHERE id = ?1")
+            .prepare_cached("SELECT embedding, source_path, arch FROM agent_memory WHERE id = ?1")
             .map_err(|e| self.err("read vectors", e))?;
         let mut scored: Vec<(f32, i64)> = Vec::with_capacity(ids.len());
         for id in ids {
-            let row: Option<(Option<Vec<u8>>, String)> =
-                match st.query_row([id], |r| Ok((r.get(0)?, r.get(1)?))) {
+            let row: Option<(Option<Vec<u8>>, String, String)> =
+                match st.query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))) {
                     Ok(r) => Some(r),
                     Err(rusqlite::Error::QueryReturnedNoRows) => None,
                     Err(e) => return Err(self.err("read vectors", e)),
                 };
-            let Some((Some(blob), path)) = row else {
+            let Some((Some(blob), path, arch)) = row else {
                 continue;
             };
+            if !filters.arches.is_empty() && !filters.arches.contains(&arch) {
+                continue;
+            }
             if let Some(p) = &filters.path_prefix {
                 if !path.starts_with(p.as_str()) {
                     continue;
@@ -442,8 +450,10 @@ impl Store {
     }
 
     fn fts_ranked(&self, m: &str, depth: usize, filters: &Filters) -> Result<Vec<i64>> {
-        let filtered =
-            filters.kind.is_some() || filters.component.is_some() || filters.path_prefix.is_some();
+        let filtered = filters.kind.is_some()
+            || filters.component.is_some()
+            || filters.path_prefix.is_some()
+            || !filters.arches.is_empty();
         let mut args: Vec<Value> = vec![Value::Text(m.to_string())];
         let sql = if !filtered {
             // `rank` is bm25 with the title weighted 2 (set when the table is created).
@@ -463,6 +473,14 @@ impl Store {
             if let Some(c) = &filters.component {
                 args.push(Value::Text(c.clone()));
                 sql.push_str(&format!(" AND m.component = ?{}", args.len()));
+            }
+            if !filters.arches.is_empty() {
+                let mut marks = Vec::new();
+                for a in &filters.arches {
+                    args.push(Value::Text(a.clone()));
+                    marks.push(format!("?{}", args.len()));
+                }
+                sql.push_str(&format!(" AND m.arch IN ({})", marks.join(", ")));
             }
             if let Some(p) = &filters.path_prefix {
                 args.push(Value::Text(p.clone()));
@@ -535,6 +553,20 @@ pub fn module_query(m: &ModulePlan) -> String {
     q
 }
 
+/// The architectures a planned module's context may come from: its own (ARM64),
+/// arch-neutral code and documents, and x86_64 (the port's target: an existing x86_64
+/// layer, the port's own earlier artifacts). Never another architecture's code: RISC-V
+/// or LoongArch trap and paging code reads like the module's and misleads the agent.
+pub fn context_arches(_module: &ModulePlan) -> Vec<String> {
+    [
+        crate::knowledge::ARCH_AARCH64,
+        crate::knowledge::NO_ARCH,
+        crate::knowledge::ARCH_X86_64,
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
 /// Context for porting one planned module: the best chunks about it (knowledge on its
 /// component, related code and docs, earlier artifacts), its own source excluded (the
 /// agent reads that whole), within `budget_tokens` (4 characters a token).
@@ -547,6 +579,7 @@ pub fn context_for_module(
     let filters = Filters {
         prefer_components: vec![module.component.to_string()],
         max_per_source: Some(4),
+        arches: context_arches(module),
         ..Filters::default()
     };
     let found = store.search(&module_query(module), 40, &filters, embedder)?;

@@ -18,7 +18,7 @@
 use super::{Result, Store, APPLICATION_ID};
 
 /// The schema version this build writes (`PRAGMA user_version`); older stores are migrated forward.
-pub const SCHEMA_VERSION: i64 = 5;
+pub const SCHEMA_VERSION: i64 = 6;
 
 const V1: &str = "
 CREATE TABLE IF NOT EXISTS runs (
@@ -88,6 +88,7 @@ CREATE TABLE IF NOT EXISTS agent_memory (
     end_line     INTEGER NOT NULL,
     module_path  TEXT,
     component    TEXT,
+    arch         TEXT NOT NULL DEFAULT 'neutral',
     title        TEXT NOT NULL,
     content      TEXT NOT NULL,
     content_hash TEXT NOT NULL,
@@ -177,6 +178,13 @@ CREATE TABLE IF NOT EXISTS serve_events (
 ) WITHOUT ROWID;
 ";
 
+/// Each chunk's architecture (its file's): the agents' context keeps to the module's
+/// own, and `search --arch` filters on it. Existing chunks are `neutral` until the
+/// next index, which re-reads every source (the chunk format changed with it).
+const V6: &str = "
+ALTER TABLE agent_memory ADD COLUMN arch TEXT NOT NULL DEFAULT 'neutral';
+";
+
 pub(super) fn migrate(store: &Store) -> Result<()> {
     let conn = store.conn();
     let version: i64 = conn
@@ -237,6 +245,23 @@ fn migrate_in_transaction(store: &Store) -> Result<()> {
         tx.execute_batch(V5)
             .map_err(|e| store.err("migrate to schema version 5", e))?;
         version = 5;
+    }
+    if version == 5 {
+        tracing::debug!(path = %store.path().display(), "migrating the store to schema 6");
+        // A store created by this build has the column from version 2's tables.
+        let has_arch: bool = tx
+            .query_row(
+                "SELECT count(*) FROM pragma_table_info('agent_memory') WHERE name = 'arch'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .map_err(|e| store.err("migrate to schema version 6", e))?
+            > 0;
+        if !has_arch {
+            tx.execute_batch(V6)
+                .map_err(|e| store.err("migrate to schema version 6", e))?;
+        }
+        version = 6;
     }
     tx.pragma_update(None, "user_version", version)
         .map_err(|e| store.err("set the schema version", e))

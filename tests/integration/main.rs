@@ -19,6 +19,7 @@ mod plan;
 mod port;
 mod prompts;
 mod real_model;
+mod retrieval_arch;
 mod serve;
 mod setup;
 mod store;

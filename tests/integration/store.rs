@@ -356,7 +356,7 @@ fn migrates_a_version_1_store_and_keeps_its_data() {
     make_v1_store(&db);
 
     let st = status(ws.path(), &[]);
-    assert_eq!(st["stats"]["schema_version"], 5, "{st:#}");
+    assert_eq!(st["stats"]["schema_version"], 6, "{st:#}");
     assert_eq!(st["stats"]["code_artifacts"], 1);
     assert_eq!(st["stats"]["agent_tasks"], 1);
     assert_eq!(st["stats"]["llm_cache"], 1);
@@ -382,7 +382,7 @@ fn migrates_a_version_1_store_and_keeps_its_data() {
     let (version, app): (i64, i64) = conn
         .query_row("SELECT (SELECT user_version FROM pragma_user_version), (SELECT application_id FROM pragma_application_id)", [], |r| Ok((r.get(0)?, r.get(1)?)))
         .unwrap();
-    assert_eq!((version, app), (5, 0x4554_5054));
+    assert_eq!((version, app), (6, 0x4554_5054));
     // Version 3's, 4's and 5's tables exist and are empty.
     for table in [
         "agent_health",
@@ -942,6 +942,7 @@ fn a_new_component_moves_chunks_without_re_embedding() {
         text: "/// Routes a physical interrupt.\npub fn route_interrupt(intid: u32) -> u32 {\n    let x = intid;\n    x + 1\n}\n".into(),
         module_path: Some("hv::irq".into()),
         component: Some(component.into()),
+        arch: "neutral".into(),
     }
     };
     let s = store.index(&[src("timer")], &e, &|_, _| {}).unwrap();
