@@ -173,6 +173,9 @@ pub struct Component {
 pub struct Sysreg {
     /// The register (`HCR_EL2`).
     pub name: String,
+    /// The architecture's meaning in plain words (the register's long name and what it holds), the words a
+    /// person uses in a question; query expansion matches them.
+    pub means: String,
     /// The component it belongs to.
     pub component: String,
     /// Its x86_64 counterpart.
@@ -187,6 +190,9 @@ pub struct Sysreg {
 pub struct SysregFamily {
     /// The name prefix.
     pub prefix: String,
+    /// The architecture's meaning in plain words (the family's long name and what its registers do), the words a
+    /// person uses in a question; query expansion matches them.
+    pub means: String,
     /// The component it belongs to.
     pub component: String,
     /// Its x86_64 counterpart.
@@ -201,6 +207,9 @@ pub struct SysregFamily {
 pub struct Instruction {
     /// The mnemonic (`eret`, `hvc`).
     pub mnemonic: String,
+    /// The architecture's meaning in plain words (what the instruction does), the words a
+    /// person uses in a question; query expansion matches them.
+    pub means: String,
     /// The component it belongs to.
     pub component: String,
     /// Its x86_64 counterpart.
@@ -217,6 +226,9 @@ pub struct ExceptionClass {
     pub ec: u8,
     /// Its name (`HVC64`).
     pub name: String,
+    /// The architecture's meaning in plain words (why the exception was taken), the words a
+    /// person uses in a question; query expansion matches them.
+    pub means: String,
     /// The component it belongs to.
     pub component: String,
     /// Its x86_64 counterpart.
@@ -231,6 +243,9 @@ pub struct ExceptionClass {
 pub struct Device {
     /// The device (`PL011 UART`).
     pub name: String,
+    /// The architecture's meaning in plain words (what the device is), the words a
+    /// person uses in a question; query expansion matches them.
+    pub means: String,
     #[serde(default)]
     /// Words that name it in paths and items.
     pub terms: Vec<String>,
