@@ -129,6 +129,7 @@ const COMPONENTS_TOML: &str = include_str!("../templates/knowledge/components.to
 const CONCEPTS_TOML: &str = include_str!("../templates/knowledge/concepts.toml");
 const ASM_TOML: &str = include_str!("../templates/knowledge/asm.toml");
 const ARCH_TOML: &str = include_str!("../templates/knowledge/arch.toml");
+const ABBREVIATIONS_TOML: &str = include_str!("../templates/knowledge/abbreviations.toml");
 
 /// A hash of the embedded knowledge data (caches derived from it key on this).
 pub fn fingerprint() -> u64 {
@@ -139,6 +140,8 @@ pub fn fingerprint() -> u64 {
     bytes.extend_from_slice(ASM_TOML.as_bytes());
     bytes.push(0);
     bytes.extend_from_slice(ARCH_TOML.as_bytes());
+    bytes.push(0);
+    bytes.extend_from_slice(ABBREVIATIONS_TOML.as_bytes());
     xxhash_rust::xxh3::xxh3_64(&bytes)
 }
 
@@ -218,6 +221,26 @@ pub struct Instruction {
     pub note: String,
 }
 
+/// A system instruction together with its operation, as code writes it (`dc cvac`,
+/// `tlbi vmalls12e1is`): the `[[instruction_form]]` entries of concepts.toml.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstructionForm {
+    /// The instruction and its operation, lower case, one space (`dc cvac`).
+    pub name: String,
+    /// The `[[instruction]]` mnemonic it belongs to (`dc`).
+    pub mnemonic: String,
+    /// What the operation does in plain words ("data cache clean by virtual address to
+    /// the point of coherency").
+    pub means: String,
+    /// The component it belongs to.
+    pub component: String,
+    /// Its x86_64 counterpart.
+    pub x86_64: String,
+    /// How to port it.
+    pub note: String,
+}
+
 /// An `ESR_ELx.EC` exception class.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -255,6 +278,35 @@ pub struct Device {
     pub x86_64: String,
     /// How to port it.
     pub note: String,
+}
+
+/// An abbreviation that code uses in identifiers (`gicd`, `mpidr`, `s2pt`), from
+/// `templates/knowledge/abbreviations.toml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Abbreviation {
+    /// The abbreviation, lower case (`gicd`); unique.
+    pub short: String,
+    /// The lower-case words it stands for (`["gic", "distributor"]`).
+    pub means: Vec<String>,
+    /// The component it usually belongs to, when it has one.
+    #[serde(default)]
+    pub component: Option<String>,
+}
+
+/// One concept of the concept map for query expansion ([`Knowledge::concept_terms`]):
+/// its meaning in words and the identifiers code uses for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConceptTerms {
+    /// The long meaning ("Exception Link Register (EL2): exception return address").
+    pub means: String,
+    /// The identifiers that name it in code, lower case: the system register
+    /// (`elr_el2`), the register family's prefix without its trailing `_` (`ich_lr`,
+    /// `cntv`), the mnemonic (`eret`) or instruction form (`dc cvac`), the exception
+    /// class (`dabt_low`), the device's name and its terms (`pl011 uart`, `pl011`).
+    pub terms: Vec<String>,
+    /// The component it belongs to (a [`COMPONENTS`] name).
+    pub component: String,
 }
 
 /// A statement-level translation of AArch64 inline assembly (`templates/knowledge/asm.toml`).
@@ -337,6 +389,13 @@ struct AsmFile {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct AbbreviationsFile {
+    #[serde(default)]
+    abbreviation: Vec<Abbreviation>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct ComponentsFile {
     component: Vec<Component>,
 }
@@ -350,6 +409,8 @@ struct ConceptsFile {
     sysreg_family: Vec<SysregFamily>,
     #[serde(default)]
     instruction: Vec<Instruction>,
+    #[serde(default)]
+    instruction_form: Vec<InstructionForm>,
     #[serde(default)]
     exception_class: Vec<ExceptionClass>,
     #[serde(default)]
@@ -393,6 +454,8 @@ pub struct Knowledge {
     pub sysreg_families: Vec<SysregFamily>,
     /// AArch64-specific instructions.
     pub instructions: Vec<Instruction>,
+    /// System instructions with their operation (`dc cvac`).
+    pub instruction_forms: Vec<InstructionForm>,
     /// Exception classes.
     pub exception_classes: Vec<ExceptionClass>,
     /// Devices and firmware interfaces.
@@ -401,6 +464,9 @@ pub struct Knowledge {
     pub asm_translations: Vec<AsmTranslation>,
     /// What tells architectures apart.
     pub arch: ArchKnowledge,
+    /// Abbreviations used in identifiers, in file order (see [`Knowledge::abbreviation`]).
+    pub abbreviations: Vec<Abbreviation>,
+    abbreviation_index: HashMap<String, usize>,
     sysreg_index: HashMap<String, usize>,
     instruction_index: HashMap<String, usize>,
     alias_index: HashMap<String, usize>,
@@ -409,7 +475,7 @@ pub struct Knowledge {
 impl Knowledge {
     /// The knowledge embedded in this binary.
     pub fn embedded() -> Result<Self, KnowledgeError> {
-        let mut k = Self::from_strs(COMPONENTS_TOML, CONCEPTS_TOML)?;
+        let mut k = Self::from_strs(COMPONENTS_TOML, CONCEPTS_TOML, ABBREVIATIONS_TOML)?;
         let asm: AsmFile = toml::from_str(ASM_TOML).map_err(|source| KnowledgeError::Parse {
             file: "asm.toml",
             source,
@@ -422,7 +488,11 @@ impl Knowledge {
         Ok(k)
     }
 
-    fn from_strs(components: &str, concepts: &str) -> Result<Self, KnowledgeError> {
+    fn from_strs(
+        components: &str,
+        concepts: &str,
+        abbreviations: &str,
+    ) -> Result<Self, KnowledgeError> {
         let comp: ComponentsFile =
             toml::from_str(components).map_err(|source| KnowledgeError::Parse {
                 file: "components.toml",
@@ -433,15 +503,23 @@ impl Knowledge {
                 file: "concepts.toml",
                 source,
             })?;
+        let abbr: AbbreviationsFile =
+            toml::from_str(abbreviations).map_err(|source| KnowledgeError::Parse {
+                file: "abbreviations.toml",
+                source,
+            })?;
         let mut k = Knowledge {
             components: comp.component,
             sysregs: conc.sysreg,
             sysreg_families: conc.sysreg_family,
             instructions: conc.instruction,
+            instruction_forms: conc.instruction_form,
             exception_classes: conc.exception_class,
             devices: conc.device,
             asm_translations: Vec::new(),
             arch: ArchKnowledge::default(),
+            abbreviations: abbr.abbreviation,
+            abbreviation_index: HashMap::new(),
             sysreg_index: HashMap::new(),
             instruction_index: HashMap::new(),
             alias_index: HashMap::new(),
@@ -480,30 +558,38 @@ impl Knowledge {
             }
         }
         let known = |c: &str| COMPONENTS.contains(&c);
-        let check = |what: &str, name: &str, component: &str| {
-            if known(component) {
-                Ok(())
-            } else {
+        let check = |what: &str, name: &str, component: &str, means: &str| {
+            if !known(component) {
                 Err(invalid(
                     "concepts.toml",
                     format!("{what} `{name}` has unknown component `{component}`"),
                 ))
+            } else if means.trim().is_empty() {
+                Err(invalid(
+                    "concepts.toml",
+                    format!("{what} `{name}` has an empty `means`"),
+                ))
+            } else {
+                Ok(())
             }
         };
         for s in &self.sysregs {
-            check("sysreg", &s.name, &s.component)?;
+            check("sysreg", &s.name, &s.component, &s.means)?;
         }
         for s in &self.sysreg_families {
-            check("sysreg_family", &s.prefix, &s.component)?;
+            check("sysreg_family", &s.prefix, &s.component, &s.means)?;
         }
         for s in &self.instructions {
-            check("instruction", &s.mnemonic, &s.component)?;
+            check("instruction", &s.mnemonic, &s.component, &s.means)?;
+        }
+        for s in &self.instruction_forms {
+            check("instruction_form", &s.name, &s.component, &s.means)?;
         }
         for s in &self.exception_classes {
-            check("exception_class", &s.name, &s.component)?;
+            check("exception_class", &s.name, &s.component, &s.means)?;
         }
         for s in &self.devices {
-            check("device", &s.name, &s.component)?;
+            check("device", &s.name, &s.component, &s.means)?;
         }
         for (i, s) in self.sysregs.iter().enumerate() {
             if self
@@ -526,6 +612,70 @@ impl Knowledge {
                 return Err(invalid(
                     "concepts.toml",
                     format!("instruction `{}` is listed twice", s.mnemonic),
+                ));
+            }
+        }
+        let mut forms = std::collections::HashSet::new();
+        for f in &self.instruction_forms {
+            let well_formed = f.name == f.name.to_ascii_lowercase()
+                && f.name
+                    .strip_prefix(f.mnemonic.as_str())
+                    .and_then(|rest| rest.strip_prefix(' '))
+                    .is_some_and(|op| !op.is_empty() && !op.contains(char::is_whitespace));
+            if !well_formed {
+                return Err(invalid(
+                    "concepts.toml",
+                    format!(
+                        "instruction_form `{}` is not `{} <operation>` in lower case",
+                        f.name, f.mnemonic
+                    ),
+                ));
+            }
+            if !self.instruction_index.contains_key(&f.mnemonic) {
+                return Err(invalid(
+                    "concepts.toml",
+                    format!(
+                        "instruction_form `{}` names mnemonic `{}` that has no [[instruction]]",
+                        f.name, f.mnemonic
+                    ),
+                ));
+            }
+            if !forms.insert(f.name.as_str()) {
+                return Err(invalid(
+                    "concepts.toml",
+                    format!("instruction_form `{}` is listed twice", f.name),
+                ));
+            }
+        }
+        let lower_word = |w: &str| {
+            !w.is_empty()
+                && w.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        };
+        for (i, a) in self.abbreviations.iter().enumerate() {
+            let what = format!("abbreviation `{}`", a.short);
+            if !lower_word(&a.short) {
+                return Err(invalid(
+                    "abbreviations.toml",
+                    format!("{what}: `short` must be a lower-case identifier word"),
+                ));
+            }
+            if a.means.is_empty() || !a.means.iter().all(|w| lower_word(w)) {
+                return Err(invalid(
+                    "abbreviations.toml",
+                    format!("{what}: `means` must list one or more lower-case words"),
+                ));
+            }
+            if let Some(c) = a.component.as_deref().filter(|c| !known(c)) {
+                return Err(invalid(
+                    "abbreviations.toml",
+                    format!("{what} has unknown component `{c}`"),
+                ));
+            }
+            if self.abbreviation_index.insert(a.short.clone(), i).is_some() {
+                return Err(invalid(
+                    "abbreviations.toml",
+                    format!("{what} is listed twice"),
                 ));
             }
         }
@@ -583,6 +733,75 @@ impl Knowledge {
         }
         out.push_str(rest);
         Some(out)
+    }
+
+    /// Every concept of the concept map with its meaning in words and the identifiers
+    /// code uses for it, for query expansion: one per `[[sysreg]]`, `[[sysreg_family]]`,
+    /// `[[instruction]]`, `[[instruction_form]]`, `[[exception_class]]` and `[[device]]`
+    /// entry that has a `means`, in that order. Terms are lower case and deduplicated.
+    pub fn concept_terms(&self) -> Vec<ConceptTerms> {
+        let entry = |means: &str, terms: Vec<String>, component: &str| {
+            let mut uniq: Vec<String> = Vec::with_capacity(terms.len());
+            for t in terms {
+                let t = t.trim().to_lowercase();
+                if !t.is_empty() && !uniq.contains(&t) {
+                    uniq.push(t);
+                }
+            }
+            (!means.trim().is_empty() && !uniq.is_empty()).then(|| ConceptTerms {
+                means: means.trim().to_string(),
+                terms: uniq,
+                component: component.to_string(),
+            })
+        };
+        let sysregs = self
+            .sysregs
+            .iter()
+            .map(|s| entry(&s.means, vec![s.name.clone()], &s.component));
+        let families = self.sysreg_families.iter().map(|f| {
+            let prefix = f.prefix.trim_end_matches('_').to_string();
+            entry(&f.means, vec![prefix], &f.component)
+        });
+        let instructions = self
+            .instructions
+            .iter()
+            .map(|i| entry(&i.means, vec![i.mnemonic.clone()], &i.component));
+        let forms = self
+            .instruction_forms
+            .iter()
+            .map(|f| entry(&f.means, vec![f.name.clone()], &f.component));
+        let classes = self
+            .exception_classes
+            .iter()
+            .map(|e| entry(&e.means, vec![e.name.clone()], &e.component));
+        let devices = self.devices.iter().map(|d| {
+            let terms = std::iter::once(d.name.clone())
+                .chain(d.terms.iter().cloned())
+                .collect();
+            entry(&d.means, terms, &d.component)
+        });
+        sysregs
+            .chain(families)
+            .chain(instructions)
+            .chain(forms)
+            .chain(classes)
+            .chain(devices)
+            .flatten()
+            .collect()
+    }
+
+    /// The words an identifier abbreviation stands for (`gicd` → `["gic",
+    /// "distributor"]`); the lookup ignores case. `None` for a word that is no known
+    /// abbreviation.
+    pub fn abbreviation(&self, short: &str) -> Option<&[String]> {
+        self.abbreviation_index
+            .get(&short.to_ascii_lowercase())
+            .map(|&i| self.abbreviations[i].means.as_slice())
+    }
+
+    /// Every identifier abbreviation, in the order of abbreviations.toml.
+    pub fn abbreviations(&self) -> &[Abbreviation] {
+        &self.abbreviations
     }
 
     /// The entry of an AArch64-specific mnemonic (lower case).
@@ -730,11 +949,11 @@ mod tests {
     #[test]
     fn invalid_knowledge_is_rejected_with_the_file_named() {
         let comps = COMPONENTS_TOML.replace("name = \"uart\"", "name = \"serialport\"");
-        let err = Knowledge::from_strs(&comps, CONCEPTS_TOML).unwrap_err();
+        let err = Knowledge::from_strs(&comps, CONCEPTS_TOML, ABBREVIATIONS_TOML).unwrap_err();
         assert!(err.to_string().contains("components.toml"), "{err}");
         let conc =
-            "[[sysreg]]\nname = \"X_EL2\"\ncomponent = \"nope\"\nx86_64 = \"a\"\nnote = \"b\"\n";
-        let err = Knowledge::from_strs(COMPONENTS_TOML, conc).unwrap_err();
+            "[[sysreg]]\nname = \"X_EL2\"\nmeans = \"x\"\ncomponent = \"nope\"\nx86_64 = \"a\"\nnote = \"b\"\n";
+        let err = Knowledge::from_strs(COMPONENTS_TOML, conc, ABBREVIATIONS_TOML).unwrap_err();
         assert!(
             err.to_string().contains("unknown component `nope`"),
             "{err}"
