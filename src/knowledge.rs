@@ -947,6 +947,191 @@ mod tests {
     }
 
     #[test]
+    fn every_concept_has_a_meaning_and_lower_case_terms() {
+        let k = Knowledge::embedded().unwrap();
+        let terms = k.concept_terms();
+        let entries = k.sysregs.len()
+            + k.sysreg_families.len()
+            + k.instructions.len()
+            + k.instruction_forms.len()
+            + k.exception_classes.len()
+            + k.devices.len();
+        assert_eq!(terms.len(), entries, "one ConceptTerms per entry");
+        for t in &terms {
+            assert!(!t.means.trim().is_empty(), "{t:?}");
+            assert!(!t.terms.is_empty(), "{t:?}");
+            assert!(COMPONENTS.contains(&t.component.as_str()), "{t:?}");
+            for term in &t.terms {
+                assert_eq!(*term, term.to_lowercase(), "{t:?}");
+                assert_eq!(term.trim(), term, "{t:?}");
+            }
+        }
+        let find = |term: &str| {
+            terms
+                .iter()
+                .find(|t| t.terms.iter().any(|x| x == term))
+                .unwrap_or_else(|| panic!("no concept has term `{term}`"))
+        };
+        // The words a person asks with reach the identifiers code uses.
+        for (term, words, component) in [
+            ("esr_el2", "syndrome", "exception"),
+            ("elr_el2", "exception return address", "exception"),
+            ("spsr_el2", "exception return", "exception"),
+            ("far_el2", "fault", "exception"),
+            ("ttbr0_el2", "translation table base", "mmu"),
+            ("vttbr_el2", "stage 2", "stage2"),
+            ("eret", "exception return", "exception"),
+            ("hvc", "hypervisor call", "hypercall"),
+            ("wfi", "wait for interrupt", "exception"),
+            ("dc cvac", "point of coherency", "cache-tlb"),
+            ("tlbi vmalls12e1is", "stage 1 and stage 2", "cache-tlb"),
+            (
+                "icc_iar1_el1",
+                "interrupt acknowledge",
+                "interrupt-controller",
+            ),
+            ("icc_eoir1_el1", "end of interrupt", "interrupt-controller"),
+            ("ich_lr", "list register", "interrupt-controller"),
+            ("cntv", "virtual timer", "timer"),
+            ("mpidr_el1", "affinity", "smp-power"),
+            ("dabt_low", "data abort", "stage2"),
+            ("pl011", "uart", "uart"),
+            ("gicd", "distributor", "interrupt-controller"),
+        ] {
+            let c = find(term);
+            assert!(
+                c.means.to_lowercase().contains(words),
+                "`{term}` means {:?}, not {words:?}",
+                c.means
+            );
+            assert_eq!(c.component, component, "{term}");
+        }
+        // A device carries its name and its code terms.
+        let uart = find("pl011 uart");
+        assert!(uart.terms.contains(&"pl011".to_string()), "{uart:?}");
+    }
+
+    #[test]
+    fn abbreviations_expand_to_words_with_any_case() {
+        let k = Knowledge::embedded().unwrap();
+        let n = k.abbreviations().len();
+        assert!((50..=150).contains(&n), "{n} abbreviations");
+        assert_eq!(
+            k.abbreviation("gicd"),
+            Some(&["gic".to_string(), "distributor".to_string()][..])
+        );
+        assert_eq!(k.abbreviation("GICD"), k.abbreviation("gicd"));
+        for (short, word) in [
+            ("mpidr", "affinity"),
+            ("lr", "list"),
+            ("eoi", "end"),
+            ("iar", "acknowledge"),
+            ("dabt", "abort"),
+            ("iabt", "instruction"),
+            ("ec", "class"),
+            ("ipa", "intermediate"),
+            ("pte", "entry"),
+            ("s2pt", "stage"),
+            ("cntv", "virtual"),
+            ("cd", "descriptor"),
+            ("vcpu", "virtual"),
+            ("tlbi", "invalidate"),
+        ] {
+            let words = k.abbreviation(short).unwrap_or_else(|| panic!("{short}"));
+            assert!(words.iter().any(|w| w == word), "{short}: {words:?}");
+        }
+        assert_eq!(k.abbreviation("distributor"), None);
+        assert_eq!(k.abbreviation(""), None);
+        for a in k.abbreviations() {
+            if let Some(c) = &a.component {
+                assert!(COMPONENTS.contains(&c.as_str()), "{a:?}");
+            }
+            assert!(!a.means.is_empty(), "{a:?}");
+        }
+    }
+
+    #[test]
+    fn knowledge_data_names_nothing_of_the_reference_workspace() {
+        // The knowledge stays generic: no crate, item or trace name of the bundled
+        // reference workspace appears in the files this module adds to.
+        let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/eterna-arm64");
+        let mut names = std::collections::BTreeSet::new();
+        let mut stack = vec![std::path::PathBuf::from(fixture)];
+        while let Some(dir) = stack.pop() {
+            for e in std::fs::read_dir(&dir).unwrap().flatten() {
+                let path = e.path();
+                if path.is_dir() {
+                    if let Some(n) = path.file_name().and_then(|n| n.to_str()) {
+                        if n.contains('-') || n.contains('_') {
+                            names.insert(n.replace('-', "_"));
+                        }
+                    }
+                    stack.push(path);
+                }
+            }
+        }
+        assert!(
+            !names.is_empty(),
+            "the fixture's crate directories are found"
+        );
+        for text in [CONCEPTS_TOML, ABBREVIATIONS_TOML] {
+            for name in &names {
+                assert!(!text.contains(name.as_str()), "knowledge names `{name}`");
+            }
+        }
+    }
+
+    #[test]
+    fn invalid_abbreviations_and_forms_are_rejected() {
+        let with_abbr = |abbr: &str| Knowledge::from_strs(COMPONENTS_TOML, CONCEPTS_TOML, abbr);
+        let one = "[[abbreviation]]\nshort = \"gicd\"\nmeans = [\"gic\", \"distributor\"]\n";
+        assert!(with_abbr(one).is_ok());
+        for (bad, expect) in [
+            (format!("{one}{one}"), "listed twice"),
+            (one.replace("gicd", "GICD"), "lower-case identifier"),
+            (one.replace("[\"gic\", \"distributor\"]", "[]"), "`means`"),
+            (one.replace("\"distributor\"", "\"Distributor\""), "`means`"),
+            (
+                format!("{one}component = \"gic-ish\"\n"),
+                "unknown component",
+            ),
+        ] {
+            let err = with_abbr(&bad).unwrap_err().to_string();
+            assert!(err.contains("abbreviations.toml"), "{err}");
+            assert!(err.contains(expect), "{expect}: {err}");
+        }
+        let insn = "[[instruction]]\nmnemonic = \"dc\"\nmeans = \"data cache\"\ncomponent = \"cache-tlb\"\nx86_64 = \"a\"\nnote = \"b\"\n";
+        let form = "[[instruction_form]]\nname = \"dc cvac\"\nmnemonic = \"dc\"\nmeans = \"clean\"\ncomponent = \"cache-tlb\"\nx86_64 = \"a\"\nnote = \"b\"\n";
+        let with_conc =
+            |conc: &str| Knowledge::from_strs(COMPONENTS_TOML, conc, ABBREVIATIONS_TOML);
+        assert!(with_conc(&format!("{insn}{form}")).is_ok());
+        for (bad, expect) in [
+            (form.to_string(), "has no [[instruction]]"),
+            (format!("{insn}{form}{form}"), "listed twice"),
+            (
+                format!("{insn}{}", form.replace("dc cvac", "ic cvac")),
+                "<operation>",
+            ),
+            (
+                format!("{insn}{}", form.replace("dc cvac", "DC CVAC")),
+                "<operation>",
+            ),
+            (insn.replace("data cache", " "), "empty `means`"),
+        ] {
+            let err = with_conc(&bad).unwrap_err().to_string();
+            assert!(
+                err.contains("concepts.toml") && err.contains(expect),
+                "{expect}: {err}"
+            );
+        }
+        // `means` is required on every concept entry.
+        let err = with_conc(&insn.replace("means = \"data cache\"\n", ""))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("means"), "{err}");
+    }
+
+    #[test]
     fn invalid_knowledge_is_rejected_with_the_file_named() {
         let comps = COMPONENTS_TOML.replace("name = \"uart\"", "name = \"serialport\"");
         let err = Knowledge::from_strs(&comps, CONCEPTS_TOML, ABBREVIATIONS_TOML).unwrap_err();
