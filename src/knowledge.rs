@@ -1132,6 +1132,42 @@ mod tests {
     }
 
     #[test]
+    fn new_knowledge_is_indexed_one_chunk_per_entry() {
+        use crate::store::chunk::chunk_knowledge_toml;
+        let k = Knowledge::embedded().unwrap();
+        let sources = crate::ops::index::knowledge_sources();
+        let abbr = sources
+            .iter()
+            .find(|s| s.path.ends_with("abbreviations.toml"))
+            .expect("abbreviations.toml is a knowledge source");
+        let chunks = chunk_knowledge_toml(&abbr.text, &abbr.path);
+        let entries: Vec<_> = chunks
+            .iter()
+            .filter(|c| c.title.starts_with("abbreviation"))
+            .collect();
+        assert_eq!(entries.len(), k.abbreviations().len());
+        for (c, a) in entries.iter().zip(k.abbreviations()) {
+            assert!(
+                c.content.contains(&format!("short = \"{}\"", a.short)),
+                "{c:?}"
+            );
+            assert_eq!(c.component, a.component, "{c:?}");
+        }
+        let chunks = chunk_knowledge_toml(CONCEPTS_TOML, "concepts.toml");
+        let form = chunks
+            .iter()
+            .find(|c| c.title == "instruction_form dc cvac")
+            .expect("instruction forms chunk by name");
+        assert!(form.content.contains("point of coherency"), "{form:?}");
+        assert_eq!(form.component.as_deref(), Some("cache-tlb"));
+        let esr = chunks.iter().find(|c| c.title == "sysreg ESR_EL2").unwrap();
+        assert!(
+            esr.content.contains("means = \"Exception Syndrome"),
+            "{esr:?}"
+        );
+    }
+
+    #[test]
     fn invalid_knowledge_is_rejected_with_the_file_named() {
         let comps = COMPONENTS_TOML.replace("name = \"uart\"", "name = \"serialport\"");
         let err = Knowledge::from_strs(&comps, CONCEPTS_TOML, ABBREVIATIONS_TOML).unwrap_err();
