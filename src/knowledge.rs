@@ -129,6 +129,7 @@ const COMPONENTS_TOML: &str = include_str!("../templates/knowledge/components.to
 const CONCEPTS_TOML: &str = include_str!("../templates/knowledge/concepts.toml");
 const ASM_TOML: &str = include_str!("../templates/knowledge/asm.toml");
 const ARCH_TOML: &str = include_str!("../templates/knowledge/arch.toml");
+const ABBREVIATIONS_TOML: &str = include_str!("../templates/knowledge/abbreviations.toml");
 
 /// A hash of the embedded knowledge data (caches derived from it key on this).
 pub fn fingerprint() -> u64 {
@@ -139,6 +140,8 @@ pub fn fingerprint() -> u64 {
     bytes.extend_from_slice(ASM_TOML.as_bytes());
     bytes.push(0);
     bytes.extend_from_slice(ARCH_TOML.as_bytes());
+    bytes.push(0);
+    bytes.extend_from_slice(ABBREVIATIONS_TOML.as_bytes());
     xxhash_rust::xxh3::xxh3_64(&bytes)
 }
 
@@ -173,6 +176,9 @@ pub struct Component {
 pub struct Sysreg {
     /// The register (`HCR_EL2`).
     pub name: String,
+    /// The architecture's meaning in plain words (the register's long name and what it holds), the words a
+    /// person uses in a question; query expansion matches them.
+    pub means: String,
     /// The component it belongs to.
     pub component: String,
     /// Its x86_64 counterpart.
@@ -187,6 +193,9 @@ pub struct Sysreg {
 pub struct SysregFamily {
     /// The name prefix.
     pub prefix: String,
+    /// The architecture's meaning in plain words (the family's long name and what its registers do), the words a
+    /// person uses in a question; query expansion matches them.
+    pub means: String,
     /// The component it belongs to.
     pub component: String,
     /// Its x86_64 counterpart.
@@ -201,6 +210,29 @@ pub struct SysregFamily {
 pub struct Instruction {
     /// The mnemonic (`eret`, `hvc`).
     pub mnemonic: String,
+    /// The architecture's meaning in plain words (what the instruction does), the words a
+    /// person uses in a question; query expansion matches them.
+    pub means: String,
+    /// The component it belongs to.
+    pub component: String,
+    /// Its x86_64 counterpart.
+    pub x86_64: String,
+    /// How to port it.
+    pub note: String,
+}
+
+/// A system instruction together with its operation, as code writes it (`dc cvac`,
+/// `tlbi vmalls12e1is`): the `[[instruction_form]]` entries of concepts.toml.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstructionForm {
+    /// The instruction and its operation, lower case, one space (`dc cvac`).
+    pub name: String,
+    /// The `[[instruction]]` mnemonic it belongs to (`dc`).
+    pub mnemonic: String,
+    /// What the operation does in plain words ("data cache clean by virtual address to
+    /// the point of coherency").
+    pub means: String,
     /// The component it belongs to.
     pub component: String,
     /// Its x86_64 counterpart.
@@ -217,6 +249,9 @@ pub struct ExceptionClass {
     pub ec: u8,
     /// Its name (`HVC64`).
     pub name: String,
+    /// The architecture's meaning in plain words (why the exception was taken), the words a
+    /// person uses in a question; query expansion matches them.
+    pub means: String,
     /// The component it belongs to.
     pub component: String,
     /// Its x86_64 counterpart.
@@ -231,6 +266,9 @@ pub struct ExceptionClass {
 pub struct Device {
     /// The device (`PL011 UART`).
     pub name: String,
+    /// The architecture's meaning in plain words (what the device is), the words a
+    /// person uses in a question; query expansion matches them.
+    pub means: String,
     #[serde(default)]
     /// Words that name it in paths and items.
     pub terms: Vec<String>,
@@ -240,6 +278,35 @@ pub struct Device {
     pub x86_64: String,
     /// How to port it.
     pub note: String,
+}
+
+/// An abbreviation that code uses in identifiers (`gicd`, `mpidr`, `s2pt`), from
+/// `templates/knowledge/abbreviations.toml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Abbreviation {
+    /// The abbreviation, lower case (`gicd`); unique.
+    pub short: String,
+    /// The lower-case words it stands for (`["gic", "distributor"]`).
+    pub means: Vec<String>,
+    /// The component it usually belongs to, when it has one.
+    #[serde(default)]
+    pub component: Option<String>,
+}
+
+/// One concept of the concept map for query expansion ([`Knowledge::concept_terms`]):
+/// its meaning in words and the identifiers code uses for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConceptTerms {
+    /// The long meaning ("Exception Link Register (EL2): exception return address").
+    pub means: String,
+    /// The identifiers that name it in code, lower case: the system register
+    /// (`elr_el2`), the register family's prefix without its trailing `_` (`ich_lr`,
+    /// `cntv`), the mnemonic (`eret`) or instruction form (`dc cvac`), the exception
+    /// class (`dabt_low`), the device's name and its terms (`pl011 uart`, `pl011`).
+    pub terms: Vec<String>,
+    /// The component it belongs to (a [`COMPONENTS`] name).
+    pub component: String,
 }
 
 /// A statement-level translation of AArch64 inline assembly (`templates/knowledge/asm.toml`).
@@ -371,6 +438,13 @@ struct AsmFile {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct AbbreviationsFile {
+    #[serde(default)]
+    abbreviation: Vec<Abbreviation>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct ComponentsFile {
     component: Vec<Component>,
 }
@@ -384,6 +458,8 @@ struct ConceptsFile {
     sysreg_family: Vec<SysregFamily>,
     #[serde(default)]
     instruction: Vec<Instruction>,
+    #[serde(default)]
+    instruction_form: Vec<InstructionForm>,
     #[serde(default)]
     exception_class: Vec<ExceptionClass>,
     #[serde(default)]
@@ -427,6 +503,8 @@ pub struct Knowledge {
     pub sysreg_families: Vec<SysregFamily>,
     /// AArch64-specific instructions.
     pub instructions: Vec<Instruction>,
+    /// System instructions with their operation (`dc cvac`).
+    pub instruction_forms: Vec<InstructionForm>,
     /// Exception classes.
     pub exception_classes: Vec<ExceptionClass>,
     /// Devices and firmware interfaces.
@@ -435,6 +513,9 @@ pub struct Knowledge {
     pub asm_translations: Vec<AsmTranslation>,
     /// What tells architectures apart.
     pub arch: ArchKnowledge,
+    /// Abbreviations used in identifiers, in file order (see [`Knowledge::abbreviation`]).
+    pub abbreviations: Vec<Abbreviation>,
+    abbreviation_index: HashMap<String, usize>,
     sysreg_index: HashMap<String, usize>,
     instruction_index: HashMap<String, usize>,
     alias_index: HashMap<String, usize>,
@@ -443,7 +524,7 @@ pub struct Knowledge {
 impl Knowledge {
     /// The knowledge embedded in this binary.
     pub fn embedded() -> Result<Self, KnowledgeError> {
-        let mut k = Self::from_strs(COMPONENTS_TOML, CONCEPTS_TOML)?;
+        let mut k = Self::from_strs(COMPONENTS_TOML, CONCEPTS_TOML, ABBREVIATIONS_TOML)?;
         let asm: AsmFile = toml::from_str(ASM_TOML).map_err(|source| KnowledgeError::Parse {
             file: "asm.toml",
             source,
@@ -456,7 +537,11 @@ impl Knowledge {
         Ok(k)
     }
 
-    fn from_strs(components: &str, concepts: &str) -> Result<Self, KnowledgeError> {
+    fn from_strs(
+        components: &str,
+        concepts: &str,
+        abbreviations: &str,
+    ) -> Result<Self, KnowledgeError> {
         let comp: ComponentsFile =
             toml::from_str(components).map_err(|source| KnowledgeError::Parse {
                 file: "components.toml",
@@ -467,15 +552,23 @@ impl Knowledge {
                 file: "concepts.toml",
                 source,
             })?;
+        let abbr: AbbreviationsFile =
+            toml::from_str(abbreviations).map_err(|source| KnowledgeError::Parse {
+                file: "abbreviations.toml",
+                source,
+            })?;
         let mut k = Knowledge {
             components: comp.component,
             sysregs: conc.sysreg,
             sysreg_families: conc.sysreg_family,
             instructions: conc.instruction,
+            instruction_forms: conc.instruction_form,
             exception_classes: conc.exception_class,
             devices: conc.device,
             asm_translations: Vec::new(),
             arch: ArchKnowledge::default(),
+            abbreviations: abbr.abbreviation,
+            abbreviation_index: HashMap::new(),
             sysreg_index: HashMap::new(),
             instruction_index: HashMap::new(),
             alias_index: HashMap::new(),
@@ -514,30 +607,38 @@ impl Knowledge {
             }
         }
         let known = |c: &str| COMPONENTS.contains(&c);
-        let check = |what: &str, name: &str, component: &str| {
-            if known(component) {
-                Ok(())
-            } else {
+        let check = |what: &str, name: &str, component: &str, means: &str| {
+            if !known(component) {
                 Err(invalid(
                     "concepts.toml",
                     format!("{what} `{name}` has unknown component `{component}`"),
                 ))
+            } else if means.trim().is_empty() {
+                Err(invalid(
+                    "concepts.toml",
+                    format!("{what} `{name}` has an empty `means`"),
+                ))
+            } else {
+                Ok(())
             }
         };
         for s in &self.sysregs {
-            check("sysreg", &s.name, &s.component)?;
+            check("sysreg", &s.name, &s.component, &s.means)?;
         }
         for s in &self.sysreg_families {
-            check("sysreg_family", &s.prefix, &s.component)?;
+            check("sysreg_family", &s.prefix, &s.component, &s.means)?;
         }
         for s in &self.instructions {
-            check("instruction", &s.mnemonic, &s.component)?;
+            check("instruction", &s.mnemonic, &s.component, &s.means)?;
+        }
+        for s in &self.instruction_forms {
+            check("instruction_form", &s.name, &s.component, &s.means)?;
         }
         for s in &self.exception_classes {
-            check("exception_class", &s.name, &s.component)?;
+            check("exception_class", &s.name, &s.component, &s.means)?;
         }
         for s in &self.devices {
-            check("device", &s.name, &s.component)?;
+            check("device", &s.name, &s.component, &s.means)?;
         }
         for (i, s) in self.sysregs.iter().enumerate() {
             if self
@@ -560,6 +661,70 @@ impl Knowledge {
                 return Err(invalid(
                     "concepts.toml",
                     format!("instruction `{}` is listed twice", s.mnemonic),
+                ));
+            }
+        }
+        let mut forms = std::collections::HashSet::new();
+        for f in &self.instruction_forms {
+            let well_formed = f.name == f.name.to_ascii_lowercase()
+                && f.name
+                    .strip_prefix(f.mnemonic.as_str())
+                    .and_then(|rest| rest.strip_prefix(' '))
+                    .is_some_and(|op| !op.is_empty() && !op.contains(char::is_whitespace));
+            if !well_formed {
+                return Err(invalid(
+                    "concepts.toml",
+                    format!(
+                        "instruction_form `{}` is not `{} <operation>` in lower case",
+                        f.name, f.mnemonic
+                    ),
+                ));
+            }
+            if !self.instruction_index.contains_key(&f.mnemonic) {
+                return Err(invalid(
+                    "concepts.toml",
+                    format!(
+                        "instruction_form `{}` names mnemonic `{}` that has no [[instruction]]",
+                        f.name, f.mnemonic
+                    ),
+                ));
+            }
+            if !forms.insert(f.name.as_str()) {
+                return Err(invalid(
+                    "concepts.toml",
+                    format!("instruction_form `{}` is listed twice", f.name),
+                ));
+            }
+        }
+        let lower_word = |w: &str| {
+            !w.is_empty()
+                && w.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        };
+        for (i, a) in self.abbreviations.iter().enumerate() {
+            let what = format!("abbreviation `{}`", a.short);
+            if !lower_word(&a.short) {
+                return Err(invalid(
+                    "abbreviations.toml",
+                    format!("{what}: `short` must be a lower-case identifier word"),
+                ));
+            }
+            if a.means.is_empty() || !a.means.iter().all(|w| lower_word(w)) {
+                return Err(invalid(
+                    "abbreviations.toml",
+                    format!("{what}: `means` must list one or more lower-case words"),
+                ));
+            }
+            if let Some(c) = a.component.as_deref().filter(|c| !known(c)) {
+                return Err(invalid(
+                    "abbreviations.toml",
+                    format!("{what} has unknown component `{c}`"),
+                ));
+            }
+            if self.abbreviation_index.insert(a.short.clone(), i).is_some() {
+                return Err(invalid(
+                    "abbreviations.toml",
+                    format!("{what} is listed twice"),
                 ));
             }
         }
@@ -617,6 +782,75 @@ impl Knowledge {
         }
         out.push_str(rest);
         Some(out)
+    }
+
+    /// Every concept of the concept map with its meaning in words and the identifiers
+    /// code uses for it, for query expansion: one per `[[sysreg]]`, `[[sysreg_family]]`,
+    /// `[[instruction]]`, `[[instruction_form]]`, `[[exception_class]]` and `[[device]]`
+    /// entry that has a `means`, in that order. Terms are lower case and deduplicated.
+    pub fn concept_terms(&self) -> Vec<ConceptTerms> {
+        let entry = |means: &str, terms: Vec<String>, component: &str| {
+            let mut uniq: Vec<String> = Vec::with_capacity(terms.len());
+            for t in terms {
+                let t = t.trim().to_lowercase();
+                if !t.is_empty() && !uniq.contains(&t) {
+                    uniq.push(t);
+                }
+            }
+            (!means.trim().is_empty() && !uniq.is_empty()).then(|| ConceptTerms {
+                means: means.trim().to_string(),
+                terms: uniq,
+                component: component.to_string(),
+            })
+        };
+        let sysregs = self
+            .sysregs
+            .iter()
+            .map(|s| entry(&s.means, vec![s.name.clone()], &s.component));
+        let families = self.sysreg_families.iter().map(|f| {
+            let prefix = f.prefix.trim_end_matches('_').to_string();
+            entry(&f.means, vec![prefix], &f.component)
+        });
+        let instructions = self
+            .instructions
+            .iter()
+            .map(|i| entry(&i.means, vec![i.mnemonic.clone()], &i.component));
+        let forms = self
+            .instruction_forms
+            .iter()
+            .map(|f| entry(&f.means, vec![f.name.clone()], &f.component));
+        let classes = self
+            .exception_classes
+            .iter()
+            .map(|e| entry(&e.means, vec![e.name.clone()], &e.component));
+        let devices = self.devices.iter().map(|d| {
+            let terms = std::iter::once(d.name.clone())
+                .chain(d.terms.iter().cloned())
+                .collect();
+            entry(&d.means, terms, &d.component)
+        });
+        sysregs
+            .chain(families)
+            .chain(instructions)
+            .chain(forms)
+            .chain(classes)
+            .chain(devices)
+            .flatten()
+            .collect()
+    }
+
+    /// The words an identifier abbreviation stands for (`gicd` → `["gic",
+    /// "distributor"]`); the lookup ignores case. `None` for a word that is no known
+    /// abbreviation.
+    pub fn abbreviation(&self, short: &str) -> Option<&[String]> {
+        self.abbreviation_index
+            .get(&short.to_ascii_lowercase())
+            .map(|&i| self.abbreviations[i].means.as_slice())
+    }
+
+    /// Every identifier abbreviation, in the order of abbreviations.toml.
+    pub fn abbreviations(&self) -> &[Abbreviation] {
+        &self.abbreviations
     }
 
     /// The entry of an AArch64-specific mnemonic (lower case).
@@ -782,13 +1016,234 @@ mod tests {
     }
 
     #[test]
+    fn every_concept_has_a_meaning_and_lower_case_terms() {
+        let k = Knowledge::embedded().unwrap();
+        let terms = k.concept_terms();
+        let entries = k.sysregs.len()
+            + k.sysreg_families.len()
+            + k.instructions.len()
+            + k.instruction_forms.len()
+            + k.exception_classes.len()
+            + k.devices.len();
+        assert_eq!(terms.len(), entries, "one ConceptTerms per entry");
+        for t in &terms {
+            assert!(!t.means.trim().is_empty(), "{t:?}");
+            assert!(!t.terms.is_empty(), "{t:?}");
+            assert!(COMPONENTS.contains(&t.component.as_str()), "{t:?}");
+            for term in &t.terms {
+                assert_eq!(*term, term.to_lowercase(), "{t:?}");
+                assert_eq!(term.trim(), term, "{t:?}");
+            }
+        }
+        let find = |term: &str| {
+            terms
+                .iter()
+                .find(|t| t.terms.iter().any(|x| x == term))
+                .unwrap_or_else(|| panic!("no concept has term `{term}`"))
+        };
+        // The words a person asks with reach the identifiers code uses.
+        for (term, words, component) in [
+            ("esr_el2", "syndrome", "exception"),
+            ("elr_el2", "exception return address", "exception"),
+            ("spsr_el2", "exception return", "exception"),
+            ("far_el2", "fault", "exception"),
+            ("ttbr0_el2", "translation table base", "mmu"),
+            ("vttbr_el2", "stage 2", "stage2"),
+            ("eret", "exception return", "exception"),
+            ("hvc", "hypervisor call", "hypercall"),
+            ("wfi", "wait for interrupt", "exception"),
+            ("dc cvac", "point of coherency", "cache-tlb"),
+            ("tlbi vmalls12e1is", "stage 1 and stage 2", "cache-tlb"),
+            (
+                "icc_iar1_el1",
+                "interrupt acknowledge",
+                "interrupt-controller",
+            ),
+            ("icc_eoir1_el1", "end of interrupt", "interrupt-controller"),
+            ("ich_lr", "list register", "interrupt-controller"),
+            ("cntv", "virtual timer", "timer"),
+            ("mpidr_el1", "affinity", "smp-power"),
+            ("dabt_low", "data abort", "stage2"),
+            ("pl011", "uart", "uart"),
+            ("gicd", "distributor", "interrupt-controller"),
+        ] {
+            let c = find(term);
+            assert!(
+                c.means.to_lowercase().contains(words),
+                "`{term}` means {:?}, not {words:?}",
+                c.means
+            );
+            assert_eq!(c.component, component, "{term}");
+        }
+        // A device carries its name and its code terms.
+        let uart = find("pl011 uart");
+        assert!(uart.terms.contains(&"pl011".to_string()), "{uart:?}");
+    }
+
+    #[test]
+    fn abbreviations_expand_to_words_with_any_case() {
+        let k = Knowledge::embedded().unwrap();
+        let n = k.abbreviations().len();
+        assert!((50..=150).contains(&n), "{n} abbreviations");
+        assert_eq!(
+            k.abbreviation("gicd"),
+            Some(&["gic".to_string(), "distributor".to_string()][..])
+        );
+        assert_eq!(k.abbreviation("GICD"), k.abbreviation("gicd"));
+        for (short, word) in [
+            ("mpidr", "affinity"),
+            ("lr", "list"),
+            ("eoi", "end"),
+            ("iar", "acknowledge"),
+            ("dabt", "abort"),
+            ("iabt", "instruction"),
+            ("ec", "class"),
+            ("ipa", "intermediate"),
+            ("pte", "entry"),
+            ("s2pt", "stage"),
+            ("cntv", "virtual"),
+            ("cd", "descriptor"),
+            ("vcpu", "virtual"),
+            ("tlbi", "invalidate"),
+        ] {
+            let words = k.abbreviation(short).unwrap_or_else(|| panic!("{short}"));
+            assert!(words.iter().any(|w| w == word), "{short}: {words:?}");
+        }
+        assert_eq!(k.abbreviation("distributor"), None);
+        assert_eq!(k.abbreviation(""), None);
+        for a in k.abbreviations() {
+            if let Some(c) = &a.component {
+                assert!(COMPONENTS.contains(&c.as_str()), "{a:?}");
+            }
+            assert!(!a.means.is_empty(), "{a:?}");
+        }
+    }
+
+    #[test]
+    fn knowledge_data_names_nothing_of_the_reference_workspace() {
+        // The knowledge stays generic: no crate, item or trace name of the bundled
+        // reference workspace appears in the files this module adds to.
+        let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/eterna-arm64");
+        let mut names = std::collections::BTreeSet::new();
+        let mut stack = vec![std::path::PathBuf::from(fixture)];
+        while let Some(dir) = stack.pop() {
+            for e in std::fs::read_dir(&dir).unwrap().flatten() {
+                let path = e.path();
+                if path.is_dir() {
+                    if let Some(n) = path.file_name().and_then(|n| n.to_str()) {
+                        if n.contains('-') || n.contains('_') {
+                            names.insert(n.replace('-', "_"));
+                        }
+                    }
+                    stack.push(path);
+                }
+            }
+        }
+        assert!(
+            !names.is_empty(),
+            "the fixture's crate directories are found"
+        );
+        for text in [CONCEPTS_TOML, ABBREVIATIONS_TOML] {
+            for name in &names {
+                assert!(!text.contains(name.as_str()), "knowledge names `{name}`");
+            }
+        }
+    }
+
+    #[test]
+    fn invalid_abbreviations_and_forms_are_rejected() {
+        let with_abbr = |abbr: &str| Knowledge::from_strs(COMPONENTS_TOML, CONCEPTS_TOML, abbr);
+        let one = "[[abbreviation]]\nshort = \"gicd\"\nmeans = [\"gic\", \"distributor\"]\n";
+        assert!(with_abbr(one).is_ok());
+        for (bad, expect) in [
+            (format!("{one}{one}"), "listed twice"),
+            (one.replace("gicd", "GICD"), "lower-case identifier"),
+            (one.replace("[\"gic\", \"distributor\"]", "[]"), "`means`"),
+            (one.replace("\"distributor\"", "\"Distributor\""), "`means`"),
+            (
+                format!("{one}component = \"gic-ish\"\n"),
+                "unknown component",
+            ),
+        ] {
+            let err = with_abbr(&bad).unwrap_err().to_string();
+            assert!(err.contains("abbreviations.toml"), "{err}");
+            assert!(err.contains(expect), "{expect}: {err}");
+        }
+        let insn = "[[instruction]]\nmnemonic = \"dc\"\nmeans = \"data cache\"\ncomponent = \"cache-tlb\"\nx86_64 = \"a\"\nnote = \"b\"\n";
+        let form = "[[instruction_form]]\nname = \"dc cvac\"\nmnemonic = \"dc\"\nmeans = \"clean\"\ncomponent = \"cache-tlb\"\nx86_64 = \"a\"\nnote = \"b\"\n";
+        let with_conc =
+            |conc: &str| Knowledge::from_strs(COMPONENTS_TOML, conc, ABBREVIATIONS_TOML);
+        assert!(with_conc(&format!("{insn}{form}")).is_ok());
+        for (bad, expect) in [
+            (form.to_string(), "has no [[instruction]]"),
+            (format!("{insn}{form}{form}"), "listed twice"),
+            (
+                format!("{insn}{}", form.replace("dc cvac", "ic cvac")),
+                "<operation>",
+            ),
+            (
+                format!("{insn}{}", form.replace("dc cvac", "DC CVAC")),
+                "<operation>",
+            ),
+            (insn.replace("data cache", " "), "empty `means`"),
+        ] {
+            let err = with_conc(&bad).unwrap_err().to_string();
+            assert!(
+                err.contains("concepts.toml") && err.contains(expect),
+                "{expect}: {err}"
+            );
+        }
+        // `means` is required on every concept entry.
+        let err = with_conc(&insn.replace("means = \"data cache\"\n", ""))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("means"), "{err}");
+    }
+
+    #[test]
+    fn new_knowledge_is_indexed_one_chunk_per_entry() {
+        use crate::store::chunk::chunk_knowledge_toml;
+        let k = Knowledge::embedded().unwrap();
+        let sources = crate::ops::index::knowledge_sources();
+        let abbr = sources
+            .iter()
+            .find(|s| s.path.ends_with("abbreviations.toml"))
+            .expect("abbreviations.toml is a knowledge source");
+        let chunks = chunk_knowledge_toml(&abbr.text, &abbr.path);
+        let entries: Vec<_> = chunks
+            .iter()
+            .filter(|c| c.title.starts_with("abbreviation"))
+            .collect();
+        assert_eq!(entries.len(), k.abbreviations().len());
+        for (c, a) in entries.iter().zip(k.abbreviations()) {
+            assert!(
+                c.content.contains(&format!("short = \"{}\"", a.short)),
+                "{c:?}"
+            );
+            assert_eq!(c.component, a.component, "{c:?}");
+        }
+        let chunks = chunk_knowledge_toml(CONCEPTS_TOML, "concepts.toml");
+        let form = chunks
+            .iter()
+            .find(|c| c.title == "instruction_form dc cvac")
+            .expect("instruction forms chunk by name");
+        assert!(form.content.contains("point of coherency"), "{form:?}");
+        assert_eq!(form.component.as_deref(), Some("cache-tlb"));
+        let esr = chunks.iter().find(|c| c.title == "sysreg ESR_EL2").unwrap();
+        assert!(
+            esr.content.contains("means = \"Exception Syndrome"),
+            "{esr:?}"
+        );
+    }
+
+    #[test]
     fn invalid_knowledge_is_rejected_with_the_file_named() {
         let comps = COMPONENTS_TOML.replace("name = \"uart\"", "name = \"serialport\"");
-        let err = Knowledge::from_strs(&comps, CONCEPTS_TOML).unwrap_err();
+        let err = Knowledge::from_strs(&comps, CONCEPTS_TOML, ABBREVIATIONS_TOML).unwrap_err();
         assert!(err.to_string().contains("components.toml"), "{err}");
         let conc =
-            "[[sysreg]]\nname = \"X_EL2\"\ncomponent = \"nope\"\nx86_64 = \"a\"\nnote = \"b\"\n";
-        let err = Knowledge::from_strs(COMPONENTS_TOML, conc).unwrap_err();
+            "[[sysreg]]\nname = \"X_EL2\"\nmeans = \"x\"\ncomponent = \"nope\"\nx86_64 = \"a\"\nnote = \"b\"\n";
+        let err = Knowledge::from_strs(COMPONENTS_TOML, conc, ABBREVIATIONS_TOML).unwrap_err();
         assert!(
             err.to_string().contains("unknown component `nope`"),
             "{err}"
