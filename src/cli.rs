@@ -325,6 +325,11 @@ pub struct SearchArgs {
     /// each result showing its own
     #[arg(long, value_name = "ARCH")]
     pub arch: Option<String>,
+
+    /// Only the query's own words: do not add the identifiers of the concepts it names
+    /// ("exception return" → eret, ELR_EL2, SPSR_EL2)
+    #[arg(long)]
+    pub literal: bool,
 }
 
 const ASK_AFTER_HELP: &str = "\

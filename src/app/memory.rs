@@ -138,6 +138,7 @@ pub(super) fn cmd_search(g: &GlobalArgs, args: &SearchArgs) -> Result<u8> {
     };
     let filters = Filters {
         arches,
+        literal: args.literal,
         kind: args.kind.map(|k| match k {
             ChunkKind::Code => Kind::Code,
             ChunkKind::Doc => Kind::Doc,

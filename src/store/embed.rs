@@ -160,7 +160,7 @@ pub(crate) fn is_stopword(w: &str) -> bool {
 }
 
 /// Calls `f(word)` for each identifier-like token of `text` (ASCII letters, digits, `_`).
-fn tokens(text: &str, mut f: impl FnMut(&str)) {
+pub(crate) fn tokens(text: &str, mut f: impl FnMut(&str)) {
     let bytes = text.as_bytes();
     let mut start = None;
     for (i, &b) in bytes.iter().enumerate() {

@@ -84,6 +84,7 @@ impl SourceFile {
         let mut h = blake3::Hasher::new();
         for part in [
             CHUNK_FORMAT,
+            super::lexicon::Lexicon::embedded().fingerprint(),
             self.kind.as_str(),
             self.module_path.as_deref().unwrap_or(""),
             self.component.as_deref().unwrap_or(""),
@@ -134,12 +135,16 @@ pub(crate) fn embed_text(
     format!("{title}\n{path}\n{}\n{content}", module_path.unwrap_or(""))
 }
 
-/// The full-text body: content plus identifier parts and module path words.
+/// The full-text body: content plus identifier parts, the words the abbreviations
+/// among them stand for (`gicd` → "gic distributor", see [`super::lexicon`]) and
+/// module path words.
 fn fts_body(c: &Prepared) -> String {
+    let text = format!("{} {}", c.chunk.title, c.chunk.content);
     format!(
-        "{}\n{}\n{}",
+        "{}\n{}\n{}\n{}",
         c.chunk.content,
-        split_words(&format!("{} {}", c.chunk.title, c.chunk.content)),
+        split_words(&text),
+        super::lexicon::Lexicon::embedded().alias_words(&text),
         c.chunk
             .module_path
             .as_deref()

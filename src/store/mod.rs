@@ -16,6 +16,7 @@
 pub mod chunk;
 pub mod embed;
 pub mod index;
+pub mod lexicon;
 pub mod rag;
 mod schema;
 mod serve;

@@ -22,6 +22,8 @@ const RRF_K: f64 = 60.0;
 /// Added to the fused score of chunks of a component the query names: about what a
 /// 10th place in one list is worth.
 const COMPONENT_BONUS: f64 = 1.0 / (RRF_K + 10.0);
+/// The weight of the expansion list in the fusion: below the query's own lists.
+const EXPANSION_WEIGHT: f64 = 0.5;
 
 /// Above this many chunks, full-text search avoids ranking every chunk with any word.
 const LARGE_INDEX: i64 = 20_000;
@@ -42,6 +44,9 @@ pub struct Filters {
     pub prefer_components: Vec<String>,
     /// At most this many results from one source file (more varied results).
     pub max_per_source: Option<usize>,
+    /// Only the query's own words: no expansion by the concepts it names (see
+    /// [`super::lexicon::Lexicon::expand`]).
+    pub literal: bool,
     /// Only chunks of these architectures (`aarch64`, `neutral`, …); empty: any.
     pub arches: Vec<String>,
 }
@@ -104,9 +109,16 @@ fn query_groups(query: &str) -> Vec<Vec<String>> {
             continue;
         }
         let folded = normalize_word(&lw).to_string();
+        let aliases = super::lexicon::Lexicon::embedded()
+            .aliases_of(&lw)
+            .map(|words| words.join(" "));
         let mut g = vec![lw];
         if folded != g[0] {
             g.push(folded);
+        }
+        // An abbreviation also finds code that spells it out (`gicd`: "gic distributor").
+        if let Some(a) = aliases.filter(|a| !g.contains(a)) {
+            g.push(a);
         }
         groups.push(g);
     }
@@ -204,6 +216,13 @@ impl Store {
         let vector = self.vector_candidates(query, (n * 2).max(20), filters, embedder)?;
         let t1 = std::time::Instant::now();
         let text = self.text_candidates(query, depth, filters)?;
+        // The identifiers of the concepts the query names in words (`eret`, `elr_el2`
+        // for "exception return"): a list of their own, weighted below the query's.
+        let expansion = if filters.literal {
+            Vec::new()
+        } else {
+            self.expansion_candidates(query, depth, filters)?
+        };
         tracing::debug!(vector = ?(t1 - t0), text = ?t1.elapsed(), query, "search timings");
 
         let mut fused: HashMap<i64, Fused> = HashMap::new();
@@ -216,6 +235,9 @@ impl Store {
             let e = fused.entry(*id).or_default();
             e.0 += 1.0 / (RRF_K + (i + 1) as f64);
             e.2 = Some(i + 1);
+        }
+        for (i, id) in expansion.iter().enumerate() {
+            fused.entry(*id).or_default().0 += EXPANSION_WEIGHT / (RRF_K + (i + 1) as f64);
         }
         if !filters.prefer_components.is_empty() && !fused.is_empty() {
             let ids: Vec<i64> = fused.keys().copied().collect();
@@ -399,6 +421,27 @@ impl Store {
         });
         scored.truncate(depth);
         Ok(scored.into_iter().map(|s| s.1).collect())
+    }
+
+    /// Chunk ids by BM25 for the identifiers of the concepts the query names, best
+    /// first; none when it names none.
+    fn expansion_candidates(
+        &self,
+        query: &str,
+        depth: usize,
+        filters: &Filters,
+    ) -> Result<Vec<i64>> {
+        let terms = super::lexicon::Lexicon::embedded().expand(query);
+        if terms.is_empty() {
+            return Ok(Vec::new());
+        }
+        tracing::debug!(?terms, "query expanded");
+        let any = terms
+            .iter()
+            .map(|t| format!("\"{}\"", t.replace('"', "")))
+            .collect::<Vec<_>>()
+            .join(" OR ");
+        self.fts_ranked(&any, depth, filters)
     }
 
     /// Chunk ids by BM25, best first.

@@ -14,6 +14,7 @@ mod fixture_port;
 mod groups;
 mod layout_ports;
 mod layouts;
+mod lexical;
 mod llm;
 mod plan;
 mod port;
