@@ -19,6 +19,7 @@ mod plan;
 mod port;
 mod prompts;
 mod real_model;
+mod retrieval;
 mod serve;
 mod setup;
 mod store;
