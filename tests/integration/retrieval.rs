@@ -206,3 +206,45 @@ async fn remote_embedder_with_real_vectors_answers_what_words_cannot() {
         );
     }
 }
+
+/// The evaluation workspace is what the retrieval work assumes: its aarch64 backend is
+/// planned, module by module, and nothing of the other backends is.
+#[test]
+fn the_multi_arch_workspace_plans_its_aarch64_backend_only() {
+    let ws = copy_tree(&fixture());
+    let out = crate::common::run(ws.path(), &["plan", "--message-format", "json"]);
+    assert_code(&out, 0);
+    let v = json(&out);
+    let sources: Vec<&str> = v["modules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["source"].as_str().unwrap())
+        .collect();
+    for f in [
+        "exception",
+        "vcpu",
+        "cache",
+        "stage2",
+        "psci",
+        "vgic",
+        "ipi",
+        "timer",
+        "pl011",
+        "smmu",
+    ] {
+        let want = format!("src/arch/aarch64/{f}.rs");
+        assert!(
+            sources.contains(&want.as_str()),
+            "{want} not planned: {sources:?}"
+        );
+    }
+    for s in &sources {
+        assert!(
+            !["riscv64", "loongarch64", "x86_64"]
+                .iter()
+                .any(|a| s.starts_with(&format!("src/arch/{a}/"))),
+            "another architecture's file is planned: {s}"
+        );
+    }
+}
