@@ -20,6 +20,7 @@ mod plan;
 mod port;
 mod prompts;
 mod real_model;
+mod retrieval;
 mod retrieval_arch;
 mod serve;
 mod setup;
