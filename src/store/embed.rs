@@ -28,6 +28,11 @@ pub trait Embedder: Send + Sync {
     fn batch_size(&self) -> usize {
         256
     }
+    /// The weight of this embedder's list against the full-text list (1.0) when a
+    /// search fuses them: how much its nearest neighbours say about meaning.
+    fn fusion_weight(&self) -> f64 {
+        1.0
+    }
 }
 
 /// Dimension of the local embedder (a power of two, for the Hadamard rotation).
@@ -91,6 +96,12 @@ impl Embedder for LocalEmbedder {
 
     fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, StoreError> {
         Ok(texts.iter().map(|t| self.embed_one(t)).collect())
+    }
+    /// Feature hashing sees the same words as the full-text index, less sharply: its
+    /// list counts half (measured with `cargo bench --bench retrieval`: on both
+    /// evaluation sets the top-3 hit rate and nDCG@5 are best at one half).
+    fn fusion_weight(&self) -> f64 {
+        0.5
     }
 }
 

@@ -135,16 +135,13 @@ pub(crate) fn embed_text(
     format!("{title}\n{path}\n{}\n{content}", module_path.unwrap_or(""))
 }
 
-/// The full-text body: content plus identifier parts, the words the abbreviations
-/// among them stand for (`gicd` → "gic distributor", see [`super::lexicon`]) and
-/// module path words.
+/// The full-text body: content plus identifier parts and module path words.
 fn fts_body(c: &Prepared) -> String {
     let text = format!("{} {}", c.chunk.title, c.chunk.content);
     format!(
-        "{}\n{}\n{}\n{}",
+        "{}\n{}\n{}",
         c.chunk.content,
         split_words(&text),
-        super::lexicon::Lexicon::embedded().alias_words(&text),
         c.chunk
             .module_path
             .as_deref()
@@ -562,15 +559,22 @@ impl Store {
         })
         .map_err(|e| self.err("insert a chunk", e))?;
         let id = c.last_insert_rowid();
-        c.prepare_cached("INSERT INTO agent_memory_fts (rowid, title, body) VALUES (?1, ?2, ?3)")
-            .and_then(|mut s| {
-                s.execute(params![
-                    id,
-                    format!("{} {path}", p.chunk.title),
-                    fts_body(p)
-                ])
-            })
-            .map_err(|e| self.err("insert a full-text row", e))?;
+        // The words abbreviated identifiers stand for (`gicd` → "gic distributor", see
+        // [`super::lexicon`]) in a column of their own, ranked below the text.
+        let aliases = super::lexicon::Lexicon::embedded()
+            .alias_words(&format!("{} {}", p.chunk.title, p.chunk.content));
+        c.prepare_cached(
+            "INSERT INTO agent_memory_fts (rowid, title, body, aliases) VALUES (?1, ?2, ?3, ?4)",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                id,
+                format!("{} {path}", p.chunk.title),
+                fts_body(p),
+                aliases
+            ])
+        })
+        .map_err(|e| self.err("insert a full-text row", e))?;
         self.insert_vec(id, kind.as_str(), p.chunk.component.as_deref(), v)
     }
 

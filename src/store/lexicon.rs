@@ -43,8 +43,8 @@ pub struct Lexicon {
 /// words also drop Rust keywords such as `return`, which a meaning needs.)
 const FUNCTION_WORDS: &[&str] = &[
     "a", "an", "and", "are", "as", "at", "be", "by", "can", "do", "does", "for", "from", "how",
-    "in", "into", "is", "it", "its", "of", "on", "or", "that", "the", "this", "to", "via",
-    "what", "when", "where", "which", "who", "why", "with",
+    "in", "into", "is", "it", "its", "of", "on", "or", "that", "the", "this", "to", "via", "what",
+    "when", "where", "which", "who", "why", "with",
 ];
 
 /// The content words of a text, folded (`registers` → `reg`), in order.
@@ -140,8 +140,7 @@ impl Lexicon {
         let mut out = String::new();
         tokens(text, |tok| {
             split_identifier(tok, |part| {
-                if let Some((key, words)) = self.aliases.get_key_value(&part.to_ascii_lowercase())
-                {
+                if let Some((key, words)) = self.aliases.get_key_value(&part.to_ascii_lowercase()) {
                     if seen.insert(key.as_str()) {
                         for w in words {
                             out.push_str(w);
@@ -180,10 +179,14 @@ impl Lexicon {
             })
             .filter(|(_, shared, _)| *shared > 0)
             .collect();
-        // Concepts the query names outright first ("exception return" is `eret`; it is
-        // only part of `ELR_EL2`'s meaning), then the most shared pairs; the
-        // knowledge's order breaks ties.
-        scored.sort_by(|a, b| b.0.cmp(&a.0).then(b.1.cmp(&a.1)).then(a.2.cmp(&b.2)));
+        // Only the concepts sharing the most pairs with the query ("stage 2
+        // translation tables" is VTTBR_EL2's "stage 2 translation table base", more
+        // than TTBR0_EL2's "translation table base"); among them those the query names
+        // outright first ("exception return" is `eret`, only part of `ELR_EL2`'s
+        // meaning); the knowledge's order breaks ties.
+        let best = scored.iter().map(|s| s.1).max().unwrap_or(0);
+        scored.retain(|s| s.1 == best);
+        scored.sort_by(|a, b| b.0.cmp(&a.0).then(a.2.cmp(&b.2)));
         let mut out: Vec<String> = Vec::new();
         for (_, _, i) in scored.into_iter().take(MAX_CONCEPTS) {
             for t in self.concepts[i].terms.iter().take(MAX_TERMS_PER_CONCEPT) {
@@ -213,7 +216,11 @@ mod tests {
         let e = l.expand("clean the data cache to the point of coherency");
         assert!(e.iter().any(|t| t.contains("cvac")), "{e:?}");
         let e = l.expand("where is the translation table base programmed");
-        assert!(e.iter().any(|t| t.starts_with("ttbr") || t.starts_with("vttbr")), "{e:?}");
+        assert!(
+            e.iter()
+                .any(|t| t.starts_with("ttbr") || t.starts_with("vttbr")),
+            "{e:?}"
+        );
         assert!(l.expand("make it faster please").is_empty());
         assert!(l.expand("eret").is_empty(), "one word has no pair");
     }

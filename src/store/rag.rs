@@ -24,6 +24,8 @@ const RRF_K: f64 = 60.0;
 const COMPONENT_BONUS: f64 = 1.0 / (RRF_K + 10.0);
 /// The weight of the expansion list in the fusion: below the query's own lists.
 const EXPANSION_WEIGHT: f64 = 0.5;
+/// The share of the best score a kind's best result needs to move up.
+const KIND_HEAD_SHARE: f64 = 0.7;
 
 /// Above this many chunks, full-text search avoids ranking every chunk with any word.
 const LARGE_INDEX: i64 = 20_000;
@@ -175,8 +177,11 @@ impl Store {
     /// The `n` best chunks for `query`.
     /// Puts the best result of each kind (code, doc, knowledge, artifact) first, in
     /// score order, then the rest as ranked: a search over everything should show the
-    /// module's code next to the knowledge about it, not five knowledge entries.
+    /// module's code next to the knowledge about it, not five knowledge entries. Only
+    /// results that are relevant in their own right move up (a score of at least
+    /// [`KIND_HEAD_SHARE`] of the best): a document that barely matches keeps its place.
     fn diversify_kinds(&self, order: Vec<(i64, Fused)>) -> Result<Vec<(i64, Fused)>> {
+        let floor = order.first().map_or(0.0, |o| o.1 .0 * KIND_HEAD_SHARE);
         let mut st = self
             .conn()
             .prepare_cached("SELECT kind FROM agent_memory WHERE id = ?1")
@@ -186,7 +191,7 @@ impl Store {
         let mut rest = Vec::with_capacity(order.len());
         for o in order {
             let kind: String = st.query_row([o.0], |r| r.get(0)).unwrap_or_default();
-            if seen_kinds.contains(&kind) {
+            if seen_kinds.contains(&kind) || o.1 .0 < floor {
                 rest.push(o);
             } else {
                 seen_kinds.push(kind);
@@ -226,9 +231,10 @@ impl Store {
         tracing::debug!(vector = ?(t1 - t0), text = ?t1.elapsed(), query, "search timings");
 
         let mut fused: HashMap<i64, Fused> = HashMap::new();
+        let vw = embedder.fusion_weight();
         for (i, id) in vector.iter().enumerate() {
             let e = fused.entry(*id).or_default();
-            e.0 += 1.0 / (RRF_K + (i + 1) as f64);
+            e.0 += vw / (RRF_K + (i + 1) as f64);
             e.1 = Some(i + 1);
         }
         for (i, id) in text.iter().enumerate() {
@@ -438,10 +444,14 @@ impl Store {
         tracing::debug!(?terms, "query expanded");
         let any = terms
             .iter()
-            .map(|t| format!("\"{}\"", t.replace('"', "")))
+            // A prefix: a register family's name (`ich_lr`) finds its members
+            // (`ich_lr0_el2`).
+            .map(|t| format!("\"{}\"*", t.replace('"', "")))
             .collect::<Vec<_>>()
             .join(" OR ");
-        self.fts_ranked(&any, depth, filters)
+        // The knowledge defines these terms and is found by the query's own words;
+        // the expansion is for the code and documents that only use them.
+        self.fts_ranked_in(&any, depth, filters, true)
     }
 
     /// Chunk ids by BM25, best first.
@@ -493,7 +503,19 @@ impl Store {
     }
 
     fn fts_ranked(&self, m: &str, depth: usize, filters: &Filters) -> Result<Vec<i64>> {
-        let filtered = filters.kind.is_some()
+        self.fts_ranked_in(m, depth, filters, false)
+    }
+
+    /// [`Self::fts_ranked`], without the knowledge's chunks when `no_knowledge`.
+    fn fts_ranked_in(
+        &self,
+        m: &str,
+        depth: usize,
+        filters: &Filters,
+        no_knowledge: bool,
+    ) -> Result<Vec<i64>> {
+        let filtered = no_knowledge
+            || filters.kind.is_some()
             || filters.component.is_some()
             || filters.path_prefix.is_some()
             || !filters.arches.is_empty();
@@ -512,6 +534,9 @@ impl Store {
             if let Some(kind) = filters.kind {
                 args.push(Value::Text(kind.as_str().into()));
                 sql.push_str(&format!(" AND m.kind = ?{}", args.len()));
+            }
+            if no_knowledge {
+                sql.push_str(" AND m.kind != 'knowledge'");
             }
             if let Some(c) = &filters.component {
                 args.push(Value::Text(c.clone()));

@@ -97,9 +97,9 @@ CREATE TABLE IF NOT EXISTS agent_memory (
 CREATE INDEX IF NOT EXISTS agent_memory_source ON agent_memory(source_path);
 CREATE INDEX IF NOT EXISTS agent_memory_unembedded ON agent_memory(id) WHERE embedding IS NULL;
 CREATE VIRTUAL TABLE IF NOT EXISTS agent_memory_fts USING fts5(
-    title, body, tokenize = 'porter unicode61 remove_diacritics 2'
+    title, body, aliases, tokenize = 'porter unicode61 remove_diacritics 2'
 );
-INSERT INTO agent_memory_fts (agent_memory_fts, rank) VALUES ('rank', 'bm25(2.0, 1.0)');
+INSERT INTO agent_memory_fts (agent_memory_fts, rank) VALUES ('rank', 'bm25(2.0, 1.0, 0.4)');
 ";
 
 const V2: &str = "
@@ -178,11 +178,16 @@ CREATE TABLE IF NOT EXISTS serve_events (
 ) WITHOUT ROWID;
 ";
 
-/// Each chunk's architecture (its file's): the agents' context keeps to the module's
-/// own, and `search --arch` filters on it. Existing chunks are `neutral` until the
-/// next index, which re-reads every source (the chunk format changed with it).
+/// Version 6 rebuilds the derived tables (the next `index` fills them again): each chunk
+/// gets its architecture (the agents' context keeps to the module's own, `search
+/// --arch` filters on it), and the full-text index an `aliases` column for the words
+/// abbreviated identifiers stand for, ranked below the text itself.
 const V6: &str = "
-ALTER TABLE agent_memory ADD COLUMN arch TEXT NOT NULL DEFAULT 'neutral';
+DROP TABLE IF EXISTS agent_memory_vec;
+DROP TABLE IF EXISTS agent_memory_fts;
+DROP TABLE IF EXISTS agent_memory;
+DROP TABLE IF EXISTS memory_sources;
+DELETE FROM meta WHERE key IN ('embedder', 'embedding_dim', 'last_indexed');
 ";
 
 pub(super) fn migrate(store: &Store) -> Result<()> {
@@ -248,19 +253,9 @@ fn migrate_in_transaction(store: &Store) -> Result<()> {
     }
     if version == 5 {
         tracing::debug!(path = %store.path().display(), "migrating the store to schema 6");
-        // A store created by this build has the column from version 2's tables.
-        let has_arch: bool = tx
-            .query_row(
-                "SELECT count(*) FROM pragma_table_info('agent_memory') WHERE name = 'arch'",
-                [],
-                |r| r.get::<_, i64>(0),
-            )
-            .map_err(|e| store.err("migrate to schema version 6", e))?
-            > 0;
-        if !has_arch {
-            tx.execute_batch(V6)
-                .map_err(|e| store.err("migrate to schema version 6", e))?;
-        }
+        tx.execute_batch(V6)
+            .and_then(|()| tx.execute_batch(DERIVED_TABLES))
+            .map_err(|e| store.err("migrate to schema version 6", e))?;
         version = 6;
     }
     tx.pragma_update(None, "user_version", version)

@@ -58,7 +58,15 @@ fn terse_workspace() -> tempfile::TempDir {
 }
 
 fn code_results(dir: &Path, query: &str, extra: &[&str]) -> Vec<Value> {
-    let mut args = vec!["search", "--message-format", "json", "--kind", "code", "-n", "10"];
+    let mut args = vec![
+        "search",
+        "--message-format",
+        "json",
+        "--kind",
+        "code",
+        "-n",
+        "10",
+    ];
     args.extend_from_slice(extra);
     args.push(query);
     let o = run(dir, &args);
@@ -67,7 +75,10 @@ fn code_results(dir: &Path, query: &str, extra: &[&str]) -> Vec<Value> {
 }
 
 fn rank_of(results: &[Value], path: &str) -> Option<usize> {
-    results.iter().position(|r| r["path"] == path).map(|i| i + 1)
+    results
+        .iter()
+        .position(|r| r["path"] == path)
+        .map(|i| i + 1)
 }
 
 #[test]
@@ -75,17 +86,36 @@ fn abbreviated_identifiers_are_found_by_the_words_they_stand_for() {
     let ws = terse_workspace();
     assert_code(&run(ws.path(), &["index"]), 0);
     for (query, file, absent) in [
-        ("multiprocessor affinity", "src/arch/aarch64/smp.rs", "multiprocessor"),
-        ("enable the distributor", "src/arch/aarch64/gic.rs", "distributor"),
-        ("write a page table entry", "src/arch/aarch64/paging.rs", "table"),
+        (
+            "multiprocessor affinity",
+            "src/arch/aarch64/smp.rs",
+            "multiprocessor",
+        ),
+        (
+            "enable the distributor",
+            "src/arch/aarch64/gic.rs",
+            "distributor",
+        ),
+        (
+            "write a page table entry",
+            "src/arch/aarch64/paging.rs",
+            "table",
+        ),
     ] {
         let text = std::fs::read_to_string(ws.path().join(file)).unwrap();
-        assert!(!text.to_lowercase().contains(absent), "the test needs terse code");
+        assert!(
+            !text.to_lowercase().contains(absent),
+            "the test needs terse code"
+        );
         let results = code_results(ws.path(), query, &[]);
         assert_eq!(rank_of(&results, file), Some(1), "{query}: {results:#?}");
         // Found by the full-text index, which only knows the words through the
         // abbreviation aliases.
-        assert!(results[0]["text_rank"].is_u64(), "{query}: {:#}", results[0]);
+        assert!(
+            results[0]["text_rank"].is_u64(),
+            "{query}: {:#}",
+            results[0]
+        );
     }
 }
 
