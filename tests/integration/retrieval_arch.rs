@@ -111,3 +111,70 @@ fn an_arm64_modules_context_holds_no_other_architectures_code() {
         }
     }
 }
+
+/// The evaluation workspace with aarch64, riscv64, loongarch64 and x86_64 backends.
+fn multi_arch_hv() -> tempfile::TempDir {
+    copy_tree(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/retrieval/multi-arch-hv"))
+}
+
+#[test]
+fn on_the_evaluation_workspace_arm64_context_is_arm64_and_every_question_hits_the_top_3() {
+    let ws = multi_arch_hv();
+    let s = Session::open(&SessionOptions {
+        manifest_path: Some(ws.path().join("Cargo.toml")),
+        ..SessionOptions::default()
+    })
+    .unwrap();
+    let store = index::open_store(&s.config).unwrap();
+    index::refresh(&s, &store).unwrap();
+    let embedder = index::make_embedder(&s.config).unwrap();
+    let plan = s.full_plan(true, &|_| {});
+    assert!(plan.modules.len() >= 10, "{}", plan.modules.len());
+    for m in &plan.modules {
+        let context = context_for_module(&store, m, embedder.as_ref(), 3000).unwrap();
+        for c in &context {
+            assert!(
+                !c.path.contains("/riscv64/") && !c.path.contains("/loongarch64/"),
+                "{}: {} ({})",
+                m.module_path,
+                c.path,
+                c.arch
+            );
+        }
+    }
+
+    // The questions a porting agent asks (tests/fixtures/retrieval), searched as the
+    // agents search: ARM64 and neutral code. An expected file among the first three
+    // code and document results, for every one.
+    let set: toml::Value = toml::from_str(
+        &std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures/retrieval/multi-arch-hv.questions.toml"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let questions = set["question"].as_array().unwrap();
+    assert!(questions.len() >= 12);
+    let mut misses = Vec::new();
+    for q in questions {
+        let question = q["question"].as_str().unwrap();
+        let expected: Vec<&str> = q["expected"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e.as_str().unwrap())
+            .collect();
+        let results = search(ws.path(), &["-n", "10", "--arch", "aarch64", question]);
+        let top: Vec<&str> = results
+            .iter()
+            .filter(|r| matches!(r["kind"].as_str(), Some("code" | "doc")))
+            .take(3)
+            .map(|r| r["path"].as_str().unwrap())
+            .collect();
+        if !top.iter().any(|p| expected.contains(p)) {
+            misses.push(format!("{question}: expected {expected:?}, got {top:?}"));
+        }
+    }
+    assert!(misses.is_empty(), "{misses:#?}");
+}
