@@ -67,11 +67,16 @@ fn chunks_carry_their_files_architecture_and_search_can_keep_to_one() {
     assert!(crate::common::stderr(&o).contains("--arch sparc9"));
 }
 
-#[test]
-fn an_arm64_modules_context_holds_no_other_architectures_code() {
-    let ws = multi_arch();
+/// The workspace at `dir` indexed through the library: its store, embedder and plan.
+fn indexed(
+    dir: &Path,
+) -> (
+    cargo_eterna_port::store::Store,
+    Box<dyn cargo_eterna_port::store::Embedder>,
+    cargo_eterna_port::plan::Plan,
+) {
     let s = Session::open(&SessionOptions {
-        manifest_path: Some(ws.path().join("Cargo.toml")),
+        manifest_path: Some(dir.join("Cargo.toml")),
         ..SessionOptions::default()
     })
     .unwrap();
@@ -79,6 +84,13 @@ fn an_arm64_modules_context_holds_no_other_architectures_code() {
     index::refresh(&s, &store).unwrap();
     let embedder = index::make_embedder(&s.config).unwrap();
     let plan = s.full_plan(true, &|_| {});
+    (store, embedder, plan)
+}
+
+#[test]
+fn an_arm64_modules_context_holds_no_other_architectures_code() {
+    let ws = multi_arch();
+    let (store, embedder, plan) = indexed(ws.path());
     assert!(!plan.modules.is_empty());
     for m in &plan.modules {
         // Unfiltered, the other architectures' look-alike code is found...
@@ -120,15 +132,7 @@ fn multi_arch_hv() -> tempfile::TempDir {
 #[test]
 fn on_the_evaluation_workspace_arm64_context_is_arm64_and_every_question_hits_the_top_3() {
     let ws = multi_arch_hv();
-    let s = Session::open(&SessionOptions {
-        manifest_path: Some(ws.path().join("Cargo.toml")),
-        ..SessionOptions::default()
-    })
-    .unwrap();
-    let store = index::open_store(&s.config).unwrap();
-    index::refresh(&s, &store).unwrap();
-    let embedder = index::make_embedder(&s.config).unwrap();
-    let plan = s.full_plan(true, &|_| {});
+    let (store, embedder, plan) = indexed(ws.path());
     assert!(plan.modules.len() >= 10, "{}", plan.modules.len());
     for m in &plan.modules {
         let context = context_for_module(&store, m, embedder.as_ref(), 3000).unwrap();
