@@ -74,18 +74,7 @@ fn embed(text: &str) -> Vec<f32> {
 }
 
 fn embeddings(req: &Request) -> ResponseTemplate {
-    let body: Value = serde_json::from_slice(&req.body).unwrap();
-    let data: Vec<Value> = body["input"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .enumerate()
-        .map(|(i, t)| serde_json::json!({"object": "embedding", "index": i, "embedding": embed(t.as_str().unwrap())}))
-        .collect();
-    ResponseTemplate::new(200).set_body_json(serde_json::json!({
-        "object": "list", "data": data, "model": body["model"],
-        "usage": {"prompt_tokens": 1, "total_tokens": 1}
-    }))
+    crate::common::embeddings_response(req, embed)
 }
 
 fn remote(ws: &Path, url: &str, args: &[&str]) -> std::process::Output {

@@ -753,17 +753,7 @@ mod remote {
     }
 
     fn embeddings(req: &Request) -> ResponseTemplate {
-        let body: Value = serde_json::from_slice(&req.body).unwrap();
-        let inputs = body["input"].as_array().unwrap();
-        let data: Vec<Value> = inputs
-            .iter()
-            .enumerate()
-            .map(|(i, t)| serde_json::json!({"object": "embedding", "index": i, "embedding": fake(t.as_str().unwrap())}))
-            .collect();
-        ResponseTemplate::new(200).set_body_json(serde_json::json!({
-            "object": "list", "data": data, "model": body["model"],
-            "usage": {"prompt_tokens": 1, "total_tokens": 1}
-        }))
+        crate::common::embeddings_response(req, fake)
     }
 
     fn remote_cmd(ws: &Path, url: &str, args: &[&str]) -> std::process::Command {

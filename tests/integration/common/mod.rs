@@ -215,3 +215,25 @@ pub fn git(dir: &Path, args: &[&str]) -> String {
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// An OpenAI-compatible `/embeddings` answer to `req`: one vector per input text,
+/// `embed(text)` each, in the request's order.
+pub fn embeddings_response(
+    req: &wiremock::Request,
+    embed: impl Fn(&str) -> Vec<f32>,
+) -> wiremock::ResponseTemplate {
+    let body: serde_json::Value = serde_json::from_slice(&req.body).unwrap();
+    let data: Vec<serde_json::Value> = body["input"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            serde_json::json!({"object": "embedding", "index": i, "embedding": embed(t.as_str().unwrap())})
+        })
+        .collect();
+    wiremock::ResponseTemplate::new(200).set_body_json(serde_json::json!({
+        "object": "list", "data": data, "model": body["model"],
+        "usage": {"prompt_tokens": 1, "total_tokens": 1}
+    }))
+}
