@@ -327,6 +327,16 @@ fn requests_are_dry_runs_unless_they_say_write() {
     );
 }
 
+/// A bad request: route, body, status, the field its error names (JSON null: none),
+/// words of its message.
+type BadRequest = (
+    &'static str,
+    String,
+    u16,
+    Option<Value>,
+    Option<&'static str>,
+);
+
 #[test]
 fn bad_requests_get_a_status_and_a_message_naming_the_field() {
     let ws = committed_fixture();
@@ -341,34 +351,113 @@ fn bad_requests_get_a_status_and_a_message_naming_the_field() {
                 .unwrap(),
         )
     };
-    let (code, e) = send("/swarm/orchestrate", "{\"userMessage\": ");
-    assert_eq!(code, 400, "{e}");
-    let (code, e) = send("/swarm/orchestrate", "{\"userMesage\": \"port vmcs\"}");
-    assert_eq!(code, 400);
-    assert_eq!(e["error"]["field"], "userMesage", "{e}");
-    let (code, e) = send("/swarm/orchestrate", "{}");
-    assert_eq!(code, 400);
-    assert_eq!(e["error"]["field"], "userMessage", "{e}");
-    let (code, e) = send(
-        "/swarm/orchestrate",
-        "{\"userMessage\": \"make it faster\"}",
-    );
-    assert_eq!(code, 400);
-    assert!(
-        e["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("vm-control"),
-        "{e}"
-    );
-    let (code, e) = send("/swarm/orchestrate", "{\"userMessage\": 7}");
-    assert_eq!(code, 400);
-    assert_eq!(e["error"]["field"], Value::Null, "{e}");
-    assert!(e["error"]["message"]
-        .as_str()
-        .unwrap()
-        .contains("invalid type"));
-
+    let cases: Vec<BadRequest> = vec![
+        (
+            "/swarm/orchestrate",
+            "{\"userMessage\": ".into(),
+            400,
+            None,
+            None,
+        ),
+        (
+            "/swarm/orchestrate",
+            "{\"userMesage\": \"port vmcs\"}".into(),
+            400,
+            Some(json!("userMesage")),
+            None,
+        ),
+        (
+            "/swarm/orchestrate",
+            "{}".into(),
+            400,
+            Some(json!("userMessage")),
+            None,
+        ),
+        (
+            "/swarm/orchestrate",
+            "{\"userMessage\": \"make it faster\"}".into(),
+            400,
+            None,
+            Some("vm-control"),
+        ),
+        (
+            "/swarm/orchestrate",
+            "{\"userMessage\": 7}".into(),
+            400,
+            Some(Value::Null),
+            Some("invalid type"),
+        ),
+        (
+            "/eterna/port",
+            json!({"file": "eterna/src/nope.rs"}).to_string(),
+            400,
+            None,
+            Some("does not exist"),
+        ),
+        (
+            "/eterna/port",
+            json!({"targets": ["warp-drive"]}).to_string(),
+            400,
+            Some(json!("targets")),
+            None,
+        ),
+        (
+            "/eterna/port",
+            "{}".into(),
+            400,
+            Some(json!("targets")),
+            None,
+        ),
+        (
+            "/eterna/port",
+            json!({"targets": ["gic"], "backend": "quantum"}).to_string(),
+            400,
+            Some(json!("backend")),
+            None,
+        ),
+        // `boot` without `write`.
+        (
+            "/eterna/port",
+            json!({"targets": ["gic"], "boot": "qemu"}).to_string(),
+            400,
+            None,
+            None,
+        ),
+        (
+            "/eterna/port",
+            json!({"targets": ["gic"], "userMessage": "x"}).to_string(),
+            400,
+            Some(json!("userMessage")),
+            None,
+        ),
+        (
+            "/agent/wizard/execute",
+            "{}".into(),
+            404,
+            None,
+            Some("eterna_port"),
+        ),
+        (
+            "/agent/debug/execute",
+            json!({"targets": ["gic"]}).to_string(),
+            400,
+            Some(json!("write")),
+            None,
+        ),
+    ];
+    for (path, body, status, field, words) in cases {
+        let (code, e) = send(path, &body);
+        assert_eq!(code, status, "{path} {body}: {e}");
+        if let Some(field) = field {
+            assert_eq!(e["error"]["field"], field, "{path} {body}: {e}");
+        }
+        if let Some(words) = words {
+            assert!(
+                e["error"]["message"].as_str().unwrap().contains(words),
+                "{path} {body}: {e}"
+            );
+        }
+    }
     for outside in ["../../etc/passwd", "/etc/passwd", "eterna/../../x.rs"] {
         let (code, e) = send("/eterna/port", &json!({"file": outside}).to_string());
         assert_eq!(code, 400, "{outside}: {e}");
@@ -378,54 +467,6 @@ fn bad_requests_get_a_status_and_a_message_naming_the_field() {
             "{e}"
         );
     }
-    let (code, e) = send(
-        "/eterna/port",
-        &json!({"file": "eterna/src/nope.rs"}).to_string(),
-    );
-    assert_eq!(code, 400);
-    assert!(e["error"]["message"]
-        .as_str()
-        .unwrap()
-        .contains("does not exist"));
-    let (code, e) = send(
-        "/eterna/port",
-        &json!({"targets": ["warp-drive"]}).to_string(),
-    );
-    assert_eq!(code, 400);
-    assert_eq!(e["error"]["field"], "targets");
-    let (code, e) = send("/eterna/port", "{}");
-    assert_eq!(code, 400);
-    assert_eq!(e["error"]["field"], "targets", "{e}");
-    let (code, e) = send(
-        "/eterna/port",
-        &json!({"targets": ["gic"], "backend": "quantum"}).to_string(),
-    );
-    assert_eq!(code, 400);
-    assert_eq!(e["error"]["field"], "backend");
-    let (code, e) = send(
-        "/eterna/port",
-        &json!({"targets": ["gic"], "boot": "qemu"}).to_string(),
-    );
-    assert_eq!(code, 400, "boot without write: {e}");
-    let (code, e) = send(
-        "/eterna/port",
-        &json!({"targets": ["gic"], "userMessage": "x"}).to_string(),
-    );
-    assert_eq!(code, 400);
-    assert_eq!(e["error"]["field"], "userMessage");
-
-    let (code, e) = send("/agent/wizard/execute", "{}");
-    assert_eq!(code, 404);
-    assert!(e["error"]["message"]
-        .as_str()
-        .unwrap()
-        .contains("eterna_port"));
-    let (code, e) = send(
-        "/agent/debug/execute",
-        &json!({"targets": ["gic"]}).to_string(),
-    );
-    assert_eq!(code, 400);
-    assert_eq!(e["error"]["field"], "write");
 
     let big = json!({"userMessage": "x".repeat(10_000)}).to_string();
     let (code, e) = send("/swarm/orchestrate", &big);
